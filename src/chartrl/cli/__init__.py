@@ -1,0 +1,33 @@
+"""The ``chartrl`` command. Errors a user can act on are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+from chartrl.cli import config_cmd
+from chartrl.errors import ChartrlError
+
+# Each module has register(subparsers); add new command modules here.
+COMMAND_MODULES = [config_cmd]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from chartrl.cli.app import build_parser
+
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ChartrlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line; the traceback only at debug level
+        if logging.getLogger().isEnabledFor(logging.DEBUG) or args.log_level == "debug":
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --log-level debug for details)", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code or 0)

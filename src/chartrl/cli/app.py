@@ -1,0 +1,97 @@
+"""The argument parser, the options every command shares, and command registration.
+
+Each command module defines ``register(subparsers)`` that adds its parser and sets
+``func=handler``; a handler takes the parsed ``argparse.Namespace`` and returns an exit code (or
+None for 0). Heavy imports (torch, ccxt, matplotlib) happen inside handlers so ``--help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from chartrl.config.settings import Settings
+from chartrl.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one usage line + the problem, exit 2 (argparse's own)
+        self.print_usage()
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from chartrl import __version__
+    from chartrl.cli import COMMAND_MODULES
+
+    parser = _Parser(prog="chartrl", description="A Bitcoin trading daemon whose policy reads the chart.")
+    parser.add_argument("--version", action="version", version=f"chartrl {__version__}")
+    parser.add_argument("-c", "--config", type=Path, help="TOML config file (default: $CHARTRL_CONFIG, else built-in defaults)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="lowest level logged")
+    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="log format (auto: console in a terminal)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def add_series_options(parser: argparse.ArgumentParser, date_range: bool = True) -> None:
+    """--exchange/--symbol/--timeframe/--data-dir (defaults from config) and --from/--until."""
+    g = parser.add_argument_group("series")
+    g.add_argument("--exchange", help="ccxt exchange id (default: config exchange.id)")
+    g.add_argument("--symbol", help="symbol such as BTC/USDT (default: config market.symbol)")
+    g.add_argument("--timeframe", help="timeframe such as 1h (default: config market.timeframe)")
+    g.add_argument("--data-dir", type=Path, help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
+    if date_range:
+        g.add_argument("--from", dest="date_from", metavar="DATE", help="first candle, UTC date or datetime")
+        g.add_argument("--until", dest="date_until", metavar="DATE", help="last candle (inclusive), UTC date or datetime")
+
+
+def settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    """Settings for this command: defaults < file < environment < command-line; configures logging."""
+    from chartrl.config import load_settings
+    from chartrl.logs import configure_logging
+
+    overrides: dict[str, Any] = {}
+    for section, key, attr in (
+        ("exchange", "id", "exchange"),
+        ("market", "symbol", "symbol"),
+        ("market", "timeframe", "timeframe"),
+        ("data", "dir", "data_dir"),
+    ):
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = str(value)
+    for section, values in extra.items():
+        overrides.setdefault(section, {}).update(values)
+    s = load_settings(args.config, overrides=overrides)
+    configure_logging(args.log_level or s.log.level, args.log_format or s.log.format)
+    return s
+
+
+def parse_date(value: str | None, option: str) -> datetime | None:
+    """A UTC datetime from 2021-06-01, 2021-06-01T12:00 or an ISO string with an offset."""
+    if value is None:
+        return None
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise UsageError(f"{option} {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)") from None
+    if ts is pd.NaT:
+        raise UsageError(f"{option} {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.to_pydatetime().astimezone(timezone.utc)
+
+
+def date_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    """--from/--until as UTC datetimes, refusing an empty range."""
+    start = parse_date(getattr(args, "date_from", None), "--from")
+    end = parse_date(getattr(args, "date_until", None), "--until")
+    if start and end and end < start:
+        raise UsageError(f"--until {end:%Y-%m-%d %H:%M} is before --from {start:%Y-%m-%d %H:%M}; the range is empty")
+    return start, end

@@ -1,0 +1,31 @@
+"""chartrl config show | check."""
+
+from __future__ import annotations
+
+import argparse
+
+from chartrl.cli.app import settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="show or check the effective configuration")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    show = csub.add_parser("show", help="print the effective configuration, secrets redacted")
+    show.set_defaults(func=_show)
+    check = csub.add_parser("check", help="validate the configuration (exit 2 with one line per problem)")
+    check.set_defaults(func=_check)
+
+
+def _show(args: argparse.Namespace) -> None:
+    from chartrl.config import show_settings
+
+    print(show_settings(settings(args)), end="")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from chartrl.config.loader import config_path
+
+    settings(args)
+    src = config_path(args.config)
+    print(f"configuration OK ({src if src else 'built-in defaults'})")

@@ -1,0 +1,173 @@
+"""Read the TOML file, apply CHARTRL__SECTION__KEY environment overrides and secrets, validate."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from chartrl.config.settings import Settings
+from chartrl.errors import ConfigError
+
+ENV_PREFIX = "CHARTRL__"
+ENV_CONFIG = "CHARTRL_CONFIG"
+ENV_DATA_DIR = "CHARTRL_DATA_DIR"
+_SECRET_FIELDS = {"api_key", "api_secret"}
+
+
+def _parse_env_value(key: str, raw: str) -> Any:
+    """TOML scalar/array syntax where it parses (5, true, [5, 20]); the raw string otherwise."""
+    if key in _SECRET_FIELDS:
+        return raw
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if len(parts) < 2:
+            raise ConfigError(f"{name}: expected {ENV_PREFIX}SECTION__KEY, e.g. CHARTRL__MARKET__SYMBOL", source="environment")
+        node = tree
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = _parse_env_value(parts[-1], raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_key_file(path: Path) -> dict[str, str]:
+    """Secrets from a TOML file that only its owner can read; refuses a group/world-readable file."""
+    path = path.expanduser()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"exchange.key_file = {str(path)!r}: cannot read it ({exc.strerror})") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"exchange.key_file = {str(path)!r}: readable by others (mode {stat.S_IMODE(st.st_mode):o}); run chmod 600 on it"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"exchange.key_file = {str(path)!r}: not valid TOML ({exc}); write api_key = \"...\" and api_secret = \"...\"") from None
+    unknown = set(data) - _SECRET_FIELDS
+    if unknown:
+        raise ConfigError(f"exchange.key_file = {str(path)!r}: unknown keys {sorted(unknown)}; allowed: api_key, api_secret")
+    return {k: str(v) for k, v in data.items()}
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per problem: field, value, and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown setting; check the spelling (see `chartrl config show` for the known ones)")
+            continue
+        shown = "***" if any(s in field for s in _SECRET_FIELDS) else repr(value)
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{field} = {shown}: {msg}")
+    return lines
+
+
+def config_path(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The file to read: the argument, else $CHARTRL_CONFIG, else none (built-in defaults)."""
+    env = os.environ if env is None else env
+    chosen = path or env.get(ENV_CONFIG)
+    return Path(chosen).expanduser() if chosen else None
+
+
+def load_settings(
+    path: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Effective settings: defaults < TOML file < environment < ``overrides`` (command-line)."""
+    env = os.environ if env is None else env
+    source = config_path(path, env)
+    data: dict[str, Any] = {}
+    if source is not None:
+        try:
+            data = tomllib.loads(source.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {source} does not exist; pass --config PATH or unset {ENV_CONFIG}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {source} cannot be read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        for section in ("exchange",):
+            for key in _SECRET_FIELDS & set(data.get(section, {})):
+                raise ConfigError(
+                    f"{section}.{key} is written in {source}; secrets never go in the config file: "
+                    f"use CHARTRL__EXCHANGE__{key.upper()} or exchange.key_file"
+                )
+    data = _merge(data, _env_overrides(env))
+    if env.get(ENV_DATA_DIR):
+        data = _merge(data, {"data": {"dir": env[ENV_DATA_DIR]}})
+    if overrides:
+        data = _merge(data, overrides)
+    key_file = data.get("exchange", {}).get("key_file")
+    if key_file:
+        secrets = read_key_file(Path(key_file))
+        data = _merge(data, {"exchange": {k: v for k, v in secrets.items() if not data["exchange"].get(k)}})
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), source=str(source) if source else None) from None
+    from chartrl.logs import register_secret
+
+    for secret in (settings.exchange.api_key, settings.exchange.api_secret):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+    return settings
+
+
+def show_settings(settings: Settings) -> str:
+    """The effective configuration as TOML, secrets redacted."""
+    dumped = settings.model_dump(mode="json")
+    for key in _SECRET_FIELDS:
+        if dumped["exchange"].get(key) is not None:
+            dumped["exchange"][key] = "***"
+    return _to_toml(dumped)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def _to_toml(tree: dict[str, Any]) -> str:
+    out: list[str] = []
+    for section, values in tree.items():
+        out.append(f"[{section}]")
+        for k, v in values.items():
+            if v is None:
+                out.append(f"# {k} = (not set)")
+            else:
+                out.append(f"{k} = {_toml_value(v)}")
+        out.append("")
+    return "\n".join(out)

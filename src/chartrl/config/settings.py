@@ -1,0 +1,137 @@
+"""Typed, frozen settings. Each field is documented; ``chartrl config show`` prints them all.
+
+The defaults are the paper-trading default (``config/chartrl.toml`` at the repository root is the
+same settings written out, and a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from chartrl.chart.spec import ChartSpec
+from chartrl.timeframe import timeframe_seconds
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExchangeSettings(_Section):
+    id: str = Field("binance", description="ccxt exchange id, e.g. binance, upbit, kraken.")
+    api_url: str | None = Field(
+        None,
+        description="Base URL that replaces the exchange's REST hosts (the loopback emulator, e.g. "
+        "http://127.0.0.1:8765). Empty for the real exchange.",
+    )
+    timeout_ms: int = Field(10_000, ge=100, le=600_000, description="ccxt request timeout in milliseconds.")
+    api_key: SecretStr | None = Field(None, description="API key. Set CHARTRL__EXCHANGE__API_KEY or use key_file; never in the TOML.")
+    api_secret: SecretStr | None = Field(None, description="API secret. Set CHARTRL__EXCHANGE__API_SECRET or use key_file.")
+    key_file: Path | None = Field(
+        None,
+        description="TOML file with api_key and api_secret, readable by its owner only (chmod 600).",
+    )
+    max_retries: int = Field(5, ge=0, le=50, description="Retries of a temporary exchange error before giving up.")
+    retry_base_delay: float = Field(1.0, ge=0, le=60, description="First retry delay in seconds; doubles each retry, with jitter.")
+
+    @field_validator("id")
+    @classmethod
+    def _known_exchange(cls, v: str) -> str:
+        import ccxt
+
+        if v not in ccxt.exchanges:
+            raise ValueError(f"unknown ccxt exchange id; use one of ccxt.exchanges, e.g. binance, kraken, upbit")
+        return v
+
+
+class MarketSettings(_Section):
+    symbol: str = Field("BTC/USDT", description="Unified ccxt symbol BASE/QUOTE.")
+    timeframe: str = Field("1h", description="Candle timeframe (ccxt name: 1m, 5m, 15m, 1h, 4h, 1d...).")
+    since: str = Field("2017-08-01", description="First date fetched when nothing is stored yet (UTC).")
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        base, sep, quote = v.partition("/")
+        if not sep or not base or not quote:
+            raise ValueError("symbol must be BASE/QUOTE, e.g. BTC/USDT")
+        return v
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, v: str) -> str:
+        timeframe_seconds(v)
+        return v
+
+
+class DataSettings(_Section):
+    dir: Path = Field(Path("~/.local/share/chartrl"), description="Data directory: candles, ledger, models, reports.")
+    strict: bool = Field(False, description="Refuse any repair of incoming candles instead of repairing and logging it.")
+
+
+class TradingSettings(_Section):
+    mode: Literal["paper", "live"] = Field("paper", description="paper (simulated fills) or live (real orders; also needs --live).")
+    initial_cash: float = Field(10_000.0, gt=0, description="Starting cash of a paper or backtest account, in the quote currency.")
+    fee: float | None = Field(
+        0.001, ge=0, lt=0.1, description="Taker fee per side as a fraction (0.001 = 0.1%); empty = the exchange's from market info."
+    )
+    slippage_bps: float = Field(5.0, ge=0, le=1000, description="Slippage against the fill price in basis points.")
+    position_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of equity a buy invests (1 = all-in/all-out).")
+
+
+class RiskSettings(_Section):
+    max_position_value: float | None = Field(None, gt=0, description="Largest position value in the quote currency; empty = no limit.")
+    max_orders_per_day: int = Field(48, ge=1, description="Orders allowed per UTC day.")
+    max_daily_loss: float = Field(0.05, gt=0, le=1, description="Loss of equity since the UTC day's start that fires the kill switch.")
+    on_daily_loss: Literal["flatten", "stop_buying"] = Field("stop_buying", description="What the kill switch does.")
+    stale_after_timeframes: float = Field(2.0, gt=0, description="No trade when the newest closed candle is older than this many timeframes.")
+    halt_file: Path | None = Field(None, description="When this file exists, no order is sent (operator's manual halt). Empty = <data dir>/HALT.")
+
+
+class ModelSettings(_Section):
+    strategy: str = Field("cnnrnn", description="Policy: cnn, cnnrnn, gru, resnet, or a rule baseline (buyhold, sma, random).")
+    dir: Path | None = Field(None, description="Champion model directory (model.pt + model.json). Empty = <data dir>/models/champion.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when present, else CPU.")
+
+
+class DaemonSettings(_Section):
+    tick_delay_seconds: float = Field(5.0, ge=0, le=3600, description="Seconds after each candle close before the tick runs.")
+    retrain_cron: str = Field("0 3 * * *", description="When the nightly retrain runs (crontab fields, UTC).")
+    retrain_window_days: int = Field(180, ge=7, description="Days of recent candles the challenger is fine-tuned on.")
+    eval_days: int = Field(14, ge=1, description="Most recent held-out days on which champion and challenger are compared.")
+    promote_margin: float = Field(0.0, description="Challenger must beat the champion's Sharpe by this much to be promoted.")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="Interval of the systemd watchdog heartbeat.")
+    retrain_enabled: bool = Field(True, description="Run the nightly retrain job.")
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
+    format: Literal["auto", "json", "console"] = Field("auto", description="auto = console in a terminal, JSON lines otherwise.")
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
+    market: MarketSettings = Field(default_factory=MarketSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    chart: ChartSpec = Field(default_factory=ChartSpec)
+    trading: TradingSettings = Field(default_factory=TradingSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.data.dir.expanduser()
+
+    @property
+    def halt_file(self) -> Path:
+        return (self.risk.halt_file or self.data_dir / "HALT").expanduser()
+
+    @property
+    def model_dir(self) -> Path:
+        return (self.model.dir or self.data_dir / "models" / "champion").expanduser()

@@ -1,0 +1,68 @@
+"""The one interface every policy follows, neural or rule-based.
+
+Actions: 0 hold, 1 buy, 2 sell. A policy sees the chart frames up to and including candle t and the
+account's position features (long flag, unrealised log return) and answers Q-values for the three
+actions. Recurrent policies carry ``hidden`` from one candle to the next; the caller keeps it
+(backtest loop, daemon ledger) and passes it back in.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+import torch
+from torch import nn
+
+N_ACTIONS = 3
+N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
+
+
+class Action(IntEnum):
+    HOLD = 0
+    BUY = 1
+    SELL = 2
+
+
+Hidden = Any  # None for stateless policies, a tensor (layers, B, H) for the recurrent ones
+
+
+class Policy(nn.Module):
+    """Base of the neural policies.
+
+    ``features`` is the expensive, per-frame part (the CNN): it can run batched over every frame of
+    a series at once. ``head`` is the cheap, sequential part (recurrent cell + Q head) that steps in
+    time. ``forward`` is the two together, for one step ``(B, C, H, W)`` or a sequence
+    ``(B, T, C, H, W)``.
+    """
+
+    name: str = "policy"
+    recurrent: bool = False
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` uint8 or float frames -> ``(N, F)`` features."""
+        raise NotImplementedError
+
+    def head(
+        self, feats: torch.Tensor, position: torch.Tensor, hidden: Hidden = None
+    ) -> tuple[torch.Tensor, Hidden]:
+        """``(B, F)`` or ``(B, T, F)`` features + ``(B[, T], 2)`` position -> Q ``(B[, T], 3)``, hidden."""
+        raise NotImplementedError
+
+    def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> Hidden:
+        return None
+
+    def forward(
+        self, frames: torch.Tensor, position: torch.Tensor, hidden: Hidden = None
+    ) -> tuple[torch.Tensor, Hidden]:
+        if frames.dim() == 5:  # (B, T, C, H, W): the CNN runs on all B*T frames at once
+            b, t = frames.shape[:2]
+            feats = self.features(frames.flatten(0, 1)).unflatten(0, (b, t))
+        else:
+            feats = self.features(frames)
+        return self.head(feats, position, hidden)
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 -> float 0..1 (no-op for float input)."""
+    return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames
