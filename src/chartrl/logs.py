@@ -63,9 +63,22 @@ def _stringify_exc(_logger: Any, _method: str, event_dict: dict[str, Any]) -> di
     return event_dict
 
 
+class _Stdout:
+    """Whatever ``sys.stdout`` is at write time (not at configure time: a test runner swaps it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+
 def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Any = None) -> None:
     """Set up structlog (and route the stdlib loggers of ccxt, apscheduler... through it)."""
-    stream = stream or sys.stdout
+    stream = stream or _Stdout()
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     numeric = logging.getLevelName(level.upper())
@@ -106,7 +119,11 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Any 
 
 def get_logger(name: str | None = None, **bind: Any) -> Any:
     """A structlog logger; ``name`` becomes the ``logger`` field."""
-    log = structlog.get_logger()
+    from structlog._config import BoundLoggerLazyProxy
+
     if name:
         bind = {"logger": name, **bind}
-    return log.bind(**bind) if bind else log
+    # A lazy proxy carrying the initial values: ``structlog.get_logger().bind()`` would build the
+    # logger from today's config, so a module-level logger would ignore a later configure_logging().
+    # (structlog.get_logger(logger=...) is not possible: it clashes with wrap_logger's parameter.)
+    return BoundLoggerLazyProxy(None, initial_values=bind)

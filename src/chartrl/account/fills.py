@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from chartrl.strategies.base import Action
 
@@ -120,3 +121,54 @@ def simulate_fill(book: Book, action: int, open_price: float, timestamp: int, ru
     book.turnover += fill.notional
     book.fills.append(fill)
     return fill
+
+
+# ccxt's precisionMode constants (ccxt.DECIMAL_PLACES, ccxt.SIGNIFICANT_DIGITS, ccxt.TICK_SIZE),
+# repeated here so the fill model does not import ccxt.
+DECIMAL_PLACES, SIGNIFICANT_DIGITS, TICK_SIZE = 2, 3, 4
+
+
+def rules_from_market(market: dict, trading: Any, precision_mode: int = TICK_SIZE) -> MarketRules:
+    """MarketRules from a ccxt market structure (``exchange.market(symbol)``) and the trading settings.
+
+    ``trading.fee`` None means the exchange's taker fee from the market info. ``precision_mode``
+    is the exchange's ``precisionMode``: most ccxt exchanges give the amount precision as a step
+    (TICK_SIZE); a few give a number of decimal places.
+    """
+    from chartrl.errors import ConfigError
+
+    symbol = market.get("symbol", "?")
+    fee = trading.fee
+    if fee is None:
+        fee = market.get("taker")
+        if fee is None:
+            raise ConfigError(f"trading.fee is empty and market {symbol} reports no taker fee; set trading.fee (e.g. 0.001)")
+    precision = (market.get("precision") or {}).get("amount")
+    step: float | None = None
+    if precision is not None:
+        if precision_mode == DECIMAL_PLACES:
+            step = 10.0 ** -int(precision)
+        elif precision_mode == TICK_SIZE:
+            step = float(precision)
+        # SIGNIFICANT_DIGITS has no fixed step; amounts are then left unrounded.
+    limits = market.get("limits") or {}
+    min_amount = (limits.get("amount") or {}).get("min") or 0.0
+    min_notional = (limits.get("cost") or {}).get("min") or 0.0
+    return MarketRules(
+        fee=float(fee),
+        slippage_bps=float(trading.slippage_bps),
+        amount_step=step if step and step > 0 else None,
+        min_amount=float(min_amount),
+        min_notional=float(min_notional),
+        position_fraction=float(trading.position_fraction),
+    )
+
+
+def rules_from_settings(trading: Any) -> MarketRules:
+    """MarketRules when no market info is at hand (backtests offline): config fee (0.1% when empty),
+    slippage and sizing; no precision or minimums."""
+    return MarketRules(
+        fee=0.001 if trading.fee is None else float(trading.fee),
+        slippage_bps=float(trading.slippage_bps),
+        position_fraction=float(trading.position_fraction),
+    )

@@ -11,6 +11,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+# Relative panel heights (see ChartSpec.panels).
+PANEL_SHARES = {"price": 3, "volume": 1, "oscillator": 1}
+
+
 class ChartSpec(BaseModel):
     """The chart image the policy reads (frozen, serialisable)."""
 
@@ -36,6 +40,22 @@ class ChartSpec(BaseModel):
         if self.bollinger_period is not None and self.bollinger_period >= self.window:
             raise ValueError(f"bollinger_period {self.bollinger_period} must be below window {self.window}")
         return self
+
+    def panels(self) -> dict[str, tuple[int, int]]:
+        """Row ranges ``[start, stop)`` of the panels, top to bottom: price, then volume, then oscillator.
+
+        Shares are price 3 : volume 1 : oscillator 1 of the height (60/20/20 % with both lower
+        panels, 75/25 % with one, the whole image with none); the price panel gets the rounding.
+        """
+        lower = [name for name, on in (("volume", self.volume), ("oscillator", self.oscillator != "none")) if on]
+        sub = {name: round(self.height * PANEL_SHARES[name] / (PANEL_SHARES["price"] + sum(PANEL_SHARES[n] for n in lower)))
+               for name in lower}
+        rows = {"price": (0, self.height - sum(sub.values()))}
+        start = rows["price"][1]
+        for name in lower:
+            rows[name] = (start, start + sub[name])
+            start += sub[name]
+        return rows
 
     def diff(self, other: ChartSpec) -> list[str]:
         """Human-readable differences ``field: mine != other`` (empty when equal)."""

@@ -6,11 +6,11 @@ import logging
 import sys
 import traceback
 
-from chartrl.cli import config_cmd
+from chartrl.cli import backtest_cmd, chart_cmd, config_cmd, data_cmd, daemon_cmd, sim_cmd, train_cmd, halt_cmd, demo_cmd
 from chartrl.errors import ChartrlError
 
 # Each module has register(subparsers); add new command modules here.
-COMMAND_MODULES = [config_cmd]
+COMMAND_MODULES = [config_cmd, data_cmd, chart_cmd, backtest_cmd, daemon_cmd, sim_cmd, train_cmd, halt_cmd, demo_cmd]
 
 
 def main(argv: list[str] | None = None) -> None:

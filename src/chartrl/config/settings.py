@@ -69,6 +69,12 @@ class MarketSettings(_Section):
 class DataSettings(_Section):
     dir: Path = Field(Path("~/.local/share/chartrl"), description="Data directory: candles, ledger, models, reports.")
     strict: bool = Field(False, description="Refuse any repair of incoming candles instead of repairing and logging it.")
+    spike_factor: float = Field(
+        3.0,
+        ge=0,
+        description="Drop a candle whose high or low is more than this many times away from the median close of "
+        "its ten neighbours (rule price_spike, an implausible print); 0 turns the rule off.",
+    )
 
 
 class TradingSettings(_Section):
@@ -79,6 +85,13 @@ class TradingSettings(_Section):
     )
     slippage_bps: float = Field(5.0, ge=0, le=1000, description="Slippage against the fill price in basis points.")
     position_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of equity a buy invests (1 = all-in/all-out).")
+    order_lookup_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Live: an order the exchange does not know is declared never-arrived only this long after it was "
+        "recorded (must exceed the request's recvWindow, 10 s in ccxt's binance), so a delayed request cannot double it.",
+    )
 
 
 class RiskSettings(_Section):
@@ -104,6 +117,7 @@ class DaemonSettings(_Section):
     promote_margin: float = Field(0.0, description="Challenger must beat the champion's Sharpe by this much to be promoted.")
     heartbeat_seconds: float = Field(10.0, gt=0, description="Interval of the systemd watchdog heartbeat.")
     retrain_enabled: bool = Field(True, description="Run the nightly retrain job.")
+    retrain_epochs: int = Field(2, ge=1, le=1000, description="DQN epochs the challenger is fine-tuned for on the recent window.")
 
 
 class LogSettings(_Section):

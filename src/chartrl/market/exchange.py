@@ -1,4 +1,5 @@
-"""ccxt exchange factory: any exchange id, rate limiting on, REST hosts optionally redirected.
+"""ccxt exchange factory (any exchange id, rate limiting on, REST hosts optionally redirected) and
+the retry policy every exchange call goes through.
 
 ``api_url`` replaces scheme and host of every REST endpoint the exchange knows and keeps the path,
 which is how the loopback emulator (or any proxy) is reached by an unmodified ccxt class.
@@ -6,11 +7,18 @@ which is how the loopback emulator (or any proxy) is reached by an unmodified cc
 
 from __future__ import annotations
 
-from typing import Any
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from chartrl.config.settings import ExchangeSettings
-from chartrl.errors import UsageError
+from chartrl.errors import OperationalError, TemporaryError, UsageError
+from chartrl.logs import get_logger
+
+T = TypeVar("T")
+_log = get_logger("chartrl.market.exchange")
 
 
 def _redirect(urls: Any, base: str) -> Any:
@@ -45,3 +53,66 @@ def make_exchange(cfg: ExchangeSettings, **options: Any) -> Any:
         exchange.urls["api"] = _redirect(exchange.urls["api"], cfg.api_url)
         exchange.rateLimit = min(exchange.rateLimit, 5)  # loopback: no need to pace like the real API
     return exchange
+
+
+def short_error(exc: BaseException, limit: int = 200) -> str:
+    """First line of an exchange error, secrets masked, bounded (ccxt puts whole responses in messages)."""
+    from chartrl.logs import _mask_text
+
+    text = _mask_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def call_with_retry(
+    fn: Callable[..., T],
+    *args: Any,
+    max_retries: int = 5,
+    base_delay: float = 1.0,
+    what: str = "exchange request",
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs: Any,
+) -> T:
+    """Call a ccxt method, retrying temporary failures with exponential backoff and jitter.
+
+    Retried: NetworkError and its kin (RequestTimeout, ExchangeNotAvailable, DDoSProtection and
+    RateLimitExceeded, caught by name because their hierarchy has changed between ccxt versions).
+    Never retried: AuthenticationError (OperationalError: the operator must fix the key) and
+    BadSymbol (UsageError). After the last retry a TemporaryError says what failed.
+    """
+    import ccxt
+
+    retryable = (ccxt.NetworkError, ccxt.RequestTimeout, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded, ccxt.DDoSProtection)
+    for attempt in range(max_retries + 1):
+        try:
+            return fn(*args, **kwargs)
+        except ccxt.AuthenticationError as exc:
+            raise OperationalError(
+                f"{what} was refused: {short_error(exc)}; check the API key and secret (CHARTRL__EXCHANGE__API_KEY/"
+                "API_SECRET or exchange.key_file)"
+            ) from None
+        except ccxt.BadSymbol as exc:
+            raise UsageError(f"{what}: unknown symbol ({short_error(exc)}); check --symbol / market.symbol") from None
+        except retryable as exc:
+            if attempt >= max_retries:
+                raise TemporaryError(
+                    f"{what} failed after {attempt + 1} attempts: {short_error(exc)}; the exchange may be down or "
+                    "rate limiting, retry later"
+                ) from None
+            delay = base_delay * (2**attempt) * random.uniform(0.5, 1.5)
+            if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
+                # Binance bans an IP (HTTP 418) that keeps calling before its Retry-After.
+                delay = max(delay, _retry_after(getattr(fn, "__self__", None)))
+            _log.warning("exchange_retry", what=what, attempt=attempt + 1, of=max_retries, delay_s=round(delay, 3), error=short_error(exc))
+            sleep(delay)
+    raise AssertionError("unreachable")  # the loop either returns or raises
+
+
+def _retry_after(exchange: Any, cap: float = 60.0) -> float:
+    """Seconds the server asked us to wait (Retry-After of the last response), at most ``cap``."""
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    try:
+        return min(max(float(value), 0.0), cap) if value is not None else 0.0
+    except (TypeError, ValueError):
+        return 0.0

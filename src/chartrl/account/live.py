@@ -1,0 +1,357 @@
+"""Live account: real market orders through ccxt, every step written to the ledger first.
+
+The order protocol (invariant 4 of ARCHITECTURE.md):
+
+1. Size the order from fresh balances, round it to the market's amount precision, check the
+   minimum amount / notional and the free balance. Nothing to send: return None.
+2. Create a client order id and record the order as ``pending`` (committed) *before* sending.
+3. Send it with that client id. The answer and its fills are recorded in one transaction.
+4. A timeout, 5xx or connection reset leaves the order *in flight* (``unknown``): it is looked up
+   by its client id, never sent again. An order the exchange does not know is declared
+   ``rejected`` (never arrived) only ``trading.order_lookup_grace_seconds`` after it was recorded,
+   past the request's recvWindow, so a delayed request cannot arrive after we gave up on it.
+5. While any order is not final, no new order is sent; :meth:`LiveAccount.reconcile` runs first.
+
+On :meth:`start` every unfinished order is reconciled, then the exchange's balances are compared
+with the ledger's (baseline + every recorded fill). A difference beyond one fee halts trading
+(``halts`` table) until the operator runs ``chartrl halt clear``, which also re-baselines.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from chartrl.account import ccxt_errors
+from chartrl.account.base import Account, Candle
+from chartrl.account.fills import Fill
+from chartrl.account.ledger import Ledger, OrderRow, now_ms
+from chartrl.account.live_books import BalanceCheck, compare_balances, entry_price
+from chartrl.config.settings import Settings
+from chartrl.errors import ConfigError, OperationalError, TemporaryError, UsageError
+from chartrl.logs import get_logger
+from chartrl.strategies.base import Action
+
+MODE = "live"
+CLIENT_ID_PREFIX = "crl-"
+BASELINE_FILL_ROWID = "live.baseline_fill_rowid"
+_CCXT_STATE = {"closed": "filled", "canceled": "canceled", "expired": "canceled", "rejected": "rejected"}
+
+
+def require_live(settings: Settings, live: bool) -> None:
+    """Refuse live trading unless the config says live AND the caller passed --live; and keys are set."""
+    if settings.trading.mode != "live":
+        raise UsageError(
+            f'live trading needs [trading] mode = "live" in the config (it is {settings.trading.mode!r}) and --live'
+        )
+    if not live:
+        raise UsageError('trading.mode is "live" but --live was not given; pass --live to place real orders')
+    missing = [
+        f"exchange.{name} (set CHARTRL__EXCHANGE__{name.upper()} or exchange.key_file)"
+        for name in ("api_key", "api_secret")
+        if getattr(settings.exchange, name) is None or not getattr(settings.exchange, name).get_secret_value()
+    ]
+    if missing:
+        raise ConfigError([f"{m} is missing: live trading needs it" for m in missing])
+
+
+def new_client_order_id() -> str:
+    # Binance accepts ^[.A-Z:/a-z0-9_-]{1,36}$; 32 characters, unique without coordination.
+    return CLIENT_ID_PREFIX + uuid.uuid4().hex[:28]
+
+
+class LiveAccount(Account):
+    """Market orders on a ccxt exchange for one symbol, long-only spot, all recorded in the ledger."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        *,
+        live: bool = False,
+        exchange: Any = None,
+        on_point: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        require_live(settings, live)
+        from chartrl.market.exchange import make_exchange
+
+        self.settings = settings
+        self.ledger = ledger
+        self.symbol = settings.market.symbol
+        self.base, self.quote = self.symbol.split("/")[0], self.symbol.split("/")[1].split(":")[0]
+        self.exchange = exchange if exchange is not None else make_exchange(settings.exchange)
+        self.on_point = on_point or (lambda _name: None)
+        self.sleep = sleep
+        self.grace_ms = int(settings.trading.order_lookup_grace_seconds * 1000)
+        self.log = get_logger("chartrl.live", symbol=self.symbol, exchange=settings.exchange.id)
+        self.market: dict[str, Any] = {}
+        self.fee_rate = settings.trading.fee or 0.0
+        self.total: dict[str, float] = {}
+        self.free: dict[str, float] = {}
+        self.last_price: float | None = None
+
+    # -- exchange calls ---------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return ccxt_errors.call(fn, *args, what=what, **kwargs)
+
+    def start(self) -> None:
+        """Load markets, reconcile every unfinished order, compare balances (halts on a mismatch)."""
+        self._call("load markets", self.exchange.load_markets)
+        if self.symbol not in self.exchange.markets:
+            raise OperationalError(f"{self.settings.exchange.id} has no market {self.symbol}; check market.symbol")
+        self.market = self.exchange.market(self.symbol)
+        if self.settings.trading.fee is None:
+            self.fee_rate = float(self.market.get("taker") or 0.0)
+        pending = self.reconcile(wait=True)
+        if pending:
+            raise TemporaryError(f"orders {', '.join(o.client_order_id for o in pending)} are still unresolved; will retry")
+        self.check_open_orders()
+        self.refresh_balances()
+        self.check_balances()
+        self.log.info("live_account_started", balances={self.base: self.total.get(self.base), self.quote: self.total.get(self.quote)})
+
+    def refresh_balances(self) -> None:
+        bal = self._call("fetch balance", self.exchange.fetch_balance)
+        self.total = {k: float(v or 0.0) for k, v in (bal.get("total") or {}).items()}
+        self.free = {k: float(v or 0.0) for k, v in (bal.get("free") or {}).items()}
+
+    # -- reconciliation -----------------------------------------------------------------------------
+    def reconcile(self, wait: bool = False) -> list[OrderRow]:
+        """Resolve every unfinished order with the exchange; the ones still unresolved.
+
+        ``wait`` sleeps out the lookup grace of a not-found order instead of leaving it unknown.
+        """
+        left = []
+        for order in self.ledger.unfinished_orders(MODE, self.symbol):
+            resolved = self._resolve(order)
+            while not resolved.final and wait and resolved.state in ("pending", "unknown"):
+                remaining = resolved.created_ms + self.grace_ms - now_ms()
+                self.sleep(max(0.05, min(remaining / 1000, 2.0)))
+                resolved = self._resolve(resolved)
+            if resolved.state in ("open", "partially_filled"):
+                resolved = self._settle(resolved)
+            if not resolved.final:
+                left.append(resolved)
+        return left
+
+    def _resolve(self, order: OrderRow) -> OrderRow:
+        cid = order.client_order_id
+        try:
+            remote = self.exchange.fetch_order(order.exchange_order_id, self.symbol, {"clientOrderId": cid})
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            if not ccxt_errors.is_not_found(exc):
+                raise ccxt_errors.translate(exc, f"look up order {cid}") from exc
+            if order.state in ("sent", "open", "partially_filled"):
+                # We saw it live before; vanishing is not something we can explain: stop.
+                self._halt("order_vanished", f"order {cid} was {order.state} and the exchange no longer knows it")
+            if now_ms() - order.created_ms >= self.grace_ms:
+                self.ledger.update_order(cid, state="rejected", error="not on the exchange: the request never arrived")
+                self.log.warning("order_never_arrived", client_order_id=cid)
+            elif order.state == "pending":
+                self.ledger.update_order(cid, state="unknown")
+            return self.ledger.order(cid)  # type: ignore[return-value]
+        return self._apply(order, remote)
+
+    def check_open_orders(self) -> None:
+        """An open order with our client id prefix that the ledger does not know means a lost ledger: halt."""
+        remote = self._call("fetch open orders", self.exchange.fetch_open_orders, self.symbol)
+        strangers = [o.get("clientOrderId") for o in remote
+                     if str(o.get("clientOrderId") or "").startswith(CLIENT_ID_PREFIX)
+                     and self.ledger.order(str(o["clientOrderId"])) is None]
+        if strangers:
+            self._halt("unknown_order", f"open orders {', '.join(map(str, strangers))} were sent by chartrl but are "
+                       "not in this ledger (restored from a backup? another instance?)")
+
+    def _apply(self, order: OrderRow, remote: dict[str, Any]) -> OrderRow:
+        """Record what the exchange says of ``order`` (state, amounts, fills) in one transaction."""
+        cid = order.client_order_id
+        filled = float(remote.get("filled") or 0.0)
+        status = remote.get("status")
+        if status is None:  # an ACK-only answer: accepted, nothing known yet
+            state = "partially_filled" if filled > 0 else "sent"
+        else:
+            state = _CCXT_STATE.get(status, "partially_filled" if filled > 0 else "open")
+        trades = remote.get("trades") or []
+        if filled > 0 and (not trades or any(t.get("id") is None for t in trades)
+                           or abs(sum(float(t["amount"]) for t in trades) - filled) > 1e-12):
+            trades = self._call(f"fetch trades of order {cid}", self.exchange.fetch_order_trades,
+                                str(remote["id"]), self.symbol)
+        known = {f.trade_id: f.amount for f in self.ledger.fills(client_order_id=cid)}
+        known.update({str(t["id"]): float(t["amount"]) for t in trades})
+        if state in ("filled", "canceled") and sum(known.values()) < filled - 1e-9 * max(1.0, filled):
+            # The trade list lags the order: keep it open in the ledger so the next look-up completes it.
+            self.log.warning("fills_lagging", client_order_id=cid, filled=filled, recorded=sum(known.values()))
+            state = "partially_filled"
+        with self.ledger.transaction():
+            self.ledger.update_order(
+                cid, state=state, exchange_order_id=str(remote.get("id")), filled=filled,
+                average=remote.get("average"), cost=float(remote.get("cost") or 0.0),
+                sent_ms=order.sent_ms or now_ms(),
+            )
+            for t in trades:
+                fee = t.get("fee") or {}
+                self.ledger.add_fill(
+                    trade_id=str(t["id"]), client_order_id=cid, symbol=self.symbol, mode=MODE, side=t.get("side") or order.side,
+                    price=float(t["price"]), amount=float(t["amount"]), cost=float(t.get("cost") or t["price"] * t["amount"]),
+                    fee=float(fee.get("cost") or 0.0), fee_currency=fee.get("currency"), timestamp_ms=int(t.get("timestamp") or now_ms()),
+                )
+        self.log.info("order_update", client_order_id=cid, state=state, filled=filled, trades=len(trades))
+        return self.ledger.order(cid)  # type: ignore[return-value]
+
+    # -- balances -----------------------------------------------------------------------------------
+    def check_balances(self) -> BalanceCheck:
+        """Compare exchange balances with baseline + recorded fills; halt on a mismatch beyond the fees."""
+        rebase = self.ledger.get_flag("live.rebaseline") is not None
+        baseline = self.ledger.latest_balances(MODE, "baseline")
+        if baseline is None or rebase:
+            # The baseline covers every fill recorded so far; later fills are added to it.
+            data = {c: self.total.get(c, 0.0) for c in (self.base, self.quote)}
+            with self.ledger.transaction():
+                self.ledger.record_balances(MODE, "baseline", data)
+                self.ledger.set_flag(BASELINE_FILL_ROWID, str(self.ledger.last_fill_rowid()))
+                self.ledger.set_flag("live.rebaseline", None)
+            self.log.info("balance_baseline", balances=data, rebaseline=rebase)
+            baseline = self.ledger.latest_balances(MODE, "baseline")
+        assert baseline is not None
+        fills = self.ledger.fills_after_rowid(MODE, self.symbol, int(self.ledger.get_flag(BASELINE_FILL_ROWID) or 0))
+        check = compare_balances(baseline[1], fills, self.total, self.base, self.quote, self.fee_rate)
+        self.ledger.record_balances(MODE, "exchange", {c: self.total.get(c, 0.0) for c in (self.base, self.quote)})
+        if not check.ok:
+            self._halt("balance_mismatch", check.describe())
+        return check
+
+    def _halt(self, reason: str, details: str) -> None:
+        if not any(h.reason == reason for h in self.ledger.active_halts()):
+            self.ledger.set_halt(reason, MODE, details)
+        self.log.error("trading_halted", reason=reason, details=details)
+        raise OperationalError(f"trading halted ({reason}): {details}; fix it, then run `chartrl halt clear`")
+
+    # -- orders ---------------------------------------------------------------------------------------
+    def _amount(self, amount: float) -> float:
+        try:
+            return float(self.exchange.amount_to_precision(self.symbol, amount))
+        except Exception as exc:  # noqa: BLE001 - ccxt raises InvalidOrder when it rounds to 0
+            if "precision" in str(exc):
+                return 0.0
+            raise ccxt_errors.translate(exc, f"round amount {amount} for {self.symbol}") from exc
+
+    def _size(self, action: int, price: float, max_notional: float | None) -> tuple[str, float] | None:
+        """(side, amount) to send, or None when the action trades nothing; reasons are logged."""
+        limits = self.market.get("limits") or {}
+        min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
+        min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
+        free_quote, free_base = self.free.get(self.quote, 0.0), self.free.get(self.base, 0.0)
+        if action == Action.BUY:
+            held = self._amount(self.total.get(self.base, 0.0))
+            if held > 0 and held >= min_amount and held * price >= min_cost:  # dust below the minimums is flat
+                return self._skip("already_long", position=held)
+            budget = min(free_quote, self.equity(price) * self.settings.trading.position_fraction)
+            if max_notional is not None:
+                budget = min(budget, max_notional)
+            # Market buys fill above the reference price: leave room for the slippage and the fee.
+            margin = (1 + self.fee_rate) * (1 + self.settings.trading.slippage_bps / 1e4)
+            amount = self._amount(budget / (price * margin))
+            if amount * price * margin > free_quote + 1e-9:
+                return self._skip("insufficient_free_balance", need=amount * price * margin, free=free_quote)
+            side = "buy"
+        elif action == Action.SELL:
+            amount, side = self._amount(free_base), "sell"
+            if amount <= 0:
+                return self._skip("flat")
+        else:
+            return None
+        if amount <= 0 or amount < min_amount:
+            return self._skip("below_min_amount", amount=amount, min_amount=min_amount)
+        if amount * price < min_cost:
+            return self._skip("below_min_notional", notional=amount * price, min_notional=min_cost)
+        return side, amount
+
+    def _skip(self, reason: str, **kw: Any) -> None:
+        self.log.info("order_skipped", reason=reason, **kw)
+        return None
+
+    def execute(self, action: int, candle: Candle, *, max_notional: float | None = None, decision_id: int | None = None) -> Fill | None:
+        """Send a market order for ``action`` (priced for sizing at ``candle.open``); the fill, or None."""
+        if not self.market:
+            raise UsageError("LiveAccount.start() must run before execute()")
+        if self.reconcile():
+            raise TemporaryError("an earlier order is still unresolved; no new order until it is (will retry)")
+        self.refresh_balances()
+        self.check_balances()
+        self.last_price = float(candle.open)
+        sized = self._size(int(action), float(candle.open), max_notional)
+        if sized is None:
+            return None
+        side, amount = sized
+        cid = new_client_order_id()
+        self.ledger.create_order(cid, symbol=self.symbol, mode=MODE, side=side, amount=amount, decision_id=decision_id)
+        self.log.info("order_recorded", client_order_id=cid, side=side, amount=amount)
+        self.on_point("order_recorded")
+        try:
+            # ccxt's unified clientOrderId (newClientOrderId on Binance).
+            remote = self.exchange.create_order(self.symbol, "market", side, amount, None, {"clientOrderId": cid})
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            err = ccxt_errors.translate(exc, f"send order {cid}")
+            if ccxt_errors.is_ambiguous(exc):
+                self.ledger.update_order(cid, state="unknown", error=str(err)[:300])
+                self.log.warning("order_ambiguous", client_order_id=cid, error=str(err))
+                order = self._resolve(self.ledger.order(cid))  # type: ignore[arg-type]
+                if order.state in ("pending", "unknown"):
+                    raise TemporaryError(f"order {cid} outcome unknown; it will be looked up, never re-sent") from exc
+            else:
+                self.ledger.update_order(cid, state="rejected", error=str(err)[:300])
+                if isinstance(err, OperationalError):
+                    self._halt("operational_error", str(err))
+                raise err from exc
+        else:
+            self.on_point("order_sent")
+            order = self._apply(self.ledger.order(cid), remote)  # type: ignore[arg-type]
+            self.on_point("order_applied")
+        order = self._settle(order)
+        self.refresh_balances()
+        self.last_price = order.average or candle.open
+        return self._as_fill(order, candle)
+
+    def _settle(self, order: OrderRow, attempts: int = 10) -> OrderRow:
+        """Follow a partially filled market order until final (left for reconcile() if it is not)."""
+        for i in range(attempts):
+            if order.final:
+                break
+            self.sleep(min(0.05 * 2**i, 1.0))
+            order = self._resolve(order)
+        return order
+
+    def _as_fill(self, order: OrderRow, candle: Candle) -> Fill | None:
+        fills = self.ledger.fills(client_order_id=order.client_order_id)
+        if not fills:
+            return None
+        amount = sum(f.amount for f in fills)
+        cost = sum(f.cost for f in fills)
+        price = cost / amount
+        fee = sum(f.fee * (price if f.fee_currency == self.base else 1.0) for f in fills if f.fee_currency in (self.base, self.quote))
+        return Fill(candle.timestamp, order.side, price, amount, fee)
+
+    # -- Account interface ----------------------------------------------------------------------------
+    @property
+    def cash(self) -> float:
+        return self.total.get(self.quote, 0.0)
+
+    @property
+    def position(self) -> float:
+        return self.total.get(self.base, 0.0)
+
+    def equity(self, price: float | None = None) -> float:
+        p = price if price is not None else self.last_price
+        return self.cash + (self.position * p if p else 0.0)
+
+    def position_features(self, price: float | None = None) -> tuple[float, float]:
+        import math
+
+        p = price if price is not None else self.last_price
+        entry = entry_price(self.ledger.fills(MODE, self.symbol), self.base, self.quote)
+        if not p or entry <= 0 or self.position <= 0:
+            return 0.0, 0.0
+        return 1.0, math.log(p / entry)

@@ -1,0 +1,192 @@
+"""Model checkpoints: ``DIR/model.pt`` (state_dict) + ``DIR/model.json`` (what the weights mean).
+
+``model.json`` carries the strategy, the policy's constructor config, the ChartSpec, the indicator
+set, exchange/symbol/timeframe, the data range, the hyperparameters, the final metrics, the package
+version and the SHA-256 of ``model.pt``. Loading refuses a model whose spec or series differs from
+what the caller expects (invariant 3) and a ``model.pt`` that does not match its ``model.json``.
+
+Writes are atomic: a new directory is built under a temporary name and renamed into place; an
+existing directory gets its files replaced one by one through temp files, weights first and the
+JSON (with the weights' hash) last, so a reader sees either the old pair, or a new model.pt whose
+hash mismatch it reports as a checkpoint being replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from chartrl.chart.spec import ChartSpec
+from chartrl.errors import CheckpointError
+
+MODEL_FILE = "model.pt"
+META_FILE = "model.json"
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+def spec_indicators(spec: ChartSpec) -> list[str]:
+    """The indicator set a spec draws, as names (stored for humans; the spec is authoritative)."""
+    out = [f"sma{p}" for p in spec.ma_periods]
+    if spec.bollinger_period:
+        out.append(f"bollinger{spec.bollinger_period},{spec.bollinger_std:g}")
+    if spec.volume:
+        out.append("volume")
+    if spec.oscillator == "rsi":
+        out.append(f"rsi{spec.rsi_period}")
+    elif spec.oscillator == "macd":
+        out.append("macd12,26,9")
+    return out
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, ChartSpec):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def save_model(dir: Path | str, policy: torch.nn.Module, meta: dict[str, Any], extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write ``policy``'s weights and ``meta`` (must hold ``chart_spec`` and ``series``) to ``dir``."""
+    from chartrl import __version__
+
+    dir = Path(dir)
+    if "chart_spec" not in meta or "series" not in meta:
+        raise ValueError("checkpoint meta needs 'chart_spec' and 'series' (exchange, symbol, timeframe)")
+    module = getattr(policy, "module", policy)  # unwrap DistributedDataParallel
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buf)
+    weights = buf.getvalue()
+    spec = meta["chart_spec"] if isinstance(meta["chart_spec"], ChartSpec) else ChartSpec(**meta["chart_spec"])
+    full = {
+        "format": 1,
+        "strategy": getattr(module, "name", meta.get("strategy")),
+        "policy_config": getattr(module, "config", {}),
+        "indicators": spec_indicators(spec),
+        **meta,
+        "chart_spec": spec,
+        "version": __version__,
+        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+    }
+    text = json.dumps(_jsonable(full), indent=2, sort_keys=False).encode()
+    files = {MODEL_FILE: weights, **(extra_files or {})}
+    if not dir.exists():
+        dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dir.name}.", dir=dir.parent))
+        try:
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+            (tmp / META_FILE).write_bytes(text)
+            os.replace(tmp, dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    else:
+        for name, data in files.items():
+            _atomic_bytes(dir / name, data)
+        _atomic_bytes(dir / META_FILE, text)
+    return dir
+
+
+def read_meta(dir: Path | str) -> dict[str, Any]:
+    """``model.json`` of a model directory (CheckpointError when missing or unreadable)."""
+    dir = Path(dir)
+    missing = [n for n in (MODEL_FILE, META_FILE) if not (dir / n).is_file()]
+    if missing:
+        raise CheckpointError(f"not a chartrl model dir: {dir} ({', '.join(missing)} missing); train one with `chartrl train --out {dir}`")
+    try:
+        meta = json.loads((dir / META_FILE).read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("top level is not an object")
+        for key in ("strategy", "chart_spec", "series"):
+            if key not in meta:
+                raise ValueError(f"field {key!r} missing")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt/truncated checkpoint {dir / META_FILE}: {exc}") from None
+    return meta
+
+
+def load_model(
+    dir: Path | str,
+    device: str | torch.device = "cpu",
+    expect_spec: ChartSpec | None = None,
+    expect_series: tuple[str, str, str] | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The policy (in eval mode, on ``device``) and its meta; refuses a mismatch or a bad file."""
+    from chartrl.strategies.registry import build_policy
+
+    dir = Path(dir)
+    meta = read_meta(dir)
+    try:
+        saved_spec = ChartSpec(**meta["chart_spec"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"corrupt/truncated checkpoint {dir / META_FILE}: chart_spec invalid ({exc})") from None
+    if expect_spec is not None:
+        diffs = saved_spec.diff(expect_spec)
+        if diffs:
+            raise CheckpointError(
+                f"model {dir} was trained on another chart spec (model != expected): {'; '.join(diffs)}; retrain or use a matching config"
+            )
+    series = meta["series"]
+    if expect_series is not None:
+        got = (series.get("exchange"), series.get("symbol"), series.get("timeframe"))
+        diffs = [f"{k}: {a!r} != {b!r}" for k, a, b in zip(("exchange", "symbol", "timeframe"), got, expect_series, strict=True) if a != b]
+        if diffs:
+            raise CheckpointError(f"model {dir} was trained on another series (model != expected): {'; '.join(diffs)}")
+    raw = (dir / MODEL_FILE).read_bytes()
+    digest = meta.get("weights_sha256")
+    if digest and hashlib.sha256(raw).hexdigest() != digest:
+        raise CheckpointError(
+            f"corrupt/truncated checkpoint {dir / MODEL_FILE}: its SHA-256 does not match model.json (file damaged, or being replaced: retry)"
+        )
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        policy = build_policy(meta["strategy"], config=meta.get("policy_config") or None, spec=saved_spec)
+        policy.load_state_dict(state)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unpickling/shape failure means the same thing to the operator
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"corrupt/truncated checkpoint {dir / MODEL_FILE}: {msg}") from None
+    policy.to(device).eval()
+    return policy, meta
+
+
+def load_train_state(dir: Path | str) -> dict[str, Any]:
+    """Optimizer, target network and counters saved beside the model for ``--resume``."""
+    path = Path(dir) / TRAIN_STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {dir} cannot be resumed (it was not written by `chartrl train`); start a new --out")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"corrupt/truncated checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

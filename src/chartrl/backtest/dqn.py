@@ -1,0 +1,314 @@
+"""The trainer: optional imitation pretraining, then Double DQN on the replay environment.
+
+Written top to bottom in the manner of CleanRL's ``dqn_atari.py``: a dataclass of hyperparameters,
+then one loop in plain sight. Shared pieces live next door: the environment and frame cache
+(env.py), the replay memory (replay.py), imitation (imitation.py), evaluation (evaluation.py),
+checkpoints (checkpoint.py) and torch.distributed plumbing (distributed.py).
+
+Every policy trains on sequences: stateless ones (cnn, resnet) on sequences of length 1, which is
+plain DQN; recurrent ones (cnnrnn, gru) on ``burn_in + seq_len`` steps R2D2-style, with the hidden
+state stored at the sequence start, burnt in without gradients and then unrolled with gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from chartrl.account.fills import MarketRules
+from chartrl.backtest import checkpoint as ckpt
+from chartrl.backtest.distributed import DistInfo, barrier, sync_buffers, wrap
+from chartrl.backtest.env import FrameCache, ReplayEnv, TrainData
+from chartrl.backtest.evaluation import greedy_run, run_metrics
+from chartrl.backtest.imitation import class_weights, imitation_epoch
+from chartrl.backtest.replay import SequenceBatch, SequenceReplay
+from chartrl.logs import get_logger
+from chartrl.strategies.oracle import oracle_labels
+from chartrl.strategies.registry import build_policy
+
+log = get_logger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run (stored in model.json)."""
+
+    seed: int = 1
+    """Seed of weights, exploration and replay sampling (rank r of a distributed run adds r to the latter)."""
+    stages: tuple[str, ...] = ("imitation", "dqn")
+    """Stages to run, in order: 'imitation' (oracle labels), 'dqn' (reinforcement fine-tuning)."""
+    epochs: int = 10
+    """DQN epochs; one epoch walks the whole training part once (split over the lanes). A total: --resume stops there."""
+    imitation_epochs: int = 3
+    """Imitation epochs; each samples as many labelled frames as the training part holds."""
+    num_envs: int = 8
+    """Lanes walking consecutive slices of the training history at once (batched acting)."""
+    learning_rate: float = 2.5e-4
+    """Adam learning rate of the DQN stage."""
+    imitation_lr: float = 1e-3
+    """Adam learning rate of the imitation stage."""
+    buffer_size: int = 50_000
+    """Replay memory size in transitions (all lanes together)."""
+    gamma: float = 0.99
+    """Discount factor per candle."""
+    target_network_frequency: int = 200
+    """Gradient updates between copies of the online network into the target network."""
+    batch_size: int = 16
+    """Sequences per update; stateless policies take batch_size * seq_len single transitions instead."""
+    seq_len: int = 8
+    """Steps per sequence that receive a TD loss (recurrent policies); also the BPTT length of imitation."""
+    burn_in: int = 8
+    """Steps per sequence that only warm the hidden state up from its stored value (recurrent policies)."""
+    learning_starts: int = 2_000
+    """Transitions collected before the first update."""
+    train_frequency: int = 8
+    """Environment steps (of all lanes at once) between two updates."""
+    eps_start: float = 0.9
+    """Exploration rate at the start (PyTorch DQN tutorial's EPS_START)."""
+    eps_end: float = 0.05
+    """Exploration rate it decays to (EPS_END)."""
+    eps_decay: float = 1000.0
+    """Exponential decay constant in transitions (EPS_DECAY): eps = end + (start - end) * exp(-n / decay)."""
+    max_grad_norm: float = 10.0
+    """Gradient norm clip."""
+    reward_scale: float = 100.0
+    """Rewards (hourly log returns, ~1e-3) are multiplied by this so Q-values are O(1) for the Huber loss."""
+    oracle_window: int = 24
+    """Half-width in candles of the oracle labeller's window (imitation targets)."""
+    validation_fraction: float = 0.15
+    """Last fraction of the candles kept for validation (minus one chart window, purged)."""
+    max_steps_per_epoch: int | None = None
+    """Cap on environment steps (and imitation updates) per epoch, for smoke runs and benchmarks."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the policy constructor (e.g. {'hidden_size': 64})."""
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]
+    """One row per epoch (also written to history.csv)."""
+    policy: nn.Module
+    """The trained policy (this rank's copy; identical on every rank of a distributed run)."""
+
+
+def epsilon_at(cfg: TrainConfig, transitions: int) -> float:
+    return cfg.eps_end + (cfg.eps_start - cfg.eps_end) * math.exp(-transitions / cfg.eps_decay)
+
+
+def td_loss(
+    batch: SequenceBatch, frames: FrameCache, policy: nn.Module, model: nn.Module, target: nn.Module,
+    burn_in: int, gamma: float, device: torch.device,
+) -> torch.Tensor:
+    """Double-DQN Huber loss on the steps after the burn-in (online argmax, target evaluation)."""
+    bsz, steps = batch.action.shape
+    x = frames.get(batch.idx)
+    x = x.view(bsz, steps + 1, *x.shape[1:]).to(device, non_blocking=True)
+    pos = batch.position.to(device)
+    h0 = batch.hidden.to(device) if batch.hidden is not None else None
+    b = burn_in
+    amp = device.type == "cuda"
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.no_grad():
+            q_target, _ = target(x, pos, h0)  # (B, T+1, 3): its own burn-in, from the stored state
+            h = policy(x[:, :b], pos[:, :b], h0)[1] if b else h0
+        q, h_end = model(x[:, b:steps], pos[:, b:steps], h)
+        with torch.no_grad():
+            q_last, _ = policy(x[:, steps:], pos[:, steps:], h_end.detach() if h_end is not None else None)
+    q, q_target, q_last = q.float(), q_target.float(), q_last.float()
+    next_online = torch.cat([q[:, 1:].detach(), q_last], dim=1)
+    next_value = q_target[:, b + 1 :].gather(-1, next_online.argmax(-1, keepdim=True)).squeeze(-1)
+    reward, done = batch.reward[:, b:].to(device), batch.done[:, b:].to(device)
+    y = reward + gamma * (1.0 - done) * next_value
+    q_sa = q.gather(-1, batch.action[:, b:].to(device).unsqueeze(-1)).squeeze(-1)
+    return F.smooth_l1_loss(q_sa, y)
+
+
+def _step(loss: torch.Tensor, policy: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(policy.parameters(), clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _validate(policy: nn.Module, data: TrainData, rules: MarketRules, cash: float, device: torch.device) -> dict[str, float]:
+    if len(data.validation) == 0:
+        return {}
+    run = greedy_run(policy, data.frames, data.arrays, data.validation, cash, rules, device)
+    return run_metrics(run, data.timeframe)
+
+
+def _history_bytes(rows: list[dict[str, Any]]) -> bytes:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def read_history(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "history.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def train(
+    strategy: str,
+    data: TrainData,
+    cfg: TrainConfig,
+    out_dir: Path | str,
+    meta: dict[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    dist: DistInfo | None = None,
+    rules: MarketRules | None = None,
+    initial_cash: float = 10_000.0,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``strategy`` on ``data``; writes the model dir after every epoch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    out_dir, device, dist, rules = Path(out_dir), torch.device(device), dist or DistInfo(), rules or MarketRules()
+    main = dist.is_main
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, dist.rank])
+    policy = build_policy(strategy, data.spec, **cfg.policy_kwargs).to(device)
+    target = copy.deepcopy(policy).eval().requires_grad_(False)
+    model = wrap(policy, dist, device)
+    dqn_opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    imit_opt = torch.optim.Adam(policy.parameters(), lr=cfg.imitation_lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    counters = {"imitation_epochs": 0, "dqn_epochs": 0, "transitions": 0, "updates": 0}
+    history: list[dict[str, Any]] = []
+    if resume:
+        loaded, _ = ckpt.load_model(out_dir, "cpu", expect_spec=data.spec, expect_series=tuple(meta["series"][k] for k in ("exchange", "symbol", "timeframe")))
+        policy.load_state_dict(loaded.state_dict())
+        state = ckpt.load_train_state(out_dir)
+        target.load_state_dict(state["target"])
+        dqn_opt.load_state_dict(state["dqn_optimizer"])
+        imit_opt.load_state_dict(state["imitation_optimizer"])
+        counters.update({k: int(v) for k, v in state["counters"].items()})
+        rng.bit_generator.state = state["numpy_rng"] if dist.rank == 0 else rng.bit_generator.state
+        history = read_history(out_dir)
+        log.info("train_resumed", dir=str(out_dir), **counters)
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tb"))
+    hidden_size = int(getattr(policy, "hidden_size", 0)) if policy.recurrent else 0
+
+    def checkpoint(metrics: dict[str, float]) -> None:
+        sync_buffers(policy, dist)
+        if main:
+            buf = io.BytesIO()
+            torch.save({"target": target.state_dict(), "dqn_optimizer": dqn_opt.state_dict(),
+                        "imitation_optimizer": imit_opt.state_dict(), "counters": counters,
+                        "numpy_rng": rng.bit_generator.state}, buf)
+            full = {**meta, "strategy": strategy, "hyperparameters": asdict(cfg), "metrics": metrics, "counters": dict(counters)}
+            ckpt.save_model(out_dir, policy, full, extra_files={ckpt.TRAIN_STATE_FILE: buf.getvalue(), "history.csv": _history_bytes(history)})
+        barrier(dist)
+
+    def record(stage: str, epoch: int, loss: float, seconds: float, extra: dict[str, Any]) -> dict[str, float]:
+        metrics = _validate(policy, data, rules, initial_cash, device)
+        row = {"stage": stage, "epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in metrics.items()},
+               "seconds": round(seconds, 3), **extra}
+        history.append(row)
+        if writer is not None:
+            for k, v in row.items():
+                if isinstance(v, int | float) and k not in ("epoch",):
+                    writer.add_scalar(f"{stage}/{k}", v, epoch)
+            writer.flush()
+        log.info("epoch_done", **row)
+        checkpoint(metrics)
+        return metrics
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, disable=not (progress and main), transient=False) as bar:
+        # ---- stage 1: imitation of the oracle -------------------------------------------------
+        if "imitation" in cfg.stages and counters["imitation_epochs"] < cfg.imitation_epochs:
+            labels = oracle_labels(data.arrays.close[: data.validation_start], cfg.oracle_window)
+            weights = class_weights(labels[data.train])
+            for epoch in range(counters["imitation_epochs"], cfg.imitation_epochs):
+                t0, r0 = time.perf_counter(), data.frames.render_seconds
+                task = bar.add_task(f"imitation {epoch + 1}/{cfg.imitation_epochs}", total=None, info="")
+                loss = imitation_epoch(
+                    policy, model, imit_opt, scaler, data.frames, data.arrays.close, data.train, labels, weights,
+                    batch_size=cfg.batch_size, seq_len=cfg.seq_len, burn_in=cfg.burn_in, fee=rules.fee,
+                    max_grad_norm=cfg.max_grad_norm, rng=rng, device=device, max_updates=cfg.max_steps_per_epoch,
+                    on_update=lambda v, task=task: bar.update(task, advance=1, info=f"loss {v:.4f}"),
+                )
+                counters["imitation_epochs"] = epoch + 1
+                record("imitation", epoch + 1, loss, time.perf_counter() - t0, {"render_seconds": round(data.frames.render_seconds - r0, 3)})
+            target.load_state_dict(policy.state_dict())
+
+        # ---- stage 2: Double DQN ------------------------------------------------------------------
+        if "dqn" in cfg.stages and counters["dqn_epochs"] < cfg.epochs:
+            lanes = cfg.num_envs
+            env = ReplayEnv(data.arrays, data.train, lanes, initial_cash, rules, lane_offset=dist.rank * lanes, total_lanes=lanes * dist.world_size)
+            rb = SequenceReplay(cfg.buffer_size, lanes, hidden_size, seed=int(rng.integers(1 << 31)))
+            b, t = (cfg.burn_in, cfg.seq_len) if policy.recurrent else (0, 1)
+            n_seq = cfg.batch_size if policy.recurrent else cfg.batch_size * cfg.seq_len
+            steps = env.steps_per_epoch if cfg.max_steps_per_epoch is None else min(env.steps_per_epoch, cfg.max_steps_per_epoch)
+            for epoch in range(counters["dqn_epochs"], cfg.epochs):
+                t0, r0 = time.perf_counter(), data.frames.render_seconds
+                task = bar.add_task(f"dqn {epoch + 1}/{cfg.epochs}", total=steps, info="")
+                obs_idx, obs_pos = env.reset()
+                hidden = policy.initial_hidden(lanes, device)
+                losses: list[float] = []
+                rewards = 0.0
+                for step in range(steps):
+                    eps = epsilon_at(cfg, counters["transitions"])
+                    policy.eval()  # acting: BatchNorm on running statistics (see strategies/cnn.py)
+                    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                        q, next_hidden = policy(data.frames.get(obs_idx).to(device), torch.from_numpy(obs_pos).to(device), hidden)
+                    actions = q.argmax(-1).cpu().numpy()
+                    explore = rng.random(lanes) < eps
+                    actions[explore] = rng.integers(0, 3, int(explore.sum()))
+                    tr = env.step(actions)
+                    rb.add(obs_idx, obs_pos, actions, tr["reward"] * cfg.reward_scale, tr["done"], tr["next_idx"], tr["next_pos"],
+                           tr["episode"], hidden[0].float().cpu().numpy() if hidden is not None else None)
+                    rewards += float(tr["reward"].sum())
+                    hidden = next_hidden
+                    if hidden is not None and tr["done"].any():
+                        hidden = hidden.clone()
+                        hidden[:, torch.from_numpy(tr["done"]).to(device)] = 0.0  # a new episode starts from scratch
+                    obs_idx, obs_pos = env.observe()
+                    counters["transitions"] += lanes
+                    if counters["transitions"] >= cfg.learning_starts and step % cfg.train_frequency == 0 and rb.can_sample(b + t):
+                        policy.train()
+                        loss = td_loss(rb.sample(n_seq, b + t), data.frames, policy, model, target, b, cfg.gamma, device)
+                        _step(loss, policy, dqn_opt, scaler, cfg.max_grad_norm)
+                        losses.append(float(loss.item()))
+                        counters["updates"] += 1
+                        if counters["updates"] % cfg.target_network_frequency == 0:
+                            target.load_state_dict(policy.state_dict())
+                        if writer is not None and counters["updates"] % 50 == 0:
+                            writer.add_scalar("dqn/td_loss", losses[-1], counters["updates"])
+                    bar.update(task, advance=1, info=f"eps {eps:.2f} loss {np.mean(losses[-20:]) if losses else float('nan'):.4f}")
+                counters["dqn_epochs"] = epoch + 1
+                record("dqn", epoch + 1, float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - t0, {
+                    "epsilon": round(eps, 4), "updates": counters["updates"], "transitions": steps * lanes,
+                    "train_log_return": round(rewards / lanes, 6), "render_seconds": round(data.frames.render_seconds - r0, 3),
+                })
+    if writer is not None:
+        writer.close()
+    return TrainResult(history, policy)

@@ -1,0 +1,86 @@
+"""chartrl halt set | clear | show: the operator's switch that stops (and resumes) order sending.
+
+A halt is either the halt file (``risk.halt_file``, default ``<data dir>/HALT``) or a record in the
+ledger's ``halts`` table (written by ``halt set``, by a balance mismatch, or by an operational
+error such as insufficient funds). While either is present the risk check answers HOLD with the
+reason ``halt_file`` / ``ledger_halt``; the daemon keeps running, fetching and deciding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from datetime import UTC, datetime
+
+from chartrl.cli.app import settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("halt", help="stop, resume or inspect order sending (halt set | clear | show)")
+    p.add_argument("-c", "--config", default=argparse.SUPPRESS, help="TOML config file")
+    p.add_argument("--data-dir", help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
+    hsub = p.add_subparsers(dest="halt_command", metavar="ACTION")
+    hsub.required = True
+    s = hsub.add_parser("set", help="halt trading now (recorded in the ledger)")
+    s.add_argument("reason", nargs="?", default="manual halt", help="why, shown by `halt show` and `status`")
+    s.set_defaults(func=_set)
+    c = hsub.add_parser("clear", help="resume trading: clear ledger halts and remove the halt file")
+    c.add_argument("--keep-file", action="store_true", help="leave the halt file in place")
+    c.set_defaults(func=_clear)
+    sh = hsub.add_parser("show", help="print the halts in force (exit 3 when halted)")
+    sh.set_defaults(func=_show)
+
+
+def _ledger(args: argparse.Namespace, readonly: bool = False):  # noqa: ANN202 - lazy import
+    from chartrl.account.ledger import Ledger
+
+    s = settings(args)
+    return s, Ledger.for_data_dir(s.data_dir, readonly=readonly)
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _set(args: argparse.Namespace) -> None:
+    _s, ledger = _ledger(args)
+    with ledger:
+        hid = ledger.set_halt("manual", f"cli:{getpass.getuser()}", args.reason)
+    print(f"trading halted (halt #{hid}: {args.reason}); resume with `chartrl halt clear`")
+
+
+def _clear(args: argparse.Namespace) -> None:
+    s, ledger = _ledger(args)
+    with ledger:
+        cleared = ledger.clear_halts(f"cli:{getpass.getuser()}")
+    for h in cleared:
+        print(f"cleared halt #{h.id} ({h.reason}, {_when(h.created_ms)}): {h.details or ''}".rstrip(": "))
+    if any(h.reason == "balance_mismatch" for h in cleared):
+        print("the live account takes the exchange's balances as its new baseline at its next start")
+    if s.halt_file.exists():
+        if args.keep_file:
+            print(f"halt file {s.halt_file} kept: trading stays halted until it is removed")
+        else:
+            s.halt_file.unlink()
+            print(f"removed halt file {s.halt_file}")
+    if not cleared and not s.halt_file.exists():
+        print("no halt was in force")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from chartrl.account.ledger import ledger_path
+
+    s = settings(args)
+    halted = False
+    if s.halt_file.exists():
+        halted = True
+        print(f"halt file {s.halt_file} exists (remove it or run `chartrl halt clear`)")
+    if ledger_path(s.data_dir).is_file():
+        _s, ledger = _ledger(args, readonly=True)
+        with ledger:
+            for h in ledger.active_halts():
+                halted = True
+                print(f"halt #{h.id} {h.reason} since {_when(h.created_ms)} by {h.source}: {h.details or ''}")
+    if not halted:
+        print("not halted")
+    return 3 if halted else 0

@@ -1,0 +1,269 @@
+"""One retrain cycle (``chartrl retrain``; the daemon runs it nightly in a child process).
+
+1. fetch the new candles;
+2. fine-tune a copy of the champion on the most recent ``daemon.retrain_window_days`` (ending
+   where the held-out days begin) into a challenger, in a hidden directory beside the champion;
+3. evaluate champion and challenger with the walk-forward evaluation on the most recent
+   ``daemon.eval_days``, which neither was trained on;
+4. promote the challenger only if its Sharpe beats the champion's by ``daemon.promote_margin``:
+   the directories are swapped atomically (``renameat2(RENAME_EXCHANGE)`` where Linux has it, two
+   renames otherwise) and the old champion is kept as ``champion.prev``.
+
+Every cycle goes to the ledger (``retrain_results``, with both scores) and the log. The daemon
+notices the new champion at its next tick (its ``model.json`` has a new inode) and reloads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chartrl.account.fills import MarketRules
+from chartrl.account.ledger import Ledger
+from chartrl.config.settings import Settings
+from chartrl.errors import ChartrlError, CheckpointError, DataError, TemporaryError
+from chartrl.logs import get_logger
+from chartrl.market.store import CandleStore
+from chartrl.timeframe import timeframe_ms
+
+log = get_logger("chartrl.retrain")
+
+
+@dataclass
+class RetrainResult:
+    status: str
+    """promoted | kept | failed."""
+    champion: str | None = None
+    challenger: str | None = None
+    champion_score: float | None = None
+    challenger_score: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if self.status == "failed":
+            return f"retrain failed: {self.error}"
+        verb = "promoted: the challenger is the new champion" if self.status == "promoted" else "kept the champion"
+        return (f"retrain {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
+                f"challenger {_fmt(self.challenger_score)}; {self.seconds:.0f} s)")
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def score(metrics: dict[str, Any]) -> float:
+    """The comparison score: Sharpe, and 0 for a run without variance (it never traded)."""
+    value = metrics.get("sharpe")
+    return 0.0 if value is None else float(value)
+
+
+def offline_rules(settings: Settings) -> MarketRules:
+    t = settings.trading
+    return MarketRules(fee=t.fee if t.fee is not None else 0.001, slippage_bps=t.slippage_bps, position_fraction=t.position_fraction)
+
+
+# ------------------------------------------------------------------------------ directory swap
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two directories (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def promote(challenger: Path, champion: Path) -> Path:
+    """Make ``challenger`` the champion; the old one becomes ``<champion>.prev``. Returns that path."""
+    prev = champion.with_name(champion.name + ".prev")
+    if prev.exists():
+        shutil.rmtree(prev)
+    if champion.exists() and _exchange(challenger, champion):
+        # The champion path switched in one step; the challenger path now holds the old model.
+        os.replace(challenger, prev)
+    else:
+        # A reader can find no champion for an instant here; the daemon retries at its next tick.
+        if champion.exists():
+            os.replace(champion, prev)
+        os.replace(challenger, champion)
+    _fsync_dir(champion.parent)
+    return prev
+
+
+# --------------------------------------------------------------------------------- fine-tuning
+def fine_tune(
+    champion: Path,
+    out: Path,
+    candles: pd.DataFrame,
+    settings: Settings,
+    *,
+    epochs: int,
+    max_steps: int | None = None,
+    device: Any = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train a challenger in ``out`` from the champion's weights on ``candles``; its meta."""
+    from chartrl.backtest import checkpoint as ckpt
+    from chartrl.backtest.dqn import TrainConfig, train
+    from chartrl.backtest.env import prepare_data
+    from chartrl.chart.spec import ChartSpec
+
+    meta = ckpt.read_meta(champion)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    hyper = {k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in known}
+    for key in ("stages",):
+        if key in hyper:
+            hyper[key] = tuple(hyper[key])
+    counters = meta.get("counters") or {}
+    resumable = (champion / ckpt.TRAIN_STATE_FILE).is_file()
+    if resumable:
+        # Resuming a copy continues the champion: its weights, target network, optimiser state.
+        shutil.copytree(champion, out, ignore=shutil.ignore_patterns("tb"))
+        hyper |= {"stages": ("dqn",), "epochs": int(counters.get("dqn_epochs", 0)) + epochs}
+    else:
+        log.warning("retrain_from_scratch", champion=str(champion), why=f"no {ckpt.TRAIN_STATE_FILE} to continue from")
+        hyper |= {"stages": ("imitation", "dqn"), "epochs": epochs}
+    if max_steps is not None:
+        hyper["max_steps_per_epoch"] = max_steps
+    cfg = TrainConfig(**hyper)
+    spec = ChartSpec(**meta["chart_spec"])
+    data = prepare_data(candles, spec, settings.market.timeframe, cfg.validation_fraction)
+    new_meta = {
+        "chart_spec": spec,
+        "series": meta["series"],
+        "data_range": {"from": candles["timestamp"].iloc[0].isoformat(), "until": candles["timestamp"].iloc[-1].isoformat(),
+                       "candles": len(candles), "source": f"store:{settings.data_dir}"},
+        "parent": meta.get("weights_sha256", "")[:12] or None,
+    }
+    train(meta["strategy"], data, cfg, out, new_meta, device=device, rules=offline_rules(settings),
+          initial_cash=settings.trading.initial_cash, resume=resumable, progress=progress)
+    return ckpt.read_meta(out)
+
+
+# ------------------------------------------------------------------------------------ the cycle
+def _split(settings: Settings, candles: pd.DataFrame, window: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+    d = settings.daemon
+    last = candles["timestamp"].iloc[-1]
+    eval_start = last - pd.Timedelta(days=d.eval_days) + pd.Timedelta(milliseconds=timeframe_ms(settings.market.timeframe))
+    train_start = eval_start - pd.Timedelta(days=d.retrain_window_days)
+    train_part = candles[(candles["timestamp"] >= train_start) & (candles["timestamp"] < eval_start)].reset_index(drop=True)
+    # The evaluation's first charts need a window of history; those candles are drawn, not traded.
+    first_eval = int(candles["timestamp"].searchsorted(eval_start))
+    eval_part = candles.iloc[max(first_eval - window - 150, 0):].reset_index(drop=True)
+    if first_eval < window or len(candles) - first_eval < 24:
+        raise DataError(
+            f"not enough candles for a retrain: {len(candles)} stored, the last {d.eval_days} days held out need "
+            f"{window} candles of chart history before them; fetch more history or lower daemon.eval_days"
+        )
+    return train_part, eval_part, eval_start
+
+
+def run_retrain(
+    settings: Settings,
+    *,
+    fetch: bool = True,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    progress: bool = False,
+) -> RetrainResult:
+    """One cycle; never raises for an expected failure (recorded as ``failed`` instead)."""
+    from chartrl.backtest.checkpoint import load_model, read_meta
+    from chartrl.backtest.walkforward import evaluate
+    from chartrl.chart.spec import ChartSpec
+    from chartrl.daemon.model import model_version, resolve_device
+
+    t0 = time.monotonic()
+    champion = settings.model_dir
+    ledger = Ledger.for_data_dir(settings.data_dir)
+    result = RetrainResult("failed")
+    rid: int | None = None
+    challenger = champion.with_name(f".challenger-{os.getpid()}-{int(time.time())}")
+    try:
+        meta = read_meta(champion)
+        result.champion = model_version(champion, meta)
+        rid = ledger.start_retrain(result.champion)
+        log.info("retrain_started", champion=result.champion, model_dir=str(champion))
+        if fetch:
+            from chartrl.market.fetch import update_series
+
+            try:
+                update_series(settings, progress=progress)
+            except TemporaryError as exc:
+                log.warning("retrain_fetch_failed", error=str(exc), using="the stored candles")
+        spec = ChartSpec(**meta["chart_spec"])
+        ex, sym, tf = settings.exchange.id, settings.market.symbol, settings.market.timeframe
+        candles = CandleStore(settings.data_dir).load(ex, sym, tf)
+        train_part, eval_part, eval_start = _split(settings, candles, spec.window)
+        device = resolve_device(settings.model.device)
+        fine_tune(champion, challenger, train_part, settings, epochs=epochs or settings.daemon.retrain_epochs,
+                  max_steps=max_steps, device=device, progress=progress)
+        rules, cash = offline_rules(settings), settings.trading.initial_cash
+        scores: dict[str, Any] = {}
+        for name, path in (("champion", champion), ("challenger", challenger)):
+            policy, m = load_model(path, device, expect_spec=spec, expect_series=(ex, sym, tf))
+            if name == "challenger":
+                result.challenger = model_version(path, m)
+            scores[name] = evaluate(policy, eval_part, spec, rules, start=eval_start, initial_cash=cash, device=device)
+        result.champion_score, result.challenger_score = score(scores["champion"]), score(scores["challenger"])
+        margin = settings.daemon.promote_margin
+        promoted = result.challenger_score > result.champion_score + margin
+        result.metrics = {
+            "champion_score": result.champion_score, "challenger_score": result.challenger_score, "margin": margin,
+            "eval_from": eval_start.isoformat(), "eval_days": settings.daemon.eval_days,
+            "train_from": train_part["timestamp"].iloc[0].isoformat() if len(train_part) else None,
+            "champion": _brief(scores["champion"]), "challenger": _brief(scores["challenger"]),
+        }
+        if promoted:
+            promote(challenger, champion)
+            result.status = "promoted"
+        else:
+            result.status = "kept"
+    except (ChartrlError, ValueError, RuntimeError, OSError) as exc:
+        # One line for the operator; the daemon keeps trading with the champion either way.
+        result.status, result.error = "failed", (str(exc).splitlines() or [type(exc).__name__])[0][:500]
+        if isinstance(exc, CheckpointError) and rid is None:
+            result.error = f"no champion to retrain: {result.error}"
+    finally:
+        shutil.rmtree(challenger, ignore_errors=True)
+        result.seconds = round(time.monotonic() - t0, 1)
+        if rid is None:
+            rid = ledger.start_retrain(result.champion)
+        ledger.finish_retrain(rid, status=result.status, challenger=result.challenger, promoted=result.status == "promoted",
+                              metrics=result.metrics or None, error=result.error)
+        ledger.close()
+    level = log.error if result.status == "failed" else log.info
+    level("retrain_finished", status=result.status, champion=result.champion, challenger=result.challenger,
+          champion_score=result.champion_score, challenger_score=result.challenger_score, error=result.error,
+          seconds=result.seconds)
+    return result
+
+
+def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("sharpe", "total_return", "max_drawdown", "trades", "final_equity")
+    out = {k: metrics.get(k) for k in keys}
+    out["buyhold_sharpe"] = (metrics.get("baselines") or {}).get("buyhold", {}).get("sharpe")
+    return out

@@ -1,0 +1,333 @@
+"""The daemon: an APScheduler 3.x scheduler around the tick, the nightly retrain, signals and sd_notify.
+
+The daemon holds no trading logic of its own: a tick is :class:`chartrl.daemon.tick.Ticker`, a
+retrain is the ``chartrl retrain`` command in a child process. This module only decides *when*
+they run and how the process behaves as a service:
+
+* one tick job per configured symbol at each candle close + ``daemon.tick_delay_seconds``
+  (``max_instances=1``, ``coalesce=True``, a misfire grace; a missed run is logged and recorded);
+* the retrain job on ``daemon.retrain_cron`` (UTC), as a subprocess so its memory, GPU and crashes
+  stay out of the trading process;
+* SIGTERM/SIGINT: let the running tick finish, flush, exit 0; SIGHUP: reload the configuration;
+* sd_notify: READY=1 after the start-up checks, WATCHDOG=1 while healthy, STATUS=..., STOPPING=1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from chartrl.config.settings import Settings
+from chartrl.daemon.sdnotify import Notifier, heartbeat_interval
+from chartrl.daemon.status import write_daemon_state
+from chartrl.errors import ChartrlError, OperationalError, TemporaryError
+from chartrl.logs import get_logger
+from chartrl.timeframe import timeframe_seconds
+
+log = get_logger("chartrl.daemon")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def tick_trigger(timeframe: str, delay_seconds: float) -> Any:
+    """APScheduler trigger firing ``delay_seconds`` after every candle close of ``timeframe``.
+
+    Exchanges align candles to the epoch for minutes, hours and days, so an interval anchored at
+    the epoch hits every close. Weeks start on Monday 00:00 UTC and months on the 1st, which an
+    interval cannot express: those get a cron trigger.
+    """
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    seconds = timeframe_seconds(timeframe)
+    delay = timedelta(seconds=delay_seconds)
+    whole = int(delay_seconds)  # cron has whole seconds; sub-second delays only matter for intraday
+    if timeframe.endswith("w"):
+        if seconds != 7 * 86400:
+            raise OperationalError(f"market.timeframe = {timeframe!r}: only 1w is supported among weekly timeframes")
+        return CronTrigger(day_of_week="mon", hour=whole // 3600, minute=whole // 60 % 60, second=whole % 60, timezone=UTC)
+    if timeframe.endswith("M"):
+        if timeframe != "1M":
+            raise OperationalError(f"market.timeframe = {timeframe!r}: only 1M is supported among monthly timeframes")
+        return CronTrigger(day=1, hour=whole // 3600, minute=whole // 60 % 60, second=whole % 60, timezone=UTC)
+    return IntervalTrigger(seconds=seconds, start_date=_EPOCH + delay, timezone=UTC)
+
+
+def retrain_trigger(cron: str) -> Any:
+    """A UTC cron trigger from the five crontab fields of ``daemon.retrain_cron``."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        return CronTrigger.from_crontab(cron, timezone=UTC)
+    except ValueError as exc:
+        raise OperationalError(f"daemon.retrain_cron = {cron!r}: {exc}; use five crontab fields, e.g. '0 3 * * *'") from None
+
+
+def retrain_command(config: Path | None) -> list[str]:
+    """The child process that runs one retrain cycle (same interpreter, same config)."""
+    cmd = [sys.executable, "-m", "chartrl"]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    return [*cmd, "retrain"]
+
+
+class Daemon:
+    """Runs until SIGTERM/SIGINT. ``ticker_factory(settings)`` builds the per-symbol tick objects."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ticker_factory: Callable[[Settings], Any],
+        config_path: Path | None = None,
+        reload_settings: Callable[[], Settings] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ticker_factory = ticker_factory
+        self.config_path = config_path
+        self.reload_settings = reload_settings
+        self.notifier = notifier or Notifier()
+        self.ticker: Any = None
+        self.scheduler: Any = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wakeup = threading.Event()  # interrupts the heartbeat wait (signal, stop request)
+        self._lock = threading.Lock()  # one tick at a time; reload swaps the ticker under it
+        self._tick_started: float | None = None
+        self._retrain_proc: subprocess.Popen[bytes] | None = None
+        self.ticks_done = 0
+        self.ticks_missed = 0
+
+    # ---------------------------------------------------------------- jobs
+    def _tick_job(self, symbol: str) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return  # submitted just before the stop: the next start catches this candle up
+            self._tick_started = time.monotonic()
+            try:
+                result = self.ticker.tick()
+                self.ticks_done += 1
+                self.notifier.status(self.ticker.status_text())
+                del result
+            except TemporaryError as exc:
+                log.warning("tick_failed", symbol=symbol, error=str(exc), kind="TemporaryError")
+                self._schedule_retry(symbol)
+            except ChartrlError as exc:
+                log.error("tick_failed", symbol=symbol, error=str(exc), kind=type(exc).__name__)
+                if isinstance(exc, OperationalError):
+                    self.notifier.status(f"HALTED: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a bug in one tick must not kill the service
+                log.exception("tick_crashed", symbol=symbol, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._tick_started = None
+                self._write_state()
+
+    def _schedule_retry(self, symbol: str) -> None:
+        """One more try of a tick that failed for a temporary reason, while its candle is young."""
+        tf = timeframe_seconds(self.settings.market.timeframe)
+        delay = max(5.0, min(60.0, tf / 10))
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        nxt = self.next_tick()
+        if self.scheduler is None or (nxt is not None and when >= nxt - timedelta(seconds=tf / 2)):
+            return  # too close to the next candle: that tick catches up
+        self.scheduler.add_job(self._tick_job, "date", run_date=when, args=[symbol], id=f"retry:{symbol}",
+                               replace_existing=True, misfire_grace_time=int(delay))
+        log.info("tick_retry_scheduled", symbol=symbol, at=when.isoformat())
+
+    def _retrain_job(self) -> None:
+        cmd = retrain_command(self.config_path)
+        log.info("retrain_started", command=" ".join(cmd))
+        t0 = time.monotonic()
+        try:
+            # Lower priority: the trading process keeps the CPU when both want it.
+            self._retrain_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10))  # noqa: PLW1509
+            code = self._retrain_proc.wait()
+        except OSError as exc:
+            log.error("retrain_not_started", error=str(exc))
+            return
+        finally:
+            self._retrain_proc = None
+        log.info("retrain_finished", exit_code=code, seconds=round(time.monotonic() - t0, 1))
+
+    def _on_missed(self, event: Any) -> None:
+        if not str(event.job_id).startswith("tick:"):
+            log.warning("job_missed", job=event.job_id, scheduled=event.scheduled_run_time.isoformat())
+            return
+        self.ticks_missed += 1
+        sched_ms = int(event.scheduled_run_time.timestamp() * 1000)
+        log.warning("tick_missed", symbol=event.job_id[5:], scheduled=event.scheduled_run_time.isoformat())
+        try:
+            if self.ticker is not None:
+                self.ticker.record_missed(sched_ms, reason="scheduler misfire")
+        except Exception as exc:  # noqa: BLE001 - recording is best effort; the log line is the record
+            log.warning("tick_missed_not_recorded", error=str(exc))
+
+    # ------------------------------------------------------------ set-up
+    def _schedule(self) -> None:
+        s = self.settings
+        d = s.daemon
+        grace = max(1, int(min(timeframe_seconds(s.market.timeframe) / 2, 600)))
+        for symbol in self.symbols:
+            self.scheduler.add_job(
+                self._tick_job,
+                tick_trigger(s.market.timeframe, d.tick_delay_seconds),
+                args=[symbol],
+                id=f"tick:{symbol}",
+                name=f"tick {symbol} {s.market.timeframe}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=grace,
+                replace_existing=True,
+            )
+        if d.retrain_enabled:
+            self.scheduler.add_job(
+                self._retrain_job,
+                retrain_trigger(d.retrain_cron),
+                id="retrain",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=3600,
+                replace_existing=True,
+            )
+        elif self.scheduler.get_job("retrain"):
+            self.scheduler.remove_job("retrain")
+
+    @property
+    def symbols(self) -> list[str]:
+        return [self.settings.market.symbol]
+
+    def next_tick(self) -> datetime | None:
+        if self.scheduler is None:
+            return None
+        times = [j.next_run_time for j in self.scheduler.get_jobs() if j.id.startswith("tick:") and j.next_run_time]
+        return min(times) if times else None
+
+    def _write_state(self) -> None:
+        nxt = self.next_tick()
+        retrain = self.scheduler.get_job("retrain") if self.scheduler else None
+        write_daemon_state(
+            self.settings.data_dir,
+            pid=os.getpid(),
+            mode=self.settings.trading.mode,
+            symbols=self.symbols,
+            timeframe=self.settings.market.timeframe,
+            next_tick=nxt.isoformat() if nxt else None,
+            next_retrain=retrain.next_run_time.isoformat() if retrain and retrain.next_run_time else None,
+            ticks_done=self.ticks_done,
+            ticks_missed=self.ticks_missed,
+        )
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # embedded (tests): the owner calls request_stop()
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("signal", signal=signal.Signals(signum).name, action="stop after the running tick")
+            self._stop.set()
+            self._wakeup.set()
+
+        def reload(_signum: int, _frame: Any) -> None:
+            log.info("signal", signal="SIGHUP", action="reload configuration")
+            self._reload.set()
+            self._wakeup.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def _do_reload(self) -> None:
+        if self.reload_settings is None:
+            log.warning("reload_ignored", reason="no configuration source")
+            return
+        try:
+            new = self.reload_settings()
+        except ChartrlError as exc:
+            # A broken edit must not stop a running daemon: keep the old configuration.
+            log.error("reload_failed", error=str(exc), kept="previous configuration")
+            return
+        with self._lock:
+            try:
+                ticker = self.ticker_factory(new)
+            except ChartrlError as exc:
+                log.error("reload_failed", error=str(exc), kept="previous configuration")
+                return
+            old, self.ticker, self.settings = self.ticker, ticker, new
+            old.close()
+        self._schedule()
+        log.info("reloaded", mode=new.trading.mode, symbol=new.market.symbol, timeframe=new.market.timeframe)
+        self._write_state()
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> int:
+        """Start-up checks, then serve until a stop signal; returns the exit code."""
+        from apscheduler.events import EVENT_JOB_MISSED
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._install_signals()
+        from chartrl.daemon.simrun import start_with_retry
+
+        # Loads the model, opens the ledger, reconciles live orders: a bad setting fails here, a
+        # temporary outage is waited out (within systemd's TimeoutStartSec).
+        self.ticker = start_with_retry(lambda: self.ticker_factory(self.settings), self._stop)
+        if self.ticker is None:
+            return 0
+        self.scheduler = BackgroundScheduler(timezone=UTC)
+        self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self._schedule()
+        self.scheduler.start()
+        self._write_state()
+        nxt = self.next_tick()
+        log.info("daemon_started", mode=self.settings.trading.mode, symbols=self.symbols,
+                 timeframe=self.settings.market.timeframe, next_tick=nxt.isoformat() if nxt else None, pid=os.getpid())
+        self.notifier.ready(self.ticker.status_text())
+        beat = heartbeat_interval(self.notifier, self.settings.daemon.heartbeat_seconds)
+        stuck_after = max(300.0, 2.0 * timeframe_seconds(self.settings.market.timeframe))
+        try:
+            while not self._stop.is_set():
+                self._wakeup.wait(beat)
+                self._wakeup.clear()
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self._do_reload()
+                started = self._tick_started
+                # Only a healthy daemon pings: a tick stuck far beyond its candle lets systemd restart us.
+                if started is None or time.monotonic() - started < stuck_after:
+                    self.notifier.watchdog()
+                else:
+                    log.error("tick_stuck", seconds=round(time.monotonic() - started))
+        finally:
+            self._shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wakeup.set()
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping("stopping: finishing the running tick")
+        log.info("daemon_stopping")
+        proc = self._retrain_proc
+        if proc is not None and proc.poll() is None:
+            # The retrain writes its challenger to a temporary dir: stopping it loses nothing.
+            proc.terminate()
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()
+        # Taking the tick lock waits for a running tick to finish. (APScheduler's shutdown(wait=True)
+        # would hold its job-store lock meanwhile, which the tick's bookkeeping needs: a deadlock.)
+        with self._lock:
+            if self.scheduler is not None and self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            if self.ticker is not None:
+                self.ticker.close()
+        write_daemon_state(self.settings.data_dir, pid=None, mode=self.settings.trading.mode, symbols=self.symbols,
+                           timeframe=self.settings.market.timeframe, stopped=datetime.now(UTC).isoformat(),
+                           ticks_done=self.ticks_done, ticks_missed=self.ticks_missed)
+        log.info("daemon_stopped", ticks_done=self.ticks_done, ticks_missed=self.ticks_missed)
+        self.notifier.close()

@@ -1,0 +1,248 @@
+"""What ``chartrl status`` shows, read while the daemon runs without disturbing it.
+
+Two sources: ``<data dir>/daemon.json`` (the daemon rewrites it atomically after every tick: pid,
+mode, next tick, tick counts) and the ledger, opened read-only (SQLite ``mode=ro``) so a status
+query can never take a write lock or change anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "daemon.json"
+ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
+
+
+def write_daemon_state(data_dir: Path, **state: Any) -> None:
+    """Atomically replace ``daemon.json`` (a reader sees the old or the new file, never half)."""
+    data_dir = Path(data_dir).expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    state["updated"] = datetime.now(UTC).isoformat()
+    fd, tmp = tempfile.mkstemp(prefix=".daemon.", suffix=".json", dir=data_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, data_dir / STATE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_daemon_state(data_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(data_dir).expanduser() / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user (the chartrl service user)
+    return True
+
+
+def find_ledger(data_dir: Path) -> Path | None:
+    from chartrl.account.ledger import ledger_path
+
+    path = ledger_path(Path(data_dir).expanduser())
+    return path if path.is_file() else None
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write (and waits briefly rather than failing on the writer's lock)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+@dataclass
+class Status:
+    running: bool = False
+    pid: int | None = None
+    mode: str | None = None
+    symbol: str | None = None
+    timeframe: str | None = None
+    model_version: str | None = None
+    position: float | None = None
+    cash: float | None = None
+    equity: float | None = None
+    initial_equity: float | None = None
+    last_price: float | None = None
+    last_tick: str | None = None
+    last_candle: str | None = None
+    last_decision: str | None = None
+    last_reason: str | None = None
+    next_tick: str | None = None
+    next_retrain: str | None = None
+    last_retrain: dict[str, Any] | None = None
+    open_orders: list[dict[str, Any]] = field(default_factory=list)
+    halts: list[dict[str, Any]] = field(default_factory=list)
+    ticks_done: int | None = None
+    ticks_missed: int | None = None
+    ledger: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _one(conn: sqlite3.Connection, sql: str, *args: Any) -> sqlite3.Row | None:
+    try:
+        return conn.execute(sql, args).fetchone()
+    except sqlite3.OperationalError:
+        return None  # an older/newer schema without that table: show what we can
+
+
+def _all(conn: sqlite3.Connection, sql: str, *args: Any) -> list[sqlite3.Row]:
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def read_status(data_dir: Path, symbol: str | None = None, mode: str | None = None) -> Status:
+    """Everything ``chartrl status`` prints; never writes."""
+    data_dir = Path(data_dir).expanduser()
+    state = read_daemon_state(data_dir)
+    st = Status(
+        pid=state.get("pid"),
+        running=pid_alive(state.get("pid")),
+        mode=mode or state.get("mode"),
+        symbol=symbol or (state.get("symbols") or [None])[0],
+        timeframe=state.get("timeframe"),
+        next_tick=state.get("next_tick"),
+        next_retrain=state.get("next_retrain"),
+        ticks_done=state.get("ticks_done"),
+        ticks_missed=state.get("ticks_missed"),
+    )
+    path = find_ledger(data_dir)
+    if path is None:
+        return st
+    st.ledger = str(path)
+    conn = open_readonly(path)
+    try:
+        _fill_from_ledger(conn, st)
+    finally:
+        conn.close()
+    return st
+
+
+def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
+    where, args = "", ()
+    if st.symbol and st.mode:
+        where, args = " WHERE symbol = ? AND mode = ?", (st.symbol, st.mode)
+    row = _one(conn, f"SELECT * FROM decisions{where} ORDER BY id DESC LIMIT 1", *args)
+    if row is not None:
+        st.symbol, st.mode = st.symbol or row["symbol"], st.mode or row["mode"]
+        st.last_tick = _iso(row["created_ms"])
+        st.last_candle = _iso(row["candle_ms"])
+        st.last_decision = ACTIONS.get(row["final_action"], str(row["final_action"]))
+        if row["final_action"] != row["action"]:
+            st.last_decision += f" (policy said {ACTIONS.get(row['action'], row['action'])})"
+        st.last_reason = row["reason"]
+        st.model_version = row["model_version"]
+        st.last_price = row["price"]
+    mv = _one(conn, "SELECT version FROM model_versions" + (" WHERE symbol = ?" if st.symbol else "") + " ORDER BY id DESC LIMIT 1",
+              *((st.symbol,) if st.symbol else ()))
+    if mv is not None:
+        st.model_version = mv["version"]
+    if st.mode in (None, "paper"):
+        book = _one(conn, "SELECT * FROM paper_books" + (" WHERE symbol = ?" if st.symbol else "") + " LIMIT 1",
+                    *((st.symbol,) if st.symbol else ()))
+        if book is not None:
+            st.position, st.cash, st.initial_equity = book["position"], book["cash"], book["initial_cash"]
+            price = book["last_price"] or st.last_price
+            if price is not None:
+                st.equity = book["cash"] + book["position"] * price
+    if st.mode == "live":
+        bal = _one(conn, "SELECT data FROM balances WHERE mode = 'live' AND kind = 'exchange' ORDER BY id DESC LIMIT 1")
+        base = _one(conn, "SELECT data FROM balances WHERE mode = 'live' AND kind = 'baseline' ORDER BY id ASC LIMIT 1")
+        if bal is not None and st.symbol:
+            b, q = st.symbol.split("/")
+            data = json.loads(bal["data"])
+            st.position, st.cash = data.get(b), data.get(q)
+            if st.last_price is not None and st.position is not None and st.cash is not None:
+                st.equity = st.cash + st.position * st.last_price
+            if base is not None and st.last_price is not None:
+                bd = json.loads(base["data"])
+                st.initial_equity = bd.get(q, 0.0) + bd.get(b, 0.0) * st.last_price
+    rr = _one(conn, "SELECT * FROM retrain_results ORDER BY id DESC LIMIT 1")
+    if rr is not None:
+        st.last_retrain = {
+            "started": _iso(rr["started_ms"]),
+            "finished": _iso(rr["finished_ms"]),
+            "status": rr["status"],
+            "promoted": bool(rr["promoted"]),
+            "champion": rr["champion"],
+            "challenger": rr["challenger"],
+            "metrics": json.loads(rr["metrics"]) if rr["metrics"] else None,
+            "error": rr["error"],
+        }
+    st.open_orders = [
+        {k: r[k] for k in ("client_order_id", "symbol", "side", "amount", "filled", "state")} | {"created": _iso(r["created_ms"])}
+        for r in _all(conn, "SELECT * FROM orders WHERE state NOT IN ('filled', 'canceled', 'rejected') ORDER BY created_ms")
+    ]
+    st.halts = [
+        {"since": _iso(r["created_ms"]), "reason": r["reason"], "source": r["source"], "details": r["details"]}
+        for r in _all(conn, "SELECT * FROM halts WHERE cleared_ms IS NULL ORDER BY id")
+    ]
+
+
+def format_status(st: Status, halt_file: Path | None = None) -> str:
+    """The human-readable block ``chartrl status`` prints."""
+    lines = []
+    state = f"running (pid {st.pid})" if st.running else "not running"
+    lines.append(f"daemon        {state}")
+    lines.append(f"mode          {st.mode or '-'}   {st.symbol or '-'} {st.timeframe or ''}".rstrip())
+    lines.append(f"model         {st.model_version or '-'}")
+    if st.position is not None:
+        lines.append(f"position      {st.position:.8f}   cash {st.cash:,.2f}" if st.cash is not None else f"position      {st.position:.8f}")
+    if st.equity is not None:
+        vs = ""
+        if st.initial_equity:
+            vs = f"   vs start {st.initial_equity:,.2f} ({(st.equity / st.initial_equity - 1) * 100:+.2f}%)"
+        lines.append(f"equity        {st.equity:,.2f}{vs}")
+    lines.append(f"last tick     {st.last_tick or '-'}   candle {st.last_candle or '-'}")
+    if st.last_decision:
+        lines.append(f"decision      {st.last_decision}   ({st.last_reason})")
+    lines.append(f"next tick     {st.next_tick or '-'}" + (f"   ticks done {st.ticks_done}, missed {st.ticks_missed}" if st.ticks_done is not None else ""))
+    if st.next_retrain:
+        lines.append(f"next retrain  {st.next_retrain}")
+    if st.last_retrain:
+        r = st.last_retrain
+        m = r.get("metrics") or {}
+        scores = ""
+        if "champion_score" in m or "challenger_score" in m:
+            scores = f"   champion {m.get('champion_score')} vs challenger {m.get('challenger_score')}"
+        lines.append(f"last retrain  {r['status']} at {r['finished'] or r['started']}{scores}" + (f"   error: {r['error']}" if r.get("error") else ""))
+    else:
+        lines.append("last retrain  -")
+    lines.append(f"open orders   {len(st.open_orders)}")
+    for o in st.open_orders:
+        lines.append(f"  {o['client_order_id']} {o['side']} {o['amount']} {o['symbol']} {o['state']} since {o['created']}")
+    halts = list(st.halts)
+    if halts or (halt_file is not None and halt_file.exists()):
+        lines.append(f"halts         {len(halts) + (1 if halt_file is not None and halt_file.exists() else 0)}")
+        for h in halts:
+            lines.append(f"  {h['reason']} since {h['since']} ({h['source']})")
+        if halt_file is not None and halt_file.exists():
+            lines.append(f"  manual halt file {halt_file} exists (delete it to resume trading)")
+    else:
+        lines.append("halts         none")
+    return "\n".join(lines)

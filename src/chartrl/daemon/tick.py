@@ -1,0 +1,322 @@
+"""One tick of the daemon: the pipeline once, at the close of a candle. No scheduler needed.
+
+``Ticker.tick()`` at the emulated or real "now": fetch the new candles through ccxt into the store
+(validated there), load the recent ones, render the chart with the model's ChartSpec, step the
+policy with its recurrent state (carried in the ledger), apply the risk checks, execute through
+the paper or live account, record the decision, and log ONE ``tick`` event with the decision and
+the timings (fetch_ms, render_ms, policy_ms, order_ms, total_ms).
+
+A tick is idempotent per candle: the decision for candle t is recorded before its order, so a tick
+replayed after a crash or restart executes a recorded-but-unexecuted decision and otherwise does
+nothing. Candles that closed while nobody ticked (daemon down, exchange unreachable) are logged as
+missed, and the recurrent state is stepped over them before the next decision.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from chartrl.account.base import Candle
+from chartrl.account.fills import MarketRules, rules_from_market
+from chartrl.account.ledger import Ledger
+from chartrl.account.risk import RiskGuard
+from chartrl.config.settings import Settings
+from chartrl.daemon.clock import Clock, as_clock, last_closed_open_ms
+from chartrl.daemon.model import WARMUP_CANDLES, PolicyRunner
+from chartrl.errors import ChartrlError, TemporaryError
+from chartrl.logs import get_logger
+from chartrl.market.candles import to_ms
+from chartrl.market.exchange import make_exchange
+from chartrl.market.store import CandleStore
+from chartrl.strategies.base import Action
+from chartrl.timeframe import timeframe_ms
+
+ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
+
+
+@dataclass
+class TickResult:
+    symbol: str
+    candle_ms: int
+    """Open time of the candle decided on (the newest closed one)."""
+    status: str
+    """done | recovered (executed a decision recorded before a crash) | skipped (already done) | missed."""
+    action: int | None = None
+    final_action: int | None = None
+    reason: str | None = None
+    price: float | None = None
+    equity: float | None = None
+    position: float | None = None
+    order: dict[str, Any] | None = None
+    missed: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_log(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["candle"] = pd.Timestamp(self.candle_ms, unit="ms", tz="UTC").isoformat()
+        for k in ("action", "final_action"):
+            if d[k] is not None:
+                d[k] = ACTIONS.get(d[k], d[k])
+        return d
+
+
+class Ticker:
+    """The tick of one symbol; construct once, call :meth:`tick` at every candle close."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | Any = None,
+        exchange: Any = None,
+        ledger: Ledger | None = None,
+        device: Any = None,
+        live: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.symbol = settings.market.symbol
+        self.timeframe = settings.market.timeframe
+        self.step = timeframe_ms(self.timeframe)
+        self.mode = settings.trading.mode
+        self.clock = as_clock(clock)
+        self.log = get_logger("chartrl.tick", symbol=self.symbol, mode=self.mode)
+        self.exchange = exchange or make_exchange(settings.exchange)
+        self.store = CandleStore(settings.data_dir)
+        self.ledger = ledger or Ledger.for_data_dir(settings.data_dir)
+        self._own_ledger = ledger is None
+        self.runner = PolicyRunner(settings, device)
+        self.ledger.record_model_version(self.symbol, self.runner.version, str(self.runner.model_dir),
+                                         {"strategy": self.runner.strategy, "event": "start"})
+        self.account = self._make_account(live)
+        self.risk = RiskGuard(settings.risk, self.ledger, symbol=self.symbol, timeframe=self.timeframe, mode=self.mode,
+                              halt_file=settings.halt_file)
+        self.hidden: Any = None
+        self.hidden_ms: int | None = None
+        saved = self.ledger.load_hidden(self.symbol, self.runner.device) if self.runner.recurrent else None
+        if saved is not None and saved[2] == self.runner.version:
+            self.hidden, self.hidden_ms = saved[0], saved[1]
+        self.last: TickResult | None = None
+        self.ticks = self.missed = 0
+
+    # ----------------------------------------------------------------------------- set-up
+    def _market_rules(self) -> MarketRules:
+        t = self.settings.trading
+        try:
+            self.exchange.load_markets()
+            return rules_from_market(self.exchange.market(self.symbol), t, getattr(self.exchange, "precisionMode", 4))
+        except Exception as exc:  # noqa: BLE001 - paper trading may run from the stored data alone
+            if self.mode == "live":
+                raise
+            self.log.warning("market_rules_default", error=str(exc)[:200], fee=t.fee)
+            return MarketRules(fee=t.fee or 0.001, slippage_bps=t.slippage_bps, position_fraction=t.position_fraction)
+
+    def _make_account(self, live: bool) -> Any:
+        if self.mode == "paper":
+            from chartrl.account.paper import PaperAccount
+
+            return PaperAccount(self.ledger, symbol=self.symbol, initial_cash=self.settings.trading.initial_cash,
+                                rules=self._market_rules(), clock=self.clock.now_ms)
+        from chartrl.account.live import LiveAccount
+
+        account = LiveAccount(self.settings, self.ledger, live=live, exchange=self.exchange)
+        account.start()  # reconciles unfinished orders, compares balances (halts on a mismatch)
+        return account
+
+    def close(self) -> None:
+        if self._own_ledger:
+            self.ledger.close()
+
+    # ------------------------------------------------------------------------------ the tick
+    def tick(self) -> TickResult:
+        t_start = time.perf_counter()
+        now = self.clock.now_ms()
+        target = last_closed_open_ms(now, self.timeframe)
+        timings: dict[str, float] = {}
+
+        if self.runner.changed():
+            self._reload_model()
+
+        t0 = time.perf_counter()
+        fetch_error = None
+        try:
+            from chartrl.market.fetch import update_series
+
+            update_series(self.settings, progress=False, exchange=self.exchange, store=self.store, now_ms=lambda: now)
+        except TemporaryError as exc:
+            fetch_error = str(exc)  # stored candles may still hold the target; else the tick is missed
+        timings["fetch_ms"] = _ms(t0)
+
+        t0 = time.perf_counter()
+        history = self.runner.history_needed()
+        candles = self.store.load(self.settings.exchange.id, self.symbol, self.timeframe,
+                                  start=pd.Timestamp(target - history * self.step, unit="ms", tz="UTC"),
+                                  end=pd.Timestamp(target, unit="ms", tz="UTC"))
+        last_ms = int(to_ms(candles["timestamp"].iloc[-1]))
+        load_ms = _ms(t0)
+        if last_ms != target:
+            return self._missed(target, "fetch_failed" if fetch_error else "candle_not_available", fetch_error,
+                                timings | {"total_ms": _ms(t_start)})
+
+        previous = self._last_decision()
+        if previous is not None and previous["candle_ms"] >= target:
+            return self._replay(previous, candles, timings, t_start)
+        gap = 0 if previous is None else (target - previous["candle_ms"]) // self.step - 1
+        if gap > 0:
+            self.missed += gap
+            self.log.warning("tick_missed", count=gap, first=_iso(previous["candle_ms"] + self.step),
+                             last=_iso(target - self.step), reason="no tick while these candles closed")
+
+        close = float(candles["close"].iloc[-1])
+        position = self.account.position_features(close)
+        hidden = self._hidden_before(target, candles, position)
+        decision = self.runner.decide(candles, position, hidden)
+        timings["render_ms"] = round(load_ms + decision.render_ms, 2)
+        timings["policy_ms"] = decision.policy_ms
+
+        equity = self.account.equity(close)
+        pos_value = self.account.position * close
+        budget = min(self.account.cash, equity * self.settings.trading.position_fraction)
+        verdict = self.risk.check(decision.action, candle_ms=target, equity=equity, position_value=pos_value,
+                                  buy_budget=budget, now_ms=now)
+        details = {"q": decision.q, **verdict.as_details(), "position_features": list(position)}
+        with self.ledger.transaction():
+            decision_id = self.ledger.record_decision(
+                symbol=self.symbol, mode=self.mode, candle_ms=target, action=decision.action,
+                final_action=verdict.action, reason=verdict.reason, model_version=self.runner.version,
+                price=close, details=details)
+            if self.runner.recurrent:
+                self.ledger.save_hidden(self.symbol, decision.hidden, target, self.runner.version)
+        self.hidden, self.hidden_ms = decision.hidden, target
+
+        t0 = time.perf_counter()
+        order = self._execute(verdict.action, target, close, verdict.max_notional, decision_id)
+        timings["order_ms"] = _ms(t0)
+        timings["total_ms"] = _ms(t_start)
+        result = TickResult(self.symbol, target, "done", decision.action, verdict.action, verdict.reason, close,
+                            self.account.equity(), self.account.position, order, gap, timings)
+        return self._finish(result)
+
+    # ------------------------------------------------------------------------ pieces
+    def _last_decision(self) -> dict[str, Any] | None:
+        rows = [d for d in self.ledger.decisions(self.symbol, limit=20) if d["mode"] == self.mode]
+        return rows[0] if rows else None
+
+    def _hidden_before(self, target: int, candles: pd.DataFrame, position: tuple[float, float]) -> Any:
+        """The recurrent state after candle target-1: carried, stepped over a gap, or re-warmed."""
+        if not self.runner.recurrent:
+            return None
+        before = candles.iloc[:-1]
+        if self.hidden is not None and self.hidden_ms is not None:
+            gap = (target - self.hidden_ms) // self.step - 1
+            if gap == 0:
+                return self.hidden
+            if 0 < gap <= WARMUP_CANDLES:
+                return self.runner.warm(before, gap, position, self.hidden)
+        self.log.info("hidden_rewarmed", candles=WARMUP_CANDLES, version=self.runner.version,
+                      why="no saved state for this model" if self.hidden is None else "gap longer than the warm-up")
+        return self.runner.warm(before, WARMUP_CANDLES, position, None)
+
+    def _reload_model(self) -> None:
+        old = self.runner.version
+        try:
+            runner = PolicyRunner(self.settings, self.runner.device)
+        except ChartrlError as exc:
+            # Mid-swap or a broken new model: keep trading with the loaded one, try again next tick.
+            self.log.error("model_reload_failed", error=str(exc), kept=old)
+            return
+        self.runner = runner
+        self.hidden = self.hidden_ms = None  # re-warmed over recent candles before the next decision
+        self.ledger.record_model_version(self.symbol, self.runner.version, str(self.runner.model_dir),
+                                         {"strategy": self.runner.strategy, "event": "reload", "previous": old})
+        self.log.info("model_reloaded", previous=old, version=self.runner.version)
+
+    def _fill_candle(self, target: int, close: float, action: int) -> Candle:
+        """Candle t+1 as far as it exists at the tick: its open (the fill price), marked there."""
+        nxt = target + self.step
+        price = close
+        if self.mode == "paper" and action != Action.HOLD:
+            try:
+                rows = self.exchange.fetch_ohlcv(self.symbol, self.timeframe, since=nxt, limit=1)
+                if rows and int(rows[0][0]) == nxt:
+                    price = float(rows[0][1])
+            except Exception as exc:  # noqa: BLE001 - the close of t is the open of t+1 up to a tick
+                self.log.warning("next_open_unavailable", error=str(exc)[:200], using="close of the decided candle")
+        return Candle(nxt, price, price, price, price, 0.0)
+
+    def _execute(self, action: int, target: int, close: float, max_notional: float | None, decision_id: int) -> dict[str, Any] | None:
+        # Every tick executes, HOLD too: paper marks and persists its book, live reconciles and
+        # compares balances (a mismatch halts) even when nothing is sent.
+        candle = self._fill_candle(target, close, action)
+        fill = self.account.execute(action, candle, max_notional=max_notional, decision_id=decision_id)
+        if fill is None:
+            return None
+        return {"side": fill.side, "price": fill.price, "amount": fill.amount, "fee": fill.fee}
+
+    def _executed(self, decision: dict[str, Any]) -> bool:
+        if self.mode == "paper":
+            last = getattr(self.account, "last_candle_ms", None)
+            return last is not None and last >= decision["candle_ms"] + self.step
+        if decision["final_action"] == Action.HOLD:
+            return True
+        rows = self.ledger._query("SELECT 1 FROM orders WHERE decision_id = ? LIMIT 1", (decision["id"],))
+        return bool(rows)
+
+    def _replay(self, previous: dict[str, Any], candles: pd.DataFrame, timings: dict[str, float], t_start: float) -> TickResult:
+        target = previous["candle_ms"]
+        close = float(candles["close"].iloc[-1])
+        if self._executed(previous):
+            self.log.debug("tick_already_done", candle=_iso(target))
+            return TickResult(self.symbol, target, "skipped", timings=timings | {"total_ms": _ms(t_start)})
+        # Recorded before a crash, never executed: execute it now (the fill is still at t+1's open).
+        t0 = time.perf_counter()
+        order = self._execute(previous["final_action"], target, close, None, previous["id"])
+        timings["order_ms"] = _ms(t0)
+        timings["total_ms"] = _ms(t_start)
+        result = TickResult(self.symbol, target, "recovered", previous["final_action"], previous["final_action"],
+                            "recovered", close, self.account.equity(), self.account.position, order, 0, timings)
+        return self._finish(result)
+
+    def _missed(self, target: int, reason: str, error: str | None, timings: dict[str, float]) -> TickResult:
+        self.missed += 1
+        self.log.warning("tick_missed", candle=_iso(target), count=1, reason=reason, error=error)
+        result = TickResult(self.symbol, target, "missed", reason=reason, missed=1, timings=timings)
+        self.last = result
+        if reason == "fetch_failed":
+            raise TemporaryError(f"tick for {_iso(target)} missed: {error}")
+        return result
+
+    def record_missed(self, scheduled_ms: int, reason: str) -> None:
+        """The scheduler skipped a run (too late): logged here, caught up by the next tick's gap check."""
+        self.missed += 1
+        self.log.warning("tick_missed", candle=_iso(last_closed_open_ms(scheduled_ms, self.timeframe)), count=1, reason=reason)
+
+    def _finish(self, result: TickResult) -> TickResult:
+        self.ticks += 1
+        self.last = result
+        self.log.info("tick", **result.as_log(), model_version=self.runner.version)
+        return result
+
+    def status_text(self) -> str:
+        """One line for systemd's STATUS=."""
+        r = self.last
+        pos = f"pos {self.account.position:.6g}"
+        eq = f"equity {self.account.equity():,.2f}"
+        last = f"last {_iso(r.candle_ms)} {ACTIONS.get(r.final_action, r.status)}" if r else "no tick yet"
+        return f"{self.mode} {self.symbol} {self.timeframe} | {pos} | {eq} | {last}"
+
+
+def ticker_factory(live: bool = False) -> Any:
+    """The daemon's ticker factory (system clock, the configured exchange)."""
+    return lambda settings: Ticker(settings, live=live)
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 2)
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()

@@ -1,0 +1,364 @@
+"""The Parquet candle store: one file per exchange/symbol/timeframe, written atomically.
+
+Layout: ``<data dir>/candles/<exchange>/<BASE-QUOTE>/<timeframe>.parquet``. Timestamps are UTC.
+A write goes to a temporary file in the same directory, is fsynced, then ``os.replace``d over the
+old file (and the directory fsynced), so a crash at any moment leaves either the old or the new
+file, never a torn one. A lock file serialises concurrent writers (daemon tick and a manual fetch).
+Per-series metadata (sources, repairs per rule, gaps) rides in the Parquet key-value metadata
+under ``chartrl`` so ``chartrl data`` can report it without reading the candles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from chartrl.errors import DataError
+from chartrl.logs import get_logger
+from chartrl.market.candles import COLUMNS, PRICE_COLUMNS, empty_candles
+from chartrl.market.validate import (
+    GapReport,
+    ValidationReport,
+    _near,
+    find_gaps,
+    fmt_ts,
+    validate_candles,
+)
+
+log = get_logger("chartrl.market.store")
+
+META_KEY = b"chartrl"
+FORMAT_VERSION = 1
+CONTEXT_ROWS = 10  # stored candles either side of a batch that inform the spike rule
+
+
+@dataclass
+class SeriesSummary:
+    """One stored series as ``chartrl data`` shows it; a merge also says what it changed."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    path: Path
+    count: int = 0
+    first: pd.Timestamp | None = None
+    last: pd.Timestamp | None = None
+    gaps: GapReport = field(default_factory=GapReport)
+    repairs: dict[str, int] = field(default_factory=dict)  # cumulative, per rule
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    added: int = 0  # set by merge: new candles
+    replaced: int = 0  # set by merge: stored candles whose values the new source changed
+    report: ValidationReport | None = None  # set by ingest: what validation did to the batch
+
+    @property
+    def series(self) -> str:
+        return f"{self.exchange} {self.symbol} {self.timeframe}"
+
+
+def _safe(part: str) -> str:
+    return part.replace("/", "-").replace(":", "_").replace(os.sep, "_")
+
+
+class CandleStore:
+    """Candles on disk under ``data_dir``; every write is validated and atomic."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.root = self.data_dir / "candles"
+
+    def path(self, exchange: str, symbol: str, timeframe: str) -> Path:
+        return self.root / _safe(exchange) / _safe(symbol) / f"{_safe(timeframe)}.parquet"
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def _read(self, path: Path) -> pa.Table:
+        try:
+            return pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(
+                f"{path} is unreadable ({exc}); move it aside and run `chartrl fetch` or `chartrl import` again"
+            ) from None
+
+    def _meta(self, path: Path) -> dict[str, Any]:
+        try:
+            raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path} is unreadable ({exc}); move it aside and fetch or import again") from None
+        return json.loads(raw) if raw else {}
+
+    def load(
+        self,
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        start: datetime | pd.Timestamp | None = None,
+        end: datetime | pd.Timestamp | None = None,
+    ) -> pd.DataFrame:
+        """The canonical frame of stored candles with ``start <= timestamp <= end`` (UTC)."""
+        path = self.path(exchange, symbol, timeframe)
+        if not path.is_file():
+            raise DataError(
+                f"no candles stored for {exchange} {symbol} {timeframe} in {self.data_dir}; run "
+                f"`chartrl fetch --exchange {exchange} --symbol {symbol} --timeframe {timeframe}` "
+                f"or `chartrl import FILE --exchange {exchange} --symbol {symbol} --timeframe {timeframe}`"
+            )
+        df = self._frame(self._read(path))
+        if start is None and end is None:
+            return df
+        mask = np.ones(len(df), bool)
+        if start is not None:
+            mask &= (df["timestamp"] >= _utc(start)).to_numpy()
+        if end is not None:
+            mask &= (df["timestamp"] <= _utc(end)).to_numpy()
+        out = df[mask].reset_index(drop=True)
+        if out.empty:
+            stored = f"{fmt_ts(df['timestamp'].iloc[0])} to {fmt_ts(df['timestamp'].iloc[-1])}" if len(df) else "none"
+            raise DataError(
+                f"no {exchange} {symbol} {timeframe} candles between {fmt_ts(start) if start is not None else 'the start'} "
+                f"and {fmt_ts(end) if end is not None else 'the end'} (stored: {stored}); choose another range or fetch more"
+            )
+        return out
+
+    @staticmethod
+    def _frame(table: pa.Table) -> pd.DataFrame:
+        df = table.select(COLUMNS).to_pandas()
+        ts = df["timestamp"]
+        # to_datetime on a column that already is datetime64 walks it in Python: convert directly.
+        ts = ts.dt.tz_localize("UTC") if getattr(ts.dt, "tz", None) is None else ts.dt.tz_convert("UTC")
+        df["timestamp"] = ts.astype("datetime64[ns, UTC]")
+        for c in PRICE_COLUMNS + ["volume"]:
+            df[c] = df[c].astype("float64")
+        return df
+
+    def last_timestamp(self, exchange: str, symbol: str, timeframe: str) -> pd.Timestamp | None:
+        """Open time of the newest stored candle, or None when nothing is stored (reads the footer only)."""
+        path = self.path(exchange, symbol, timeframe)
+        if not path.is_file():
+            return None
+        last = self._meta(path).get("last")
+        if last:
+            return pd.Timestamp(last)
+        ts = self._frame(self._read(path))["timestamp"]
+        return ts.iloc[-1] if len(ts) else None
+
+    def summary(self, exchange: str, symbol: str, timeframe: str) -> SeriesSummary:
+        path = self.path(exchange, symbol, timeframe)
+        return self._summary_from_meta(path, self._meta(path), exchange, symbol, timeframe)
+
+    @staticmethod
+    def _summary_from_meta(path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str) -> SeriesSummary:
+        return SeriesSummary(
+            exchange=meta.get("exchange", exchange),
+            symbol=meta.get("symbol", symbol),
+            timeframe=meta.get("timeframe", timeframe),
+            path=path,
+            count=int(meta.get("count", 0)),
+            first=pd.Timestamp(meta["first"]) if meta.get("first") else None,
+            last=pd.Timestamp(meta["last"]) if meta.get("last") else None,
+            gaps=GapReport.from_dict(meta.get("gaps")),
+            repairs=dict(meta.get("repairs", {})),
+            sources=dict(meta.get("sources", {})),
+        )
+
+    def list_series(self) -> list[SeriesSummary]:
+        """Every stored series, sorted by exchange/symbol/timeframe, from the file footers."""
+        out = []
+        for path in sorted(self.root.glob("*/*/*.parquet")):
+            exchange, symbol, timeframe = path.parent.parent.name, path.parent.name.replace("-", "/"), path.stem
+            out.append(self._summary_from_meta(path, self._meta(path), exchange, symbol, timeframe))
+        return sorted(out, key=lambda s: (s.exchange, s.symbol, s.timeframe))
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _stored(self, path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The stored frame and its metadata from one read (empty when nothing is stored)."""
+        if not path.is_file():
+            return empty_candles(), {}
+        table = self._read(path)
+        raw = (table.schema.metadata or {}).get(META_KEY)
+        return self._frame(table), (json.loads(raw) if raw else {})
+
+    def ingest(
+        self,
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        raw: pd.DataFrame,
+        source: str,
+        strict: bool = False,
+        spike_factor: float = 3.0,
+    ) -> SeriesSummary:
+        """Validate ``raw`` (with stored neighbours as context) and merge it; the summary carries the report."""
+        path = self.path(exchange, symbol, timeframe)
+        with self._locked(path):
+            old, meta = self._stored(path)
+            context = None
+            if len(old) and not raw.empty:
+                ts = pd.to_datetime(raw["timestamp"], utc=True, errors="coerce")
+                lo, hi = ts.min(), ts.max()
+                if pd.notna(lo):
+                    pos_lo = max(int(old["timestamp"].searchsorted(lo)) - CONTEXT_ROWS, 0)
+                    pos_hi = int(old["timestamp"].searchsorted(hi, side="right")) + CONTEXT_ROWS
+                    context = old.iloc[pos_lo:pos_hi]
+            clean, report = validate_candles(
+                raw, source, strict, timeframe=timeframe, spike_factor=spike_factor, context=context
+            )
+            summary = self._merge_locked(path, old, meta, exchange, symbol, timeframe, clean, report, strict)
+        summary.report = report
+        return summary
+
+    def merge(
+        self,
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        new_df: pd.DataFrame,
+        report: ValidationReport,
+        strict: bool = False,
+    ) -> SeriesSummary:
+        """Merge validated candles into the series (new values win) and write it atomically.
+
+        A stored candle the new source changes is counted as ``replaced_stored`` (refused when
+        ``strict``). Nothing is written when the batch adds and changes nothing.
+        """
+        path = self.path(exchange, symbol, timeframe)
+        with self._locked(path):
+            old, meta = self._stored(path)
+            return self._merge_locked(path, old, meta, exchange, symbol, timeframe, new_df, report, strict)
+
+    def _merge_locked(
+        self,
+        path: Path,
+        old: pd.DataFrame,
+        meta: dict[str, Any],
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        new_df: pd.DataFrame,
+        report: ValidationReport,
+        strict: bool,
+    ) -> SeriesSummary:
+        new = new_df[COLUMNS]
+        overlap = old.merge(new, on="timestamp", suffixes=("_old", ""))
+        cols = PRICE_COLUMNS + ["volume"]
+        changed = ~_near(overlap[[c + "_old" for c in cols]].to_numpy(), overlap[cols].to_numpy()).all(axis=1)
+        replaced = int(changed.sum())
+        added = len(new) - len(overlap)
+        if replaced:
+            ex = overlap[changed].head(3)
+            examples = [f"{fmt_ts(r.timestamp)} close {r.close_old:.10g} -> {r.close:.10g}" for r in ex.itertuples(index=False)]
+            if strict:
+                raise DataError(
+                    f"--strict: {report.source} changes {replaced} stored {exchange} {symbol} {timeframe} "
+                    f"candles (e.g. {examples[0]}); rerun without --strict to accept the newer values"
+                )
+            report.add("replaced_stored", replaced, examples)
+            log.warning("stored_candles_replaced", source=report.source, rows=replaced, examples=examples)
+        if not added and not replaced:
+            return self._summary_from_meta(path, meta, exchange, symbol, timeframe)
+        if old.empty:
+            merged = new.reset_index(drop=True)
+        else:
+            merged = pd.concat([old[~old["timestamp"].isin(new["timestamp"])], new], ignore_index=True)
+            merged = merged.sort_values("timestamp", kind="stable").reset_index(drop=True)
+        meta = self._updated_meta(meta, exchange, symbol, timeframe, merged, report, added, replaced)
+        self._write(path, merged, meta)
+        summary = self._summary_from_meta(path, meta, exchange, symbol, timeframe)
+        summary.added, summary.replaced = added, replaced
+        log.info(
+            "candles_stored", series=summary.series, source=report.source, added=added, replaced=replaced,
+            count=summary.count, last=fmt_ts(summary.last), repairs=report.counts(),
+        )
+        return summary
+
+    @staticmethod
+    def _updated_meta(
+        meta: dict[str, Any],
+        exchange: str,
+        symbol: str,
+        timeframe: str,
+        merged: pd.DataFrame,
+        report: ValidationReport,
+        added: int,
+        replaced: int,
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        repairs = dict(meta.get("repairs", {}))
+        for rule, n in report.counts().items():
+            repairs[rule] = repairs.get(rule, 0) + n
+        sources = dict(meta.get("sources", {}))
+        # Aggregated per source name: the daemon merges every candle, a list would grow forever.
+        s = dict(sources.get(report.source, {"merges": 0, "rows_in": 0, "added": 0, "replaced": 0, "first_at": now}))
+        s.update(
+            merges=s["merges"] + 1, rows_in=s["rows_in"] + report.rows_in, added=s["added"] + added,
+            replaced=s["replaced"] + replaced, last_at=now,
+        )
+        sources[report.source] = s
+        return {
+            "version": FORMAT_VERSION,
+            "exchange": exchange,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "count": len(merged),
+            "first": merged["timestamp"].iloc[0].isoformat() if len(merged) else None,
+            "last": merged["timestamp"].iloc[-1].isoformat() if len(merged) else None,
+            "gaps": find_gaps(merged["timestamp"], timeframe).to_dict(),
+            "repairs": repairs,
+            "sources": sources,
+            "updated_at": now,
+        }
+
+    def _write(self, path: Path, df: pd.DataFrame, meta: dict[str, Any]) -> None:
+        table = pa.Table.from_pandas(df[COLUMNS], preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
+        atomic_write_table(table, path)
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` so that a crash at any point leaves the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    # The rename itself must reach the disk, or a power cut could resurrect the old file.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _utc(value: datetime | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

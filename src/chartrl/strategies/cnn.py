@@ -1,0 +1,91 @@
+"""The CNN-only DQN baseline and the small convolutional encoder every chart policy shares.
+
+BatchNorm choice: a policy is put in ``train()`` mode only for optimisation steps (batch statistics
+over the sampled frames) and in ``eval()`` mode for acting, evaluation and the target network
+(running statistics). Acting in train mode would make one lane's action depend on the other frames
+of the batch and would make a decision at candle t differ between a batch of 1 (the daemon) and a
+batch of 8 (the trainer); in eval mode the same frame always gives the same Q-values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from chartrl.strategies.base import N_ACTIONS, N_POSITION_FEATURES, Hidden, Policy, frames_to_float
+
+
+def _conv_out(n: int, kernel: int, stride: int, padding: int) -> int:
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+class ConvEncoder(nn.Module):
+    """Three conv + batch-norm + ReLU blocks, all stride 2, then one linear layer.
+
+    Sized for a 2-core CPU: on the default 100x140 chart it costs ~10 M multiply-adds per frame.
+    The stride-2 first conv with a 5x5 kernel halves the picture before any wide layer runs; no
+    global pooling, because where a pattern sits on the chart (the right edge is "now") matters.
+    """
+
+    def __init__(
+        self, in_channels: int, height: int, width: int, widths: tuple[int, ...] = (16, 32, 32), feat_dim: int = 128
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, h, w = in_channels, height, width
+        for i, out in enumerate(widths):
+            k = 5 if i == 0 else 3
+            layers += [nn.Conv2d(c, out, k, stride=2, padding=k // 2, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            c, h, w = out, _conv_out(h, k, 2, k // 2), _conv_out(w, k, 2, k // 2)
+        self.conv = nn.Sequential(*layers)
+        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, feat_dim), nn.ReLU(inplace=True))
+        self.feat_dim = feat_dim
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(frames_to_float(frames)))
+
+
+class MLPQHead(nn.Module):
+    """Chart features + position features -> Q-values of hold, buy, sell."""
+
+    def __init__(self, feat_dim: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(feat_dim + N_POSITION_FEATURES, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, N_ACTIONS)
+        )
+
+    def forward(self, feats: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([feats, position.to(feats.dtype)], dim=-1))
+
+
+class CNNPolicy(Policy):
+    """CNN-only DQN: each decision sees only the current chart (no memory of earlier charts)."""
+
+    name = "cnn"
+    recurrent = False
+
+    def __init__(
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        widths: tuple[int, ...] = (16, 32, 32),
+        feat_dim: int = 128,
+        head_hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        self.config: dict[str, Any] = {
+            "in_channels": in_channels, "height": height, "width": width,
+            "widths": list(widths), "feat_dim": feat_dim, "head_hidden": head_hidden,
+        }
+        self.encoder = ConvEncoder(in_channels, height, width, tuple(widths), feat_dim)
+        self.q = MLPQHead(feat_dim, head_hidden)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.encoder(frames)
+
+    def head(self, feats: torch.Tensor, position: torch.Tensor, hidden: Hidden = None) -> tuple[torch.Tensor, Hidden]:
+        # Works for (B, F) and (B, T, F) alike: every step is independent.
+        return self.q(feats, position), None

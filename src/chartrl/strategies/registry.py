@@ -1,0 +1,105 @@
+"""Strategy name -> policy class, for the neural policies and the rule baselines.
+
+The neural policies are listed here. Rule baselines live in :mod:`chartrl.strategies.rules`
+(another module); they are picked up either from a ``RULES`` mapping name -> factory in that
+module or by that module calling :func:`register_rule`. Both are looked up lazily, so importing the
+registry never imports the rules (or the other way round).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from chartrl.chart.spec import ChartSpec
+from chartrl.errors import UsageError
+
+_RULES: dict[str, Callable[..., Any]] = {}
+_rules_loaded = False
+
+
+def _neural() -> dict[str, type]:
+    from chartrl.strategies.cnn import CNNPolicy
+    from chartrl.strategies.recurrent import CNNRNNPolicy, GRUPolicy
+    from chartrl.strategies.resnet import ResNetPolicy
+
+    return {"cnn": CNNPolicy, "cnnrnn": CNNRNNPolicy, "gru": GRUPolicy, "resnet": ResNetPolicy}
+
+
+NEURAL_NAMES = ("cnn", "cnnrnn", "gru", "resnet")
+
+
+def register_rule(name: str, factory: Callable[..., Any]) -> None:
+    """Make a rule baseline (no weights, no training) available under ``name``."""
+    if name in NEURAL_NAMES:
+        raise ValueError(f"rule baseline name {name!r} is taken by a neural policy")
+    _RULES[name] = factory
+
+
+def rule_baselines() -> dict[str, Callable[..., Any]]:
+    """Name -> factory of every rule baseline known (imports strategies.rules once, if present)."""
+    global _rules_loaded
+    if not _rules_loaded:
+        _rules_loaded = True
+        try:
+            rules = importlib.import_module("chartrl.strategies.rules")
+        except ModuleNotFoundError as exc:
+            if exc.name != "chartrl.strategies.rules":
+                raise
+        else:
+            for name, factory in getattr(rules, "RULES", {}).items():
+                _RULES.setdefault(name, factory)
+    return dict(_RULES)
+
+
+def available() -> list[str]:
+    """Every strategy name: neural policies first, then rule baselines."""
+    return list(NEURAL_NAMES) + sorted(rule_baselines())
+
+
+def is_neural(name: str) -> bool:
+    return name in NEURAL_NAMES
+
+
+def input_shape(spec: ChartSpec) -> tuple[int, int, int]:
+    """(channels, height, width) of the frames the renderer makes for ``spec``."""
+    try:
+        from chartrl.chart.tensor_render import spec_channels
+    except ImportError:  # renderer not importable: same rule it documents (diff frames double C)
+        channels = spec.channels * (2 if spec.diff_frame else 1)
+    else:
+        channels = spec_channels(spec)
+    return channels, spec.height, spec.width
+
+
+def policy_class(name: str) -> type:
+    neural = _neural()
+    if name not in neural:
+        raise UsageError(f"unknown neural strategy {name!r}; use one of {', '.join(NEURAL_NAMES)}")
+    return neural[name]
+
+
+def build_policy(name: str, spec: ChartSpec | None = None, config: dict[str, Any] | None = None, **overrides: Any):
+    """A fresh neural policy: from ``spec`` (its input shape) or from a saved ``config`` dict."""
+    cls = policy_class(name)
+    if config is not None:
+        kwargs = dict(config)
+    elif spec is not None:
+        c, h, w = input_shape(spec)
+        kwargs = {"in_channels": c, "height": h, "width": w}
+    else:
+        raise ValueError("build_policy needs a ChartSpec or a saved config")
+    kwargs.update(overrides)
+    for key in ("widths",):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    return cls(**kwargs)
+
+
+def build_rule(name: str, **kwargs: Any) -> Any:
+    """A rule baseline by name (UsageError listing the names when unknown)."""
+    rules = rule_baselines()
+    if name not in rules:
+        raise UsageError(f"unknown strategy {name!r}; use one of {', '.join(available())}")
+    return rules[name](**kwargs)

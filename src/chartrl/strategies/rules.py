@@ -1,0 +1,145 @@
+"""Rule baselines behind the strategies interface: buyhold, sma, random and the (cheating) oracle.
+
+A rule strategy is prepared once over the candle series (vectorised, causal indicators) and then
+asked ``decide(t, position)`` at the close of each candle t, with the account's position features
+(is_long, unrealised log return) as the neural policies get them. Every rule except the oracle
+decides from candles <= t only; the oracle reads the future on purpose and is flagged
+``cheating`` so every report labels it an upper bound, never a result.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import pandas as pd
+
+from chartrl.strategies.base import Action
+
+RULE_STRATEGIES = ("buyhold", "sma", "random", "oracle")
+
+
+class RuleStrategy(ABC):
+    """A baseline that decides from precomputed per-candle series."""
+
+    name: str = "rule"
+    cheating: bool = False
+    """True when the rule reads candles after t (the oracle): an upper bound, not a result."""
+
+    def prepare(self, candles: pd.DataFrame) -> None:
+        """Precompute whatever ``decide`` needs over the whole series (causally, except the oracle)."""
+        return None  # buyhold needs nothing
+
+    @abstractmethod
+    def decide(self, t: int, position: tuple[float, float]) -> int:
+        """Action at the close of candle ``t`` (an index into the prepared series)."""
+
+    def params(self) -> dict:
+        """The rule's parameters, for reports."""
+        return {}
+
+
+class BuyHold(RuleStrategy):
+    """Buy at the first decision and never sell."""
+
+    name = "buyhold"
+
+    def decide(self, t: int, position: tuple[float, float]) -> int:
+        return int(Action.BUY) if position[0] < 0.5 else int(Action.HOLD)
+
+
+class SMACrossover(RuleStrategy):
+    """Long while the fast simple moving average of closes is above the slow one, flat otherwise."""
+
+    name = "sma"
+
+    def __init__(self, fast: int = 5, slow: int = 20) -> None:
+        if not 1 <= fast < slow:
+            raise ValueError(f"sma periods need 1 <= fast < slow, got fast={fast} slow={slow}")
+        self.fast, self.slow = fast, slow
+        self._signal = np.zeros(0, dtype=np.int64)
+
+    def prepare(self, candles: pd.DataFrame) -> None:
+        close = candles["close"].astype("float64")
+        # rolling() only looks back, so the signal at t uses closes <= t.
+        fast = close.rolling(self.fast, min_periods=self.fast).mean().to_numpy()
+        slow = close.rolling(self.slow, min_periods=self.slow).mean().to_numpy()
+        signal = np.full(len(close), int(Action.HOLD), dtype=np.int64)
+        signal[fast > slow] = int(Action.BUY)
+        signal[fast < slow] = int(Action.SELL)
+        self._signal = signal
+
+    def decide(self, t: int, position: tuple[float, float]) -> int:
+        return int(self._signal[t])
+
+    def params(self) -> dict:
+        return {"fast": self.fast, "slow": self.slow}
+
+
+class RandomStrategy(RuleStrategy):
+    """Seeded coin flips: buy or sell each with probability ``trade_prob / 2``, else hold.
+
+    The draw for candle t depends only on the seed and t, not on prices, so it cannot look ahead.
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0, trade_prob: float = 0.1) -> None:
+        if not 0 < trade_prob <= 1:
+            raise ValueError(f"random trade_prob must be in (0, 1], got {trade_prob}")
+        self.seed, self.trade_prob = seed, trade_prob
+        self._u = np.zeros(0)
+
+    def prepare(self, candles: pd.DataFrame) -> None:
+        # Sequential draws: the first k values are the same whatever the series length.
+        self._u = np.random.default_rng(self.seed).random(len(candles))
+
+    def decide(self, t: int, position: tuple[float, float]) -> int:
+        u = self._u[t]
+        if u < self.trade_prob / 2:
+            return int(Action.BUY)
+        if u < self.trade_prob:
+            return int(Action.SELL)
+        return int(Action.HOLD)
+
+    def params(self) -> dict:
+        return {"seed": self.seed, "trade_prob": self.trade_prob}
+
+
+class OracleStrategy(RuleStrategy):
+    """The oracle labeller's actions: buy at local minima, sell at local maxima. CHEATS (reads ahead)."""
+
+    name = "oracle"
+    cheating = True
+
+    def __init__(self, window: int = 24) -> None:
+        self.window = window
+        self._labels = np.zeros(0, dtype=np.int64)
+
+    def prepare(self, candles: pd.DataFrame) -> None:
+        from chartrl.strategies.oracle import oracle_labels
+
+        self._labels = oracle_labels(candles["close"].to_numpy(), self.window)
+
+    def decide(self, t: int, position: tuple[float, float]) -> int:
+        return int(self._labels[t])
+
+    def params(self) -> dict:
+        return {"window": self.window}
+
+
+def make_rule(name: str, sma: tuple[int, int] = (5, 20), seed: int = 0, oracle_window: int = 24) -> RuleStrategy:
+    """A rule strategy by name (one of RULE_STRATEGIES)."""
+    if name == "buyhold":
+        return BuyHold()
+    if name == "sma":
+        return SMACrossover(*sma)
+    if name == "random":
+        return RandomStrategy(seed)
+    if name == "oracle":
+        return OracleStrategy(oracle_window)
+    raise ValueError(f"unknown rule strategy {name!r}; use one of {', '.join(RULE_STRATEGIES)}")
+
+
+# Picked up by chartrl.strategies.registry (build_rule / available).
+RULES = {"buyhold": BuyHold, "sma": SMACrossover, "random": RandomStrategy, "oracle": OracleStrategy}

@@ -1,0 +1,138 @@
+"""The neural policies: shapes, hidden-state carrying, BatchNorm in eval, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chartrl.chart.spec import ChartSpec
+from chartrl.errors import UsageError
+from chartrl.strategies import registry
+from chartrl.strategies.registry import build_policy
+
+SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_period=10)
+NAMES = ["cnn", "cnnrnn", "gru", "resnet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on the shared 2-core machine spinning OpenMP
+    threads make each op 10x slower; one thread keeps these tests fast and deterministic."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def frames(*shape: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (*shape, 3, 32, 48), dtype=torch.uint8, generator=g)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_shapes_step_and_sequence(name: str) -> None:
+    torch.manual_seed(0)
+    p = build_policy(name, SPEC).eval()
+    q, h = p(frames(5), torch.zeros(5, 2))
+    assert q.shape == (5, 3) and torch.isfinite(q).all()
+    qs, hs = p(frames(2, 4), torch.zeros(2, 4, 2))
+    assert qs.shape == (2, 4, 3)
+    assert (h is None) == (not p.recurrent)
+    if p.recurrent:
+        assert h.shape == (1, 5, p.hidden_size) and hs.shape == (1, 2, p.hidden_size)
+
+
+@pytest.mark.parametrize("name", ["cnnrnn", "gru"])
+def test_stepping_with_carried_hidden_equals_sequence(name: str) -> None:
+    torch.manual_seed(0)
+    p = build_policy(name, SPEC).eval()
+    x, pos = frames(2, 6, seed=1), torch.rand(2, 6, 2)
+    with torch.no_grad():
+        q_seq, h_seq = p(x, pos)
+        h = None
+        steps = []
+        for t in range(6):
+            q, h = p(x[:, t], pos[:, t], h)
+            steps.append(q)
+    torch.testing.assert_close(torch.stack(steps, 1), q_seq, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h, h_seq, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,carries", [("cnnrnn", True), ("gru", True), ("cnn", False), ("resnet", False)])
+def test_output_at_t_depends_on_frame_t_minus_1_only_when_recurrent(name: str, carries: bool) -> None:
+    torch.manual_seed(0)
+    p = build_policy(name, SPEC).eval()
+    a = frames(1, 3, seed=2)
+    b = a.clone()
+    b[:, 1] = frames(1, seed=3)  # only frame t-1 differs
+    pos = torch.zeros(1, 3, 2)
+    with torch.no_grad():
+        h_a = h_b = None
+        for t in range(3):
+            qa, h_a = p(a[:, t], pos[:, t], h_a)  # step by step, the hidden state handed back in
+            qb, h_b = p(b[:, t], pos[:, t], h_b)
+    assert (not torch.allclose(qa, qb, atol=1e-6)) == carries
+
+
+def test_hidden_none_starts_from_zero_state() -> None:
+    p = build_policy("cnnrnn", SPEC).eval()
+    x = frames(3)
+    with torch.no_grad():
+        q1, _ = p(x, torch.zeros(3, 2), None)
+        q2, _ = p(x, torch.zeros(3, 2), p.initial_hidden(3))
+    torch.testing.assert_close(q1, q2)
+
+
+def test_position_features_reach_the_q_values() -> None:
+    torch.manual_seed(0)
+    for name in ("cnn", "cnnrnn"):
+        p = build_policy(name, SPEC).eval()
+        x = frames(1)
+        with torch.no_grad():
+            flat, _ = p(x, torch.tensor([[0.0, 0.0]]))
+            long, _ = p(x, torch.tensor([[1.0, 0.05]]))
+        assert not torch.allclose(flat, long)
+
+
+def test_eval_mode_batchnorm_is_batch_independent() -> None:
+    torch.manual_seed(0)
+    p = build_policy("cnn", SPEC)
+    p.train()
+    with torch.no_grad():  # move running stats away from their init so eval differs from identity
+        for _ in range(3):
+            p(frames(8, seed=5), torch.zeros(8, 2))
+    p.eval()
+    x = frames(6, seed=4)
+    with torch.no_grad():
+        alone, _ = p(x[:1], torch.zeros(1, 2))
+        batch, _ = p(x, torch.zeros(6, 2))
+    torch.testing.assert_close(alone, batch[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_diff_frame_doubles_input_channels() -> None:
+    p = build_policy("cnnrnn", SPEC.model_copy(update={"diff_frame": True}))
+    assert p.config["in_channels"] == 6
+    q, _ = p.eval()(torch.randint(0, 256, (2, 6, 32, 48), dtype=torch.uint8), torch.zeros(2, 2))
+    assert q.shape == (2, 3)
+
+
+def test_resnet_is_resnet18_with_small_stem() -> None:
+    p = build_policy("resnet", SPEC)
+    conv1 = p.backbone.conv1
+    assert conv1.kernel_size == (3, 3) and conv1.in_channels == 3
+    assert isinstance(p.backbone.maxpool, torch.nn.Identity)
+    assert len(p.backbone.layer4) == 2  # resnet18 has two basic blocks per stage
+
+
+def test_registry_lists_neural_and_rules_and_refuses_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_RULES", {})
+    registry.register_rule("always_hold", lambda **kw: "rule")
+    names = registry.available()
+    assert names[:4] == NAMES and "always_hold" in names
+    assert registry.build_rule("always_hold") == "rule"
+    assert not registry.is_neural("always_hold")
+    with pytest.raises(UsageError, match="unknown neural strategy 'lstm'"):
+        build_policy("lstm", SPEC)
+    with pytest.raises(ValueError):
+        registry.register_rule("cnn", lambda **kw: None)

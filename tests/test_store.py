@@ -1,0 +1,166 @@
+"""The Parquet store: round trip, merge semantics, metadata, errors, and crash-safe writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from chartrl.errors import DataError
+from chartrl.market import store as store_mod
+from chartrl.market.store import CandleStore
+from chartrl.market.validate import validate_candles
+
+SERIES = ("binance", "BTC/USDT", "1h")
+
+
+def _merge(store: CandleStore, df: pd.DataFrame, source: str = "test", **kw):
+    clean, report = validate_candles(df, source, False, timeframe="1h")
+    return store.merge(*SERIES, clean, report, **kw)
+
+
+def test_path_layout(tmp_path: Path):
+    s = CandleStore(tmp_path)
+    assert s.path(*SERIES) == tmp_path / "candles" / "binance" / "BTC-USDT" / "1h.parquet"
+    assert s.path("bybit", "BTC/USDT:USDT", "4h").parent.name == "BTC-USDT_USDT"
+
+
+def test_round_trip_is_canonical_and_utc(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    summary = _merge(s, candles)
+    assert (summary.added, summary.count) == (len(candles), len(candles))
+    pd.testing.assert_frame_equal(s.load(*SERIES), candles)
+    assert str(pq.read_schema(s.path(*SERIES)).field("timestamp").type).endswith("tz=UTC]")
+    assert s.last_timestamp(*SERIES) == candles["timestamp"].iloc[-1]
+    assert summary.first == candles["timestamp"].iloc[0] and summary.last == candles["timestamp"].iloc[-1]
+
+
+def test_load_range_is_inclusive(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    _merge(s, candles)
+    t = candles["timestamp"]
+    part = s.load(*SERIES, start=t.iloc[10], end=t.iloc[20].to_pydatetime())
+    assert len(part) == 11 and part["timestamp"].iloc[0] == t.iloc[10] and part["timestamp"].iloc[-1] == t.iloc[20]
+    with pytest.raises(DataError, match="no binance BTC/USDT 1h candles between"):
+        s.load(*SERIES, start=t.iloc[-1] + pd.Timedelta(days=1))
+
+
+def test_load_missing_series_says_fetch_or_import(tmp_path: Path):
+    with pytest.raises(DataError) as exc:
+        CandleStore(tmp_path).load(*SERIES)
+    msg = str(exc.value)
+    assert "binance BTC/USDT 1h" in msg and "chartrl fetch" in msg and "chartrl import" in msg
+    assert CandleStore(tmp_path).last_timestamp(*SERIES) is None
+
+
+def test_incremental_merge_appends_and_new_values_win(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    _merge(s, candles.iloc[:100], source="a")
+    revised = candles.iloc[90:150].copy()
+    revised.loc[95, "close"] *= 1.001
+    revised.loc[95, "high"] = max(revised.loc[95, "high"], revised.loc[95, "close"])
+    summary = _merge(s, revised, source="b")
+    assert (summary.added, summary.replaced, summary.count) == (50, 1, 150)
+    assert summary.repairs == {"replaced_stored": 1}
+    assert s.load(*SERIES)["close"].iloc[95] == revised.loc[95, "close"]
+    assert set(summary.sources) == {"a", "b"} and summary.sources["b"]["added"] == 50
+    with pytest.raises(DataError, match="--strict"):
+        _merge(s, revised.assign(close=revised["close"] * 1.0001, high=revised["high"] * 1.0001), strict=True)
+
+
+def test_merge_that_adds_nothing_does_not_rewrite(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    _merge(s, candles.iloc[:100])
+    before = s.path(*SERIES).stat().st_mtime_ns
+    summary = _merge(s, candles.iloc[50:100])
+    assert summary.added == 0 and summary.count == 100
+    assert s.path(*SERIES).stat().st_mtime_ns == before
+
+
+def test_metadata_keeps_repairs_gaps_and_list_series(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    bad = candles.iloc[:300].drop(index=[100, 101, 102]).copy()
+    bad.loc[5, "open"] = 0.0
+    s.ingest(*SERIES, pd.concat([bad, bad.iloc[:4]]), source="csv:x.csv")
+    s.ingest("kraken", "ETH/EUR", "1h", candles.iloc[:10], source="ccxt:kraken")
+    listed = s.list_series()
+    assert [(x.exchange, x.symbol) for x in listed] == [("binance", "BTC/USDT"), ("kraken", "ETH/EUR")]
+    btc = listed[0]
+    assert btc.repairs == {"nonpositive_price": 1, "duplicate": 4}
+    # rows 5 (zero price) and 100-102 are missing: two gaps, four candles
+    assert (btc.gaps.count, btc.gaps.missing, btc.gaps.largest) == (2, 4, 3)
+    assert btc.count == 296 and btc.sources["csv:x.csv"]["rows_in"] == 301
+    (tmp_path / "candles" / "binance" / "BTC-USDT" / ".1h.parquet.abc.tmp").write_bytes(b"junk")
+    assert len(s.list_series()) == 2  # a leftover temp file of a crashed write is not a series
+
+
+def test_unreadable_file_is_a_data_error_naming_it(tmp_path: Path):
+    s = CandleStore(tmp_path)
+    p = s.path(*SERIES)
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match=str(p)):
+        s.load(*SERIES)
+
+
+def test_exception_mid_write_leaves_old_file_intact(tmp_path: Path, candles: pd.DataFrame, monkeypatch):
+    s = CandleStore(tmp_path)
+    _merge(s, candles.iloc[:1000])
+    path = s.path(*SERIES)
+    before = path.read_bytes()
+    real = pq.write_table
+
+    def half_then_fail(table, where, **kw):
+        real(table.slice(0, len(table) // 2), where, **kw)  # bytes really hit the temp file...
+        raise OSError("disk full")  # ...then the write dies
+
+    monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        _merge(s, candles)
+    assert path.read_bytes() == before
+    pd.testing.assert_frame_equal(s.load(*SERIES), candles.iloc[:1000])
+    assert [p.name for p in path.parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_process_killed_mid_write_leaves_old_file_intact(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    _merge(s, candles.iloc[:1000])
+    path = s.path(*SERIES)
+    before = path.read_bytes()
+    # The child SIGKILLs itself after the new file's first bytes reached the disk: no cleanup runs.
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import pyarrow.parquet as pq
+        from chartrl.market import store as store_mod
+        from chartrl.market.store import CandleStore
+        from chartrl.market.validate import validate_candles
+        from chartrl.testing.synthetic import synthetic_candles
+
+        def killed(table, where, **kw):
+            where.write(b"PAR1" + b"x" * 100_000)
+            where.flush()
+            os.fsync(where.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        store_mod.pq.write_table = killed
+        df, report = validate_candles(synthetic_candles(3000, seed=11), "t", False, timeframe="1h")
+        CandleStore({str(tmp_path)!r}).merge("binance", "BTC/USDT", "1h", df, report)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(store_mod.__file__).parents[2])}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    leftovers = [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
+    assert leftovers, "the child died mid-write (its temp file is left behind)"
+    assert path.read_bytes() == before
+    pd.testing.assert_frame_equal(s.load(*SERIES), candles.iloc[:1000])
+    # and the next write still works, ignoring the debris
+    assert _merge(s, candles).count == len(candles)

@@ -1,0 +1,108 @@
+"""Walk-forward folds: layout and purging, per-fold and combined out-of-sample metrics, retraining
+without leaks, and evaluate() as the nightly retrain calls it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chartrl.account.fills import MarketRules
+from chartrl.backtest.report import chain_results
+from chartrl.backtest.walkforward import Fold, evaluate, make_folds, walk_forward
+from chartrl.chart.spec import ChartSpec
+from chartrl.errors import DataError
+from chartrl.strategies.rules import BuyHold, SMACrossover
+from chartrl.testing.synthetic import synthetic_candles
+from chartrl.timeframe import periods_per_year
+
+SPEC = ChartSpec(window=30, height=32, width=32, ma_periods=(5, 20), bollinger_period=20)
+RULES = MarketRules(fee=0.001, slippage_bps=5)
+
+
+@pytest.mark.parametrize(("n", "k", "w"), [(1000, 3, 30), (3000, 5, 250), (777, 1, 20)])
+def test_folds_are_purged_consecutive_and_end_at_the_last_candle(n: int, k: int, w: int) -> None:
+    folds = make_folds(n, k, w)
+    assert len(folds) == k
+    assert folds[-1].test[1] == n - 1
+    for a, b in zip(folds, folds[1:], strict=False):
+        assert b.test[0] == a.test[1] + 1  # one out-of-sample stretch
+        assert b.train[1] > a.train[1] and b.train[0] == 0  # anchored, growing
+    for f in folds:
+        lengths = {f.val[1] - f.val[0], f.test[1] - f.test[0]}
+        assert len(lengths) == 1
+        # Purge: the chart window of the first validation / test candle holds no earlier part's candle.
+        assert f.val[0] - w + 1 > f.train[1]
+        assert f.test[0] - w + 1 > f.val[1]
+        assert f.train[1] - f.train[0] + 1 >= 2 * (f.test[1] - f.test[0] + 1)
+
+
+def test_too_few_candles_for_the_folds_is_a_clear_error() -> None:
+    with pytest.raises(DataError, match="too few for 10 walk-forward folds with a 250-candle chart"):
+        make_folds(3000, 10, 250)
+
+
+def test_walk_forward_rules_per_fold_and_combined() -> None:
+    candles = synthetic_candles(1200, seed=8)
+    run = walk_forward(SMACrossover(5, 20), candles, SPEC, RULES, 3, periods_per_year=periods_per_year("1h"))
+    assert [f["fold"] for f in run.folds] == [0, 1, 2]
+    for f, r in zip(run.folds, run.results, strict=True):
+        assert f["metrics"]["start"] == f["test"][0] and f["metrics"]["end"] == f["test"][1]
+        assert r.start == pd.Timestamp(f["test"][0])
+    combined = chain_results(run.results)
+    growth = np.prod([r.equity[-1] / r.equity[0] for r in run.results])
+    assert combined.equity[-1] / combined.equity[0] == pytest.approx(growth)
+    assert len(combined.candles) == sum(len(r.candles) for r in run.results)
+    assert combined.candles["timestamp"].is_monotonic_increasing and combined.candles["timestamp"].is_unique
+    assert len(combined.actions) == len(combined.candles) - 1
+    assert len(combined.fills) == sum(len(r.fills) for r in run.results)
+
+
+def test_retraining_never_sees_the_test_candles() -> None:
+    candles = synthetic_candles(1200, seed=8)
+    seen: list[tuple[pd.Timestamp, Fold]] = []
+
+    def retrain(visible: pd.DataFrame, fold: Fold):
+        seen.append((visible["timestamp"].iloc[-1], fold))
+        return BuyHold()
+
+    run = walk_forward(None, candles, SPEC, RULES, 3, retrain=retrain)
+    assert len(seen) == 3
+    for (last_seen, fold), f in zip(seen, run.folds, strict=True):
+        assert last_seen == candles["timestamp"].iloc[fold.val[1]]
+        assert last_seen < pd.Timestamp(f["test"][0])
+
+
+def test_evaluate_is_what_the_daemon_calls() -> None:
+    candles = synthetic_candles(600, seed=12)
+    start, end = candles["timestamp"].iloc[400], candles["timestamp"].iloc[560]
+    m = evaluate(SMACrossover(5, 20), candles, SPEC, RULES, start, end)
+    assert m["start"] == start.isoformat() and m["end"] == end.isoformat() and m["candles"] == 161
+    assert m["strategy"] == "sma" and m["cheating"] is False
+    assert m["baselines"]["buyhold"]["start"] == m["start"]
+    # The spacing of the candles gives the annualisation: hourly here.
+    explicit = evaluate(SMACrossover(5, 20), candles, SPEC, RULES, start, end, periods_per_year=8760.0)
+    assert m["sharpe"] == pytest.approx(explicit["sharpe"])
+
+
+def test_cli_walk_forward(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from chartrl.cli import main
+    from chartrl.market.store import CandleStore
+
+    for key, value in (("WINDOW", "30"), ("HEIGHT", "32"), ("WIDTH", "32")):
+        monkeypatch.setenv(f"CHARTRL__CHART__{key}", value)
+    CandleStore(tmp_path / "data").ingest("binance", "BTC/USDT", "1h", synthetic_candles(900, seed=3), "test")
+    out = tmp_path / "wf"
+    with pytest.raises(SystemExit) as exc:
+        main(["--log-level", "warning", "backtest", "--strategy", "sma", "--walk-forward", "3", "--out", str(out)])
+    assert exc.value.code == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    folds = m["walk_forward"]["per_fold"]
+    assert len(folds) == 3 and m["walk_forward"]["retrain"] is False
+    assert m["start"] == folds[0]["test"][0] and m["end"] == folds[-1]["test"][1]
+    growth = np.prod([1 + f["metrics"]["total_return"] for f in folds])
+    assert 1 + m["total_return"] == pytest.approx(growth)
+    assert "Walk-forward folds" in (out / "report.md").read_text()
