@@ -12,7 +12,8 @@ SHARED_DATA = Path(os.environ.get("CHARTRL_SHARED_DATA", REPO.parent / "shared" 
 SHARED_BTC = SHARED_DATA / "Binance_BTCUSDT_1h.csv"
 
 # Tests never use more than the machine's two cores for torch, and never reach the network.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One thread: on this shared 2-core machine two torch threads were up to 10x slower per op.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +23,19 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("CHARTRL"):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHARTRL_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    """A test that configures logging (a CLI run at warning level, say) must not leak into the next."""
+    yield
+    import logging
+
+    import structlog
+
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = []
+    logging.getLogger().setLevel(logging.WARNING)
 
 
 @pytest.fixture

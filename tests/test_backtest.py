@@ -247,3 +247,21 @@ def test_cli_refuses_a_model_of_another_spec_or_symbol(store, tmp_path: Path, ca
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert ("another chart spec" in err and "window" in err) if other == "spec" else ("another series" in err and "ETH/USDT" in err)
     assert not (tmp_path / "x").exists()
+
+
+def test_rule_signals_by_hand() -> None:
+    closes = [10, 10, 10, 13, 16, 10, 4, 4]
+    frame = pd.DataFrame({"close": np.array(closes, dtype=float)})
+    sma = SMACrossover(2, 4)
+    sma.prepare(frame)
+    # MA2 vs MA4 at t=3: 11.5 > 10.75 buy; t=4: 14.5 > 12.25 buy; t=5: 13 > 12.25 buy;
+    # t=6: 7 < 10.75 sell; t=7: 4 < 8.5 sell. Before t=3 the slow average does not exist: hold.
+    assert [sma.decide(t, (0.0, 0.0)) for t in range(8)] == [0, 0, 0, 1, 1, 1, 2, 2]
+    hold = make_rule("buyhold")
+    assert hold.decide(0, (0.0, 0.0)) == 1 and hold.decide(1, (1.0, 0.3)) == 0
+    a, b = RandomStrategy(seed=5), RandomStrategy(seed=5)
+    a.prepare(pd.DataFrame({"close": np.ones(50)}))
+    b.prepare(pd.DataFrame({"close": np.ones(80)}))  # a longer series: the same first draws
+    assert [a.decide(t, (0.0, 0.0)) for t in range(50)] == [b.decide(t, (0.0, 0.0)) for t in range(50)]
+    with pytest.raises(ValueError, match="fast < slow"):
+        SMACrossover(20, 5)

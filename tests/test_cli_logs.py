@@ -57,3 +57,20 @@ def test_configured_secret_never_reaches_logs():
     lines = [json.loads(line) for line in text.splitlines()]
     assert lines[0]["event"] == "connect" and "***" in lines[0]["url"]
     assert len(lines) == 4
+
+
+def test_dates_are_iso_8601_only_and_utc():
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from chartrl.cli.app import parse_date
+    from chartrl.errors import UsageError
+
+    utc = UTC
+    assert parse_date("2021-06-01", "--from") == datetime(2021, 6, 1, tzinfo=utc)
+    assert parse_date("2021-06-01T12:00", "--from") == datetime(2021, 6, 1, 12, tzinfo=utc)
+    assert parse_date("2021-06-01T12:00+05:00", "--from") == datetime(2021, 6, 1, 7, tzinfo=utc)
+    for ambiguous in ("01/02/2020", "June 1 2021", "yesterday", "1577836800"):
+        with pytest.raises(UsageError, match=f"--from '{ambiguous}' is not a date"):
+            parse_date(ambiguous, "--from")

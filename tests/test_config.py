@@ -87,3 +87,35 @@ def test_missing_and_invalid_toml_files(tmp_path: Path):
     bad.write_text("[market\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(bad, env={})
+
+
+def test_bad_value_names_the_environment_variable_or_option_that_set_it(tmp_path: Path):
+    f = tmp_path / "ok.toml"
+    f.write_text('[market]\ntimeframe = "7x"\n')
+    env = {"CHARTRL__RISK__MAX_DAILY_LOSS": "abc", "CHARTRL__RISK__MAX_DRAWDOWN": "0.2"}
+    with pytest.raises(ConfigError) as e:
+        load_settings(f, env=env, overrides={"market": {"symbol": "BTCUSDT"}})
+    lines = e.value.problems
+    assert any(line.startswith("risk.max_daily_loss = 'abc'") and line.endswith("(set by CHARTRL__RISK__MAX_DAILY_LOSS)") for line in lines)
+    assert any(line.startswith("risk.max_drawdown: unknown setting (set by CHARTRL__RISK__MAX_DRAWDOWN)") for line in lines)
+    assert any(line.startswith("market.symbol = 'BTCUSDT'") and line.endswith("(set by the command line)") for line in lines)
+    assert any(line.startswith("market.timeframe = '7x'") and "set by" not in line for line in lines)  # from the file
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://host", "http://", "http://127.0.0.1:port"])
+def test_api_url_must_be_http(url: str):
+    with pytest.raises(ConfigError, match=r"exchange.api_url = .*must be an http\(s\) URL"):
+        load_settings(None, env={"CHARTRL__EXCHANGE__API_URL": url})
+    assert load_settings(None, env={"CHARTRL__EXCHANGE__API_URL": "http://127.0.0.1:8765"}).exchange.api_url
+
+
+def test_market_since_must_be_an_iso_date():
+    with pytest.raises(ConfigError, match="market.since = 'yesterday': must be an ISO date"):
+        load_settings(None, env={"CHARTRL__MARKET__SINCE": "yesterday"})
+
+
+def test_key_file_that_is_a_directory_is_a_config_error(tmp_path: Path):
+    d = tmp_path / "keys"
+    d.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match=r"exchange.key_file = .*keys': cannot read it \(Is a directory\)"):
+        load_settings(None, env={"CHARTRL__EXCHANGE__KEY_FILE": str(d)})

@@ -236,13 +236,27 @@ def test_retrain_promotes_or_keeps_and_records_both_scores(tmp_path, sim):
     assert {"champion_score", "challenger_score"} <= set(rows[0]["metrics"])
 
 
-def test_retrain_without_a_champion_fails_cleanly(tmp_path, sim):
+def test_retrain_without_a_champion_fails_cleanly(tmp_path, sim, capsys):
+    from chartrl.cli import main
     from chartrl.daemon.retrain import run_retrain
 
     s = _settings(tmp_path, sim, strategy="buyhold")
     r = run_retrain(s, fetch=False)
     assert r.status == "failed" and "no champion" in r.error
-    assert "failed" in r.summary()
+    with pytest.raises(SystemExit) as exc:
+        main(["retrain", "--no-fetch", "--data-dir", str(s.data_dir)])
+    assert exc.value.code == 1 and "retrain failed: no champion" in capsys.readouterr().out
+
+
+def test_demo_writes_a_valid_config(tmp_path):
+    from chartrl.cli.demo_cmd import _write_config
+    from chartrl.config import load_settings
+
+    cfg = tmp_path / "chartrl.toml"
+    _write_config(cfg, tmp_path / "data", "http://127.0.0.1:1", "2020-01-01")
+    s = load_settings(cfg, env={})
+    assert s.exchange.api_url == "http://127.0.0.1:1" and s.data_dir == tmp_path / "data"
+    assert s.chart.window == 60 and s.model.strategy == "cnnrnn"
 
 
 def test_run_refuses_live_without_the_flag(tmp_path, capsys):
@@ -255,12 +269,14 @@ def test_run_refuses_live_without_the_flag(tmp_path, capsys):
     assert exc.value.code == 2 and "--live" in capsys.readouterr().err
 
 
-def test_random_rule_draws_differ_between_candles(tmp_path, sim):
+def test_random_rule_draws_a_fresh_coin_per_candle(tmp_path, sim, candles):
+    """The daemon's window slides, so the random baseline is seeded by candle, not by row index."""
+    from chartrl.daemon.model import PolicyRunner
+
     s = _settings(tmp_path, sim, strategy="random")
-    t = Ticker(s, clock=sim.clock)
-    acts = []
-    for _ in range(40):
-        acts.append(t.tick().action)
-        sim.clock.advance(HOUR)
-    assert len(set(acts)) > 1 and np.mean(np.array(acts) == 0) > 0.5
-    t.close()
+    runner = PolicyRunner(s, "cpu")
+    acts = [runner.decide(candles.iloc[: i + 1].tail(50), (0.0, 0.0), None).action for i in range(100, 400)]
+    again = [runner.decide(candles.iloc[: i + 1].tail(80), (0.0, 0.0), None).action for i in range(100, 400)]
+    assert acts == again  # the same candle draws the same coin whatever the window
+    trade_rate = np.mean(np.array(acts) != 0)
+    assert 0.03 < trade_rate < 0.25  # RandomStrategy's default trade_prob is 0.1

@@ -62,9 +62,23 @@ def test_retrain_trigger_is_utc_cron_and_refuses_nonsense():
         retrain_trigger("every night")
 
 
-def test_retrain_runs_the_cli_in_a_child_process(tmp_path: Path):
-    cmd = retrain_command(tmp_path / "c.toml")
-    assert cmd[:3] == [sys.executable, "-m", "chartrl"] and cmd[-1] == "retrain" and str(tmp_path / "c.toml") in cmd
+def test_retrain_job_runs_the_cli_in_a_child_process(tmp_path: Path):
+    from structlog.testing import capture_logs
+
+    from chartrl.account.ledger import Ledger
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\ndir = "{tmp_path / "data"}"\n')
+    cmd = retrain_command(cfg)
+    assert cmd[:3] == [sys.executable, "-m", "chartrl"] and "retrain" in cmd and str(cfg) in cmd
+    daemon = Daemon(_settings(tmp_path / "data"), RecordingTicker, config_path=cfg, notifier=Notifier({}))
+    with capture_logs() as logs:
+        daemon._retrain_job()  # no champion yet: the child records a failed cycle and exits 1
+    done = [e for e in logs if e["event"] == "retrain_finished"]
+    assert done and done[0]["exit_code"] == 1
+    with Ledger.for_data_dir(tmp_path / "data") as led:
+        rows = led.retrain_results()
+    assert rows[0]["status"] == "failed" and "no champion" in rows[0]["error"]
 
 
 class RecordingTicker:
@@ -243,3 +257,39 @@ def test_sighup_reloads_and_sigterm_finishes_the_running_tick(tmp_path: Path):
     assert proc.returncode == 0, out
     assert (tmp_path / "tick_finished").exists() and (tmp_path / "closed").exists()
     assert "daemon_stopped" in out
+
+
+def test_chartrl_run_speaks_sd_notify_and_stops_on_sigterm(tmp_path: Path):
+    """The real command, as systemd starts it: READY=1 after the start-up checks, watchdog pings,
+    a STATUS line, and STOPPING=1 + exit 0 on SIGTERM."""
+    from chartrl.testing.exchange_sim import ExchangeSim
+    from chartrl.testing.synthetic import synthetic_candles
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(60)
+    with ExchangeSim(synthetic_candles(300, seed=1)) as sim:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[exchange]\napi_url = "{sim.url}"\n[data]\ndir = "{tmp_path / "data"}"\n'
+                       '[model]\nstrategy = "buyhold"\n[daemon]\nheartbeat_seconds = 0.2\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CHARTRL", "WATCHDOG"))}
+        env |= {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": ""}
+        proc = subprocess.Popen([sys.executable, "-m", "chartrl", "--config", str(cfg), "--log-format", "json", "run"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            first = sock.recv(4096).decode()
+            assert first.startswith("READY=1\nSTATUS=paper BTC/USDT 1h"), first
+            assert sock.recv(4096) == b"WATCHDOG=1"
+            state = read_daemon_state(tmp_path / "data")
+            assert state["pid"] == proc.pid and state["mode"] == "paper" and state["next_tick"]
+            proc.send_signal(signal.SIGTERM)
+            msgs = []
+            while not any(m.startswith(b"STOPPING=1") for m in msgs):
+                msgs.append(sock.recv(4096))
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            sock.close()
+    assert proc.returncode == 0, out
+    assert '"event": "daemon_started"' in out and '"event": "daemon_stopped"' in out

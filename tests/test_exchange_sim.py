@@ -460,3 +460,52 @@ def test_csv_loader_uses_the_importer_on_the_real_export(shared_btc_csv: Path) -
     with ExchangeSim(candles) as s:
         rows = client(s).fetch_ohlcv("BTC/USDT", "1h", limit=2)
         assert rows[-1][0] == int(candles["timestamp"].iloc[-1].value // 1_000_000)
+
+
+def test_unreadable_or_damaged_state_file_is_one_clear_error(frame: pd.DataFrame, tmp_path: Path) -> None:
+    from chartrl.errors import DataError
+
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\x8a\x00\xff" * 10)
+    with pytest.raises(DataError, match="binary.json cannot be read"):
+        ExchangeSim(frame, state_file=binary)
+    with pytest.raises(DataError, match="cannot be read"):
+        ExchangeSim(frame, state_file=tmp_path)  # a directory
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"format": 1}')
+    with pytest.raises(DataError, match=r"partial.json is damaged \(KeyError"):
+        ExchangeSim(frame, state_file=partial)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--fee", "-0.01"), ("--slippage", "5"), ("--candles", "0"), ("--partial-fills", "0"), ("--speed", "0"), ("--port", "70000")],
+)
+def test_cli_refuses_an_out_of_range_option_naming_it(option: str, value: str, capsys) -> None:
+    from chartrl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--log-format", "json", "exchange-sim", "--synthetic", option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith(f"error: {option} ") and err.count("\n") == 1
+
+
+def test_fault_file_with_wrong_types_names_each_field(tmp_path: Path) -> None:
+    bad = tmp_path / "typed.toml"
+    bad.write_text(
+        '[[fault]]\npath = "/x"\nkind = "500"\nprobability = "high"\n'
+        '[[fault]]\npath = "/x"\nkind = "500"\ncount = 2.5\n'
+        '[[fault]]\nkind = "500"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        FaultPlan.from_file(bad)
+    assert info.value.problems == [
+        "fault #1: probability = 'high' must be a number",
+        "fault #2: count = 2.5 must be a whole number",
+        "fault #3: missing path; every fault needs path and kind",
+    ]
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not a text file"):
+        FaultPlan.from_file(binary)

@@ -236,3 +236,31 @@ def test_cli_fetch_twice(history, tmp_path, monkeypatch, capsys, restore_logging
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
         code, out, err = _cli(capsys, "data")
         assert code == 0 and "502" in out and "source ccxt:binance: 2 merges" in out
+
+
+def test_refused_requests_are_one_line_errors_not_retried():
+    calls = []
+
+    def bad_interval():
+        calls.append(1)
+        raise ccxt.BadRequest('binance {"code":-1120,"msg":"Invalid interval."}')
+
+    with pytest.raises(UsageError, match="refused as a bad request.*Invalid interval.*--timeframe"):
+        call_with_retry(bad_interval, max_retries=5, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv")
+
+    def odd_error():
+        calls.append(2)
+        raise ccxt.ExchangeError("binance something unexpected")
+
+    with pytest.raises(TemporaryError, match="fetch_ohlcv failed: ExchangeError"):
+        call_with_retry(odd_error, max_retries=5, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv")
+    assert calls == [1, 2]
+
+
+def test_since_after_the_newest_closed_candle_is_refused(history, tmp_path):
+    clock = SimClock(_open_ms(history, 100) + 1000)
+    with ExchangeSim(history, clock=clock) as sim:
+        s = _settings(sim, tmp_path)
+        with pytest.raises(UsageError, match=r"--since .* is after the newest closed BTC/USDT 1h candle"):
+            update_series(s, since=history["timestamp"].iloc[150], progress=False)
+        assert _klines(sim) == []

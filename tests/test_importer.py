@@ -222,6 +222,12 @@ def test_not_a_candle_csv_names_file_and_missing_columns(tmp_path):
         read_candle_csv(b)
     with pytest.raises(DataError, match="does not exist"):
         read_candle_csv(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="is a directory; pass one candle CSV file"):
+        read_candle_csv(tmp_path)
+    semi = tmp_path / "semi.csv"
+    semi.write_text("timestamp;open;high;low;close;volume\n2021-01-01;1;2;1;2;3\n")
+    with pytest.raises(DataError, match="separated by semicolons: save it with commas"):
+        read_candle_csv(semi)
 
 
 def test_wrong_symbol_or_timeframe_refused(small, tmp_path):
@@ -258,3 +264,43 @@ def test_cli_import_then_data(small, tmp_path, capsys, restore_logging):
     assert err.count("\n") == 1 and "bad.csv" in err
     code, out, err = cli("import", str(p), "--strict")  # the same rows again: nothing to repair
     assert code == 0, err
+
+
+def test_file_without_a_usable_row_is_an_error_and_stores_nothing(small, tmp_path):
+    store, _ = _import(_cdd(small.iloc[:30], tmp_path / "ok.csv"), tmp_path)
+    before = store.path(*SERIES).read_bytes()
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("timestamp,open,high,low,close,volume\n")
+    with pytest.raises(DataError, match="header.csv has a header but no candle rows"):
+        _import(header_only, tmp_path)
+    junk = tmp_path / "junk.csv"
+    junk.write_text("timestamp,open,high,low,close,volume\nabc,1,2,0.5,1.5,3\n,1,2,0.5,1.5,3\n")
+    with pytest.raises(DataError, match=r"junk.csv: none of its 2 rows is a usable candle \(bad_timestamp 2"):
+        _import(junk, tmp_path)
+    assert store.path(*SERIES).read_bytes() == before
+
+
+def test_integer_prices_parse_without_warnings(tmp_path):
+    import warnings
+
+    p = tmp_path / "ints.csv"
+    p.write_text("timestamp,open,high,low,close,volume\n2021-01-01,1,2,1,2,3\n2021-01-01 01:00,2,3,1,2,3\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a pandas FutureWarning would reach the user's terminal
+        parsed = read_candle_csv(p)
+    assert parsed.frame["priority"].tolist() == [0, 0]
+
+
+def test_cli_data_lists_good_series_and_flags_a_broken_file(small, tmp_path, capsys, restore_logging, monkeypatch):
+    from chartrl.cli import main
+
+    monkeypatch.setenv("CHARTRL_DATA_DIR", str(tmp_path / "data"))
+    store, _ = _import(_cdd(small, tmp_path / "ok.csv"), tmp_path)
+    broken = store.path("binance", "BTC/USDT", "4h")
+    broken.write_bytes(b"truncated")
+    with pytest.raises(SystemExit) as exit_:
+        main(["data"])
+    out = capsys.readouterr()
+    assert exit_.value.code == 1
+    assert f"{len(small):,}" in out.out and "unusable" in out.out  # the good series is still shown
+    assert out.err.startswith("error: ") and str(broken) in out.err and out.err.count("\n") == 1

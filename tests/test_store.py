@@ -122,7 +122,7 @@ def test_exception_mid_write_leaves_old_file_intact(tmp_path: Path, candles: pd.
         raise OSError("disk full")  # ...then the write dies
 
     monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match=r"cannot write candles under .*\(disk full\); the stored candles are unchanged"):
         _merge(s, candles)
     assert path.read_bytes() == before
     pd.testing.assert_frame_equal(s.load(*SERIES), candles.iloc[:1000])
@@ -164,3 +164,46 @@ def test_process_killed_mid_write_leaves_old_file_intact(tmp_path: Path, candles
     pd.testing.assert_frame_equal(s.load(*SERIES), candles.iloc[:1000])
     # and the next write still works, ignoring the debris
     assert _merge(s, candles).count == len(candles)
+
+
+def test_file_of_another_series_is_refused_not_served(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    _merge(s, candles.iloc[:50])
+    eth = s.path("binance", "ETH/USDT", "1h")
+    eth.parent.mkdir(parents=True)
+    eth.write_bytes(s.path(*SERIES).read_bytes())  # a BTC file copied into the ETH slot
+    before = eth.read_bytes()
+    for call in (lambda: s.load("binance", "ETH/USDT", "1h"), lambda: s.last_timestamp("binance", "ETH/USDT", "1h")):
+        with pytest.raises(DataError, match=r"holds binance BTC/USDT 1h candles, not binance ETH/USDT 1h"):
+            call()
+    with pytest.raises(DataError, match="not binance ETH/USDT 1h"):
+        s.ingest("binance", "ETH/USDT", "1h", candles.iloc[50:60], source="t")
+    assert eth.read_bytes() == before  # nothing merged into the wrong file
+
+
+def test_list_series_reports_a_broken_file_and_keeps_the_others(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    _merge(s, candles.iloc[:50])
+    bad = s.path("binance", "BTC/USDT", "4h")
+    bad.write_bytes(b"PAR1 truncated")
+    listed = {x.timeframe: x for x in s.list_series()}
+    assert listed["1h"].error is None and listed["1h"].count == 50
+    assert listed["4h"].error is not None and str(bad) in listed["4h"].error
+
+
+def test_unwritable_data_dir_or_full_disk_is_a_data_error(tmp_path: Path, candles: pd.DataFrame, monkeypatch):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(DataError, match=r"cannot write candles under .*file \(Not a directory"):
+        _merge(CandleStore(not_a_dir), candles.iloc[:10])
+    s = CandleStore(tmp_path / "data")
+    _merge(s, candles.iloc[:10])
+    before = s.path(*SERIES).read_bytes()
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device", str(s.path(*SERIES)))
+
+    monkeypatch.setattr(store_mod, "atomic_write_table", full)
+    with pytest.raises(DataError, match="No space left on device.*unchanged"):
+        _merge(s, candles.iloc[10:20])
+    assert s.path(*SERIES).read_bytes() == before

@@ -14,7 +14,7 @@ from chartrl.account.base import SimAccount
 from chartrl.account.fills import MarketRules
 from chartrl.backtest.checkpoint import load_model
 from chartrl.backtest.dqn import TrainConfig, epsilon_at, train
-from chartrl.backtest.env import CandleArrays, ReplayEnv, prepare_data
+from chartrl.backtest.env import ReplayEnv, prepare_data
 from chartrl.backtest.evaluation import greedy_run
 from chartrl.backtest.imitation import imitation_epoch, imitation_positions
 from chartrl.backtest.replay import SequenceReplay
@@ -187,7 +187,17 @@ def test_oracle_labels_never_reach_the_model_input(tmp_path: Path) -> None:
         assert torch.equal(x, y)
 
 
-def test_cli_train_writes_model_and_refuses_overwrite(tmp_path: Path, capsys) -> None:
+@pytest.fixture
+def _restore_structlog():
+    """The CLI configures logging globally (--log-level warning); later tests capture info events."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_cli_train_writes_model_and_refuses_overwrite(tmp_path: Path, capsys, _restore_structlog) -> None:
     from chartrl.cli import main
 
     cfg = tmp_path / "c.toml"
@@ -204,3 +214,22 @@ def test_cli_train_writes_model_and_refuses_overwrite(tmp_path: Path, capsys) ->
         main(argv)
     assert again.value.code == 2
     assert "already holds a model" in capsys.readouterr().err
+
+
+def test_compare_tables_mean_std_over_seeds_and_plots(tmp_path: Path) -> None:
+    from chartrl.backtest.compare import markdown_table, plot_curves, summarize
+
+    def run(ret: float) -> list[dict]:
+        return [{"stage": "imitation", "epoch": 1, "loss": 1.0, "val_total_return": 0.0},
+                {"stage": "dqn", "epoch": 1, "loss": 0.5, "val_total_return": ret / 2, "val_sharpe": 1.0, "val_max_drawdown": 0.1, "val_trades": 4},
+                {"stage": "dqn", "epoch": 2, "loss": 0.25, "val_total_return": ret, "val_sharpe": 2.0, "val_max_drawdown": 0.2, "val_trades": 6}]
+
+    hist = {"cnn": [run(0.10), run(0.30)], "gru": [run(-0.1)]}
+    summary = summarize(hist)
+    assert summary["cnn"]["total_return"]["mean"] == pytest.approx(0.20)
+    assert summary["cnn"]["total_return"]["std"] == pytest.approx(0.10)
+    assert summary["gru"]["seeds"] == 1 and summary["gru"]["loss"]["mean"] == pytest.approx(0.25)
+    table = markdown_table(summary, {"total_return": 0.05, "sharpe": 0.5, "max_drawdown": 0.3, "trades": 1})
+    assert "| cnn | 2 | 20.00 ± 10.00 |" in table and "buy & hold" in table
+    plot_curves(hist, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -106,3 +106,28 @@ def test_cli_walk_forward(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsy
     growth = np.prod([1 + f["metrics"]["total_return"] for f in folds])
     assert 1 + m["total_return"] == pytest.approx(growth)
     assert "Walk-forward folds" in (out / "report.md").read_text()
+    decisions = pd.read_csv(out / "decisions.csv")
+    assert decisions["fold"].tolist() == sorted(decisions["fold"]) and set(decisions["fold"]) == {0, 1, 2}
+
+
+def test_cli_walk_forward_retrains_a_model_per_fold(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from chartrl.cli import main
+    from chartrl.market.store import CandleStore
+
+    for key, value in (("WINDOW", "30"), ("HEIGHT", "32"), ("WIDTH", "32")):
+        monkeypatch.setenv(f"CHARTRL__CHART__{key}", value)
+    CandleStore(tmp_path / "data").ingest("binance", "BTC/USDT", "1h", synthetic_candles(1000, seed=3), "test")
+    out = tmp_path / "wf"
+    argv = ["--log-level", "warning", "backtest", "--strategy", "cnnrnn", "--walk-forward", "2", "--retrain",
+            "--epochs", "1", "--imitation-epochs", "1", "--max-steps-per-epoch", "5", "--no-progress", "--out", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["strategy"] == "cnnrnn" and m["walk_forward"]["retrain"] is True
+    for f in m["walk_forward"]["per_fold"]:
+        saved = json.loads((out / "models" / f"fold_{f['fold']}" / "model.json").read_text())
+        # Each fold's model saw candles up to its validation end only, never its test candles.
+        assert saved["data_range"]["until"] == f["val"][1]
+        assert pd.Timestamp(saved["data_range"]["until"]) < pd.Timestamp(f["test"][0])
+        assert saved["chart_spec"]["window"] == 30

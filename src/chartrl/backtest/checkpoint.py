@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ def save_model(dir: Path | str, policy: torch.nn.Module, meta: dict[str, Any], e
         **meta,
         "chart_spec": spec,
         "version": __version__,
-        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
     text = json.dumps(_jsonable(full), indent=2, sort_keys=False).encode()

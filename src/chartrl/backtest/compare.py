@@ -82,6 +82,7 @@ def plot_curves(histories: dict[str, list[list[dict[str, Any]]]], path: Path) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     panels = [("imitation", "loss", "imitation loss (weighted CE)"), ("dqn", "loss", "DQN loss (Huber TD)"),
               (None, "val_total_return", "validation total return")]
@@ -93,12 +94,15 @@ def plot_curves(histories: dict[str, list[list[dict[str, Any]]]], path: Path) ->
             if n == 0:
                 continue
             y = np.array([[_f(r[i].get(key)) for i in range(n)] for r in rows])
+            if not np.isfinite(y).any():  # e.g. no DQN update happened (learning_starts not reached)
+                continue
             x = np.arange(1, n + 1)
             mean = np.nanmean(y, axis=0)
             (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
             if len(rows) > 1:
                 ax.fill_between(x, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=line.get_color(), alpha=0.2)
         ax.set_title(title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (imitation then DQN)" if stage is None else f"{stage} epoch")
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -142,7 +146,9 @@ def run_compare(
     plot_curves(histories, out / "curves.png")
     budget = (f"{cfg.imitation_epochs if 'imitation' in cfg.stages else 0} imitation + {cfg.epochs if 'dqn' in cfg.stages else 0} DQN epochs"
               + (f", at most {cfg.max_steps_per_epoch} steps/epoch" if cfg.max_steps_per_epoch else ""))
-    header = (f"# Policy comparison\n\nData: {meta['data_range']}; {len(data.train)} training / {len(data.validation)} validation "
+    r = meta["data_range"]
+    where = f"{r.get('source')}, {r.get('candles')} candles {r.get('from')} .. {r.get('until')} (validation from {r.get('validation_from')})"
+    header = (f"# Policy comparison\n\nData: {where}; {len(data.train)} training / {len(data.validation)} validation "
               f"decisions; budget per run: {budget}; seeds 1..{seeds}. Values: mean ± std over seeds of the last epoch.\n\n")
     (out / "compare.md").write_text(header + table + "\n\n![learning curves](curves.png)\n")
     (out / "compare.json").write_text(json.dumps({"summary": summary, "reference_buy_and_hold": reference, "budget": budget,

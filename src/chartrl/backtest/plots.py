@@ -18,9 +18,12 @@ TRADES_WINDOW = 200  # candles on the trades picture: enough to see patterns, fe
 
 
 def _pyplot():
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # font fallback notices are not the user's business
     import matplotlib.pyplot as plt
 
     return plt

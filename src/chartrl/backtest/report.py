@@ -204,6 +204,7 @@ def run_and_report(
     walk_forward: int | None = None,
     retrain: Any = None,
     model_meta: dict | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Run one backtest (or K walk-forward folds), write the report into ``out``, return the metrics."""
     from chartrl.backtest import walkforward as wf
@@ -211,11 +212,11 @@ def run_and_report(
     from chartrl.timeframe import periods_per_year
 
     ppy = periods_per_year(timeframe)
-    folds, fold_starts = None, []
+    folds, fold_starts, decisions = None, [], None
     if walk_forward:
         run = wf.walk_forward(
             strategy, candles, spec, rules, walk_forward, retrain=retrain, initial_cash=initial_cash,
-            periods_per_year=ppy, device=device, progress=progress,
+            periods_per_year=ppy, device=device, progress=progress, threads=threads,
         )
         result, baseline = chain_results(run.results), chain_results(run.baselines)
         metrics = {"strategy": result.strategy, "cheating": result.cheating, **result_metrics(result, ppy, trials)}
@@ -226,10 +227,13 @@ def run_and_report(
             f["model_trained_on_test"] = bool(trained) and _overlaps(trained, f["test"])
         metrics["walk_forward"] = {"folds": walk_forward, "retrain": retrain is not None, "per_fold": run.folds}
         folds, fold_starts = run.folds, wf.fold_boundaries(run.results)
+        decisions = result.decisions_frame()
+        fold_of_candle = np.repeat(np.arange(len(run.results)), [len(r.candles) for r in run.results])
+        decisions.insert(0, "fold", fold_of_candle[1:])
     else:
         metrics, result, baseline = wf.evaluate_runs(
             strategy, candles, spec, rules, start, end, initial_cash=initial_cash, periods_per_year=ppy,
-            trials=trials, device=device, progress=progress,
+            trials=trials, device=device, progress=progress, threads=threads,
         )
     if model_meta and model_meta.get("data_range"):
         # A model scored on candles it learnt from is in-sample: the figures flatter it.
@@ -237,7 +241,7 @@ def run_and_report(
     if result.cheating:
         metrics["note"] = CHEATING_NOTE
     metrics["parameters"] = params
-    write_report(out, metrics, result, baseline, params, folds=folds, fold_starts=fold_starts)
+    write_report(out, metrics, result, baseline, params, folds=folds, fold_starts=fold_starts, decisions=decisions)
     return metrics
 
 

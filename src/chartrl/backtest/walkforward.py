@@ -51,11 +51,13 @@ def evaluate_runs(
     trials: int | None = None,
     device: Any = "cpu",
     progress: bool = False,
+    threads: int | None = None,
 ) -> tuple[dict, BacktestResult, BacktestResult]:
     """``evaluate`` plus the strategy's and buy-and-hold's runs (for reports)."""
     ppy = periods_per_year or infer_periods_per_year(candles)
     result = run_backtest(
-        policy_or_strategy, candles, spec, rules, start, end, initial_cash=initial_cash, device=device, progress=progress
+        policy_or_strategy, candles, spec, rules, start, end, initial_cash=initial_cash, device=device,
+        progress=progress, threads=threads,
     )
     baseline = run_baseline(result, candles, spec, rules, initial_cash)
     metrics = {"strategy": result.strategy, "cheating": result.cheating, **result_metrics(result, ppy, trials)}
@@ -77,7 +79,8 @@ def evaluate(
     ``candles`` may (and should) reach back a chart window before ``start``: those candles are the
     first charts' history, not traded. The dict has every metric of ``compute_metrics``, the
     strategy's name and cheating flag, and ``baselines.buyhold`` over the same candles. Keyword
-    options: initial_cash, periods_per_year (default: from the candle spacing), trials, device.
+    options: initial_cash, periods_per_year (default: from the candle spacing), trials, device,
+    threads (torch threads of the CNN pass; default 1 on a CPU).
     """
     return evaluate_runs(policy_or_strategy, candles, spec, rules, start, end, **kwargs)[0]
 
@@ -141,6 +144,7 @@ def walk_forward(
     periods_per_year: float | None = None,
     device: Any = "cpu",
     progress: bool = False,
+    threads: int | None = None,
 ) -> WalkForwardResult:
     """Evaluate each fold's test period; with ``retrain`` a fresh policy is trained per fold first,
     otherwise ``policy_or_strategy`` (a rule or a fixed model) is used for every fold."""
@@ -156,7 +160,7 @@ def walk_forward(
         visible = candles.iloc[: fold.test[1] + 1]
         metrics, result, baseline = evaluate_runs(
             policy, visible, spec, rules, ts.iloc[fold.test[0]], ts.iloc[fold.test[1]],
-            initial_cash=initial_cash, periods_per_year=ppy, device=device, progress=progress,
+            initial_cash=initial_cash, periods_per_year=ppy, device=device, progress=progress, threads=threads,
         )
         dates = fold.dates(candles)
         folds.append({"fold": fold.index, **dates, "metrics": {k_: v for k_, v in metrics.items() if k_ != "baselines"},

@@ -45,7 +45,6 @@ import numpy as np
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import ConfigError
 
-
 MAX_MAS = 5
 
 

@@ -9,7 +9,10 @@ a fidelity check of the fast renderer (tests/test_render.py compares them). Matp
 axis limit to the panel's outer edge while the tensor puts the window's extremes on the centres
 of the first and last rows/columns, so the limits here are padded by half a pixel; candle i sits
 at x = i with x limits (-0.5, n - 0.5), i.e. its centre at pixel (i + 0.5) * W / n, the tensor's
-column rule. Antialiasing is off so every drawn pixel is either on or off.
+column rule. Antialiasing is off so every drawn pixel is either on or off; wicks, bodies and
+volume bars are drawn one pixel wide (body/bar width 0.01 candle, 1 px edges) so no edge spills
+into the next column, and the view is shifted by about half a pixel to undo Agg's line snapping
+(see ``_Canvas``). With that, the extents agree with the tensor to the pixel (docs/chart.md).
 
 Both use the Agg backend (headless) and never touch pyplot's global state.
 """
@@ -65,11 +68,15 @@ def render_png(
     indicators: pd.DataFrame | None = None,
 ) -> Path:
     """Write the window ending at candle ``end_index`` as a readable PNG; returns the path."""
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import mplfinance as mpf
 
+    # mplfinance's styles ask for a 'semibold' title DejaVu lacks; matplotlib's fallback is fine.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     ind = compute_indicators(candles, spec) if indicators is None else indicators
     df = _window(candles, ind, spec, end_index)
     colours = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"]
@@ -84,8 +91,8 @@ def render_png(
     if spec.oscillator == "rsi":
         plots += [mpf.make_addplot(df["rsi"], panel=panel, color="#d62728", width=1.0, ylim=(0, 100), secondary_y=False,
                                    ylabel=f"RSI({spec.rsi_period})", label=f"RSI({spec.rsi_period})"),
-                  mpf.make_addplot(pd.Series(70.0, index=df.index), panel=panel, color="#999999", width=0.6, linestyle=":"),
-                  mpf.make_addplot(pd.Series(30.0, index=df.index), panel=panel, color="#999999", width=0.6, linestyle=":")]
+                  mpf.make_addplot(pd.Series(70.0, index=df.index), panel=panel, color="#999999", width=0.6, linestyle=":", secondary_y=False),
+                  mpf.make_addplot(pd.Series(30.0, index=df.index), panel=panel, color="#999999", width=0.6, linestyle=":", secondary_y=False)]
         ratios.append(layout_share("oscillator"))
     elif spec.oscillator == "macd":
         hist_colours = ["#26a69a" if v >= 0 else "#ef5350" for v in df["macd_hist"]]

@@ -10,7 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 # Relative panel heights (see ChartSpec.panels).
 PANEL_SHARES = {"price": 3, "volume": 1, "oscillator": 1}
 

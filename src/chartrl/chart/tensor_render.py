@@ -98,7 +98,7 @@ class TensorRenderer:
 
     def __init__(self, candles: pd.DataFrame, spec: ChartSpec, device: str | torch.device = "cpu") -> None:
         self.spec = spec
-        self.device = dev = torch.device(device)
+        self.device = torch.device(device)
         self.channels = layout.spec_channels(spec)
         self.panels = spec.panels()
         self.elements = layout.elements(spec)
@@ -149,7 +149,6 @@ class TensorRenderer:
         """Which quantity gives each element's top and stop row, and the values it adds."""
         spec, dev = self.spec, self.device
         macd = spec.oscillator == "macd"
-        npl, nol = len(self._price_lines), len(self._osc_lines)
         # Quantities, in the order _runs stacks them: candle aggregates, line aggregates, body
         # top, body bottom, zero (the volume panel's floor).
         q = ["high", "low", "volume"] + (["hist_max", "hist_min"] if macd else [])

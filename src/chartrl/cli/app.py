@@ -8,7 +8,7 @@ None for 0). Heavy imports (torch, ccxt, matplotlib) happen inside handlers so `
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,8 @@ def add_series_options(parser: argparse.ArgumentParser, date_range: bool = True)
     g.add_argument("--timeframe", help="timeframe such as 1h (default: config market.timeframe)")
     g.add_argument("--data-dir", type=Path, help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
     if date_range:
-        g.add_argument("--from", dest="date_from", metavar="DATE", help="first candle, UTC date or datetime")
-        g.add_argument("--until", dest="date_until", metavar="DATE", help="last candle (inclusive), UTC date or datetime")
+        g.add_argument("--from", dest="date_from", metavar="DATE", help="first candle, UTC, ISO 8601: 2021-06-01 or 2021-06-01T12:00")
+        g.add_argument("--until", dest="date_until", metavar="DATE", help="last candle (inclusive), UTC, ISO 8601")
 
 
 def settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -73,19 +73,18 @@ def settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def parse_date(value: str | None, option: str) -> datetime | None:
-    """A UTC datetime from 2021-06-01, 2021-06-01T12:00 or an ISO string with an offset."""
+    """A UTC datetime from ISO 8601: 2021-06-01, 2021-06-01T12:00, or with an offset (naive = UTC).
+
+    Only ISO 8601: a free-form parser reads 01/02/2020 as 2 January, which a European user meant as
+    1 February; for a trading range a wrong date must be refused, not guessed.
+    """
     if value is None:
         return None
-    import pandas as pd
-
     try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
         raise UsageError(f"{option} {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)") from None
-    if ts is pd.NaT:
-        raise UsageError(f"{option} {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime().astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def date_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:

@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline (and of retraining)")
     p.add_argument("--oracle-window", type=int, default=24, metavar="N", help="oracle: candles either side of a turning point")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default: config model.device)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads of the chart CNN pass (default: 1 on a CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
 
@@ -59,6 +60,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--strategy {args.strategy} has no weights to replay; use --model DIR, or --walk-forward K --retrain"
         )
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     if args.fee is not None and not 0 <= args.fee < 0.1:
         raise UsageError(f"--fee {args.fee} must be a fraction in [0, 0.1), e.g. 0.001 for 0.1%")
     if args.slippage_bps is not None and not 0 <= args.slippage_bps <= 1000:
@@ -179,7 +182,7 @@ def handle(args: argparse.Namespace) -> int:
         timeframe=s.market.timeframe, initial_cash=s.trading.initial_cash, trials=args.trials, device=device,
         progress=progress, walk_forward=args.walk_forward,
         retrain=_retrainer(args, s, rules, device, progress) if args.retrain else None,
-        model_meta=meta,
+        model_meta=meta, threads=args.threads,
     )
     log.info("backtest_written", out=str(args.out), strategy=name, total_return=metrics["total_return"])
     _print_summary(metrics, args.out)

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "input tensor, upscaled, its channels as colours (red candles, green MAs/bands, blue volume/oscillator).",
     )
     add_series_options(p, date_range=False)
-    p.add_argument("--at", metavar="TIMESTAMP", help="open time (UTC) of the window's last candle (default: the last stored candle)")
+    p.add_argument("--at", metavar="TIMESTAMP", help="open time of the window's last candle, UTC, ISO 8601 (default: the last stored candle)")
     p.add_argument("--out", type=Path, metavar="FILE.png", help="output file (default: chart-<symbol>-<timeframe>-<time>-<renderer>.png)")
     p.add_argument("--renderer", choices=["mplfinance", "tensor"], default="mplfinance", help="mplfinance (default) or tensor")
     p.add_argument("--scale", type=int, default=4, metavar="N", help="tensor renderer: upscale N times, nearest neighbour (default 4)")
@@ -37,6 +37,9 @@ def _chart(args: argparse.Namespace) -> None:
         raise UsageError(f"--scale {args.scale} must be between 1 and 64")
     if not 20 <= args.dpi <= 600:
         raise UsageError(f"--dpi {args.dpi} must be between 20 and 600")
+    if args.out is not None and args.out.suffix.lower() != ".png":  # before the seconds spent loading
+        raise UsageError(f"--out {args.out} must end in .png")
+    at = parse_date(args.at, "--at")
     s = settings(args)
     ex, sym, tf = s.exchange.id, s.market.symbol, s.market.timeframe
     candles = CandleStore(s.data_dir).load(ex, sym, tf)
@@ -47,12 +50,9 @@ def _chart(args: argparse.Namespace) -> None:
             f"{ex} {sym} {tf} has {len(candles)} candles and no complete chart window "
             f"({spec.window} candles plus indicator warm-up); fetch or import more history"
         )
-    at = parse_date(args.at, "--at")
     idx = _index_at(renderer, candles, at)
     ts = candles["timestamp"].iloc[idx]
     out = args.out or Path(f"chart-{sym.replace('/', '')}-{tf}-{ts:%Y%m%d-%H%M}-{args.renderer}.png")
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out} must end in .png")
     if args.renderer == "tensor":
         size = _write_tensor_png(renderer.render([idx])[0], spec, out, args.scale)
     else:
@@ -77,8 +77,11 @@ def _index_at(renderer, candles, at) -> int:  # noqa: ANN001 - TensorRenderer, D
         if at < ts.iloc[0] or at > ts.iloc[-1]:
             raise UsageError(f"--at {fmt_ts(at)} is outside the stored candles ({fmt_ts(ts.iloc[0])} to {fmt_ts(ts.iloc[-1])})")
         idx = int(ts.searchsorted(at))
-        if ts.iloc[idx] != at:
-            raise UsageError(f"--at {fmt_ts(at)}: no candle opens then; the nearest stored one is {fmt_ts(ts.iloc[min(idx, len(ts) - 1)])}")
+        if ts.iloc[idx] != at:  # in range, so idx > 0: a stored candle lies on each side
+            raise UsageError(
+                f"--at {fmt_ts(at)}: no candle opens then; the stored ones around it open at "
+                f"{fmt_ts(ts.iloc[idx - 1])} and {fmt_ts(ts.iloc[idx])}"
+            )
     if idx < valid[0]:
         raise UsageError(f"--at {fmt_ts(candles['timestamp'].iloc[idx])} is before the first complete chart window; the first valid candle is {fmt_ts(first_ts)}")
     pos = int(valid.searchsorted(idx))

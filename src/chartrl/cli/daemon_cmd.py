@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     retrain.add_argument("--epochs", type=int, default=None, help="fine-tuning DQN epochs (default: daemon.retrain_epochs)")
     retrain.add_argument("--max-steps", type=int, default=None, help="cap environment steps per epoch (quick runs, demo)")
     retrain.add_argument("--progress", action="store_true", help="show training progress bars")
+    retrain.add_argument("--nice", type=int, default=0, metavar="N", help="lower the CPU priority by N first (the daemon passes 10)")
     add_series_options(retrain, date_range=False)
     retrain.set_defaults(func=_retrain)
 
@@ -77,6 +78,10 @@ def _retrain(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     if args.max_steps is not None and args.max_steps < 1:
         raise UsageError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.nice:
+        import os
+
+        os.nice(args.nice)
     result = run_retrain(s, fetch=not args.no_fetch, epochs=args.epochs, max_steps=args.max_steps, progress=args.progress)
     print(result.summary())
     return 0 if result.status != "failed" else 1

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "after the newest stored candle (or from market.since when nothing is stored).",
     )
     add_series_options(f, date_range=False)
-    f.add_argument("--since", "--from", dest="since", metavar="DATE", help="first candle to fetch (UTC); backfills and merges")
-    f.add_argument("--until", metavar="DATE", help="last candle to fetch, inclusive (UTC; default: the newest closed one)")
+    f.add_argument("--since", "--from", dest="since", metavar="DATE", help="first candle to fetch, UTC, ISO 8601 (2021-06-01 or 2021-06-01T12:00); backfills and merges")
+    f.add_argument("--until", metavar="DATE", help="last candle to fetch, inclusive, UTC, ISO 8601 (default: the newest closed one)")
     f.add_argument("--strict", action="store_true", default=None, help="refuse any repair of the fetched candles")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(func=_fetch)
@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--strict", action="store_true", default=None, help="refuse the file if any row needs repair")
     i.set_defaults(func=_import)
 
-    d = sub.add_parser("data", help="list stored candle series: range, count, gaps, repairs")
+    d = sub.add_parser(
+        "data",
+        help="list stored candle series: range, count, gaps, repairs",
+        description="List every stored series (exchange, symbol, timeframe) with its first and last candle, count, "
+        "gaps (never filled), the repairs each validation rule made and where the candles came from. Reads only "
+        "the file footers, so it is quick; exits 1 when a stored file is unusable (and says which).",
+    )
     d.add_argument("--data-dir", type=Path, help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
     d.set_defaults(func=_data)
 
@@ -108,14 +114,22 @@ def _data(args: argparse.Namespace) -> int | None:
     for col in ("exchange", "symbol", "tf", "first", "last", "candles", "gaps", "missing", "largest"):
         right = col in ("candles", "gaps", "missing", "largest")
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    broken = [x for x in series if x.error]
     for x in series:
+        if x.error:
+            table.add_row(x.exchange, x.symbol, x.timeframe, "[bold red]unusable[/]", "-", "-", "-", "-", "-")
+            continue
         table.add_row(
             x.exchange, x.symbol, x.timeframe, _ts(x.first), _ts(x.last), f"{x.count:,}",
             str(x.gaps.count), f"{x.gaps.missing:,}", str(x.gaps.largest),
         )
     console.print(table)
     console.print("gaps count missing candles (never filled); largest = candles missing in the largest gap")
+    for x in broken:
+        print(f"error: {x.error}", file=sys.stderr)
     for x in series:
+        if x.error:
+            continue
         console.print(f"\n{x.series}", highlight=False)
         repairs = ", ".join(f"{rule} {n:,}" for rule, n in sorted(x.repairs.items(), key=lambda kv: -kv[1])) or "none"
         console.print(f"  repairs (rows dropped or replaced, per rule): {repairs}", highlight=False, soft_wrap=True)
@@ -127,4 +141,4 @@ def _data(args: argparse.Namespace) -> int | None:
             )
         if x.gaps.count:
             console.print(f"  gaps, largest first: {'; '.join(x.gaps.examples)}", highlight=False, soft_wrap=True)
-    return None
+    return 1 if broken else None

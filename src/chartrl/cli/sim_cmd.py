@@ -58,6 +58,21 @@ def _balances(items: list[str]) -> dict[str, float] | None:
     return out
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse a number outside its sensible range, naming the option (before any data is loaded)."""
+    checks = (
+        ("--candles", args.candles, args.candles >= 1, "at least 1"),
+        ("--partial-fills", args.partial_fills, args.partial_fills >= 1, "at least 1"),
+        ("--speed", args.speed, args.speed is None or args.speed > 0, "above 0"),
+        ("--fee", args.fee, 0 <= args.fee < 0.1, "a rate from 0 to below 0.1 (0.001 = 0.1%)"),
+        ("--slippage", args.slippage, 0 <= args.slippage < 0.1, "a fraction from 0 to below 0.1 (0.0005 = 5 bp)"),
+        ("--port", args.port, 0 <= args.port <= 65535, "from 0 to 65535 (0 picks a free one)"),
+    )
+    for option, value, ok, allowed in checks:
+        if not ok:
+            raise UsageError(f"{option} {value:g} is out of range; use {allowed}")
+
+
 def load_candles(path: Path, symbol: str, timeframe: str | None) -> tuple[Any, str]:
     """Canonical candles from a CSV (the importer's parser and validation) or a Parquet file."""
     import pandas as pd
@@ -103,8 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     s = settings(args)
     log = get_logger("chartrl.exchange_sim")
     symbol = args.symbol or s.market.symbol
-    if args.candles < 1 or args.partial_fills < 1 or (args.speed is not None and args.speed <= 0):
-        raise UsageError("--candles and --partial-fills must be >= 1 and --speed > 0")
+    _check_options(args)
     if args.synthetic:
         timeframe = args.timeframe or s.market.timeframe
         candles = synthetic_candles(args.candles, seed=args.seed, timeframe=timeframe)

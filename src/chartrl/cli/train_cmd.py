@@ -22,8 +22,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-fraction", type=float, default=0.15, help="last fraction of candles used for validation (default 0.15)")
     g.add_argument("--oracle-window", type=int, default=24, help="half-window in candles of the oracle labels (default 24)")
     g.add_argument("--num-envs", type=int, default=8, help="history lanes walked at once (default 8)")
+    g.add_argument("--learning-starts", type=int, default=2000, help="transitions collected before the first DQN update (default 2000)")
     g.add_argument("--max-steps-per-epoch", type=int, help="cap environment steps / imitation updates per epoch (smoke runs)")
     g.add_argument("--synthetic", type=int, metavar="N", help="train on N synthetic candles instead of the store (demos, smoke runs)")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is often faster on a busy machine)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -56,18 +58,26 @@ def _config(args: argparse.Namespace, seed: int) -> Any:
             raise UsageError(f"{opt} must be >= 0, got {v}")
     if not 0 <= args.validation_fraction < 0.9:
         raise UsageError(f"--validation-fraction must be in [0, 0.9), got {args.validation_fraction}")
+    if args.learning_starts < 0:
+        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
     if args.num_envs < 1:
         raise UsageError(f"--num-envs must be >= 1, got {args.num_envs}")
     return TrainConfig(
         seed=seed, stages=stages, epochs=args.epochs, imitation_epochs=args.imitation_epochs,
         validation_fraction=args.validation_fraction, oracle_window=args.oracle_window,
-        num_envs=args.num_envs, max_steps_per_epoch=args.max_steps_per_epoch,
+        num_envs=args.num_envs, max_steps_per_epoch=args.max_steps_per_epoch, learning_starts=args.learning_starts,
     )
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """Settings, candles and the checkpoint meta describing them."""
     s = settings(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     series = {"exchange": s.exchange.id, "symbol": s.market.symbol, "timeframe": s.market.timeframe}
     if args.synthetic:
         from chartrl.testing.synthetic import synthetic_candles
@@ -111,13 +121,14 @@ def _train(args: argparse.Namespace) -> int:
     from chartrl.backtest import checkpoint as ckpt
     from chartrl.backtest.distributed import cleanup, setup
     from chartrl.backtest.dqn import train
-    from chartrl.strategies.registry import is_neural
+    from chartrl.strategies.registry import NEURAL_NAMES, available, is_neural
 
     if args.resume and args.out and args.out.resolve() != args.resume.resolve():
         raise UsageError("--resume DIR continues in DIR; leave --out out or give the same directory")
     out = args.resume or args.out
     if out is None:
         raise UsageError("give --out DIR for the new model (or --resume DIR)")
+    cfg = _config(args, args.seed)
     s, candles, meta = _load(args)
     strategy = args.strategy or s.model.strategy
     if args.resume:
@@ -128,8 +139,8 @@ def _train(args: argparse.Namespace) -> int:
     elif (out / ckpt.META_FILE).exists():
         raise UsageError(f"{out} already holds a model; use --resume {out} to continue it or choose another --out")
     if not is_neural(strategy):
-        raise UsageError(f"strategy {strategy!r} has nothing to train; use one of cnn, cnnrnn, gru, resnet")
-    cfg = _config(args, args.seed)
+        what = "is a rule baseline with nothing to train" if strategy in available() else "is unknown"
+        raise UsageError(f"strategy {strategy!r} {what}; use one of {', '.join(NEURAL_NAMES)}")
     dist, device = setup(args.device or s.model.device)
     try:
         data = _prepare(args, s, candles, cfg, meta)
@@ -155,8 +166,8 @@ def _compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--strategies {args.strategies!r}: use a comma list of {', '.join(NEURAL_NAMES)}")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    s, candles, meta = _load(args)
     cfg = _config(args, 1)
+    s, candles, meta = _load(args)
     data = _prepare(args, s, candles, cfg, meta)
     table = run_compare(strategies, args.seeds, data, cfg, args.out, meta, device=pick_device(args.device or s.model.device),
                         rules=_rules(s), initial_cash=s.trading.initial_cash, progress=not args.no_progress)

@@ -45,6 +45,26 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for k, v in tree.items():
+        out += _leaves(v, f"{prefix}{k}.") if isinstance(v, Mapping) else [f"{prefix}{k}"]
+    return out
+
+
+def _origins(env: Mapping[str, str], overrides: Mapping[str, Any] | None) -> dict[str, str]:
+    """Dotted setting -> where a layer above the file set it, so a bad value names its real source."""
+    out = {}
+    for name in env:
+        if name.startswith(ENV_PREFIX):
+            out[".".join(p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p)] = name
+    if env.get(ENV_DATA_DIR):
+        out["data.dir"] = ENV_DATA_DIR
+    for leaf in _leaves(overrides or {}):
+        out[leaf] = "the command line"
+    return out
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -65,6 +85,8 @@ def read_key_file(path: Path) -> dict[str, str]:
         )
     try:
         data = tomllib.loads(path.read_text())
+    except OSError as exc:  # a directory, or unreadable although stat worked
+        raise ConfigError(f"exchange.key_file = {str(path)!r}: cannot read it ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"exchange.key_file = {str(path)!r}: not valid TOML ({exc}); write api_key = \"...\" and api_secret = \"...\"") from None
     unknown = set(data) - _SECRET_FIELDS
@@ -73,18 +95,21 @@ def read_key_file(path: Path) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
-def format_validation_error(exc: ValidationError) -> list[str]:
-    """One line per problem: field, value, and what is allowed."""
+def format_validation_error(exc: ValidationError, origins: Mapping[str, str] | None = None) -> list[str]:
+    """One line per problem: field, value, what is allowed, and the variable or option that set it."""
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
+        # A section-level check (field "chart") names every override inside it; a field names its own.
+        hits = [o for f, o in (origins or {}).items() if f == field or field.startswith(f + ".") or f.startswith(field + ".")]
+        via = f" (set by {', '.join(dict.fromkeys(hits))})" if hits else ""
         if err["type"] == "extra_forbidden":
-            lines.append(f"{field}: unknown setting; check the spelling (see `chartrl config show` for the known ones)")
+            lines.append(f"{field}: unknown setting{via}; check the spelling (see `chartrl config show` for the known ones)")
             continue
         shown = "***" if any(s in field for s in _SECRET_FIELDS) else repr(value)
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{field} = {shown}: {msg}")
+        lines.append(f"{field} = {shown}: {msg}{via}")
     return lines
 
 
@@ -131,7 +156,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc), source=str(source) if source else None) from None
+        raise ConfigError(format_validation_error(exc, _origins(env, overrides)), source=str(source) if source else None) from None
     from chartrl.logs import register_secret
 
     for secret in (settings.exchange.api_key, settings.exchange.api_secret):

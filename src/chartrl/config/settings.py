@@ -42,7 +42,23 @@ class ExchangeSettings(_Section):
         import ccxt
 
         if v not in ccxt.exchanges:
-            raise ValueError(f"unknown ccxt exchange id; use one of ccxt.exchanges, e.g. binance, kraken, upbit")
+            raise ValueError("unknown ccxt exchange id; use one of ccxt.exchanges, e.g. binance, kraken, upbit")
+        return v
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v is None:
+            return None
+        try:
+            u = urlsplit(v)
+            u.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            u = None
+        if u is None or u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8765; leave it unset for the real exchange")
         return v
 
 
@@ -63,6 +79,17 @@ class MarketSettings(_Section):
     @classmethod
     def _timeframe(cls, v: str) -> str:
         timeframe_seconds(v)
+        return v
+
+    @field_validator("since")
+    @classmethod
+    def _iso_date(cls, v: str) -> str:
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError("must be an ISO date such as 2017-08-01 (UTC)") from None
         return v
 
 

@@ -76,7 +76,24 @@ def retrain_command(config: Path | None) -> list[str]:
     cmd = [sys.executable, "-m", "chartrl"]
     if config is not None:
         cmd += ["--config", str(config)]
-    return [*cmd, "retrain"]
+    return [*cmd, "retrain", "--nice", "10"]
+
+
+def start_with_retry(build: Callable[[], Any], stop: threading.Event, attempts: int = 20) -> Any:
+    """``build()``, retried while it fails for a temporary reason (exchange unreachable, an order
+    still being reconciled); None when stopped meanwhile."""
+    delay = 0.5
+    for attempt in range(attempts):
+        try:
+            return build()
+        except TemporaryError as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("start_retry", error=str(exc), in_seconds=delay)
+            if stop.wait(delay):
+                return None
+            delay = min(delay * 2, 30.0)
+    return None
 
 
 class Daemon:
@@ -147,8 +164,8 @@ class Daemon:
         log.info("retrain_started", command=" ".join(cmd))
         t0 = time.monotonic()
         try:
-            # Lower priority: the trading process keeps the CPU when both want it.
-            self._retrain_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10))  # noqa: PLW1509
+            # The child lowers its own priority (--nice): the trading process keeps the CPU.
+            self._retrain_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
             code = self._retrain_proc.wait()
         except OSError as exc:
             log.error("retrain_not_started", error=str(exc))
@@ -271,8 +288,6 @@ class Daemon:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self._install_signals()
-        from chartrl.daemon.simrun import start_with_retry
-
         # Loads the model, opens the ledger, reconciles live orders: a bad setting fails here, a
         # temporary outage is waited out (within systemd's TimeoutStartSec).
         self.ticker = start_with_retry(lambda: self.ticker_factory(self.settings), self._stop)

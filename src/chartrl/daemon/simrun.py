@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from chartrl.daemon.clock import AcceleratedClock, Clock
-from chartrl.errors import ChartrlError, TemporaryError
+from chartrl.daemon.service import start_with_retry
+from chartrl.errors import ChartrlError
 from chartrl.logs import get_logger
 from chartrl.timeframe import timeframe_ms
 
@@ -66,29 +67,13 @@ def drive(
     return counts
 
 
-def start_with_retry(build: Callable[[], Any], stop: threading.Event, attempts: int = 20) -> Any:
-    """``build()``, retried while it fails for a temporary reason (exchange unreachable, an order
-    still being reconciled); None when stopped meanwhile."""
-    delay = 0.5
-    for attempt in range(attempts):
-        try:
-            return build()
-        except TemporaryError as exc:
-            if attempt == attempts - 1:
-                raise
-            log.warning("start_retry", error=str(exc), in_seconds=delay)
-            if stop.wait(delay):
-                return None
-            delay = min(delay * 2, 30.0)
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chartrl.daemon.simrun", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="TOML config (exchange.api_url = the emulator)")
     p.add_argument("--speed", type=float, required=True, help="the emulator clock's speed (multiple of wall time)")
     p.add_argument("--ticks", type=int, default=1_000_000, help="stop after this many ticks")
     p.add_argument("--live", action="store_true", help="live account (the emulator's balances)")
+    p.add_argument("--log-file", help="JSON log lines go here (default: stdout)")
     args = p.parse_args(argv)
 
     from chartrl.config import load_settings
@@ -97,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from chartrl.market.exchange import make_exchange
 
     settings = load_settings(args.config)
-    configure_logging(settings.log.level, "json")
+    stream = open(args.log_file, "a", buffering=1) if args.log_file else None  # noqa: SIM115 - lives with the process
+    configure_logging(settings.log.level, "json", stream=stream)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 import tomllib
@@ -61,6 +59,24 @@ class SoakReport:
         return self.rss_end_mb - self.rss_start_mb
 
 
+def _context() -> Any:
+    import multiprocessing as mp
+
+    # Children fork from a server that imported torch and chartrl once: a restart takes
+    # milliseconds, so the kills test recovery rather than Python's start-up time.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["chartrl.daemon.simrun", "chartrl.daemon.tick", "chartrl.backtest.checkpoint", "ccxt", "torch"])
+    return ctx
+
+
+def _child(argv: list[str], env: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    from chartrl.daemon.simrun import main
+
+    sys.exit(main(argv))
+
+
 def _rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -81,15 +97,22 @@ def _save_model(model_dir: Path) -> None:
     torch.manual_seed(3)
     spec = ChartSpec(**tomllib.loads(SPEC))
     policy = build_policy("cnnrnn", spec, widths=(4, 8), feat_dim=16, hidden_size=8)
+    # An untrained net mostly holds; this one reads its position input to buy when flat and sell
+    # when long, so nearly every tick sends an order (the chart still goes through CNN and RNN).
+    with torch.no_grad():
+        policy.out.weight[:, -2] = torch.tensor([0.0, -10.0, 10.0])
+        policy.out.bias[:] = torch.tensor([0.0, 5.0, 0.0])
     save_model(model_dir, policy, {"chart_spec": spec, "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}})
 
 
 def _config(workdir: Path, url: str, strategy: str) -> Path:
+    # position_fraction < 1: at thousands of times real speed a slow tick's market order can land
+    # candles later, at another price; an all-in buy would then hit InsufficientFunds (a halt).
     cfg = workdir / "soak.toml"
     cfg.write_text(
         f'[exchange]\nid = "binance"\napi_url = "{url}"\ntimeout_ms = 1500\nmax_retries = 3\nretry_base_delay = 0.02\n\n'
         f'[market]\nsince = "2020-01-01"\n\n[data]\ndir = "{workdir / "data"}"\n\n[chart]\n{SPEC}\n'
-        f'[trading]\nmode = "live"\norder_lookup_grace_seconds = 2.0\n\n'
+        f'[trading]\nmode = "live"\norder_lookup_grace_seconds = 2.0\nposition_fraction = 0.9\n\n'
         f'[model]\nstrategy = "{strategy}"\ndevice = "cpu"\n\n'
         "[risk]\nmax_orders_per_day = 100000\nmax_daily_loss = 1.0\nstale_after_timeframes = 1000\n\n"
         "[daemon]\ntick_delay_seconds = 20.0\n\n[log]\nlevel = \"info\"\n"
@@ -122,7 +145,13 @@ def run_soak(
     progress: Any = None,
 ) -> SoakReport:
     """``ticks`` candles of live trading; the first ``kill_phase`` of them under SIGKILLs."""
-    from chartrl.testing.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSim, FaultPlan, SimClock
+    from chartrl.testing.exchange_sim import (
+        DEFAULT_API_KEY,
+        DEFAULT_API_SECRET,
+        ExchangeSim,
+        FaultPlan,
+        SimClock,
+    )
     from chartrl.testing.synthetic import synthetic_candles
 
     rng = random.Random(seed)
@@ -138,7 +167,8 @@ def run_soak(
     env |= {"CHARTRL__EXCHANGE__API_KEY": DEFAULT_API_KEY, "CHARTRL__EXCHANGE__API_SECRET": DEFAULT_API_SECRET,
             "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     t_wall = time.monotonic()
-    with ExchangeSim(candles, clock=clock, balances={"USDT": 10_000.0}, faults=plan, partial_fills=2) as sim:
+    with ExchangeSim(candles, clock=clock, balances={"USDT": 10_000.0}, faults=plan, partial_fills=2,
+                     commission="quote") as sim:  # base-currency fees leave dust the policy reads as "long"
         cfg = _config(workdir, sim.url, strategy)
         if strategy == "cnnrnn":
             _save_model(workdir / "data" / "models" / "champion")
@@ -146,40 +176,40 @@ def run_soak(
         logs = workdir / "logs"
         logs.mkdir(exist_ok=True)
         kill_until = start_ms + int(kill_phase * ticks) * HOUR
+        ctx = _context()
         n = 0
         while clock.now_ms() < end_ms + 25_000:
             n += 1
-            log_file = (logs / f"child-{n:03d}.jsonl").open("w")
-            cmd = [sys.executable, "-m", "chartrl.daemon.simrun", "--config", str(cfg), "--speed", str(speed), "--live"]
-            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            log_file = logs / f"child-{n:03d}.jsonl"
+            argv = ["--config", str(cfg), "--speed", str(speed), "--live", "--log-file", str(log_file)]
+            proc = ctx.Process(target=_child, args=(argv, env), daemon=True)
+            proc.start()
             report.restarts += 1
             killing = clock.now_ms() < kill_until
             deadline = time.monotonic() + (rng.uniform(*kill_every) if killing else 1e9)
             samples: list[tuple[float, float]] = []
-            while proc.poll() is None and time.monotonic() < deadline and clock.now_ms() < end_ms + 25_000:
+            while proc.is_alive() and time.monotonic() < deadline and clock.now_ms() < end_ms + 25_000:
                 rss = _rss_mb(proc.pid)
                 if rss is not None:
                     samples.append((time.monotonic(), rss))
                 if progress is not None:
                     progress((clock.now_ms() - start_ms) / (end_ms - start_ms))
-                time.sleep(0.25)
-            if proc.poll() is None:
+                proc.join(0.25)
+            if proc.is_alive():
                 if time.monotonic() >= deadline:
-                    proc.send_signal(signal.SIGKILL)
+                    proc.kill()  # SIGKILL: no handler, no flush, mid-whatever
                     report.kills += 1
-                    proc.wait()
+                    proc.join()
                 else:  # the run is over: a clean stop must exit 0
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        rc = proc.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
+                    proc.terminate()
+                    proc.join(60)
+                    if proc.is_alive():
                         proc.kill()
-                        rc = "hung"
-                    if rc != 0:
-                        report.problems.append(f"child {n} exited {rc} after SIGTERM (expected 0)")
-            elif proc.returncode != 0:
-                report.problems.append(f"child {n} crashed with exit code {proc.returncode} (see {log_file.name})")
-            log_file.close()
+                        report.problems.append(f"child {n} did not stop within 60 s of SIGTERM")
+                    elif proc.exitcode != 0:
+                        report.problems.append(f"child {n} exited {proc.exitcode} after SIGTERM (expected 0)")
+            elif proc.exitcode != 0:
+                report.problems.append(f"child {n} crashed with exit code {proc.exitcode} (see {log_file})")
             if not killing and samples:
                 _rss_check(samples, report)
         report.faults = len(plan.injected)
@@ -250,6 +280,9 @@ def _check(workdir: Path, sim: Any, start_ms: int, end_ms: int, report: SoakRepo
     with Ledger(db, readonly=True) as led:
         duplicates, problems = verify_live(led, sim)
         report.orders, report.fills = len(led.orders("live")), len(led.fills("live"))
+        halts = led.active_halts()
+    if halts:
+        report.problems.append(f"trading halted: {halts[0].reason} ({(halts[0].details or '')[:200]})")
     if duplicates:
         report.problems.append(f"{duplicates} duplicate orders on the exchange")
     report.problems.extend(problems)

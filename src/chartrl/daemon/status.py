@@ -204,6 +204,10 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
     ]
 
 
+def _num(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
+
+
 def format_status(st: Status, halt_file: Path | None = None) -> str:
     """The human-readable block ``chartrl status`` prints."""
     lines = []
@@ -229,7 +233,7 @@ def format_status(st: Status, halt_file: Path | None = None) -> str:
         m = r.get("metrics") or {}
         scores = ""
         if "champion_score" in m or "challenger_score" in m:
-            scores = f"   champion {m.get('champion_score')} vs challenger {m.get('challenger_score')}"
+            scores = f"   Sharpe: champion {_num(m.get('champion_score'))} vs challenger {_num(m.get('challenger_score'))}"
         lines.append(f"last retrain  {r['status']} at {r['finished'] or r['started']}{scores}" + (f"   error: {r['error']}" if r.get("error") else ""))
     else:
         lines.append("last retrain  -")

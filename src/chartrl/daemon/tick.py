@@ -27,7 +27,7 @@ from chartrl.account.risk import RiskGuard
 from chartrl.config.settings import Settings
 from chartrl.daemon.clock import Clock, as_clock, last_closed_open_ms
 from chartrl.daemon.model import WARMUP_CANDLES, PolicyRunner
-from chartrl.errors import ChartrlError, TemporaryError
+from chartrl.errors import ChartrlError, DataError, TemporaryError
 from chartrl.logs import get_logger
 from chartrl.market.candles import to_ms
 from chartrl.market.exchange import make_exchange
@@ -152,9 +152,13 @@ class Ticker:
 
         t0 = time.perf_counter()
         history = self.runner.history_needed()
-        candles = self.store.load(self.settings.exchange.id, self.symbol, self.timeframe,
-                                  start=pd.Timestamp(target - history * self.step, unit="ms", tz="UTC"),
-                                  end=pd.Timestamp(target, unit="ms", tz="UTC"))
+        try:
+            candles = self.store.load(self.settings.exchange.id, self.symbol, self.timeframe,
+                                      start=pd.Timestamp(target - history * self.step, unit="ms", tz="UTC"),
+                                      end=pd.Timestamp(target, unit="ms", tz="UTC"))
+        except DataError as exc:  # nothing stored in that range (yet)
+            return self._missed(target, "fetch_failed" if fetch_error else "no_candles", fetch_error or str(exc),
+                                timings | {"total_ms": _ms(t_start)})
         last_ms = int(to_ms(candles["timestamp"].iloc[-1]))
         load_ms = _ms(t0)
         if last_ms != target:
@@ -238,7 +242,7 @@ class Ticker:
         """Candle t+1 as far as it exists at the tick: its open (the fill price), marked there."""
         nxt = target + self.step
         price = close
-        if self.mode == "paper" and action != Action.HOLD:
+        if action != Action.HOLD:  # paper fills there; live sizes its market order from it
             try:
                 rows = self.exchange.fetch_ohlcv(self.symbol, self.timeframe, since=nxt, limit=1)
                 if rows and int(rows[0][0]) == nxt:

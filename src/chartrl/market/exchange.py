@@ -18,6 +18,11 @@ from chartrl.errors import OperationalError, TemporaryError, UsageError
 from chartrl.logs import get_logger
 
 T = TypeVar("T")
+
+
+class ExchangeRefusedError(TemporaryError):
+    """The exchange answered a request with an error that is neither a network fault nor our mistake."""
+
 _log = get_logger("chartrl.market.exchange")
 
 
@@ -77,8 +82,9 @@ def call_with_retry(
 
     Retried: NetworkError and its kin (RequestTimeout, ExchangeNotAvailable, DDoSProtection and
     RateLimitExceeded, caught by name because their hierarchy has changed between ccxt versions).
-    Never retried: AuthenticationError (OperationalError: the operator must fix the key) and
-    BadSymbol (UsageError). After the last retry a TemporaryError says what failed.
+    Never retried: AuthenticationError (OperationalError: the operator must fix the key),
+    BadSymbol and BadRequest (UsageError), any other ExchangeError (ExchangeRefusedError). After
+    the last retry a TemporaryError says what failed.
     """
     import ccxt
 
@@ -103,8 +109,14 @@ def call_with_retry(
             if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
                 # Binance bans an IP (HTTP 418) that keeps calling before its Retry-After.
                 delay = max(delay, _retry_after(getattr(fn, "__self__", None)))
-            _log.warning("exchange_retry", what=what, attempt=attempt + 1, of=max_retries, delay_s=round(delay, 3), error=short_error(exc))
+            _log.warning("exchange_retry", what=what, attempt=attempt + 1, of=max_retries + 1, delay_s=round(delay, 3), error=short_error(exc))
             sleep(delay)
+        except ccxt.BadRequest as exc:  # after BadSymbol: the request itself is wrong, a retry repeats it
+            raise UsageError(
+                f"{what} was refused as a bad request: {short_error(exc)}; check --symbol, --timeframe and the dates"
+            ) from None
+        except ccxt.ExchangeError as exc:  # the exchange answered, with an error ccxt has no class for
+            raise ExchangeRefusedError(f"{what} failed: {short_error(exc)}; retry later, or check the exchange's status page") from None
     raise AssertionError("unreachable")  # the loop either returns or raises
 
 

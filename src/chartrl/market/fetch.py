@@ -19,7 +19,12 @@ from chartrl.config.settings import Settings
 from chartrl.errors import DataError, UsageError
 from chartrl.logs import get_logger
 from chartrl.market.candles import COLUMNS, from_ms
-from chartrl.market.exchange import call_with_retry, make_exchange, short_error
+from chartrl.market.exchange import (
+    ExchangeRefusedError,
+    call_with_retry,
+    make_exchange,
+    short_error,
+)
 from chartrl.market.store import CandleStore, SeriesSummary
 from chartrl.market.validate import fmt_ts
 from chartrl.timeframe import timeframe_ms
@@ -61,7 +66,7 @@ def exchange_now_ms(exchange: Any, **retry: Any) -> int:
     if exchange.has.get("fetchTime"):
         try:
             return int(call_with_retry(exchange.fetch_time, what=f"{exchange.id} fetch_time", **retry))
-        except (ccxt.BaseError, ValueError, TypeError) as exc:
+        except (ccxt.BaseError, ExchangeRefusedError, UsageError, ValueError, TypeError) as exc:
             log.debug("exchange_time_unavailable", exchange=exchange.id, error=short_error(exc))
     return int(exchange.milliseconds())
 
@@ -165,6 +170,11 @@ def update_series(
     now = now_ms() if now_ms is not None else exchange_now_ms(exchange, **retry)
     newest_closed = (now // step) * step - step if 86_400_000 % step == 0 else now - step
     end = newest_closed if until is None else min(_utc_ms(until), newest_closed)
+    if since is not None and start > newest_closed:
+        raise UsageError(
+            f"--since {fmt_ts(pd.Timestamp(start, unit='ms'))} is after the newest closed {symbol} {tf} candle "
+            f"({fmt_ts(pd.Timestamp(newest_closed, unit='ms'))}); nothing can be fetched from there yet"
+        )
     rows = fetch_range(exchange, symbol, tf, start, end, progress=progress, **retry) if start <= end else []
     # The exchange serves the still-open candle last; it changes until it closes, so never store it.
     rows = [r for r in rows if r[0] + step <= now]

@@ -75,9 +75,11 @@ def _find_header(path: Path) -> int:
             return i
     first = next((ln.strip() for ln in lines if ln.strip()), "")
     found = ", ".join(next(csv.reader([first]), [])[:8]) if first else "an empty file"
+    other_sep = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if sep in first), None)
+    hint = f"; its columns look separated by {other_sep}: save it with commas" if other_sep else ""
     raise DataError(
         f"{path} is not a candle CSV: no header with a time column (unix/timestamp/date) and open/high/low/close/volume "
-        f"in its first {HEADER_SCAN_LINES} lines (found: {found})"
+        f"in its first {HEADER_SCAN_LINES} lines (found: {found}){hint}"
     )
 
 
@@ -136,12 +138,15 @@ def _parse_time(raw: pd.Series) -> pd.Series:
 
 
 def _decimals(raw: pd.Series) -> pd.Series:
-    return raw.str.extract(r"\.(\d+)$", expand=False).str.len().fillna(0).astype("int64")
+    # fillna("") before len: filling the NaN lengths of an all-NaN column is a pandas FutureWarning on stderr.
+    return raw.str.extract(r"\.(\d+)$", expand=False).fillna("").str.len().astype("int64")
 
 
 def read_candle_csv(path: Path | str, symbol: str | None = None) -> ParsedCSV:
     """Parse a candle CSV of the family into candle columns; raises DataError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; pass one candle CSV file")
     if not path.is_file():
         raise DataError(f"{path} does not exist or is not a file")
     header = _find_header(path)
@@ -218,6 +223,8 @@ def import_csv(
 ) -> SeriesSummary:
     """Parse, validate and merge a CSV into the store; the summary carries the validation report."""
     parsed = read_candle_csv(path, symbol)
+    if parsed.frame.empty:
+        raise DataError(f"{parsed.path} has a header but no candle rows; nothing was imported")
     seen = infer_timeframe(parsed.frame["timestamp"])
     if seen and seen != timeframe:
         raise DataError(f"{parsed.path} holds {seen} candles (most common spacing), not {timeframe}; pass --timeframe {seen}")
@@ -226,6 +233,11 @@ def import_csv(
     summary = store.ingest(
         exchange, symbol, timeframe, parsed.frame, source=f"csv:{parsed.path.name}", strict=strict, spike_factor=spike_factor
     )
-    if summary.report is not None:
-        summary.report.notes[:0] = parsed.notes
+    report = summary.report
+    if report is not None:
+        report.notes[:0] = parsed.notes
+        if report.rows_out == 0:  # the store wrote nothing; exit 0 would tell a script the import worked
+            raise DataError(
+                f"{parsed.path}: none of its {report.rows_in:,} rows is a usable candle ({report.describe()}); nothing was imported"
+            )
     return summary

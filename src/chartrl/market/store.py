@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 
 from chartrl.errors import DataError
 from chartrl.logs import get_logger
+from chartrl.market.atomic import atomic_write
 from chartrl.market.candles import COLUMNS, PRICE_COLUMNS, empty_candles
 from chartrl.market.validate import (
     GapReport,
@@ -62,6 +62,7 @@ class SeriesSummary:
     added: int = 0  # set by merge: new candles
     replaced: int = 0  # set by merge: stored candles whose values the new source changed
     report: ValidationReport | None = None  # set by ingest: what validation did to the batch
+    error: str | None = None  # set by list_series when the file cannot be used
 
     @property
     def series(self) -> str:
@@ -84,20 +85,23 @@ class CandleStore:
 
     # ---- reading -----------------------------------------------------------------------------
 
-    def _read(self, path: Path) -> pa.Table:
+    def _read(self, path: Path, exchange: str, symbol: str, timeframe: str) -> pa.Table:
         try:
-            return pq.read_table(path)
+            table = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
-            raise DataError(
-                f"{path} is unreadable ({exc}); move it aside and run `chartrl fetch` or `chartrl import` again"
-            ) from None
+            raise _unreadable(path, exc) from None
+        raw = (table.schema.metadata or {}).get(META_KEY)
+        _check_series(path, json.loads(raw) if raw else {}, exchange, symbol, timeframe)
+        return table
 
-    def _meta(self, path: Path) -> dict[str, Any]:
+    def _meta(self, path: Path, exchange: str, symbol: str, timeframe: str) -> dict[str, Any]:
         try:
             raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
         except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{path} is unreadable ({exc}); move it aside and fetch or import again") from None
-        return json.loads(raw) if raw else {}
+            raise _unreadable(path, exc) from None
+        meta = json.loads(raw) if raw else {}
+        _check_series(path, meta, exchange, symbol, timeframe)
+        return meta
 
     def load(
         self,
@@ -115,7 +119,7 @@ class CandleStore:
                 f"`chartrl fetch --exchange {exchange} --symbol {symbol} --timeframe {timeframe}` "
                 f"or `chartrl import FILE --exchange {exchange} --symbol {symbol} --timeframe {timeframe}`"
             )
-        df = self._frame(self._read(path))
+        df = self._frame(self._read(path, exchange, symbol, timeframe))
         if start is None and end is None:
             return df
         mask = np.ones(len(df), bool)
@@ -148,15 +152,15 @@ class CandleStore:
         path = self.path(exchange, symbol, timeframe)
         if not path.is_file():
             return None
-        last = self._meta(path).get("last")
+        last = self._meta(path, exchange, symbol, timeframe).get("last")
         if last:
             return pd.Timestamp(last)
-        ts = self._frame(self._read(path))["timestamp"]
+        ts = self._frame(self._read(path, exchange, symbol, timeframe))["timestamp"]
         return ts.iloc[-1] if len(ts) else None
 
     def summary(self, exchange: str, symbol: str, timeframe: str) -> SeriesSummary:
         path = self.path(exchange, symbol, timeframe)
-        return self._summary_from_meta(path, self._meta(path), exchange, symbol, timeframe)
+        return self._summary_from_meta(path, self._meta(path, exchange, symbol, timeframe), exchange, symbol, timeframe)
 
     @staticmethod
     def _summary_from_meta(path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str) -> SeriesSummary:
@@ -174,30 +178,42 @@ class CandleStore:
         )
 
     def list_series(self) -> list[SeriesSummary]:
-        """Every stored series, sorted by exchange/symbol/timeframe, from the file footers."""
+        """Every stored series, sorted by exchange/symbol/timeframe, from the file footers.
+
+        A file that cannot be read is listed with ``error`` set instead of hiding the others.
+        """
         out = []
         for path in sorted(self.root.glob("*/*/*.parquet")):
             exchange, symbol, timeframe = path.parent.parent.name, path.parent.name.replace("-", "/"), path.stem
-            out.append(self._summary_from_meta(path, self._meta(path), exchange, symbol, timeframe))
+            try:
+                meta = self._meta(path, exchange, symbol, timeframe)
+            except DataError as exc:
+                out.append(SeriesSummary(exchange, symbol, timeframe, path, error=str(exc)))
+                continue
+            out.append(self._summary_from_meta(path, meta, exchange, symbol, timeframe))
         return sorted(out, key=lambda s: (s.exchange, s.symbol, s.timeframe))
 
     # ---- writing -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "a") as lock:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed below, after the try
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _stored(self, path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    def _stored(self, path: Path, exchange: str, symbol: str, timeframe: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The stored frame and its metadata from one read (empty when nothing is stored)."""
         if not path.is_file():
             return empty_candles(), {}
-        table = self._read(path)
+        table = self._read(path, exchange, symbol, timeframe)
         raw = (table.schema.metadata or {}).get(META_KEY)
         return self._frame(table), (json.loads(raw) if raw else {})
 
@@ -214,7 +230,7 @@ class CandleStore:
         """Validate ``raw`` (with stored neighbours as context) and merge it; the summary carries the report."""
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
-            old, meta = self._stored(path)
+            old, meta = self._stored(path, exchange, symbol, timeframe)
             context = None
             if len(old) and not raw.empty:
                 ts = pd.to_datetime(raw["timestamp"], utc=True, errors="coerce")
@@ -246,7 +262,7 @@ class CandleStore:
         """
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
-            old, meta = self._stored(path)
+            old, meta = self._stored(path, exchange, symbol, timeframe)
             return self._merge_locked(path, old, meta, exchange, symbol, timeframe, new_df, report, strict)
 
     def _merge_locked(
@@ -334,29 +350,38 @@ class CandleStore:
     def _write(self, path: Path, df: pd.DataFrame, meta: dict[str, Any]) -> None:
         table = pa.Table.from_pandas(df[COLUMNS], preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
-        atomic_write_table(table, path)
+        try:
+            atomic_write_table(table, path)
+        except OSError as exc:  # disk full, read-only mount: the old file is intact, say so
+            raise self._unwritable(exc) from None
+
+    def _unwritable(self, exc: OSError) -> DataError:
+        where = f": {exc.filename}" if exc.filename else ""
+        return DataError(
+            f"cannot write candles under {self.data_dir} ({exc.strerror or exc}{where}); the stored candles are "
+            "unchanged; check --data-dir / data.dir / CHARTRL_DATA_DIR and free space"
+        )
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DataError(f"{path} is unreadable ({reason}); move it aside and run `chartrl fetch` or `chartrl import` again")
+
+
+def _check_series(path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str) -> None:
+    """Refuse a file whose metadata names another series: it was copied or moved to the wrong place."""
+    held = tuple(meta.get(k) for k in ("exchange", "symbol", "timeframe"))
+    if not all(held) or tuple(map(_safe, held)) == tuple(map(_safe, (exchange, symbol, timeframe))):
+        return
+    raise DataError(
+        f"{path} holds {' '.join(held)} candles, not {exchange} {symbol} {timeframe} (a copied or moved file?); "
+        "move it aside, then fetch or import this series again"
+    )
 
 
 def atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` so that a crash at any point leaves the old file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # The rename itself must reach the disk, or a power cut could resurrect the old file.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
 
 
 def _utc(value: datetime | pd.Timestamp) -> pd.Timestamp:

@@ -21,6 +21,7 @@ import multiprocessing as mp
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -185,8 +186,13 @@ def verify_live(ledger: Ledger, sim: ExchangeSim) -> tuple[int, list[str]]:
     return duplicates, problems
 
 
-def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int = 2, max_delay: float = 0.6) -> KillReport:
-    """``runs`` killed runs of the live loop, one clean final run, then the ledger-vs-exchange check."""
+def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int = 2, max_delay: float = 0.6,
+                   on_run: Callable[[], None] | None = None, faults: bool = False) -> KillReport:
+    """``runs`` killed runs of the live loop, one clean final run, then the ledger-vs-exchange check.
+
+    ``faults`` also makes the emulator drop order responses after placing them, answer 503 after
+    processing, reset before processing, and fail look-ups now and then (ambiguity on top of kills).
+    """
     ctx, rng, rep = _context(), random.Random(seed), KillReport()
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -194,6 +200,11 @@ def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int =
     candles = synthetic_candles(60, seed=seed + 1)
     price = float(candles["open"].iloc[-1])
     with ExchangeSim(candles, partial_fills=partial_fills) as sim:
+        if faults:
+            sim.faults.add("/api/v3/order", "drop_response", count=None, probability=0.15, method="POST")
+            sim.faults.add("/api/v3/order", "503", count=None, probability=0.1, method="POST", process=True)
+            sim.faults.add("/api/v3/order", "reset", count=None, probability=0.1, method="POST")
+            sim.faults.add("/api/v3/order", "500", count=None, probability=0.1, method="GET")
         points = [*LIVE_POINTS, "random"]
         for i in range(runs):
             point = points[i % len(points)]
@@ -207,6 +218,9 @@ def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int =
                 rep.kills += 1
                 rep.progressed += len(sim.trades()) > before
                 rep.kills_by_point[point] = rep.kills_by_point.get(point, 0) + 1
+            if on_run is not None:
+                on_run()
+        sim.faults.clear()
         final_target = len(sim.orders()) + 2
         _run_child(ctx, live_worker, (sim.url, ledger_file, final_target, None, 0, price, log_file), None, None)
         with Ledger(ledger_file) as ledger:
@@ -245,8 +259,13 @@ def _paper_progress(ledger_file: str) -> int:
     return -1 if book is None or book["last_candle_ms"] is None else int(book["last_candle_ms"])
 
 
-def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int = 600, max_delay: float = 0.3) -> KillReport:
-    """Random-delay kills of the paper loop, a final clean run, then book and fills vs an uninterrupted run."""
+def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int | None = None, max_delay: float = 0.3,
+                    on_run: Callable[[], None] | None = None) -> KillReport:
+    """Random-delay kills of the paper loop, a final clean run, then book and fills vs an uninterrupted run.
+
+    ``n`` candles (default: enough that every run still has candles left when it is killed).
+    """
+    n = n if n is not None else 200 + 80 * runs
     ctx, rng, rep = _context(), random.Random(seed), KillReport()
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -258,6 +277,8 @@ def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int = 600, max_d
             rep.kills += 1
             rep.progressed += _paper_progress(ledger_file) > before
             rep.kills_by_point["random"] = rep.kills_by_point.get("random", 0) + 1
+        if on_run is not None:
+            on_run()
     _run_child(ctx, paper_worker, (ledger_file, n, seed, log_file), None, None)
     reference = SimAccount(10_000.0, PAPER_RULES)
     for i, c in enumerate(paper_candles(n, seed)):

@@ -131,14 +131,21 @@ class FaultPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "faults") -> FaultPlan:
         """``{"seed": 1, "fault": [{"path": "/api/v3/klines", "kind": "429", "count": 2}, ...]}``."""
-        plan = cls(seed=int(data.get("seed", 0)))
+        try:
+            plan = cls(seed=_typed(data, "seed", int, 0))
+        except ValueError as exc:
+            raise ConfigError(str(exc), source) from None
         entries = data.get("fault", data.get("faults", []))
         if not isinstance(entries, list):
             raise ConfigError("'fault' must be a list of tables ([[fault]] in TOML)", source)
         problems: list[str] = []
         for n, entry in enumerate(entries, 1):
-            if not isinstance(entry, dict) or "path" not in entry or "kind" not in entry:
-                problems.append(f"fault #{n}: needs at least path and kind")
+            if not isinstance(entry, dict):
+                problems.append(f"fault #{n}: must be a table ([[fault]]) with path and kind")
+                continue
+            missing = [k for k in ("path", "kind") if k not in entry]
+            if missing:
+                problems.append(f"fault #{n}: missing {' and '.join(missing)}; every fault needs path and kind")
                 continue
             unknown = set(entry) - _FIELDS
             if unknown:
@@ -147,9 +154,10 @@ class FaultPlan:
             try:
                 count = entry.get("count", 1)
                 plan.add(
-                    str(entry["path"]), str(entry["kind"]), None if count in (None, "forever", -1) else int(count),
-                    entry.get("probability"), method=entry.get("method"), ms=entry.get("ms"),
-                    retry_after=int(entry.get("retry_after", 1)), process=bool(entry.get("process", False)),
+                    str(entry["path"]), str(entry["kind"]),
+                    None if count in (None, "forever", -1) else _typed(entry, "count", int, 1),
+                    _typed(entry, "probability", float, None), method=entry.get("method"), ms=_typed(entry, "ms", int, None),
+                    retry_after=_typed(entry, "retry_after", int, 1), process=_typed(entry, "process", bool, False),
                 )
             except ConfigError as exc:
                 problems.extend(f"fault #{n}: {p}" for p in exc.problems)
@@ -167,6 +175,8 @@ class FaultPlan:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read fault file: {exc.strerror}", str(p)) from None
+        except UnicodeDecodeError:
+            raise ConfigError("not a text file; expected TOML [[fault]] tables", str(p)) from None
         try:
             if p.suffix == ".json":
                 import json
@@ -177,3 +187,20 @@ class FaultPlan:
         except ValueError as exc:
             raise ConfigError(f"not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}", str(p)) from None
         return cls.from_dict(data, str(p))
+
+
+def _typed(entry: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """``entry[key]`` as ``kind``; a value of another type is refused naming the field, not coerced."""
+    value = entry.get(key, default)
+    if value is None or value is default:
+        return value
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        ok = False
+    else:
+        ok = kind is float or float(value).is_integer()
+    if not ok:
+        want = {bool: "true or false", int: "a whole number", float: "a number"}[kind]
+        raise ValueError(f"{key} = {value!r} must be {want}")
+    return kind(value)

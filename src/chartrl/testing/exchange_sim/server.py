@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pandas as pd
 
+from chartrl.errors import DataError
 from chartrl.logs import get_logger
 from chartrl.testing.exchange_sim.auth import Auth
 from chartrl.testing.exchange_sim.clock import SimClock
@@ -84,7 +85,13 @@ class ExchangeSim:
         if self.state_file is not None:
             saved = load_state(self.state_file)
             if saved is not None:
-                self.engine.restore(saved)
+                try:
+                    self.engine.restore(saved)
+                except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # Decimal raises ArithmeticError kin
+                    raise DataError(
+                        f"emulator state file {self.state_file} is damaged ({type(exc).__name__}: {exc}); "
+                        "delete it to start from the configured balances"
+                    ) from None
                 log.info("emulator state restored", file=str(self.state_file), orders=len(self.engine.orders))
         self.auth = Auth(api_key, api_secret, self.clock.now_ms)
         self._host, self._port = host, port

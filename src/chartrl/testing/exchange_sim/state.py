@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from chartrl.errors import DataError
+from chartrl.market.atomic import atomic_write
 
 FORMAT = 1
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Write-then-rename: a reader (or a crash) sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, **state}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = json.dumps({"format": FORMAT, **state}, indent=1).encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def load_state(path: Path) -> dict[str, Any] | None:
@@ -34,6 +24,9 @@ def load_state(path: Path) -> dict[str, Any] | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataError(f"emulator state file {path} cannot be read ({reason}); pass a JSON file path to --state-file") from None
     try:
         data = json.loads(text)
     except ValueError as exc:

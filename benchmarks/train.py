@@ -1,0 +1,133 @@
+"""Training throughput per policy on the shared BTC history (synthetic of the same length if absent).
+
+For each policy DQN runs ``--steps`` environment steps (8 lanes) in steady state (updates every
+16 steps, timed as the difference of a run of 2x and 1x the steps), at the default ChartSpec (window 250, 100x140) and default
+hyperparameters. Reported: training transitions/s (acting + updates, rendering excluded), the
+renderer's frames/s, the projected time of one full epoch over the whole history (training part
+walked once, every chart rendered once, validation greedy run), and rendering's share of it.
+Reference measured in the same run: forward+backward of the cnn encoder on a fixed 64-frame batch
+(``ref_s``); projections are also given in units of it. Targets: cnnrnn epoch < 300 s, rendering
+< 10 %.
+
+    .venv/bin/python benchmarks/train.py [--steps 40] [--threads 1] [--policies cnn,cnnrnn,gru,resnet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "Binance_BTCUSDT_1h.csv"
+TARGET_SECONDS = 300.0
+
+
+def load_candles(csv: Path):
+    from chartrl.market.importer import import_csv
+    from chartrl.market.store import CandleStore
+    from chartrl.testing.synthetic import synthetic_candles
+
+    if csv.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            store = CandleStore(tmp)
+            import_csv(csv, store, "binance", "BTC/USDT", "1h")
+            return store.load("binance", "BTC/USDT", "1h"), "shared"
+    return synthetic_candles(33_400, seed=7), "synthetic"
+
+
+def reference_seconds() -> float:
+    from chartrl.strategies.cnn import ConvEncoder
+
+    torch.manual_seed(0)
+    enc = ConvEncoder(3, 100, 140)
+    x = torch.randint(0, 256, (64, 3, 100, 140), dtype=torch.uint8)
+    enc(x).sum().backward()
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        enc(x).sum().backward()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv", type=Path, default=Path(os.environ.get("CHARTRL_BENCH_CSV", SHARED)))
+    ap.add_argument("--steps", type=int, default=48, help="steady-state environment steps (of 8 lanes) timed per policy; a multiple of 16")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: torch's)")
+    ap.add_argument("--policies", default="cnn,cnnrnn,gru,resnet")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    from chartrl.account.fills import MarketRules
+    from chartrl.backtest.dqn import TrainConfig, train
+    from chartrl.backtest.env import prepare_data
+    from chartrl.backtest.evaluation import greedy_run
+    from chartrl.chart.spec import ChartSpec
+    from chartrl.strategies.registry import build_policy
+
+    candles, source = load_candles(args.csv)
+    spec = ChartSpec()
+    n = len(candles)
+    ref = reference_seconds()
+    print(f"data: {source}, {n} candles; threads {torch.get_num_threads()}; reference (cnn encoder fwd+bwd, 64 frames): {ref:.3f} s")
+
+    data = prepare_data(candles, spec, "1h", validation_fraction=0.15)
+    # The renderer alone, on a contiguous run as the frame cache asks for it.
+    renderer = data.frames.renderer
+    renderer.render(data.train[:256])
+    t = time.perf_counter()
+    block = data.train[5000:7048]
+    renderer.render(block)
+    render_fps = len(block) / (time.perf_counter() - t)
+    all_frames = len(data.train) + len(data.validation)
+    render_epoch = all_frames / render_fps
+    print(f"renderer: {render_fps:.0f} frames/s -> {render_epoch:.1f} s to render all {all_frames} charts once")
+
+    results = {}
+    meta = {"chart_spec": spec, "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}}
+    for name in args.policies.split(","):
+        # Two runs, S and 2S steps: their difference is S steps in steady state (replay already
+        # sampleable, one update every train_frequency steps), without start-up costs.
+        runs = []
+        for steps in (args.steps, 2 * args.steps):
+            cfg = TrainConfig(stages=("dqn",), epochs=1, learning_starts=0, max_steps_per_epoch=steps, validation_fraction=0.15)
+            with tempfile.TemporaryDirectory() as tmp:
+                runs.append(train(name, data, cfg, Path(tmp) / "m", meta, progress=False).history[-1])
+        a, b = runs
+        train_s = (float(b["seconds"]) - float(b["render_seconds"])) - (float(a["seconds"]) - float(a["render_seconds"]))
+        updates = int(b["updates"]) - int(a["updates"])
+        tps = (float(b["transitions"]) - float(a["transitions"])) / train_s
+        row = {"updates": updates}
+        # Validation: greedy run over a slice, scaled to the whole validation part.
+        policy = build_policy(name, spec)
+        sl = data.validation[:512]
+        data.frames.get(sl)  # rendered already or now; not part of the greedy timing
+        t = time.perf_counter()
+        greedy_run(policy, data.frames, data.arrays, sl, 10_000.0, MarketRules())
+        val_s = (time.perf_counter() - t) * len(data.validation) / len(sl)
+        epoch_train = len(data.train) / tps
+        epoch = epoch_train + val_s + render_epoch
+        share = render_epoch / epoch
+        results[name] = (tps, epoch, share)
+        print(f"{name:7s} {tps:8.1f} transitions/s ({int(row['updates'])} updates in {train_s:.1f} s) | projected epoch "
+              f"{epoch:7.1f} s = train {epoch_train:.1f} + validation {val_s:.1f} + render {render_epoch:.1f} | "
+              f"render share {share:.1%} | epoch / ref {epoch / ref:.0f}")
+    c = results.get("cnnrnn")
+    parts = [f"{k}_epoch_s={v[1]:.0f}" for k, v in results.items()]
+    verdict = ""
+    if c:
+        verdict = f" cnnrnn_target_met={'yes' if c[1] < TARGET_SECONDS and c[2] < 0.10 else 'no'} cnnrnn_render_share={c[2]:.3f}"
+    print(f"RESULT data={source} candles={n} threads={torch.get_num_threads()} ref_s={ref:.3f} render_fps={render_fps:.0f} "
+          + " ".join(parts) + verdict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
