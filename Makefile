@@ -16,7 +16,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/chartrl demo
+	$(VENV)/bin/chartrl demo --force
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -326,3 +326,14 @@ def test_entry_price_and_position_features_after_a_buy(ledger: Ledger) -> None:
         # Bought at fill.price with the fee taken in BTC: the entry cost is the price grossed up by the fee.
         assert is_long == 1.0 and ret == pytest.approx(-0.001, abs=2e-4)
         assert acc.equity(fill.price) == pytest.approx(10_000 - fill.fee, rel=1e-6)
+
+
+def test_dust_left_by_fees_reads_as_flat(ledger: Ledger) -> None:
+    # The emulator takes a buy's fee in BTC, so selling the free amount rounded to the lot step leaves dust.
+    with make_sim() as sim:
+        acc = account(sim, ledger)
+        acc.execute(Action.BUY, last_candle())
+        fill = acc.execute(Action.SELL, last_candle())
+        assert fill is not None and sim.balances().get("BTC", 0.0) > 0  # dust is really there
+        assert acc.position_features(fill.price) == (0.0, 0.0)  # ...but the policy sees a flat account
+        assert acc.execute(Action.BUY, last_candle()) is not None  # and can buy again

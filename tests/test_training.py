@@ -233,3 +233,23 @@ def test_compare_tables_mean_std_over_seeds_and_plots(tmp_path: Path) -> None:
     assert "| cnn | 2 | 20.00 ± 10.00 |" in table and "buy & hold" in table
     plot_curves(hist, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_validation_and_backtest_runner_agree(data) -> None:
+    """The trainer's greedy validation and `chartrl backtest` replay the same candles to the same actions
+    and equity: a model's validation score is the backtest's, never a second opinion."""
+    from chartrl.backtest.runner import run_backtest
+
+    torch.manual_seed(3)
+    policy = build_policy("cnnrnn", SPEC, feat_dim=16).eval()
+    with torch.no_grad():  # tilt the random Q head by the position (last inputs) so the untrained net trades
+        policy.out.bias.copy_(torch.tensor([0.0, 0.3, 0.0]))
+        policy.out.weight[:, -2] += torch.tensor([0.0, -0.6, 0.3])
+    rules = MarketRules()
+    v = data.validation
+    run = greedy_run(policy, data.frames, data.arrays, v, 10_000.0, rules)
+    bt = run_backtest(policy, data.candles, SPEC, rules, span=(int(v[0]), int(v[-1]) + 1), initial_cash=10_000.0)
+    assert len(bt.actions) == len(run.actions)
+    np.testing.assert_array_equal(bt.actions, run.actions)
+    np.testing.assert_allclose(bt.equity[1:], run.equity, rtol=1e-9)
+    assert run.fills >= 2  # a net that never trades would prove nothing

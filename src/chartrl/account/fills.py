@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from chartrl.strategies.base import Action
+from chartrl.actions import Action
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from chartrl.account.base import Account, Candle
 from chartrl.account.fills import Fill
 from chartrl.account.ledger import Ledger, OrderRow, now_ms
 from chartrl.account.live_books import BalanceCheck, compare_balances, entry_price
+from chartrl.actions import Action
 from chartrl.config.settings import Settings
 from chartrl.errors import ConfigError, OperationalError, TemporaryError, UsageError
 from chartrl.logs import get_logger
-from chartrl.strategies.base import Action
 
 MODE = "live"
 CLIENT_ID_PREFIX = "crl-"
@@ -238,6 +238,15 @@ class LiveAccount(Account):
                 return 0.0
             raise ccxt_errors.translate(exc, f"round amount {amount} for {self.symbol}") from exc
 
+    def _tradable_position(self, price: float) -> float:
+        """Base held, or 0 when it is dust below the market's minimums (fees paid in the base leave some):
+        dust can be neither sold nor counted as a position, so the policy must see the account as flat."""
+        limits = self.market.get("limits") or {}
+        min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
+        min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
+        held = self._amount(self.total.get(self.base, 0.0))
+        return held if held > 0 and held >= min_amount and held * price >= min_cost else 0.0
+
     def _size(self, action: int, price: float, max_notional: float | None) -> tuple[str, float] | None:
         """(side, amount) to send, or None when the action trades nothing; reasons are logged."""
         limits = self.market.get("limits") or {}
@@ -245,8 +254,8 @@ class LiveAccount(Account):
         min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
         free_quote, free_base = self.free.get(self.quote, 0.0), self.free.get(self.base, 0.0)
         if action == Action.BUY:
-            held = self._amount(self.total.get(self.base, 0.0))
-            if held > 0 and held >= min_amount and held * price >= min_cost:  # dust below the minimums is flat
+            held = self._tradable_position(price)
+            if held > 0:
                 return self._skip("already_long", position=held)
             budget = min(free_quote, self.equity(price) * self.settings.trading.position_fraction)
             if max_notional is not None:
@@ -352,6 +361,6 @@ class LiveAccount(Account):
 
         p = price if price is not None else self.last_price
         entry = entry_price(self.ledger.fills(MODE, self.symbol), self.base, self.quote)
-        if not p or entry <= 0 or self.position <= 0:
+        if not p or entry <= 0 or self._tradable_position(p) <= 0:
             return 0.0, 0.0
         return 1.0, math.log(p / entry)

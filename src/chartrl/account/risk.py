@@ -27,9 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chartrl.account.ledger import Ledger
+from chartrl.actions import Action
 from chartrl.config.settings import RiskSettings
 from chartrl.logs import get_logger
-from chartrl.strategies.base import Action
 from chartrl.timeframe import timeframe_ms
 
 OK = "ok"

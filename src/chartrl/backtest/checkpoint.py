@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from chartrl.atomic import atomic_write
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import CheckpointError
 
@@ -48,16 +49,7 @@ def spec_indicators(spec: ChartSpec) -> list[str]:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def _jsonable(value: Any) -> Any:

@@ -6,7 +6,17 @@ import logging
 import sys
 import traceback
 
-from chartrl.cli import backtest_cmd, chart_cmd, config_cmd, data_cmd, daemon_cmd, sim_cmd, train_cmd, halt_cmd, demo_cmd
+from chartrl.cli import (
+    backtest_cmd,
+    chart_cmd,
+    config_cmd,
+    daemon_cmd,
+    data_cmd,
+    demo_cmd,
+    halt_cmd,
+    sim_cmd,
+    train_cmd,
+)
 from chartrl.errors import ChartrlError
 
 # Each module has register(subparsers); add new command modules here.

@@ -25,9 +25,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from chartrl.atomic import atomic_write
 from chartrl.errors import DataError
 from chartrl.logs import get_logger
-from chartrl.market.atomic import atomic_write
 from chartrl.market.candles import COLUMNS, PRICE_COLUMNS, empty_candles
 from chartrl.market.validate import (
     GapReport,

@@ -8,20 +8,16 @@ actions. Recurrent policies carry ``hidden`` from one candle to the next; the ca
 
 from __future__ import annotations
 
-from enum import IntEnum
 from typing import Any
 
 import torch
 from torch import nn
 
-N_ACTIONS = 3
+from chartrl.actions import N_ACTIONS, Action
+
+__all__ = ["N_ACTIONS", "N_POSITION_FEATURES", "Action", "Hidden", "Policy", "frames_to_float"]
+
 N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
-
-
-class Action(IntEnum):
-    HOLD = 0
-    BUY = 1
-    SELL = 2
 
 
 Hidden = Any  # None for stateless policies, a tensor (layers, B, H) for the recurrent ones

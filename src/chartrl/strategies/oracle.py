@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chartrl.strategies.base import Action
+from chartrl.actions import Action
 
 
 def oracle_labels(close: np.ndarray, window: int = 24) -> np.ndarray:

@@ -33,9 +33,9 @@ from chartrl.account.ledger import Ledger
 from chartrl.account.live import BASELINE_FILL_ROWID, LiveAccount
 from chartrl.account.live_books import expected_balances
 from chartrl.account.paper import PaperAccount
+from chartrl.actions import Action
 from chartrl.config.settings import ExchangeSettings, Settings, TradingSettings
 from chartrl.errors import TemporaryError
-from chartrl.strategies.base import Action
 from chartrl.testing.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSim
 from chartrl.testing.synthetic import synthetic_candles
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from chartrl.atomic import atomic_write
 from chartrl.errors import DataError
-from chartrl.market.atomic import atomic_write
 
 FORMAT = 1
 

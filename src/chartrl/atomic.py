@@ -1,6 +1,6 @@
 """Write a file so that a crash at any moment leaves the old file or the new one, never a torn one.
 
-Shared by the candle store (Parquet) and the emulator's account state (JSON); any file a restart
+Shared by the candle store (Parquet), model checkpoints and the emulator's account state (JSON); any file a restart
 must be able to trust goes through here.
 """
 
@@ -13,12 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+# mkstemp creates 0600 files; an atomic rewrite should leave the permissions a plain write would
+# (a service user must still read candles an operator imported). Read the umask once.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """``write`` fills a temporary file beside ``path``; it is fsynced, renamed over ``path``, dir fsynced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
