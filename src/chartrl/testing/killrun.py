@@ -109,18 +109,24 @@ def live_worker(url: str, ledger_file: str, target_orders: int, pause_at: str | 
     conn.send(("done", None))
 
 
-def _run_child(ctx: Any, target: Any, args: tuple, kill_at: str | None, delay: float | None, timeout: float = 60.0) -> bool:
-    """Start a child, kill it when it pauses (or after ``delay``); True if it was killed."""
+def _run_child(ctx: Any, target: Any, args: tuple, kill_at: str | None, delay: float | None, timeout: float = 60.0,
+               delay_from_ready: bool = False) -> bool:
+    """Start a child, kill it when it pauses (or after ``delay``); True if it was killed.
+
+    ``delay_from_ready``: the delay counts from the child's "ready" message, not from its start, so
+    the kill lands in the work rather than in the set-up.
+    """
     parent, child = ctx.Pipe(duplex=False)
     p = ctx.Process(target=target, args=(*args, child), daemon=True)
     p.start()
     child.close()
     killed = False
-    deadline = time.monotonic() + (delay if delay is not None else timeout)
+    waiting = delay is None or delay_from_ready
+    deadline = time.monotonic() + (timeout if waiting else delay)
     while p.is_alive():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            if delay is None:
+            if waiting:
                 p.kill()
                 p.join()
                 raise RuntimeError(f"kill run: child did not reach {kill_at!r} within {timeout:.0f}s")
@@ -131,6 +137,9 @@ def _run_child(ctx: Any, target: Any, args: tuple, kill_at: str | None, delay: f
             try:
                 kind, _ = parent.recv()
             except EOFError:
+                continue
+            if kind == "ready" and delay is not None and delay_from_ready:
+                waiting, deadline = False, time.monotonic() + delay
                 continue
             if kind == "paused":
                 p.kill()
@@ -245,6 +254,7 @@ def paper_worker(ledger_file: str, n: int, seed: int, log_file: str, conn: Any) 
     candles = paper_candles(n, seed)
     with Ledger(ledger_file) as ledger:
         acc = PaperAccount(ledger, symbol="BTC/USDT", initial_cash=10_000.0, rules=PAPER_RULES)
+        conn.send(("ready", None))
         for i, c in enumerate(candles):
             if acc.last_candle_ms is None or c.timestamp > acc.last_candle_ms:
                 acc.execute(paper_action(i, seed), c)
@@ -263,9 +273,11 @@ def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int | None = Non
                     on_run: Callable[[], None] | None = None) -> KillReport:
     """Random-delay kills of the paper loop, a final clean run, then book and fills vs an uninterrupted run.
 
-    ``n`` candles (default: enough that every run still has candles left when it is killed).
+    ``n`` candles (default: enough that every run still has candles left when it is killed; the
+    loop books a few thousand candles a second, and each run is killed within ``max_delay`` of
+    its start).
     """
-    n = n if n is not None else 200 + 80 * runs
+    n = n if n is not None else 2000 + int(20_000 * max_delay) * runs
     ctx, rng, rep = _context(), random.Random(seed), KillReport()
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +285,8 @@ def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int | None = Non
     for _ in range(runs):
         rep.runs += 1
         before = _paper_progress(ledger_file)
-        if _run_child(ctx, paper_worker, (ledger_file, n, seed, log_file), "random", rng.uniform(0.0, max_delay)):
+        if _run_child(ctx, paper_worker, (ledger_file, n, seed, log_file), "random", rng.uniform(0.0, max_delay),
+                      delay_from_ready=True):
             rep.kills += 1
             rep.progressed += _paper_progress(ledger_file) > before
             rep.kills_by_point["random"] = rep.kills_by_point.get("random", 0) + 1
