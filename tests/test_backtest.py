@@ -22,6 +22,10 @@ from chartrl.testing.synthetic import synthetic_candles
 SPEC = ChartSpec(window=30, height=32, width=32, ma_periods=(5, 20), bollinger_period=20)
 COSTS = MarketRules(fee=0.001, slippage_bps=5)
 FREE = MarketRules(fee=0.0, slippage_bps=0)
+# ccxt's binance BTC/USDT market info, as `chartrl fetch` stores it (precisionMode TICK_SIZE).
+BINANCE_MARKET = {"symbol": "BTC/USDT", "base": "BTC", "quote": "USDT", "taker": 0.00075, "maker": 0.00075,
+                  "precision": {"amount": 1e-05, "price": 0.01},
+                  "limits": {"amount": {"min": 1e-05, "max": 9000.0}, "cost": {"min": 5.0, "max": 9000000.0}}}
 
 
 @pytest.fixture(autouse=True)
@@ -163,8 +167,11 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pd.DataFrame:
 
     for key, value in (("WINDOW", "30"), ("HEIGHT", "32"), ("WIDTH", "32")):
         monkeypatch.setenv(f"CHARTRL__CHART__{key}", value)
+    from chartrl.market.markets import save_market
+
     candles = synthetic_candles(600, seed=3, start="2021-01-01")
     CandleStore(tmp_path / "data").ingest("binance", "BTC/USDT", "1h", candles, "test")
+    save_market(tmp_path / "data", "binance", "BTC/USDT", BINANCE_MARKET, 4)
     return candles
 
 
@@ -200,6 +207,52 @@ def test_cli_oracle_is_flagged_as_cheating(store: pd.DataFrame, tmp_path: Path, 
     assert "CHEATING" in (out / "report.md").read_text()
     m = json.loads((out / "metrics.json").read_text())
     assert m["cheating"] is True and "CHEATING" in m["note"]
+
+
+def test_cli_fills_under_the_stored_market_rules(store, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The paper account's precision and minimums, whatever the fee: --fee overrides the fee only."""
+    out = tmp_path / "bh"
+    code, _, err = _cli(capsys, "--strategy", "buyhold", "--fee", "0.002", "--out", str(out))
+    assert code == 0, err
+    p = json.loads((out / "metrics.json").read_text())["parameters"]
+    assert (p["fee"], p["amount_step"], p["min_amount"], p["min_notional"]) == (0.002, 1e-05, 1e-05, 5.0)
+    assert p["market_info"].startswith("stored binance market info")
+    amount = pd.read_csv(out / "decisions.csv")["fill_amount"].dropna().iloc[0]
+    assert amount == pytest.approx(round(amount, 5), abs=1e-12)  # rounded to the 0.00001 BTC step
+    assert "market_info" in (out / "report.md").read_text()
+
+
+def test_cli_without_market_info_warns_and_says_so(store, tmp_path: Path, capsys, monkeypatch) -> None:
+    from chartrl.market import exchange
+    from chartrl.market.markets import market_path
+
+    market_path(tmp_path / "data", "binance", "BTC/USDT").unlink()
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(exchange, "make_exchange", unreachable)
+    out = tmp_path / "bh"
+    code, stdout, err = _cli(capsys, "--strategy", "buyhold", "--out", str(out))
+    assert code == 0 and "market_info_unavailable" in stdout, err  # the log goes to stdout
+    p = json.loads((out / "metrics.json").read_text())["parameters"]
+    assert p["market_info"].startswith("none") and p["amount_step"] is None and p["fee"] == 0.001
+
+
+def test_market_rules_empty_fee_takes_the_exchange_fee(store, tmp_path: Path) -> None:
+    from chartrl.config.settings import Settings
+    from chartrl.errors import ConfigError
+    from chartrl.market.markets import market_path, market_rules
+
+    s = Settings.model_validate({"data": {"dir": str(tmp_path / "data")}, "trading": {"fee": None}})
+    rules, _ = market_rules(s)
+    assert rules == MarketRules(fee=0.00075, slippage_bps=s.trading.slippage_bps, amount_step=1e-05, min_amount=1e-05,
+                                min_notional=5.0, position_fraction=s.trading.position_fraction)
+    market_path(tmp_path / "data", "binance", "BTC/USDT").write_text("{not json")  # an unreadable cache is no cache
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("chartrl.market.exchange.make_exchange", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+        with pytest.raises(ConfigError, match="pass --fee"):
+            market_rules(s)
 
 
 def _model(tmp_path: Path, spec: ChartSpec, symbol: str = "BTC/USDT") -> Path:

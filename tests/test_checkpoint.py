@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_save_over_existing_dir_replaces(tmp_path: Path) -> None:
     save_model(d, other, {"chart_spec": SPEC, "series": SERIES})
     loaded, meta = load_model(d)
     assert meta["strategy"] == "cnn"
-    torch.testing.assert_close(loaded.state_dict()["q.net.0.weight"], other.state_dict()["q.net.0.weight"])
+    torch.testing.assert_close(loaded.state_dict()["q.net.weight"], other.state_dict()["q.net.weight"])
     assert sorted(f.name for f in d.iterdir()) == [META_FILE, MODEL_FILE]
 
 
@@ -113,3 +114,46 @@ def test_missing_files_not_a_model_dir(tmp_path: Path) -> None:
     (d / META_FILE).unlink()
     with pytest.raises(CheckpointError, match="model.json missing"):
         load_model(d)
+
+
+def _refusal(call) -> str:  # noqa: ANN001
+    with pytest.raises(CheckpointError) as err:
+        call()
+    return str(err.value)
+
+
+def test_damaged_files_get_our_one_line_advice_not_torchs(tmp_path: Path) -> None:
+    """What file, what is wrong, what to do; never torch's internals or its weights_only=False hint
+    (which would have the operator run code from a damaged or foreign file)."""
+    import argparse
+    import hashlib
+    import io
+
+    from chartrl.backtest.checkpoint import TRAIN_STATE_FILE, load_train_state
+
+    d, _ = _saved(tmp_path)
+    buf = io.BytesIO()
+    torch.save({"weights": argparse.Namespace(x=1)}, buf)  # a pickle the safe loader refuses
+    (d / MODEL_FILE).write_bytes(buf.getvalue())
+    meta = json.loads((d / META_FILE).read_text())
+    meta["weights_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (d / META_FILE).write_text(json.dumps(meta))
+    torch.save({"counters": {}}, d / TRAIN_STATE_FILE)
+    raw = (d / TRAIN_STATE_FILE).read_bytes()
+    (d / TRAIN_STATE_FILE).write_bytes(raw[: len(raw) // 2])
+    messages = [_refusal(lambda: load_model(d)), _refusal(lambda: load_train_state(d))]
+    for msg, name in zip(messages, (MODEL_FILE, TRAIN_STATE_FILE), strict=True):
+        assert not re.search(r"weights[ _]only|zip|miniz", msg, re.IGNORECASE) and "\n" not in msg
+        assert str(d / name) in msg and ("retrain" in msg or "train anew" in msg) and "backup" in msg
+
+
+def test_weights_of_another_shape_refused_clearly(tmp_path: Path) -> None:
+    import hashlib
+
+    d, _ = _saved(tmp_path)
+    torch.save(build_policy("cnnrnn", SPEC, hidden_size=8).state_dict(), d / MODEL_FILE)  # model.json says 16
+    meta = json.loads((d / META_FILE).read_text())
+    meta["weights_sha256"] = hashlib.sha256((d / MODEL_FILE).read_bytes()).hexdigest()
+    (d / META_FILE).write_text(json.dumps(meta))
+    msg = _refusal(lambda: load_model(d))
+    assert "do not fit the 'cnnrnn' policy" in msg and "size mismatch" not in msg and "\n" not in msg

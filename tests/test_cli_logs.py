@@ -74,3 +74,68 @@ def test_dates_are_iso_8601_only_and_utc():
     for ambiguous in ("01/02/2020", "June 1 2021", "yesterday", "1577836800"):
         with pytest.raises(UsageError, match=f"--from '{ambiguous}' is not a date"):
             parse_date(ambiguous, "--from")
+
+
+def test_redaction_covers_bearer_tokens_access_keys_json_keys_and_pem():
+    from chartrl.logs import _mask, _mask_text
+
+    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretbody\n-----END RSA PRIVATE KEY-----"
+    texts = {
+        "Authorization: Bearer eyJhbGciOi.payload.sig1": "eyJhbGciOi",
+        '{"headers": {"Authorization": "Bearer tok-123456789"}}': "tok-123456789",
+        "sent bearer abcdefghij12345 upstream": "abcdefghij12345",
+        "GET /v1?access_key=AKIA1234567&x=1": "AKIA1234567",
+        "credentials=alice:hunter22": "hunter22",
+        '{"key": "k-98765432", "symbol": "BTC/USDT"}': "k-98765432",
+        f"loaded {pem} from disk": "secretbody",
+    }
+    for text, secret in texts.items():
+        masked = _mask_text(text)
+        assert secret not in masked and "***" in masked, masked
+    assert "BTC/USDT" in _mask_text('{"key": "x1234", "symbol": "BTC/USDT"}')
+    masked = _mask(None, {"headers": {"Authorization": "Basic dXNlcjpwYXNz"}, "key": "abc", "access_key": "def", "monkey": "ok"})
+    assert masked == {"headers": {"Authorization": "***"}, "key": "***", "access_key": "***", "monkey": "ok"}
+
+
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    import pytest
+
+    from chartrl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    out = capsys.readouterr()
+    return int(exit_.value.code or 0), out.out, out.err
+
+
+def test_global_options_are_accepted_after_the_command_too(tmp_path, capsys):
+    code, _, err = _main(capsys, "data", "--log-level", "debug", "--log-format", "json")
+    assert code == 0, err
+    missing = tmp_path / "missing.toml"
+    for argv in (["config", "check", "--config", str(missing)], ["--config", str(missing), "config", "check"],
+                 ["config", "-c", str(missing), "check"]):
+        code, _, err = _main(capsys, *argv)
+        assert code == 2 and f"config file {missing} does not exist" in err, argv
+    good = tmp_path / "good.toml"
+    good.write_text('[market]\ntimeframe = "4h"\n')
+    code, out, _ = _main(capsys, "--config", str(missing), "config", "show", "--config", str(good))  # the later one wins
+    assert code == 0 and 'timeframe = "4h"' in out
+
+
+def test_fetch_date_errors_name_the_spelling_used(capsys):
+    for option in ("--from", "--since"):
+        code, _, err = _main(capsys, "fetch", option, "2021-13-01", "--no-progress")
+        assert code == 2 and err.startswith(f"error: {option} '2021-13-01' is not a date"), err
+
+
+def test_an_unexpected_error_is_one_masked_line(capsys, monkeypatch):
+    from chartrl.cli import data_cmd
+
+    def boom(_args):
+        raise RuntimeError("GET https://x/api?signature=deadbeef1234 failed\n<html>\n<body>secret page</body>\n</html>")
+
+    monkeypatch.setattr(data_cmd, "_data", boom)
+    code, _, err = _main(capsys, "data")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("error: unexpected RuntimeError: GET https://x/api?signature=*** failed")
+    assert "deadbeef1234" not in err and "<html>" not in err

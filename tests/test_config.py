@@ -119,3 +119,20 @@ def test_key_file_that_is_a_directory_is_a_config_error(tmp_path: Path):
     d.mkdir(mode=0o700)
     with pytest.raises(ConfigError, match=r"exchange.key_file = .*keys': cannot read it \(Is a directory\)"):
         load_settings(None, env={"CHARTRL__EXCHANGE__KEY_FILE": str(d)})
+
+
+def test_market_since_accepts_an_unquoted_toml_date(tmp_path: Path):
+    assert load_settings(None, env={"CHARTRL__MARKET__SINCE": "2018-01-01"}).market.since == "2018-01-01"
+    f = tmp_path / "c.toml"
+    f.write_text("[market]\nsince = 2018-01-01\n")
+    assert load_settings(f, env={}).market.since == "2018-01-01"
+    f.write_text("[market]\nsince = 2018-01-01T06:00:00Z\n")
+    assert load_settings(f, env={}).market.since == "2018-01-01T06:00:00+00:00"
+
+
+def test_a_date_where_text_is_expected_is_shown_as_written(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("[market]\ntimeframe = 2018-01-01\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(f, env={})
+    assert e.value.problems[0].startswith("market.timeframe = 2018-01-01: ") and "datetime" not in str(e.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def sim(candles):
         yield s
 
 
-def _save(model_dir: Path, strategy: str, seed: int = 0) -> None:
+def _save(model_dir: Path, strategy: str, seed: int = 0, always: int | None = None, **meta) -> None:
+    """A tiny model; ``always`` = the action a recurrent one answers whatever it sees."""
     from chartrl.backtest.checkpoint import save_model
     from chartrl.strategies.registry import build_policy
 
@@ -47,10 +49,14 @@ def _save(model_dir: Path, strategy: str, seed: int = 0) -> None:
     spec = ChartSpec(**SPEC)
     kw = {"widths": (4, 8), "feat_dim": 16} | ({"hidden_size": 8} if strategy != "cnn" else {})
     policy = build_policy(strategy, spec, **kw)
+    if always is not None:
+        with torch.no_grad():
+            policy.out.weight.zero_()
+            policy.out.bias.copy_(torch.nn.functional.one_hot(torch.tensor(always), 3).float())
     series = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
     # A retrain continues these (a fresh challenger of the same tiny size, one short imitation epoch).
     hyper = {"imitation_epochs": 1, "num_envs": 2, "policy_kwargs": kw}
-    save_model(model_dir, policy, {"chart_spec": spec, "series": series, "hyperparameters": hyper})
+    save_model(model_dir, policy, {"chart_spec": spec, "series": series, "hyperparameters": hyper, **meta})
 
 
 def _settings(tmp_path: Path, sim, strategy: str = "cnnrnn", save: bool = True, **extra) -> Settings:
@@ -129,8 +135,20 @@ def test_missed_candles_are_logged_and_the_state_stepped_over_them(tmp_path, sim
 
 def test_a_decision_recorded_before_a_crash_is_executed_once_on_restart(tmp_path, sim, monkeypatch):
     s = _settings(tmp_path, sim, strategy="buyhold")
-    t = Ticker(s, clock=sim.clock)
+    _crash_after_the_decision(s, sim, monkeypatch)
+    t2 = Ticker(s, clock=sim.clock)
+    r = t2.tick()
+    assert r.status == "recovered" and r.order is not None and r.order["side"] == "buy"
+    assert t2.tick().status == "skipped"
+    assert len(_decisions(s)) == 1 and len(t2.ledger.fills("paper")) == 1
+    t2.close()
+
+
+def _crash_after_the_decision(s: Settings, sim, monkeypatch) -> None:
+    """A tick that records its decision and dies before the order (SIGKILL between the two)."""
     from chartrl.account.paper import PaperAccount
+
+    t = Ticker(s, clock=sim.clock)
 
     def crash(*a, **k):
         raise KeyboardInterrupt("killed between the decision and the order")
@@ -140,33 +158,81 @@ def test_a_decision_recorded_before_a_crash_is_executed_once_on_restart(tmp_path
         t.tick()
     monkeypatch.undo()
     t.close()
-    t2 = Ticker(s, clock=sim.clock)
-    r = t2.tick()
-    assert r.status == "recovered" and r.order is not None and r.order["side"] == "buy"
-    assert t2.tick().status == "skipped"
-    assert len(_decisions(s)) == 1 and len(t2.ledger.fills("paper")) == 1
-    t2.close()
+
+
+def test_a_recovered_decision_keeps_its_position_cap(tmp_path, sim, monkeypatch):
+    s = _settings(tmp_path, sim, strategy="buyhold", risk={"max_position_value": 1000.0})
+    _crash_after_the_decision(s, sim, monkeypatch)
+    t = Ticker(s, clock=sim.clock)
+    r = t.tick()
+    assert r.status == "recovered" and r.order["side"] == "buy"
+    assert r.order["price"] * r.order["amount"] <= 1000.0  # not the whole 10,000 of cash
+    t.close()
+
+
+def test_a_recovered_decision_holds_when_a_halt_arrived_meanwhile(tmp_path, sim, monkeypatch):
+    from chartrl.strategies.base import Action
+
+    s = _settings(tmp_path, sim, strategy="buyhold")
+    _crash_after_the_decision(s, sim, monkeypatch)
+    t = Ticker(s, clock=sim.clock)
+    t.ledger.set_halt("manual", "test", "operator stopped trading during the restart")
+    r = t.tick()
+    assert r.status == "recovered" and r.final_action == Action.HOLD and r.reason == "ledger_halt"
+    assert r.order is None and t.ledger.fills("paper") == [] and t.account.position == 0
+    assert "HALTED (manual)" in t.status_text()
+    t.close()
+
+
+def test_live_daemon_starts_halted_on_a_balance_mismatch_and_resumes_after_clear(tmp_path, sim):
+    """Exiting would only make systemd restart into the same halt: it runs on, holding."""
+    from decimal import Decimal
+
+    from chartrl.strategies.base import Action
+    from chartrl.testing.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+    s = _settings(tmp_path, sim, strategy="buyhold", trading={"mode": "live"},
+                  exchange={"api_key": DEFAULT_API_KEY, "api_secret": DEFAULT_API_SECRET})
+    Ticker(s, clock=sim.clock, live=True).close()  # the first start takes the balance baseline
+    sim.engine.free["USDT"] -= Decimal("100")  # a withdrawal chartrl did not make
+    t = Ticker(s, clock=sim.clock, live=True)
+    assert [h.reason for h in t.ledger.active_halts()] == ["balance_mismatch"]
+    assert "HALTED (balance_mismatch)" in t.status_text() and "equity 9,900.00" in t.status_text()
+    r = t.tick()
+    assert r.action == Action.BUY and r.final_action == Action.HOLD and r.reason == "ledger_halt"
+    assert sim.orders() == []
+    t.ledger.clear_halts("operator")  # `chartrl halt clear`: the next tick starts the account again
+    sim.clock.advance(HOUR)
+    r = t.tick()
+    assert r.final_action == Action.BUY and r.order is not None and len(sim.orders()) == 1
+    assert t.ledger.active_halts() == [] and "HALTED" not in t.status_text()
+    t.close()
 
 
 def test_paper_daemon_trades_exactly_like_the_backtest(tmp_path, sim, candles):
-    """Same policy, same candles: the ticks' fills equal the backtest's (invariant: one pipeline)."""
-    from chartrl.account.fills import MarketRules
+    """Same policy, same candles: the ticks' fills equal the backtest's, amount rounding included
+    (invariant: one pipeline). The backtest takes its fill rules as `chartrl backtest` does, from
+    the market info the ticks stored, and the SMA rule buys and sells within these candles."""
     from chartrl.backtest.runner import run_backtest
-    from chartrl.daemon.model import PolicyRunner
+    from chartrl.market.markets import market_rules
+    from chartrl.strategies.rules import make_rule
 
-    s = _settings(tmp_path, sim, strategy="cnn", trading={"slippage_bps": 5.0, "fee": 0.001})
+    s = _settings(tmp_path, sim, strategy="sma", trading={"slippage_bps": 5.0, "fee": 0.001})
     t = Ticker(s, clock=sim.clock)
-    ticks = 12
+    ticks = 36
     actions = []
     for _ in range(ticks):
         actions.append(t.tick().final_action)
         sim.clock.advance(HOUR)
-    policy = PolicyRunner(s, "cpu").policy
-    rules = MarketRules(fee=0.001, slippage_bps=5.0)
-    res = run_backtest(policy, candles.iloc[: START + ticks + 1], ChartSpec(**SPEC), rules, span=(START, START + ticks))
+    rules, source = market_rules(s)
+    assert source.startswith("stored binance market info") and rules.amount_step == pytest.approx(1e-5)
+    res = run_backtest(make_rule("sma"), candles.iloc[: START + ticks + 1], ChartSpec(**SPEC), rules, span=(START, START + ticks))
     assert actions == [int(a) for a in res.actions]
-    mine = [(f.timestamp, f.side, round(f.price, 6), round(f.amount, 9)) for f in t.account.book.fills]
-    theirs = [(f.timestamp, f.side, round(f.price, 6), round(f.amount, 9)) for f in res.fills]
+    # The emulator serves prices as 8-decimal strings, hence the rounding of price and fee; the
+    # amounts are compared exactly: both sides round them down to the market's step.
+    mine = [(f.timestamp, f.side, round(f.price, 6), f.amount, round(f.fee, 6)) for f in t.account.book.fills]
+    theirs = [(f.timestamp, f.side, round(f.price, 6), f.amount, round(f.fee, 6)) for f in res.fills]
+    assert [side for _, side, *_ in theirs] == ["buy", "sell"]
     assert mine == theirs
     t.close()
 
@@ -211,29 +277,166 @@ def test_status_reads_the_ledger_while_the_ticker_holds_it(tmp_path, sim, capsys
     t.close()
 
 
+RETRAIN = {"eval_days": 2, "retrain_window_days": 14}
+
+
+def _retrain_settings(tmp_path, sim, always: int = 0, **meta) -> Settings:
+    """Settings for a retrain: a champion that always answers ``always``, candles fetched by one tick."""
+    s = _settings(tmp_path, sim, save=False, daemon=RETRAIN)
+    _save(s.model_dir, "cnnrnn", always=always, **meta)
+    t = Ticker(s, clock=sim.clock)
+    t.tick()
+    t.close()
+    return s
+
+
 def test_retrain_promotes_or_keeps_and_records_both_scores(tmp_path, sim):
     from chartrl.account.ledger import Ledger
     from chartrl.daemon.retrain import run_retrain
 
-    base = {"eval_days": 2, "retrain_window_days": 14}
-    s = _settings(tmp_path, sim, daemon=base | {"promote_margin": -1e9})
-    t = Ticker(s, clock=sim.clock)  # its tick fetches the candles into the store
-    t.tick()
-    t.close()
+    s = _retrain_settings(tmp_path, sim)  # a champion that never trades
     before = (s.model_dir / "model.pt").read_bytes()
     r = run_retrain(s, fetch=False, epochs=1, max_steps=4)
-    assert r.status == "promoted", r.error
-    assert r.champion_score is not None and r.challenger_score is not None
+    # The champion never trades, so any challenger that does wins, whatever its Sharpe.
+    assert r.status == "promoted", (r.error, r.reason)
+    assert r.champion_score is None and r.challenger_score is not None
+    assert r.reason.startswith("champion not comparable: no Sharpe")
     assert (s.model_dir.with_name("champion.prev") / "model.pt").read_bytes() == before
     assert not list(s.model_dir.parent.glob(".challenger-*"))
-    s2 = _settings(tmp_path, sim, save=False, daemon=base | {"promote_margin": 1e9})
+    s2 = _settings(tmp_path, sim, save=False, daemon=RETRAIN | {"promote_margin": 1e9})
     after = (s2.model_dir / "model.pt").read_bytes()
     r2 = run_retrain(s2, fetch=False, epochs=1, max_steps=4)
     assert r2.status == "kept" and (s2.model_dir / "model.pt").read_bytes() == after
     with Ledger.for_data_dir(s.data_dir) as led:
         rows = led.retrain_results()
     assert [x["status"] for x in rows] == ["kept", "promoted"]
-    assert {"champion_score", "challenger_score"} <= set(rows[0]["metrics"])
+    assert {"champion_score", "challenger_score", "reason", "buyhold"} <= set(rows[0]["metrics"])
+
+
+def test_retrain_never_promotes_a_challenger_that_does_not_trade(tmp_path, sim, monkeypatch):
+    """The demo's case: a losing champion that trades against a challenger that never does."""
+    from chartrl.account.ledger import Ledger
+    from chartrl.daemon import retrain
+    from chartrl.daemon.status import format_status, read_status
+
+    # Buys and holds through the held-out days (they fall); trained "until" after them: in-sample.
+    s = _retrain_settings(tmp_path, sim, always=1, data_range={"from": "2020-01-01T00:00:00+00:00",
+                                                               "until": "2099-01-01T00:00:00+00:00"})
+    before = (s.model_dir / "model.pt").read_bytes()
+    monkeypatch.setattr(retrain, "fine_tune", lambda champion, out, *a, **k: _save(out, "cnnrnn", always=0))
+    with capture_logs() as logs:
+        r = retrain.run_retrain(s, fetch=False)
+    assert r.champion_score is not None and r.champion_score < 0  # "0 > negative" used to promote
+    assert r.status == "kept" and r.challenger_score is None, r.error
+    assert r.reason == "challenger not comparable: no Sharpe (its equity never moved)"
+    assert (s.model_dir / "model.pt").read_bytes() == before
+    with Ledger.for_data_dir(s.data_dir) as led:
+        m = led.retrain_results()[0]["metrics"]
+    assert m["reason"] == r.reason and m["challenger"]["trades"] == 0 and m["champion"]["open_position_at_end"]
+    assert m["buyhold"]["sharpe"] is not None and m["buyhold"]["total_return"] < 0
+    assert m["champion_in_sample"] is True
+    assert [e for e in logs if e["event"] == "retrain_champion_in_sample"]
+    assert "challenger not comparable" in format_status(read_status(s.data_dir))
+
+
+def test_promotion_needs_a_comparable_challenger():
+    from chartrl.daemon.retrain import decide
+
+    losing = {"sharpe": -14.6, "trades": 11}
+    idle = {"sharpe": None, "trades": 0}
+    assert decide(losing, idle, 0.0, 1) == (False, "challenger not comparable: no Sharpe (its equity never moved)")
+    assert decide(idle, losing, 0.0, 1) == (True, "champion not comparable: no Sharpe (its equity never moved)")
+    one_trade = {"sharpe": 0.5, "trades": 0, "open_position_at_end": True}  # bought once and held
+    assert decide(losing, one_trade, 0.0, 1)[0] is True
+    promote, why = decide(losing, one_trade, 0.0, 3)
+    assert not promote and why == "challenger not comparable: 1 trade(s), fewer than daemon.min_eval_trades = 3"
+    assert decide({"sharpe": 1.0, "trades": 5}, {"sharpe": 1.2, "trades": 5}, 0.1, 1)[0] is True
+    assert decide({"sharpe": 1.0, "trades": 5}, {"sharpe": 1.05, "trades": 5}, 0.1, 1)[0] is False
+
+
+def test_evaluation_candles_follow_the_timeframe(tmp_path):
+    """Daily candles: 14 held-out days are 14 candles, enough; the errors name the real cause."""
+    import pandas as pd
+
+    from chartrl.daemon.retrain import _split
+    from chartrl.errors import DataError
+
+    days = pd.DataFrame({"timestamp": pd.date_range("2023-01-01", periods=200, freq="D", tz="UTC")})
+    s = Settings.model_validate({"market": {"timeframe": "1d"}, "daemon": {"eval_days": 14}})
+    train, evaluation, start = _split(s, days, window=30)
+    assert (evaluation["timestamp"] >= start).sum() == 14 and train["timestamp"].iloc[-1] < start
+    short = Settings.model_validate({"market": {"timeframe": "1d"}, "daemon": {"eval_days": 3}})
+    with pytest.raises(DataError, match=r"daemon.eval_days = 3 holds 3 1d candles.*raise daemon.eval_days to 7"):
+        _split(short, days, window=30)
+    with pytest.raises(DataError, match=r"30 of chart history.*fetch older history"):
+        _split(s, days.tail(35).reset_index(drop=True), window=30)
+
+
+_ABORT_SCRIPT = """
+import sys, time
+from pathlib import Path
+from chartrl.config.settings import Settings
+from chartrl.daemon import retrain
+
+def slow(champion, out, *a, **k):  # a fine-tune that takes its time
+    out.mkdir()
+    (Path(sys.argv[2]) / "training").write_text("1")
+    time.sleep(120)
+
+retrain.fine_tune = slow
+r = retrain.run_retrain(Settings.model_validate_json(sys.argv[1]), fetch=False)
+print(r.summary())
+sys.exit(1 if r.status == "failed" else 0)
+"""
+
+
+def test_sigterm_ends_a_retrain_cleanly(tmp_path, sim):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from chartrl.account.ledger import Ledger
+
+    s = _retrain_settings(tmp_path, sim)
+    script = tmp_path / "abort.py"
+    script.write_text(_ABORT_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTRL")}
+    proc = subprocess.Popen([sys.executable, str(script), s.model_dump_json(), str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 120
+        while not (tmp_path / "training").exists() and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        assert list(s.model_dir.parent.glob(".challenger-*")), proc.stdout.read() if proc.poll() is not None else "no challenger"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "retrain failed: aborted by SIGTERM" in out, out
+    assert not list(s.model_dir.parent.glob(".challenger-*"))
+    with Ledger.for_data_dir(s.data_dir) as led:
+        row = led.retrain_results()[0]
+    assert row["status"] == "failed" and row["finished_ms"] and "aborted by SIGTERM" in row["error"]
+
+
+def test_live_status_values_the_start_when_it_was_taken(tmp_path):
+    """Equity "vs start" is the baseline's value then, not its amounts at today's price; the symbol's
+    own snapshots, a derivatives symbol included."""
+    from chartrl.account.ledger import Ledger
+    from chartrl.daemon.status import format_status, read_status
+
+    sym = "BTC/USDT:USDT"
+    with Ledger.for_data_dir(tmp_path) as led:
+        led.record_balances("live", "baseline", {"BTC": 1.0, "USDT": 1000.0}, symbol=sym, equity=1100.0)  # at 100
+        led.record_balances("live", "exchange", {"BTC": 1.0, "USDT": 1000.0}, symbol=sym)
+        led.record_balances("live", "exchange", {"ETH": 5.0, "USDT": 7.0}, symbol="ETH/USDT")  # another daemon's
+        led.record_decision(symbol=sym, mode="live", candle_ms=0, action=0, final_action=0, reason="ok", price=200.0)
+    st = read_status(tmp_path, symbol=sym, mode="live")
+    assert (st.position, st.cash, st.equity, st.initial_equity) == (1.0, 1000.0, 1200.0, 1100.0)
+    assert "vs start 1,100.00 (+9.09%)" in format_status(st)
 
 
 def test_retrain_without_a_champion_fails_cleanly(tmp_path, sim, capsys):
@@ -257,6 +460,24 @@ def test_demo_writes_a_valid_config(tmp_path):
     s = load_settings(cfg, env={})
     assert s.exchange.api_url == "http://127.0.0.1:1" and s.data_dir == tmp_path / "data"
     assert s.chart.window == 60 and s.model.strategy == "cnnrnn"
+
+
+def test_demo_runs_every_baseline_backtest_when_the_model_backtest_fails(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from chartrl.cli import demo_cmd
+
+    ran = []
+
+    def fake_cli(console, config, *args):
+        ran.append(args[args.index("--out") + 1])
+        return 1 if "--model" in args else 0
+
+    monkeypatch.setattr(demo_cmd, "_cli", fake_cli)
+    out = io.StringIO()
+    failed = demo_cmd._backtests(Console(file=out), tmp_path / "c.toml", tmp_path / "model", "2024-01-01", tmp_path / "reports")
+    assert [Path(x).name for x in ran] == ["model", "sma", "random"] and failed == ["model (exit 1)"]
+    assert "backtest failed: model (exit 1)" in out.getvalue()
 
 
 def test_run_refuses_live_without_the_flag(tmp_path, capsys):

@@ -22,9 +22,15 @@ import pytest
 
 from chartrl.config.settings import Settings
 from chartrl.daemon.sdnotify import Notifier
-from chartrl.daemon.service import Daemon, retrain_command, retrain_trigger, tick_trigger
+from chartrl.daemon.service import (
+    Daemon,
+    retrain_command,
+    retrain_trigger,
+    start_with_retry,
+    tick_trigger,
+)
 from chartrl.daemon.status import read_daemon_state
-from chartrl.errors import OperationalError
+from chartrl.errors import OperationalError, TemporaryError
 
 UTC = UTC
 
@@ -62,16 +68,19 @@ def test_retrain_trigger_is_utc_cron_and_refuses_nonsense():
         retrain_trigger("every night")
 
 
-def test_retrain_job_runs_the_cli_in_a_child_process(tmp_path: Path):
+def test_retrain_job_runs_the_cli_in_a_child_process(tmp_path: Path, monkeypatch):
     from structlog.testing import capture_logs
 
     from chartrl.account.ledger import Ledger
 
+    monkeypatch.delenv("CHARTRL_DATA_DIR")
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[data]\ndir = "{tmp_path / "data"}"\n')
-    cmd = retrain_command(cfg)
+    cfg.write_text(f'[data]\ndir = "{tmp_path / "config-data"}"\n')
+    overrides = ["--data-dir", str(tmp_path / "data")]  # `chartrl run --data-dir ...` wins over the config
+    cmd = retrain_command(cfg, overrides)
     assert cmd[:3] == [sys.executable, "-m", "chartrl"] and "retrain" in cmd and str(cfg) in cmd
-    daemon = Daemon(_settings(tmp_path / "data"), RecordingTicker, config_path=cfg, notifier=Notifier({}))
+    daemon = Daemon(_settings(tmp_path / "data"), RecordingTicker, config_path=cfg, notifier=Notifier({}),
+                    cli_overrides=overrides)
     with capture_logs() as logs:
         daemon._retrain_job()  # no champion yet: the child records a failed cycle and exits 1
     done = [e for e in logs if e["event"] == "retrain_finished"]
@@ -79,6 +88,31 @@ def test_retrain_job_runs_the_cli_in_a_child_process(tmp_path: Path):
     with Ledger.for_data_dir(tmp_path / "data") as led:
         rows = led.retrain_results()
     assert rows[0]["status"] == "failed" and "no champion" in rows[0]["error"]
+    assert not (tmp_path / "config-data").exists()
+
+
+def test_chartrl_run_hands_its_overrides_to_the_retrain_child(tmp_path: Path, monkeypatch):
+    from chartrl.cli import main
+
+    seen = []
+    monkeypatch.setattr(Daemon, "run", lambda self: seen.append(retrain_command(self.config_path, self.cli_overrides)) or 0)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--data-dir", str(tmp_path / "x"), "--symbol", "ETH/USDT", "--timeframe", "4h"])
+    assert exc.value.code == 0
+    assert seen[0][-6:] == ["--symbol", "ETH/USDT", "--timeframe", "4h", "--data-dir", str(tmp_path / "x")]
+
+
+def test_start_up_retries_end_within_their_budget():
+    calls = []
+
+    def unreachable():
+        calls.append(time.monotonic())
+        raise TemporaryError("exchange unreachable")
+
+    t0 = time.monotonic()
+    with pytest.raises(TemporaryError, match="gave up after 1 s of start-up retries"):
+        start_with_retry(unreachable, threading.Event(), budget_seconds=1.0)
+    assert len(calls) >= 2 and time.monotonic() - t0 < 2.5
 
 
 class RecordingTicker:
@@ -188,6 +222,73 @@ def test_a_crashing_tick_does_not_stop_the_daemon(tmp_path: Path):
     finally:
         daemon.request_stop()
         th.join(10)
+
+
+def test_reload_with_a_new_symbol_removes_the_old_symbols_jobs(tmp_path: Path):
+    RecordingTicker.instances.clear()
+    eth = Settings.model_validate({"data": {"dir": str(tmp_path)}, "market": {"symbol": "ETH/USDT"},
+                                   "daemon": {"heartbeat_seconds": 0.05, "retrain_enabled": False}})
+    daemon = Daemon(_settings(tmp_path, retrain_enabled=False), RecordingTicker, reload_settings=lambda: eth,
+                    notifier=Notifier({}))
+    th = threading.Thread(target=daemon.run)
+    th.start()
+    try:
+        assert _wait(lambda: daemon.scheduler is not None and daemon.scheduler.running)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        daemon.scheduler.add_job(daemon._tick_job, "date", run_date=later, args=["BTC/USDT"], id="retry:BTC/USDT")
+        daemon.request_reload()  # what SIGHUP does
+        assert _wait(lambda: daemon.scheduler.get_job("tick:ETH/USDT") is not None)
+        assert sorted(j.id for j in daemon.scheduler.get_jobs()) == ["tick:ETH/USDT"]
+    finally:
+        daemon.request_stop()
+        th.join(10)
+
+
+class StuckTicker(RecordingTicker):
+    release = threading.Event()
+
+    def tick(self):
+        self.ticks += 1
+        StuckTicker.release.wait(30)
+
+
+def test_a_stuck_tick_stops_the_watchdog_pings(tmp_path: Path, notify_socket):
+    """Whatever the timeframe (1h here: two candles would be two hours), after daemon.stuck_tick_seconds."""
+    from structlog.testing import capture_logs
+
+    sock, path = notify_socket
+    StuckTicker.release.clear()
+    settings = _settings(tmp_path, retrain_enabled=False, stuck_tick_seconds=0.5)
+    daemon = Daemon(settings, StuckTicker, notifier=Notifier({"NOTIFY_SOCKET": path}))
+    th = threading.Thread(target=daemon.run)
+
+    def drain(seconds: float) -> list[bytes]:
+        out, end = [], time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                out.append(sock.recv(4096))
+            except TimeoutError:
+                break
+        return out
+
+    with capture_logs() as logs:
+        th.start()
+        try:
+            assert sock.recv(4096).startswith(b"READY=1")
+            daemon.scheduler.get_job("tick:BTC/USDT").modify(next_run_time=datetime.now(UTC))
+            assert _wait(lambda: daemon._tick_started is not None)
+            assert b"WATCHDOG=1" in drain(0.3)  # stuck for less than the limit: still pinging
+            drain(1.0)  # well past the limit
+            assert b"WATCHDOG=1" not in drain(1.0)
+            StuckTicker.release.set()
+            assert b"WATCHDOG=1" in drain(2.0)  # the tick ended: healthy again
+        finally:
+            StuckTicker.release.set()
+            daemon.request_stop()
+            th.join(10)
+    stuck = [e for e in logs if e["event"] == "tick_stuck"]
+    assert len(stuck) == 1 and stuck[0]["limit"] == 0.5 and "systemd restarts" in stuck[0]["action"]
 
 
 _SCRIPT = textwrap.dedent(

@@ -447,7 +447,7 @@ def test_cli_refuses_a_missing_csv(tmp_path: Path) -> None:
         [sys.executable, "-m", "chartrl", "exchange-sim", "--csv", str(tmp_path / "nope.csv")],
         capture_output=True, text=True, timeout=60,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # a wrong path is a usage error
     assert "nope.csv" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -489,6 +489,19 @@ def test_cli_refuses_an_out_of_range_option_naming_it(option: str, value: str, c
     err = capsys.readouterr().err
     assert exit_.value.code == 2
     assert err.startswith(f"error: {option} ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.com"])
+def test_cli_refuses_a_host_that_is_not_loopback_without_allow_remote(host: str, capsys) -> None:
+    from chartrl.cli import main
+    from chartrl.cli.sim_cmd import _is_loopback
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--log-format", "json", "exchange-sim", "--synthetic", "--host", host])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f"error: --host {host} is not a loopback address") and "--allow-remote" in err
+    assert not _is_loopback(host)
+    assert all(_is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
 
 
 def test_fault_file_with_wrong_types_names_each_field(tmp_path: Path) -> None:

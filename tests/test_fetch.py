@@ -264,3 +264,91 @@ def test_since_after_the_newest_closed_candle_is_refused(history, tmp_path):
         with pytest.raises(UsageError, match=r"--since .* is after the newest closed BTC/USDT 1h candle"):
             update_series(s, since=history["timestamp"].iloc[150], progress=False)
         assert _klines(sim) == []
+
+
+def test_genuine_crash_is_stored_tick_by_tick(history, tmp_path):
+    crash = history.iloc[:400].copy()
+    prices = ["open", "high", "low", "close"]
+    crash.loc[300:, prices] = crash.loc[300:, prices] / 4  # a real 75% crash at 300 that lasts
+    crash.loc[300, ["open", "high"]] = crash.loc[299, "close"]
+    clock = SimClock(_open_ms(crash, 300) + 1000)  # 0-299 closed; the crash candle is open
+    with ExchangeSim(crash, clock=clock) as sim:
+        s = _settings(sim, tmp_path)
+        ex = make_exchange(s.exchange)
+        assert update_series(s, progress=False, exchange=ex).count == 300
+        for _ in range(2):  # each tick stores the candle that just closed: the crash, then the next one
+            clock.advance(HOUR)
+            summary = update_series(s, progress=False, exchange=ex)
+            assert summary.added == 1 and summary.report.repairs == {}, summary.report.describe()
+    _assert_same(CandleStore(s.data_dir).load(*SERIES), crash.iloc[:302])
+
+
+class _WindowPagedExchange:
+    """A ccxt-like exchange that pages by time window ([since, since + limit candles)), as some do."""
+
+    id = "fakex"
+    has: dict[str, bool] = {}
+    timeframes = {"1h": "1h"}
+    features = {"spot": {"fetchOHLCV": {"limit": 10}}}
+    urls = {"api": {"public": "http://127.0.0.1:9/api/v3", "private": "http://127.0.0.1:9/private"}}
+
+    def __init__(self, candles: pd.DataFrame, markets: dict | None = None) -> None:
+        self.rows = [[int(to_ms(r.timestamp)), r.open, r.high, r.low, r.close, r.volume] for r in candles.itertuples(index=False)]
+        self.markets = {"BTC/USDT": {"symbol": "BTC/USDT"}} if markets is None else markets
+        self.since: list[int] = []
+
+    def load_markets(self) -> dict:
+        return self.markets
+
+    def fetch_ohlcv(self, symbol: str, timeframe: str, since: int, limit: int) -> list[list[float]]:
+        self.since.append(since)
+        return [r for r in self.rows if since <= r[0] < since + limit * HOUR]
+
+
+def _fake_settings(tmp_path: Path):
+    return load_settings(None, env={}, overrides={"market": {"since": "2020-01-01"}, "data": {"dir": str(tmp_path / "data")}})
+
+
+def test_outage_longer_than_a_page_is_skipped_not_a_stall(history, tmp_path):
+    candles = history.iloc[:100].drop(index=range(30, 60))  # 30 candles missing: three empty pages of 10
+    fake = _WindowPagedExchange(candles)
+    now = _open_ms(history, 100) + 1000
+    s = _fake_settings(tmp_path)
+    summary = update_series(s, progress=False, exchange=fake, now_ms=lambda: now)
+    assert summary.count == 70 and (summary.gaps.count, summary.gaps.missing) == (1, 30)
+    assert summary.last == history["timestamp"].iloc[99]
+    assert len(fake.since) == 10  # every window asked once, the empty ones included
+    fake.since.clear()
+    assert update_series(s, progress=False, exchange=fake, now_ms=lambda: now).added == 0 and fake.since == []
+
+
+def test_empty_market_list_is_a_temporary_error_naming_the_url(history, tmp_path):
+    fake = _WindowPagedExchange(history.iloc[:10], markets={})
+    with pytest.raises(TemporaryError, match=r"fakex returned no markets from http://127.0.0.1:9/api/v3; .*retry later"):
+        update_series(_fake_settings(tmp_path), progress=False, exchange=fake, now_ms=lambda: _open_ms(history, 10))
+    assert fake.since == []
+
+
+@pytest.mark.parametrize("error", [ccxt.BadResponse, ccxt.NullResponse])
+def test_bad_or_empty_responses_are_retried_then_one_line(error):
+    body = 'binance GET https://api.binance.com/api/v3/klines?signature=abcdef123456\n<html>\n<body>502 Bad Gateway</body>\n</html>'
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise error(body)
+
+    with pytest.raises(TemporaryError) as exc:
+        call_with_retry(broken, max_retries=2, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv")
+    msg = str(exc.value)
+    assert len(calls) == 3 and "after 3 attempts" in msg and error.__name__ in msg
+    assert "\n" not in msg and "abcdef123456" not in msg and "<html>" not in msg
+    attempts = iter([error(body)])
+
+    def flaky() -> str:
+        err = next(attempts, None)
+        if err:
+            raise err
+        return "ok"
+
+    assert call_with_retry(flaky, max_retries=2, base_delay=0, sleep=lambda _: None) == "ok"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chartrl.errors import DataError
+from chartrl.errors import DataError, UsageError
 from chartrl.market.importer import import_csv, parse_dates, parse_unix, read_candle_csv
 from chartrl.market.store import CandleStore
 
@@ -92,8 +92,8 @@ def test_shared_btc_export(shared_btc_csv: Path, tmp_path: Path):
     counts = r.counts()
     # ~2,600 hours exported twice: rounding-only copies are duplicates, differing ones conflicts
     assert 2_500 <= counts["duplicate"] + counts["conflicting_duplicate"] <= 2_700
-    # The oldest row (open = high = 16,199.91 while its neighbours close near 4,300) is caught by
-    # price_spike: its high is ~3.7x the local median close.
+    # The oldest row (open = high = 16,199.91 while its own and the next close are near 4,300) is
+    # caught by price_spike: its high is ~3.7x both.
     assert counts["price_spike"] == 1 and "16199.91" in r.repairs["price_spike"].examples[0]
     assert set(counts) == {"duplicate", "conflicting_duplicate", "price_spike"}
     assert s.gaps.count >= 5 and s.gaps.largest == 4  # gaps of up to 5 hours = 4 candles missing
@@ -220,9 +220,9 @@ def test_not_a_candle_csv_names_file_and_missing_columns(tmp_path):
     b.write_bytes(bytes(range(256)) * 10)
     with pytest.raises(DataError, match="bin.csv"):
         read_candle_csv(b)
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):  # a wrong path: usage (exit 2), not bad data
         read_candle_csv(tmp_path / "nope.csv")
-    with pytest.raises(DataError, match="is a directory; pass one candle CSV file"):
+    with pytest.raises(UsageError, match="is a directory; pass one candle CSV file"):
         read_candle_csv(tmp_path)
     semi = tmp_path / "semi.csv"
     semi.write_text("timestamp;open;high;low;close;volume\n2021-01-01;1;2;1;2;3\n")
@@ -304,3 +304,40 @@ def test_cli_data_lists_good_series_and_flags_a_broken_file(small, tmp_path, cap
     assert exit_.value.code == 1
     assert f"{len(small):,}" in out.out and "unusable" in out.out  # the good series is still shown
     assert out.err.startswith("error: ") and str(broken) in out.err and out.err.count("\n") == 1
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from chartrl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    out = capsys.readouterr()
+    return int(exit_.value.code or 0), out.out, out.err
+
+
+def test_cli_import_says_replaced_and_a_missing_file_is_usage(small, tmp_path, capsys, restore_logging):
+    first = _cdd(small, tmp_path / "first.csv")
+    assert _cli(capsys, "import", str(first))[0] == 0
+    revised = _cdd(small.assign(close=small["close"] + 1, high=small["high"] + 1), tmp_path / "revised.csv")
+    code, out, err = _cli(capsys, "import", str(revised))
+    assert code == 0, err
+    assert f"replaced {len(small):,} stored candles by rule replaced_stored" in out and "dropped" not in out
+    code, out, err = _cli(capsys, "import", str(tmp_path / "nonexistent.csv"))
+    assert code == 2 and "nonexistent.csv does not exist" in err and err.count("\n") == 1
+
+
+def test_cli_data_filters_and_a_data_dir_that_is_a_file(small, tmp_path, capsys, restore_logging):
+    store = CandleStore(tmp_path / "data")
+    store.ingest(*SERIES, small, source="t")
+    store.ingest("kraken", "ETH/EUR", "1h", small, source="t")
+    capsys.readouterr()  # the ingests' log lines
+    code, out, err = _cli(capsys, "data", "--symbol", "ETH/EUR")
+    assert code == 0, err
+    assert "kraken ETH/EUR 1h" in out and "binance BTC/USDT 1h" not in out
+    code, out, _ = _cli(capsys, "data", "--exchange", "binance", "--timeframe", "4h")
+    assert code == 0 and "no binance 4h candles stored" in out
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    code, out, err = _cli(capsys, "data", "--data-dir", str(a_file))
+    assert code == 1 and f"error: {a_file} is not a directory" in err and "no candles stored" not in out
+

@@ -14,7 +14,7 @@ from chartrl.account.ledger import Ledger
 from chartrl.account.live import LiveAccount, require_live
 from chartrl.account.risk import RiskGuard
 from chartrl.config.settings import ExchangeSettings, RiskSettings, Settings, TradingSettings
-from chartrl.errors import ConfigError, OperationalError, TemporaryError, UsageError
+from chartrl.errors import ConfigError, OperationalError, TemporaryError, TradingHalted, UsageError
 from chartrl.strategies.base import Action
 from chartrl.testing.exchange_sim import (
     DEFAULT_API_KEY,
@@ -337,3 +337,34 @@ def test_dust_left_by_fees_reads_as_flat(ledger: Ledger) -> None:
         assert fill is not None and sim.balances().get("BTC", 0.0) > 0  # dust is really there
         assert acc.position_features(fill.price) == (0.0, 0.0)  # ...but the policy sees a flat account
         assert acc.execute(Action.BUY, last_candle()) is not None  # and can buy again
+
+
+def test_start_prices_the_position_and_the_baseline(ledger: Ledger) -> None:
+    """A restarted account values its position before any order (the STATUS= line), and the baseline
+    keeps what it was worth when it was taken."""
+    with make_sim() as sim:
+        acc = account(sim, ledger)
+        assert acc.last_price is not None
+        acc.execute(Action.BUY, last_candle())
+        again = account(sim, ledger)  # a restart: no order yet
+        assert again.position > 0 and again.last_price is not None
+        assert again.equity() == pytest.approx(again.cash + again.position * again.last_price)
+        assert again.equity() > again.cash + 1000
+    rows = ledger._query("SELECT symbol, equity FROM balances WHERE kind = 'baseline'")
+    assert [(r["symbol"], r["equity"]) for r in rows] == [("BTC/USDT", 10_000.0)]
+
+
+def test_an_order_after_a_halt_reconciles_everything_first(ledger: Ledger) -> None:
+    """After `chartrl halt clear` the next order starts the account again (open orders included)."""
+    with make_sim() as sim:
+        acc = account(sim, ledger)
+        sim.engine.free["USDT"] -= Decimal("100")  # a withdrawal chartrl did not make
+        with pytest.raises(TradingHalted, match="balance_mismatch"):
+            acc.execute(Action.BUY, last_candle())
+        assert not acc.started and sim.orders() == []
+        price = last_candle().open  # meanwhile an order chartrl's ledger does not know appears
+        acc.exchange.create_order("BTC/USDT", "limit", "buy", 0.01, round(price * 0.5, 2), {"newClientOrderId": "crl-stranger"})
+        ledger.clear_halts("operator")
+        with pytest.raises(TradingHalted, match="crl-stranger"):
+            acc.execute(Action.BUY, last_candle())
+        assert [h.reason for h in ledger.active_halts()] == ["unknown_order"] and len(sim.orders()) == 1

@@ -66,8 +66,26 @@ def test_trade_statistics(m: dict) -> None:
     assert m["expectancy"] == pytest.approx((9.79 / 100.10 - 10.19 / 100.10) / 2)
     assert m["fees_paid"] == pytest.approx(0.40)
     assert m["turnover"] == pytest.approx(100 + 110 + 100 + 90)
-    assert m["exposure"] == pytest.approx(2 / 3)  # long over candles 2 and 3 of 3
+    assert m["exposure"] == pytest.approx(2 / 3)  # long after the fills at candles 1 and 2 of 3
     assert m["open_position_at_end"] is False
+
+
+def test_exposure_counts_the_position_after_each_candles_fill() -> None:
+    # Position after the fill at the open of candle k (k = 1..4; index 0 is the start): bought at
+    # candle 1, sold at 2, bought again at 4. Held over candles 1 and 4: 2 of 4. (Pairing return
+    # k with the position before candle k's fill would give candle 2 only: 1 of 4.)
+    eq = np.array([100.0, 101.0, 102.0, 102.0, 103.0])
+    assert compute_metrics(eq, np.array([0.0, 2.0, 0.0, 0.0, 1.0]), [], PPY)["exposure"] == pytest.approx(2 / 4)
+    # Buy and hold, bought at the first fill: in the market over every candle (not 3 of 4).
+    assert compute_metrics(eq, np.array([0.0, 1.0, 1.0, 1.0, 1.0]), [], PPY)["exposure"] == 1.0
+
+
+def test_a_run_ending_long_is_no_trade_even_when_another_run_follows() -> None:
+    # Two chained runs (walk-forward folds): the first ends long, the second starts flat and buys.
+    first = [Fill(1, "buy", 100.0, 1.0, 0.10), Fill(2, "sell", 110.0, 1.0, 0.11), Fill(3, "buy", 120.0, 1.0, 0.12)]
+    second = [Fill(4, "buy", 50.0, 2.0, 0.10), Fill(5, "sell", 45.0, 2.0, 0.09)]
+    assert round_trips(first + second) == round_trips(first) + round_trips(second)
+    assert round_trips(first + second) == [pytest.approx((9.79, 9.79 / 100.10)), pytest.approx((-10.19, -10.19 / 100.10))]
 
 
 def test_round_trips_ignore_an_open_position() -> None:
@@ -91,6 +109,22 @@ def test_annualisation_follows_the_timeframe() -> None:
     daily = compute_metrics(eq, np.zeros(4), [], periods_per_year("1d"))
     assert hourly["sharpe"] / daily["sharpe"] == pytest.approx(math.sqrt(24))
     assert daily["cagr"] == pytest.approx(1.02 ** (365 / 3) - 1)
+    # Calendar months: twelve a year (not 365 / 30 = 12.17); three monthly returns are a quarter.
+    assert periods_per_year("1M") == 12.0 and periods_per_year("3M") == 4.0
+    monthly = compute_metrics(eq, np.zeros(4), [], periods_per_year("1M"))
+    assert monthly["cagr"] == pytest.approx(1.02**4 - 1)
+    assert monthly["sharpe"] / daily["sharpe"] == pytest.approx(math.sqrt(12 / 365))
+
+
+def test_inferred_annualisation_of_monthly_candles_is_twelve() -> None:
+    import pandas as pd
+
+    from chartrl.backtest.walkforward import infer_periods_per_year
+
+    months = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=13, freq="MS", tz="UTC")})
+    assert infer_periods_per_year(months) == 12.0
+    hours = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=5, freq="h", tz="UTC")})
+    assert infer_periods_per_year(hours) == 8760.0
 
 
 def test_max_drawdown_measures_from_the_running_peak() -> None:

@@ -126,13 +126,61 @@ def test_resnet_is_resnet18_with_small_stem() -> None:
 
 
 def test_registry_lists_neural_and_rules_and_refuses_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_RULES", {})
-    registry.register_rule("always_hold", lambda **kw: "rule")
+    from chartrl.strategies import rules
+
+    monkeypatch.setitem(rules.RULES, "always_hold", lambda **kw: "rule")
     names = registry.available()
-    assert names[:4] == NAMES and "always_hold" in names
+    assert names[:4] == NAMES and {"always_hold", "buyhold", "sma", "random", "oracle"} <= set(names)
     assert registry.build_rule("always_hold") == "rule"
     assert not registry.is_neural("always_hold")
     with pytest.raises(UsageError, match="unknown neural strategy 'lstm'"):
         build_policy("lstm", SPEC)
-    with pytest.raises(ValueError):
-        registry.register_rule("cnn", lambda **kw: None)
+
+
+def test_cnn_q_head_is_linear_after_the_conv_blocks() -> None:
+    torch.manual_seed(0)
+    p = build_policy("cnn", SPEC).eval()
+    convs = [m for m in p.encoder.conv if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for m in p.encoder.conv if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(convs) == len(bns) == 3
+    assert isinstance(p.q.net, torch.nn.Linear) and (p.q.net.in_features, p.q.net.out_features) == (p.encoder.feat_dim + 2, 3)
+    # Linear in what the head reads: Q is affine in the position features for a fixed chart.
+    x, a, b = frames(1), torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.3]])
+    with torch.no_grad():
+        qa, qb, qm = p(x, a)[0], p(x, b)[0], p(x, (a + b) / 2)[0]
+    torch.testing.assert_close(qm, (qa + qb) / 2, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["buyhold", "sma", "random", "oracle"])
+def test_rule_baselines_answer_the_policy_interface(name: str) -> None:
+    """forward(frames, position, hidden) -> (q[3], hidden): one-hot Q of decide(t, position), the
+    candle index carried as the hidden state, step by step or as a sequence; the same as decide."""
+    from chartrl.testing.synthetic import synthetic_candles
+
+    rule = registry.build_rule(name)  # one registry: RULES in strategies.rules
+    candles = synthetic_candles(200, seed=1)
+    rule.prepare(candles)
+    pos = torch.tensor([[[0.0, 0.0]] * 30, [[1.0, 0.02]] * 30])  # one flat run, one long run
+    hidden = rule.initial_hidden(2, start=100)
+    steps = []
+    for k in range(30):
+        q, hidden = rule(None, pos[:, k], hidden)
+        assert q.shape == (2, 3) and torch.equal(q.sum(-1), torch.ones(2))
+        steps.append(q)
+    assert hidden.tolist() == [130, 130]
+    seq, h_seq = rule(None, pos, rule.initial_hidden(2, start=100))
+    assert seq.shape == (2, 30, 3) and torch.equal(seq, torch.stack(steps, 1)) and torch.equal(h_seq, hidden)
+    expect = [[rule.decide(100 + k, tuple(pos[b, k].tolist())) for k in range(30)] for b in range(2)]
+    assert seq.argmax(-1).tolist() == expect
+    with pytest.raises(ValueError, match="initial_hidden"):
+        rule(None, pos[:, 0], None)
+
+
+def test_make_rule_builds_from_the_one_registry() -> None:
+    from chartrl.strategies import rules
+
+    assert set(rules.RULES) <= set(registry.available())
+    assert isinstance(rules.make_rule("sma", sma=(3, 9)), rules.SMACrossover) and rules.make_rule("sma", sma=(3, 9)).params() == {"fast": 3, "slow": 9}
+    assert rules.make_rule("oracle", oracle_window=5).params() == {"window": 5}
+    with pytest.raises(UsageError, match="unknown strategy 'nope'"):
+        rules.make_rule("nope")

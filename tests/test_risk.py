@@ -141,9 +141,10 @@ def test_halt_cli_set_show_clear(tmp_path: Path, capsys: pytest.CaptureFixture[s
         return exc.value.code
 
     data = tmp_path / "data"  # conftest points CHARTRL_DATA_DIR here
-    assert run("show") == 0
+    assert run("show") == 0 and run("show", "--check") == 0
     assert run("set", "deposit in progress") == 0
-    assert run("show") == 3
+    assert run("show") == 0  # it answered: halted is not an error
+    assert run("show", "--check") == 3  # for scripts: 3 = halted, distinct from 1 (error) and 2 (usage)
     assert "deposit in progress" in capsys.readouterr().out
     with Ledger(data / "ledger.sqlite") as led:
         g = guard(led)

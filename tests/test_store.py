@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -207,3 +208,72 @@ def test_unwritable_data_dir_or_full_disk_is_a_data_error(tmp_path: Path, candle
     with pytest.raises(DataError, match="No space left on device.*unchanged"):
         _merge(s, candles.iloc[10:20])
     assert s.path(*SERIES).read_bytes() == before
+
+
+def test_low_priced_changes_are_replacements_and_strict_refuses_them(tmp_path: Path, candles: pd.DataFrame):
+    shib = candles.iloc[:50].assign(**{c: candles[c].iloc[:50] * 1e-9 for c in ("open", "high", "low", "close")})
+    s = CandleStore(tmp_path)
+    _merge(s, shib, source="csv:shib1.csv")
+    later = shib.assign(**{c: shib[c] * 1.2 for c in ("open", "high", "low", "close")})  # 20% apart, all < 0.0001
+    with pytest.raises(DataError, match="--strict: csv:shib2.csv changes 50 stored"):
+        _merge(s, later, source="csv:shib2.csv", strict=True)
+    summary = _merge(s, later, source="csv:shib2.csv")
+    assert (summary.added, summary.replaced) == (0, 50)
+    assert s.load(*SERIES)["close"].tolist() == pytest.approx(later["close"].tolist(), rel=1e-12)
+
+
+def test_repairs_of_a_batch_that_stores_nothing_are_still_counted(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    s.ingest(*SERIES, candles.iloc[:100], source="ccxt:binance")
+    before = s.load(*SERIES)
+    bad = candles.iloc[50:51].assign(open=0.0)  # a stored hour again, with a zero price: dropped
+    summary = s.ingest(*SERIES, bad, source="ccxt:binance")
+    assert (summary.added, summary.replaced) == (0, 0) and summary.report.counts() == {"nonpositive_price": 1}
+    assert s.list_series()[0].repairs == {"nonpositive_price": 1}
+    pd.testing.assert_frame_equal(s.load(*SERIES), before)
+
+
+def test_a_parquet_file_with_the_wrong_schema_is_unreadable_everywhere(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    path = s.path(*SERIES)
+    path.parent.mkdir(parents=True)
+    candles.iloc[:10].drop(columns="volume").to_parquet(path)
+    listed = s.list_series()
+    assert len(listed) == 1 and "no column volume" in listed[0].error and "move it aside" in listed[0].error
+    for call in (lambda: s.load(*SERIES), lambda: s.ingest(*SERIES, candles.iloc[10:20], source="t")):
+        with pytest.raises(DataError, match=r"is unreadable \(not a candle file: no column volume\)"):
+            call()
+    candles.iloc[:10].assign(timestamp=candles["timestamp"].iloc[:10].astype(str)).to_parquet(path)
+    assert "column timestamp of the wrong type" in s.list_series()[0].error
+
+
+def test_list_series_filters_and_refuses_a_data_dir_that_is_a_file(tmp_path: Path, candles: pd.DataFrame):
+    s = CandleStore(tmp_path)
+    hourly, four_hourly = candles.iloc[:10], candles.iloc[:40:4]
+    for ex, sym, tf, df in (("binance", "BTC/USDT", "1h", hourly), ("binance", "ETH/USDT", "1h", hourly), ("kraken", "BTC/USDT", "4h", four_hourly)):
+        s.ingest(ex, sym, tf, df, source="t")
+    assert [(x.exchange, x.symbol) for x in s.list_series(symbol="BTC/USDT")] == [("binance", "BTC/USDT"), ("kraken", "BTC/USDT")]
+    assert [x.timeframe for x in s.list_series(exchange="kraken")] == ["4h"]
+    assert s.list_series("binance", "BTC/USDT", "4h") == []
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n")
+    with pytest.raises(DataError, match=r"passwd is not a directory; check --data-dir"):
+        CandleStore(a_file).list_series()
+
+
+def test_stale_temp_files_of_killed_writes_are_removed_by_the_next_write(tmp_path: Path, candles: pd.DataFrame):
+    from chartrl.atomic import STALE_TMP_SECONDS
+
+    s = CandleStore(tmp_path)
+    _merge(s, candles.iloc[:10])
+    folder = s.path(*SERIES).parent
+    stale, fresh, other = (folder / n for n in (".1h.parquet.k1ll3d_x.tmp", ".1h.parquet.wr1t1ng.tmp", ".1h.parquet.lock.old1.tmp"))
+    for p in (stale, fresh, other):
+        p.write_bytes(b"PAR1 half")
+    old = time.time() - STALE_TMP_SECONDS - 60
+    for p in (stale, other):
+        os.utime(p, (old, old))
+    _merge(s, candles.iloc[:20])
+    assert not stale.exists()  # left by a killed write of this file
+    assert fresh.exists()  # may belong to a write in progress
+    assert other.exists()  # another file's

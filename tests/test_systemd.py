@@ -55,6 +55,15 @@ def test_user_unit_is_a_notify_service_with_a_watchdog():
     assert _unit(USER_UNIT)["Install"]["WantedBy"] == "default.target"
 
 
+@pytest.mark.parametrize("unit", [SYSTEM_UNIT, USER_UNIT], ids=["system", "user"])
+def test_start_up_retries_end_before_systemd_gives_up_on_the_start(unit: Path):
+    """A daemon still retrying when TimeoutStartSec expires is killed mid-retry and counted as a failed
+    start; it must give up first, with room for its last attempt and the model load."""
+    from chartrl.daemon.service import START_RETRY_SECONDS
+
+    assert START_RETRY_SECONDS + 60 <= int(_unit(unit)["Service"]["TimeoutStartSec"])
+
+
 def _verify(unit: Path, tmp_path: Path, exec_path: str, user: bool) -> subprocess.CompletedProcess[str]:
     # verify checks that ExecStart exists; point it at a binary this machine has.
     text = unit.read_text().replace(exec_path, shutil.which("true") or "/bin/true")

@@ -13,15 +13,17 @@ import torch
 from chartrl.account.base import SimAccount
 from chartrl.account.fills import MarketRules
 from chartrl.backtest.checkpoint import load_model
-from chartrl.backtest.dqn import TrainConfig, epsilon_at, train
+from chartrl.backtest.dqn import TrainConfig, train
 from chartrl.backtest.env import ReplayEnv, prepare_data
-from chartrl.backtest.evaluation import greedy_run
-from chartrl.backtest.imitation import imitation_epoch, imitation_positions
+from chartrl.backtest.evaluation import GreedyRun, greedy_run, run_metrics
+from chartrl.backtest.imitation import class_weights, imitation_epoch, imitation_positions
+from chartrl.backtest.metrics import result_metrics, round_trips
 from chartrl.backtest.replay import SequenceReplay
 from chartrl.chart.spec import ChartSpec
 from chartrl.strategies.oracle import oracle_labels
 from chartrl.strategies.registry import build_policy
 from chartrl.testing.synthetic import synthetic_candles
+from chartrl.timeframe import periods_per_year
 
 SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_period=10)
 META = {"chart_spec": SPEC, "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}}
@@ -64,23 +66,55 @@ def test_smoke_training_every_policy(name: str, data, tmp_path: Path) -> None:
     assert dqn[-1]["updates"] > 0 and "val_total_return" in dqn[-1]
     policy, meta = load_model(tmp_path / "m", expect_spec=SPEC)
     assert meta["strategy"] == name and meta["hyperparameters"]["seq_len"] == (2 if name == "resnet" else 3)
+    assert meta["hyperparameters"]["eps_decay"] > 0  # the exploration schedule used is on record
     assert (tmp_path / "m" / "history.csv").read_text().count("\n") == len(hist) + 1
     assert any((tmp_path / "m" / "tb").iterdir())
 
 
-def test_same_seed_same_actions_and_weights(data, tmp_path: Path) -> None:
+def test_smoke_imitation_learns_the_oracle_and_validation_scores_the_saved_model(tmp_path: Path) -> None:
+    """A smoke run that can fail for a reason: after imitation the policy fits the oracle labels
+    better than its untrained self and buys and sells, its greedy validation trades, and the
+    validation row is the backtest metrics of exactly the model saved."""
+    from chartrl.backtest.evaluation import run_metrics
+
+    data = prepare_data(synthetic_candles(800, seed=5), SPEC, "1h", validation_fraction=0.3)  # 200 validation candles
+    cfg = tiny_cfg(stages=("imitation",), imitation_epochs=3, max_steps_per_epoch=None, oracle_window=3)
+    torch.manual_seed(cfg.seed)
+    untrained = build_policy("cnnrnn", SPEC, **cfg.policy_kwargs)  # the trainer's initial weights
+    hist = train("cnnrnn", data, cfg, tmp_path / "m", META, progress=False).history
+    saved, _ = load_model(tmp_path / "m")
+    labels = oracle_labels(data.arrays.close[: data.validation_start], cfg.oracle_window)[data.train]
+    weights = class_weights(labels)
+
+    def fit(policy: torch.nn.Module) -> tuple[float, set[int]]:
+        with torch.no_grad():  # the whole training part as one sequence, hidden state carried
+            q, _ = policy.eval()(data.frames.get(data.train)[None], torch.zeros(1, len(data.train), 2))
+        return float(torch.nn.functional.cross_entropy(q[0], torch.from_numpy(labels), weight=weights)), set(q[0].argmax(-1).tolist())
+
+    (before, _), (after, predicted) = fit(untrained), fit(saved)
+    assert after < 0.9 * before and predicted == {0, 1, 2}
+    run = greedy_run(saved, data.frames, data.arrays, data.validation, 10_000.0, MarketRules())
+    assert len(run.fills) > 0 and hist[-1]["val_trades"] > 0  # a validation that never trades would prove nothing
+    assert {k: hist[-1][f"val_{k}"] for k in ("total_return", "sharpe", "max_drawdown", "trades")} == pytest.approx(run_metrics(run, "1h"))
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnnrnn", "gru", "resnet"])
+def test_same_seed_same_actions_and_weights(name: str, data, tmp_path: Path) -> None:
+    kw = {}
+    if name == "resnet":  # the tiniest budget that still updates in both stages
+        kw = dict(policy_kwargs={}, epochs=1, max_steps_per_epoch=2, batch_size=1, seq_len=2, learning_starts=2, train_frequency=1)
     outs = []
     for run in ("a", "b"):
-        train("cnnrnn", data, tiny_cfg(seed=4), tmp_path / run, META, progress=False)
+        train(name, data, tiny_cfg(seed=4, **kw), tmp_path / run, META, progress=False)
         policy, _ = load_model(tmp_path / run)
         act = greedy_run(policy, data.frames, data.arrays, data.validation, 10_000.0, MarketRules()).actions
         outs.append((act, policy.state_dict()))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     for k, v in outs[0][1].items():
         torch.testing.assert_close(v, outs[1][1][k], rtol=0, atol=0)
-    train("cnnrnn", data, tiny_cfg(seed=5), tmp_path / "c", META, progress=False)
+    train(name, data, tiny_cfg(seed=5, **kw), tmp_path / "c", META, progress=False)
     other, _ = load_model(tmp_path / "c")
-    assert not torch.equal(other.state_dict()["out.weight"], outs[0][1]["out.weight"])
+    assert any(not torch.equal(v, outs[0][1][k]) for k, v in other.state_dict().items())  # the seed matters
 
 
 def test_resume_continues_to_the_total(data, tmp_path: Path) -> None:
@@ -134,13 +168,6 @@ def test_replay_sequences_stay_in_one_episode_and_carry_hidden() -> None:
         assert np.all(idx[lane0, 0] // 7 == idx[lane0, 3] // 7)  # never across an episode boundary
         stored = batch.hidden[0, :, 0].numpy()
         np.testing.assert_array_equal(stored, np.where(lane0, idx[:, 0], idx[:, 0] - 1000))
-
-
-def test_epsilon_decays_exponentially_from_start_to_end() -> None:
-    cfg = TrainConfig()
-    assert epsilon_at(cfg, 0) == pytest.approx(0.9)
-    assert epsilon_at(cfg, 1000) == pytest.approx(0.05 + 0.85 / math.e)
-    assert epsilon_at(cfg, 10**7) == pytest.approx(0.05)
 
 
 def test_oracle_labels_never_reach_the_model_input(tmp_path: Path) -> None:
@@ -251,5 +278,106 @@ def test_training_validation_and_backtest_runner_agree(data) -> None:
     bt = run_backtest(policy, data.candles, SPEC, rules, span=(int(v[0]), int(v[-1]) + 1), initial_cash=10_000.0)
     assert len(bt.actions) == len(run.actions)
     np.testing.assert_array_equal(bt.actions, run.actions)
-    np.testing.assert_allclose(bt.equity[1:], run.equity, rtol=1e-9)
-    assert run.fills >= 2  # a net that never trades would prove nothing
+    np.testing.assert_allclose(bt.equity, run.equity, rtol=1e-9)
+    assert len(run.fills) >= 3  # a net that never trades would prove nothing
+    # The validation figures are the backtest's: trades = round trips, the same Sharpe.
+    val, ref = run_metrics(run, data.timeframe), result_metrics(bt, periods_per_year(data.timeframe))
+    assert val == pytest.approx({k: ref[k] for k in val}, rel=1e-9)
+    assert val["trades"] == len(round_trips(run.fills)) < len(run.fills)
+
+
+def test_validation_of_buy_and_hold_counts_no_trade_and_a_flat_run_has_no_sharpe(data) -> None:
+    from chartrl.backtest.compare import buy_and_hold, markdown_table
+
+    ref = buy_and_hold(data, MarketRules(), 10_000.0)
+    assert ref["trades"] == 0 and ref["sharpe"] is not None  # one buy, never closed: no round trip
+    assert "val round trips" in markdown_table({}, ref)
+    flat = GreedyRun(np.zeros(3, np.int64), np.full(4, 10_000.0), np.zeros(4), [])
+    assert run_metrics(flat, "1h")["sharpe"] is None  # as in a backtest: undefined, not 0
+
+
+# ---- chartrl train: options checked up front, --resume keeps the run as it was -----------------
+
+
+TINY_TOML = "[chart]\nwindow = 40\nheight = 32\nwidth = 48\nma_periods = [5, 10]\nbollinger_period = 10\n"
+
+
+def _cli(tmp_path: Path, capsys, *argv: str) -> tuple[int, str, str]:
+    from chartrl.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY_TOML)
+    with pytest.raises(SystemExit) as exc:
+        main(["-c", str(cfg), "--log-level", "warning", "train", "--no-progress", *argv])
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
+FAST = ("--strategy", "cnn", "--epochs", "1", "--imitation-epochs", "1", "--max-steps-per-epoch", "4", "--num-envs", "2",
+        "--learning-starts", "4")
+
+
+@pytest.mark.parametrize("bad,named", [
+    (["--max-steps-per-epoch", "0"], "--max-steps-per-epoch must be >= 1"),
+    (["--oracle-window", "0"], "--oracle-window must be >= 1"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--eps-decay", "0"], "--eps-decay must be > 0"),
+    (["--num-envs", "5000"], "--num-envs 5000"),  # known only once the data is split: still before any training
+    (["--from", "2020-01-05"], "--synthetic makes its own"),
+])
+def test_cli_train_refuses_bad_options_up_front(tmp_path: Path, capsys, _restore_structlog, bad: list[str], named: str) -> None:
+    code, _, err = _cli(tmp_path, capsys, *FAST, "--synthetic", "500", *bad, "--out", str(tmp_path / "m"))
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+    assert "unexpected" not in err.lower() and not (tmp_path / "m").exists()
+
+
+def test_cli_synthetic_run_has_a_synthetic_series(tmp_path: Path, capsys, _restore_structlog) -> None:
+    from chartrl.errors import CheckpointError
+
+    code, _, err = _cli(tmp_path, capsys, *FAST, "--synthetic", "500", "--out", str(tmp_path / "m"))
+    assert code == 0, err
+    _, meta = load_model(tmp_path / "m")
+    assert meta["series"]["exchange"] == "synthetic" and meta["data_range"]["source"].startswith("synthetic")
+    with pytest.raises(CheckpointError, match="exchange: 'synthetic' != 'binance'"):  # what a backtest or the daemon asks
+        load_model(tmp_path / "m", expect_series=("binance", "BTC/USDT", "1h"))
+
+
+def test_cli_resume_keeps_hyperparameters_and_refuses_changes(tmp_path: Path, capsys, _restore_structlog) -> None:
+    m = str(tmp_path / "m")
+    code, _, err = _cli(tmp_path, capsys, *FAST, "--synthetic", "500", "--oracle-window", "12", "--seed", "3",
+                        "--validation-fraction", "0.2", "--out", m)
+    assert code == 0, err
+    for option, value, field in (("--oracle-window", "24", "oracle_window"), ("--validation-fraction", "0.15", "validation_fraction"),
+                                 ("--num-envs", "4", "num_envs"), ("--seed", "1", "seed"), ("--learning-starts", "8", "learning_starts")):
+        code, _, err = _cli(tmp_path, capsys, "--resume", m, "--epochs", "2", option, value)
+        assert code == 2 and option in err and field in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = _cli(tmp_path, capsys, "--resume", m, "--synthetic", "600")
+    assert code == 2 and "candles 500" in err, err
+    code, _, err = _cli(tmp_path, capsys, "--resume", m, "--epochs", "0")
+    assert code == 2 and "1 DQN epochs are done" in err, err
+    code, _, err = _cli(tmp_path, capsys, "--resume", m, "--epochs", "2", "--seed", "3")  # the same value is no change
+    assert code == 0, err
+    _, meta = load_model(tmp_path / "m")
+    h = meta["hyperparameters"]
+    assert (h["oracle_window"], h["seed"], h["validation_fraction"], h["epochs"]) == (12, 3, 0.2, 2)
+    assert meta["counters"]["dqn_epochs"] == 2 and meta["data_range"]["candles"] == 500
+
+
+def test_cli_resume_reads_the_saved_range_from_a_grown_store(tmp_path: Path, capsys, _restore_structlog, monkeypatch) -> None:
+    from chartrl.market.store import CandleStore
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("CHARTRL_DATA_DIR", str(data_dir))
+    candles = synthetic_candles(700, seed=2)
+    CandleStore(data_dir).ingest("binance", "BTC/USDT", "1h", candles.iloc[:500], source="test")
+    m = str(tmp_path / "m")
+    code, _, err = _cli(tmp_path, capsys, *FAST, "--out", m)
+    assert code == 0, err
+    CandleStore(data_dir).ingest("binance", "BTC/USDT", "1h", candles, source="test")  # 200 newer candles arrive
+    until = f"{candles['timestamp'].iloc[450]:%Y-%m-%dT%H:%M}"
+    code, _, err = _cli(tmp_path, capsys, "--resume", m, "--epochs", "2", "--until", until)
+    assert code == 2 and "until" in err, err
+    code, _, err = _cli(tmp_path, capsys, "--resume", m, "--epochs", "2")
+    assert code == 0, err
+    _, meta = load_model(tmp_path / "m")
+    assert meta["data_range"]["candles"] == 500  # the same candles and split, not the grown store

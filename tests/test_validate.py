@@ -65,14 +65,62 @@ def test_spike_factor_zero_turns_rule_off(clean):
     assert report.repairs == {}
 
 
-def test_spike_judged_against_stored_context_for_a_single_new_candle(clean):
-    context = clean.iloc[:100]
+def test_spike_needs_a_stored_or_batch_neighbour_on_both_sides(clean):
     new = clean.iloc[100:101].copy()
-    new[["open", "high", "low", "close"]] *= 5  # a lone shifted candle looks fine by itself...
-    _, alone = _run(new)
-    assert alone.repairs == {}
-    _, with_ctx = _run(new, context=context)  # ...its stored neighbours can
-    assert with_ctx.counts() == {"price_spike": 1}
+    new[["open", "high", "low", "close"]] *= 5  # a lone shifted candle
+    _, newest = _run(new, context=clean.iloc[:100])  # the newest candle: a crash and a bad print look alike
+    assert newest.repairs == {}
+    both_sides = pd.concat([clean.iloc[:100], clean.iloc[101:110]])
+    _, between = _run(new, context=both_sides)  # stored neighbours on both sides: an isolated outlier
+    assert between.counts() == {"price_spike": 1}
+    assert "previous close" in between.repairs["price_spike"].examples[0]
+
+
+def _crash(clean: pd.DataFrame, at: int) -> pd.DataFrame:
+    """A real 75% crash at candle ``at``: it opens at the previous close, every later candle stays down."""
+    out = clean.copy()
+    prices = ["open", "high", "low", "close"]
+    out.loc[at:, prices] = out.loc[at:, prices] / 4
+    out.loc[at, "open"] = out.loc[at - 1, "close"]
+    out.loc[at, "high"] = out.loc[at, "open"]
+    return out
+
+
+def test_genuine_crash_is_never_a_spike(clean):
+    crashed = _crash(clean, 100)
+    out, report = _run(crashed)  # the whole series at once (an import)
+    assert report.repairs == {} and len(out) == len(clean)
+    for i in (100, 101):  # one candle per tick, judged with the stored candles before it
+        _, tick = _run(crashed.iloc[i : i + 1], context=crashed.iloc[:i])
+        assert tick.repairs == {}
+
+
+def test_low_priced_conflicts_are_not_plain_duplicates(clean):
+    shib = clean.assign(**{c: clean[c] * 1e-9 for c in ("open", "high", "low", "close")})  # ~0.00001
+    other = shib.iloc[10:11].assign(**{c: shib[c].iloc[10] * 1.05 for c in ("open", "high", "low", "close")})
+    _, report = _run(pd.concat([shib, other], ignore_index=True))
+    assert report.counts() == {"conflicting_duplicate": 1}
+    ethbtc = pd.DataFrame({"timestamp": clean["timestamp"].iloc[:2], "open": [0.0612, 0.0650], "high": [0.0650, 0.0650],
+                           "low": [0.0600, 0.0600], "close": [0.0612, 0.0612], "volume": [3.0, 3.0]})
+    dup = ethbtc.iloc[:1].assign(open=0.0650)  # 6% off: not a rounding
+    _, report = _run(pd.concat([ethbtc, dup], ignore_index=True))
+    assert report.counts() == {"conflicting_duplicate": 1}
+
+
+def test_same_values_compares_at_the_coarser_rows_precision():
+    from chartrl.market.validate import same_values
+
+    def same(a, b):
+        return bool(same_values(np.array([a], float), np.array([b], float))[0])
+
+    assert same([11783.3149, 11820.61, 11731.71, 11801.17, 2194.598589], [11783.31, 11820.61, 11731.71, 11801.17, 2194.60])
+    assert not same([11783.31, 11820.61, 11731.71, 11801.17, 2194.6], [11783.30, 11820.61, 11731.71, 11801.17, 2194.6])
+    # 12000.00 reads as 12000.0, but its row shows cents: 11999.96 is another value, not a rounding
+    assert not same([12000.00, 12123.46, 10518.50, 11169.84, 1.0], [11999.96, 12123.46, 10518.50, 11169.84, 1.0])
+    assert same([0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9], [0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9])
+    assert not same([0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9], [0.0000125, 0.0000125, 0.0000120, 0.0000124, 5e9])
+    # a round price is no licence for a 49% difference
+    assert not same([0.00001] * 4 + [1.0], [0.0000149] * 4 + [1.0])
 
 
 def test_identical_duplicates_dropped_and_reported(clean):

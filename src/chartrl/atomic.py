@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -17,11 +19,17 @@ from typing import BinaryIO
 # (a service user must still read candles an operator imported). Read the umask once.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# A temp file untouched this long belongs to a write that was killed (a live write keeps writing to it).
+STALE_TMP_SECONDS = 600
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """``write`` fills a temporary file beside ``path``; it is fsynced, renamed over ``path``, dir fsynced."""
+    """``write`` fills a temporary file beside ``path``; it is fsynced, renamed over ``path``, dir fsynced.
+
+    Temporary files of ``path`` left by killed writes are removed first, once they are stale.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
@@ -40,3 +48,15 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    # Only this target's temps: mkstemp's random part has no dot, so ".a.<rand>.tmp" never matches a.b's.
+    own = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.tmp")
+    cutoff = time.time() - STALE_TMP_SECONDS
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            if own.fullmatch(entry.name):
+                with contextlib.suppress(OSError):  # gone already, or not ours to remove: never fail the write
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)

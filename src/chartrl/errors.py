@@ -43,3 +43,8 @@ class TemporaryError(ChartrlError):
 
 class OperationalError(ChartrlError):
     """Trading must stop until the operator acts (bad keys, insufficient funds, ledger mismatch)."""
+
+
+class TradingHalted(OperationalError):
+    """A halt is recorded in the ledger: no order is sent until ``chartrl halt clear``. The daemon keeps
+    running (fetching, deciding, holding) rather than exiting, so clearing the halt resumes it."""

@@ -15,11 +15,20 @@ import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 
-_SECRET_KEY = re.compile(r"(api[_-]?key|secret|password|passphrase|token|signature|private[_-]?key|apikey)", re.I)
-# Query-string or header style secrets in free text (e.g. a URL ccxt put into an error message).
-_SECRET_IN_TEXT = re.compile(
-    r"(?i)((?:api[_-]?key|secret|signature|password|token|x-mbx-apikey)[\"']?\s*[=:]\s*[\"']?)([^&\s\"',}]+)"
+_SECRET_KEY = re.compile(
+    r"(api[_-]?key|access[_-]?key|secret|password|passphrase|token|signature|private[_-]?key|apikey|authorization"
+    r"|credential|cookie|^key$)",
+    re.I,
 )
+# Query-string, header or JSON style secrets in free text (e.g. a URL or body ccxt put into an error
+# message). An "Authorization: Bearer X" value is masked whole, scheme word included.
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)((?:api[_-]?key|access[_-]?key|secret|signature|password|passphrase|token|credentials?|authorization"
+    r"|x-mbx-apikey|\bkey)[\"']?\s*[=:]\s*[\"']?)((?:(?:bearer|basic)\s+)?[^&\s\"',}]+)"
+)
+# A bearer token or a PEM private key seen without a name in front of it.
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_PEM_KEY = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S)
 _REDACTED = "***"
 _secrets: set[str] = set()
 
@@ -34,7 +43,19 @@ def _mask_text(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, _REDACTED)
-    return _SECRET_IN_TEXT.sub(lambda m: m.group(1) + _REDACTED, text)
+    text = _PEM_KEY.sub(lambda m: f"-----BEGIN {m.group(1)}PRIVATE KEY-----{_REDACTED}", text)
+    text = _SECRET_IN_TEXT.sub(lambda m: m.group(1) + _REDACTED, text)
+    return _BEARER.sub(lambda m: m.group(1) + _REDACTED, text)
+
+
+def one_line_error(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line`` of an exception, secrets masked, at most ``limit`` characters.
+
+    ccxt and HTTP errors carry whole response bodies (HTML pages, signed URLs) in their message.
+    """
+    text = _mask_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _mask(key: str | None, value: Any) -> Any:

@@ -21,5 +21,12 @@ def timeframe_ms(timeframe: str) -> int:
 
 
 def periods_per_year(timeframe: str) -> float:
-    """Candles per year (crypto trades 24/7, so 365 days), for annualising returns and Sharpe."""
-    return 365.0 * 86400.0 / timeframe_seconds(timeframe)
+    """Candles per year (crypto trades 24/7, so 365 days), for annualising returns and Sharpe.
+
+    Monthly candles are calendar months, twelve a year: the 30 days of ``timeframe_seconds`` are a
+    spacing for fetching and gap checks, and would make 12.17 months a year.
+    """
+    seconds = timeframe_seconds(timeframe)
+    if timeframe.endswith("M"):
+        return 12.0 / int(timeframe[:-1])
+    return 365.0 * 86400.0 / seconds

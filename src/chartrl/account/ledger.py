@@ -280,10 +280,12 @@ class Ledger:
         return where, [v for v in kw.values() if v is not None]
 
     # -- balances and flags -----------------------------------------------------------------------
-    def record_balances(self, mode: str, kind: str, data: dict[str, float]) -> int:
+    def record_balances(self, mode: str, kind: str, data: dict[str, float], *, symbol: str | None = None,
+                        equity: float | None = None) -> int:
+        """A snapshot ``{currency: amount}``; ``equity`` is its value in the quote currency then."""
         with self.transaction() as c:
-            cur = c.execute("INSERT INTO balances (created_ms, mode, kind, data) VALUES (?,?,?,?)",
-                            (now_ms(), mode, kind, json.dumps(data, sort_keys=True)))
+            cur = c.execute("INSERT INTO balances (created_ms, mode, kind, data, symbol, equity) VALUES (?,?,?,?,?,?)",
+                            (now_ms(), mode, kind, json.dumps(data, sort_keys=True), symbol, equity))
             return int(cur.lastrowid)
 
     def latest_balances(self, mode: str, kind: str) -> tuple[int, dict[str, float]] | None:

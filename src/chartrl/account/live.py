@@ -14,7 +14,9 @@ The order protocol (invariant 4 of ARCHITECTURE.md):
 
 On :meth:`start` every unfinished order is reconciled, then the exchange's balances are compared
 with the ledger's (baseline + every recorded fill). A difference beyond one fee halts trading
-(``halts`` table) until the operator runs ``chartrl halt clear``, which also re-baselines.
+(``halts`` table, :class:`TradingHalted`) until the operator runs ``chartrl halt clear``, which also
+re-baselines. After any halt the next :meth:`execute` runs :meth:`start` again first, so trading
+resumes only once everything has been reconciled anew.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from chartrl.account.ledger import Ledger, OrderRow, now_ms
 from chartrl.account.live_books import BalanceCheck, compare_balances, entry_price
 from chartrl.actions import Action
 from chartrl.config.settings import Settings
-from chartrl.errors import ConfigError, OperationalError, TemporaryError, UsageError
+from chartrl.errors import ConfigError, OperationalError, TemporaryError, TradingHalted, UsageError
 from chartrl.logs import get_logger
+from chartrl.symbols import base_quote
 
 MODE = "live"
 CLIENT_ID_PREFIX = "crl-"
@@ -81,7 +84,7 @@ class LiveAccount(Account):
         self.settings = settings
         self.ledger = ledger
         self.symbol = settings.market.symbol
-        self.base, self.quote = self.symbol.split("/")[0], self.symbol.split("/")[1].split(":")[0]
+        self.base, self.quote = base_quote(self.symbol)
         self.exchange = exchange if exchange is not None else make_exchange(settings.exchange)
         self.on_point = on_point or (lambda _name: None)
         self.sleep = sleep
@@ -92,13 +95,20 @@ class LiveAccount(Account):
         self.total: dict[str, float] = {}
         self.free: dict[str, float] = {}
         self.last_price: float | None = None
+        self.started = False
+        """start() completed without a halt since the last halt: orders may be sent."""
 
     # -- exchange calls ---------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return ccxt_errors.call(fn, *args, what=what, **kwargs)
 
     def start(self) -> None:
-        """Load markets, reconcile every unfinished order, compare balances (halts on a mismatch)."""
+        """Load markets, reconcile every unfinished order, compare balances.
+
+        Raises :class:`TradingHalted` (recorded in the ledger) on a balance mismatch or an open
+        order the ledger does not know; the account stays usable for marking and holding.
+        """
+        self.started = False
         self._call("load markets", self.exchange.load_markets)
         if self.symbol not in self.exchange.markets:
             raise OperationalError(f"{self.settings.exchange.id} has no market {self.symbol}; check market.symbol")
@@ -108,10 +118,17 @@ class LiveAccount(Account):
         pending = self.reconcile(wait=True)
         if pending:
             raise TemporaryError(f"orders {', '.join(o.client_order_id for o in pending)} are still unresolved; will retry")
-        self.check_open_orders()
+        # Balances and a price first: even a start that halts below leaves the account able to
+        # report its equity (status line, risk checks) while it holds.
         self.refresh_balances()
+        ticker = self._call("fetch ticker", self.exchange.fetch_ticker, self.symbol)
+        price = ticker.get("last") or ticker.get("close")
+        self.last_price = float(price) if price else self.last_price
+        self.check_open_orders()
         self.check_balances()
-        self.log.info("live_account_started", balances={self.base: self.total.get(self.base), self.quote: self.total.get(self.quote)})
+        self.started = True
+        self.log.info("live_account_started", balances={self.base: self.total.get(self.base), self.quote: self.total.get(self.quote)},
+                      price=self.last_price)
 
     def refresh_balances(self) -> None:
         bal = self._call("fetch balance", self.exchange.fetch_balance)
@@ -209,8 +226,11 @@ class LiveAccount(Account):
         if baseline is None or rebase:
             # The baseline covers every fill recorded so far; later fills are added to it.
             data = {c: self.total.get(c, 0.0) for c in (self.base, self.quote)}
+            # Its value now, so "equity vs start" compares with what it was worth, not with the
+            # same amounts revalued at a later price.
+            value = self.equity() if self.last_price else None
             with self.ledger.transaction():
-                self.ledger.record_balances(MODE, "baseline", data)
+                self.ledger.record_balances(MODE, "baseline", data, symbol=self.symbol, equity=value)
                 self.ledger.set_flag(BASELINE_FILL_ROWID, str(self.ledger.last_fill_rowid()))
                 self.ledger.set_flag("live.rebaseline", None)
             self.log.info("balance_baseline", balances=data, rebaseline=rebase)
@@ -218,16 +238,18 @@ class LiveAccount(Account):
         assert baseline is not None
         fills = self.ledger.fills_after_rowid(MODE, self.symbol, int(self.ledger.get_flag(BASELINE_FILL_ROWID) or 0))
         check = compare_balances(baseline[1], fills, self.total, self.base, self.quote, self.fee_rate)
-        self.ledger.record_balances(MODE, "exchange", {c: self.total.get(c, 0.0) for c in (self.base, self.quote)})
+        self.ledger.record_balances(MODE, "exchange", {c: self.total.get(c, 0.0) for c in (self.base, self.quote)},
+                                    symbol=self.symbol, equity=self.equity() if self.last_price else None)
         if not check.ok:
             self._halt("balance_mismatch", check.describe())
         return check
 
     def _halt(self, reason: str, details: str) -> None:
+        self.started = False  # after `chartrl halt clear`, reconcile everything again before trading
         if not any(h.reason == reason for h in self.ledger.active_halts()):
             self.ledger.set_halt(reason, MODE, details)
         self.log.error("trading_halted", reason=reason, details=details)
-        raise OperationalError(f"trading halted ({reason}): {details}; fix it, then run `chartrl halt clear`")
+        raise TradingHalted(f"trading halted ({reason}): {details}; fix it, then run `chartrl halt clear`")
 
     # -- orders ---------------------------------------------------------------------------------------
     def _amount(self, amount: float) -> float:
@@ -284,8 +306,8 @@ class LiveAccount(Account):
 
     def execute(self, action: int, candle: Candle, *, max_notional: float | None = None, decision_id: int | None = None) -> Fill | None:
         """Send a market order for ``action`` (priced for sizing at ``candle.open``); the fill, or None."""
-        if not self.market:
-            raise UsageError("LiveAccount.start() must run before execute()")
+        if not self.started:
+            self.start()  # first use, or the account halted since: reconcile everything first
         if self.reconcile():
             raise TemporaryError("an earlier order is still unresolved; no new order until it is (will retry)")
         self.refresh_balances()

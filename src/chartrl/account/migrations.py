@@ -142,7 +142,15 @@ _V1: list[str] = [
     )""",
 ]
 
-MIGRATIONS: list[Migration] = [_V1]
+# v2: a balance snapshot names its symbol (status shows the right pair when several share a ledger)
+# and a live baseline keeps its value in the quote currency at the time, so "equity vs start" is not
+# the old amounts revalued at today's price. v1 rows keep NULL in both.
+_V2: list[str] = [
+    "ALTER TABLE balances ADD COLUMN symbol TEXT",
+    "ALTER TABLE balances ADD COLUMN equity REAL",
+]
+
+MIGRATIONS: list[Migration] = [_V1, _V2]
 
 
 def backup_path(path: Path, version: int) -> Path:

@@ -17,6 +17,7 @@ from chartrl.account.base import Candle, SimAccount
 from chartrl.account.fills import Book, Fill, MarketRules
 from chartrl.account.ledger import Ledger
 from chartrl.logs import get_logger
+from chartrl.symbols import base_quote
 
 MODE = "paper"
 
@@ -35,7 +36,7 @@ class PaperAccount(SimAccount):
     ) -> None:
         self.ledger = ledger
         self.symbol = symbol
-        self.quote = symbol.split("/")[1].split(":")[0]
+        self.quote = base_quote(symbol)[1]
         self.clock = clock or (lambda: int(time.time() * 1000))
         self.log = get_logger("chartrl.paper", symbol=symbol)
         state = ledger.load_paper_book(symbol)

@@ -160,15 +160,29 @@ def load_model(
         raise CheckpointError(
             f"corrupt/truncated checkpoint {dir / MODEL_FILE}: its SHA-256 does not match model.json (file damaged, or being replaced: retry)"
         )
+    # Our own messages: torch's name its internals (zip reader) or suggest weights_only=False,
+    # which would let a damaged or foreign file run code.
+    fix = f"retrain it, or restore {dir} from a backup"
     try:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unpickling failure means the same thing to the operator
+        raise CheckpointError(f"corrupt/truncated checkpoint {dir / MODEL_FILE}: not a readable weights file; {fix}") from None
+    try:
         policy = build_policy(meta["strategy"], config=meta.get("policy_config") or None, spec=saved_spec)
-        policy.load_state_dict(state)
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any unpickling/shape failure means the same thing to the operator
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"corrupt/truncated checkpoint {dir / MODEL_FILE}: {msg}") from None
+    except Exception:  # noqa: BLE001
+        raise CheckpointError(
+            f"corrupt/truncated checkpoint {dir / META_FILE}: its policy_config does not build a {meta['strategy']!r} policy "
+            f"(written by another chartrl version?); {fix}"
+        ) from None
+    try:
+        policy.load_state_dict(state)
+    except Exception:  # noqa: BLE001 - wrong keys or shapes
+        raise CheckpointError(
+            f"corrupt/truncated checkpoint {dir / MODEL_FILE}: its weights do not fit the {meta['strategy']!r} policy model.json "
+            f"describes (written by another chartrl version?); {fix}"
+        ) from None
     policy.to(device).eval()
     return policy, meta
 
@@ -180,5 +194,8 @@ def load_train_state(dir: Path | str) -> dict[str, Any]:
         raise CheckpointError(f"{path} is missing: {dir} cannot be resumed (it was not written by `chartrl train`); start a new --out")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"corrupt/truncated checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    except Exception:  # noqa: BLE001 - as in load_model: our message, not torch's
+        raise CheckpointError(
+            f"corrupt/truncated training state {path}: not a readable torch file, so {dir} cannot be resumed; restore it from a "
+            f"backup or train anew into another --out (the model itself may still load)"
+        ) from None

@@ -17,22 +17,20 @@ import torch
 
 from chartrl.account.fills import MarketRules
 from chartrl.backtest.dqn import TrainConfig, train
-from chartrl.backtest.env import TrainData, new_account
+from chartrl.backtest.env import TrainData
+from chartrl.backtest.evaluation import VALIDATION_METRICS as METRICS
 from chartrl.backtest.evaluation import GreedyRun, run_metrics
-from chartrl.strategies.base import Action
-
-METRICS = ("total_return", "sharpe", "max_drawdown", "trades")
 
 
-def buy_and_hold(data: TrainData, rules: MarketRules, cash: float) -> dict[str, float]:
-    """The validation metrics of buying at the first validation candle and holding (a reference)."""
-    account = new_account(data.arrays, int(data.validation[0]), cash, rules)
-    rewards, equity, fills = [], [], 0
-    for i, t in enumerate(data.validation):
-        fills += account.execute(int(Action.BUY if i == 0 else Action.HOLD), data.arrays.candle(int(t) + 1)) is not None
-        rewards.append(account.last_reward)
-        equity.append(account.equity())
-    return run_metrics(GreedyRun(np.zeros(len(rewards)), np.array(rewards), np.array(equity), fills), data.timeframe)
+def buy_and_hold(data: TrainData, rules: MarketRules, cash: float) -> dict[str, float | None]:
+    """The validation metrics of buying at the first validation candle and holding (a reference):
+    the backtest's buy-and-hold baseline over the validation decisions."""
+    from chartrl.backtest.runner import run_backtest
+    from chartrl.strategies.rules import BuyHold
+
+    v = data.validation
+    res = run_backtest(BuyHold(), data.candles, data.spec, rules, initial_cash=cash, span=(int(v[0]), int(v[-1]) + 1))
+    return run_metrics(GreedyRun(res.actions, res.equity, res.position, res.fills), data.timeframe)
 
 
 def _f(v: Any) -> float:
@@ -65,13 +63,14 @@ def markdown_table(summary: dict[str, dict[str, Any]], reference: dict[str, floa
         k = 100.0 if pct else 1.0
         return f"{d['mean'] * k:.2f} ± {d['std'] * k:.2f}"
 
-    lines = ["| strategy | seeds | val return % | val Sharpe | val max DD % | val trades | final loss |",
+    lines = ["| strategy | seeds | val return % | val Sharpe | val max DD % | val round trips | final loss |",
              "|---|---|---|---|---|---|---|"]
     for name, r in summary.items():
         lines.append(f"| {name} | {r['seeds']} | {cell(r['total_return'], True)} | {cell(r['sharpe'], False)} | "
                      f"{cell(r['max_drawdown'], True)} | {cell(r['trades'], False)} | {cell(r['loss'], False)} |")
     if reference:
-        lines.append(f"| buy & hold (reference) | - | {reference['total_return'] * 100:.2f} | {reference['sharpe']:.2f} | "
+        sharpe = "n/a" if reference["sharpe"] is None else f"{reference['sharpe']:.2f}"
+        lines.append(f"| buy & hold (reference) | - | {reference['total_return'] * 100:.2f} | {sharpe} | "
                      f"{reference['max_drawdown'] * 100:.2f} | {reference['trades']:.0f} | - |")
     return "\n".join(lines)
 

@@ -64,8 +64,8 @@ def wrap(policy: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
 
 
 def sync_buffers(policy: nn.Module, info: DistInfo) -> None:
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank: local no-grad passes
-    update them from each rank's own frames, so they drift apart between DDP forwards."""
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank: DDP broadcasts them at
+    the start of each forward, but every rank's last learned pass updates them from its own frames."""
     if info.enabled:
         for buf in policy.buffers():
             dist.broadcast(buf, src=0)

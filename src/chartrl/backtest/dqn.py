@@ -17,7 +17,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,12 @@ from torch.nn import functional as F
 from chartrl.account.fills import MarketRules
 from chartrl.backtest import checkpoint as ckpt
 from chartrl.backtest.distributed import DistInfo, barrier, sync_buffers, wrap
-from chartrl.backtest.env import FrameCache, ReplayEnv, TrainData
+from chartrl.backtest.env import FrameCache, ReplayEnv, TrainData, max_lanes
 from chartrl.backtest.evaluation import greedy_run, run_metrics
 from chartrl.backtest.imitation import class_weights, imitation_epoch
 from chartrl.backtest.replay import SequenceBatch, SequenceReplay
 from chartrl.logs import get_logger
+from chartrl.strategies.base import eval_mode
 from chartrl.strategies.oracle import oracle_labels
 from chartrl.strategies.registry import build_policy
 
@@ -77,11 +78,16 @@ class TrainConfig:
     update of 16 x 8 learned steps (replay ratio 1 per epoch), sized so a cnnrnn epoch over the
     whole BTC history fits in 5 minutes on a 2-core CPU (benchmarks/train.py)."""
     eps_start: float = 0.9
-    """Exploration rate at the start (PyTorch DQN tutorial's EPS_START)."""
+    """Exploration rate until the first update (PyTorch DQN tutorial's EPS_START)."""
     eps_end: float = 0.05
     """Exploration rate it decays to (EPS_END)."""
-    eps_decay: float = 1000.0
-    """Exponential decay constant in transitions (EPS_DECAY): eps = end + (start - end) * exp(-n / decay)."""
+    eps_decay: float | None = None
+    """Exponential decay constant in transitions (EPS_DECAY), counted from learning_starts:
+    eps = end + (start - end) * exp(-max(0, n - learning_starts) / decay). None: a fifth of the DQN
+    transitions planned after learning_starts (epochs x steps x lanes), so eps is still ~0.6 after
+    a tenth of the run and within 0.01 of the floor only in about its last tenth; the tutorial's 1000
+    would reach the floor after 6k of the ~28k transitions of one BTC epoch. The value used is
+    stored with the hyperparameters, so --resume continues the same schedule."""
     max_grad_norm: float = 10.0
     """Gradient norm clip."""
     reward_scale: float = 100.0
@@ -104,15 +110,37 @@ class TrainResult:
     """The trained policy (this rank's copy; identical on every rank of a distributed run)."""
 
 
-def epsilon_at(cfg: TrainConfig, transitions: int) -> float:
-    return cfg.eps_end + (cfg.eps_start - cfg.eps_end) * math.exp(-transitions / cfg.eps_decay)
+def eps_decay_for(cfg: TrainConfig, planned_transitions: int) -> float:
+    """``cfg.eps_decay``, or its default for a run of ``planned_transitions`` (see TrainConfig)."""
+    if cfg.eps_decay is not None:
+        return cfg.eps_decay
+    return max(1.0, (planned_transitions - cfg.learning_starts) / 5)
+
+
+def epsilon_at(cfg: TrainConfig, transitions: int, decay: float) -> float:
+    """Exploration rate after ``transitions``: eps_start until learning_starts, then decaying."""
+    n = max(0, transitions - cfg.learning_starts)
+    return cfg.eps_end + (cfg.eps_start - cfg.eps_end) * math.exp(-n / decay)
+
+
+def train_config(saved: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from model.json's ``hyperparameters`` (unknown keys of other versions dropped)."""
+    known = {f.name for f in fields(TrainConfig)}
+    kwargs = {k: v for k, v in saved.items() if k in known}
+    if "stages" in kwargs:
+        kwargs["stages"] = tuple(kwargs["stages"])
+    return TrainConfig(**kwargs)
 
 
 def td_loss(
     batch: SequenceBatch, frames: FrameCache, policy: nn.Module, model: nn.Module, target: nn.Module,
     burn_in: int, gamma: float, device: torch.device,
 ) -> torch.Tensor:
-    """Double-DQN Huber loss on the steps after the burn-in (online argmax, target evaluation)."""
+    """Double-DQN Huber loss on the steps after the burn-in: the online network picks the next
+    action, the target network values it. A terminated step (bankruptcy) has no next value; a
+    truncated one (slice end) keeps it, being stored only when its next state is the next candle.
+    The no-grad passes of the online network (burn-in, next-state argmax) run in eval mode, so
+    only the learned steps move BatchNorm's running statistics."""
     bsz, steps = batch.action.shape
     x = frames.get(batch.idx)
     x = x.view(bsz, steps + 1, *x.shape[1:]).to(device, non_blocking=True)
@@ -123,15 +151,16 @@ def td_loss(
     with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
         with torch.no_grad():
             q_target, _ = target(x, pos, h0)  # (B, T+1, 3): its own burn-in, from the stored state
-            h = policy(x[:, :b], pos[:, :b], h0)[1] if b else h0
+            with eval_mode(policy):
+                h = policy(x[:, :b], pos[:, :b], h0)[1] if b else h0
         q, h_end = model(x[:, b:steps], pos[:, b:steps], h)
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(policy):
             q_last, _ = policy(x[:, steps:], pos[:, steps:], h_end.detach() if h_end is not None else None)
     q, q_target, q_last = q.float(), q_target.float(), q_last.float()
     next_online = torch.cat([q[:, 1:].detach(), q_last], dim=1)
     next_value = q_target[:, b + 1 :].gather(-1, next_online.argmax(-1, keepdim=True)).squeeze(-1)
-    reward, done = batch.reward[:, b:].to(device), batch.done[:, b:].to(device)
-    y = reward + gamma * (1.0 - done) * next_value
+    reward, terminated = batch.reward[:, b:].to(device), batch.terminated[:, b:].to(device)
+    y = reward + gamma * (1.0 - terminated) * next_value
     q_sa = q.gather(-1, batch.action[:, b:].to(device).unsqueeze(-1)).squeeze(-1)
     return F.smooth_l1_loss(q_sa, y)
 
@@ -200,6 +229,9 @@ def train(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, dist.rank])
     series = tuple(meta["series"][k] for k in ("exchange", "symbol", "timeframe"))
+    total_lanes = cfg.num_envs * dist.world_size
+    if "dqn" in cfg.stages and total_lanes > max_lanes(len(data.train)):  # refused before minutes of imitation, not after
+        raise ValueError(f"{len(data.train)} training candles feed at most {max_lanes(len(data.train))} lanes, not {total_lanes}")
     if resume:  # the saved network, whatever policy_kwargs built it; refused if spec or series differ
         policy = ckpt.load_model(out_dir, "cpu", expect_spec=data.spec, expect_series=series)[0].to(device)
     else:
@@ -280,6 +312,9 @@ def train(
             b, t = (cfg.burn_in, cfg.seq_len) if policy.recurrent else (0, 1)
             n_seq = cfg.batch_size if policy.recurrent else cfg.batch_size * cfg.seq_len
             steps = env.steps_per_epoch if cfg.max_steps_per_epoch is None else min(env.steps_per_epoch, cfg.max_steps_per_epoch)
+            # Rebinding cfg stores the schedule actually used in model.json (checkpoint() reads cfg).
+            cfg = replace(cfg, eps_decay=eps_decay_for(cfg, cfg.epochs * steps * lanes))
+            eps = epsilon_at(cfg, counters["transitions"], cfg.eps_decay)
             for epoch in range(counters["dqn_epochs"], cfg.epochs):
                 t0, r0 = time.perf_counter(), data.frames.render_seconds
                 task = bar.add_task(f"dqn {epoch + 1}/{cfg.epochs}", total=steps, info="")
@@ -288,7 +323,7 @@ def train(
                 losses: list[float] = []
                 rewards = 0.0
                 for step in range(steps):
-                    eps = epsilon_at(cfg, counters["transitions"])
+                    eps = epsilon_at(cfg, counters["transitions"], cfg.eps_decay)
                     policy.eval()  # acting: BatchNorm on running statistics (see strategies/cnn.py)
                     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                         q, next_hidden = policy(data.frames.get(obs_idx).to(device), torch.from_numpy(obs_pos).to(device), hidden)
@@ -296,13 +331,14 @@ def train(
                     explore = rng.random(lanes) < eps
                     actions[explore] = rng.integers(0, 3, int(explore.sum()))
                     tr = env.step(actions)
-                    rb.add(obs_idx, obs_pos, actions, tr["reward"] * cfg.reward_scale, tr["done"], tr["next_idx"], tr["next_pos"],
-                           tr["episode"], hidden[0].float().cpu().numpy() if hidden is not None else None)
+                    rb.add(obs_idx, obs_pos, actions, tr["reward"] * cfg.reward_scale, tr["terminated"], tr["next_idx"], tr["next_pos"],
+                           tr["episode"], hidden[0].float().cpu().numpy() if hidden is not None else None, valid=tr["valid"])
                     rewards += float(tr["reward"].sum())
                     hidden = next_hidden
-                    if hidden is not None and tr["done"].any():
+                    ended = tr["terminated"] | tr["truncated"]
+                    if hidden is not None and ended.any():
                         hidden = hidden.clone()
-                        hidden[:, torch.from_numpy(tr["done"]).to(device)] = 0.0  # a new episode starts from scratch
+                        hidden[:, torch.from_numpy(ended).to(device)] = 0.0  # a new episode starts from scratch
                     obs_idx, obs_pos = env.observe()
                     counters["transitions"] += lanes
                     if counters["transitions"] >= cfg.learning_starts and step % cfg.train_frequency == 0 and rb.can_sample(b + t):

@@ -9,6 +9,14 @@ memory stores candle indices only and fetches frames from the cache when it trai
 
 The environment is vectorised: ``num_lanes`` lanes walk consecutive equal slices of the decision
 range at once, so acting runs the CNN on a batch and one epoch is one pass over the range.
+
+Episodes end in two ways, kept apart because only one is a real end (Gymnasium's split):
+``terminated`` (the account went bankrupt: nothing follows, so no value is bootstrapped) and
+``truncated`` (the episode is cut here: the lane's slice ends, or the history breaks; the state
+after it still has a value). A break is a decision t whose next candle has no chart, or whose
+next candle is not one period later (the stored BTC history misses a few hours here and there):
+that transition has no next state to learn from, so it is marked invalid, and the lane restarts
+flat at the next decision candle.
 """
 
 from __future__ import annotations
@@ -103,6 +111,10 @@ class CandleArrays:
         self.low = candles["low"].to_numpy(np.float64)
         self.close = candles["close"].to_numpy(np.float64)
         self.volume = candles["volume"].to_numpy(np.float64)
+        step = np.diff(self.ts)
+        # Candles are missing after t when the next one opens later than the series' period (its
+        # median spacing); the last candle has no next one at all.
+        self.break_after = np.append(step > np.median(step), True) if len(step) else np.ones(len(self.ts), bool)
 
     def __len__(self) -> int:
         return len(self.close)
@@ -118,10 +130,16 @@ def new_account(arrays: CandleArrays, t: int, initial_cash: float, rules: Market
     return account
 
 
+def max_lanes(decisions: int) -> int:
+    """The most lanes ``decisions`` decision candles can feed (each lane needs two steps)."""
+    return decisions // 2
+
+
 class ReplayEnv:
     """``num_lanes`` accounts walking equal consecutive slices of ``decisions`` (candle indices
-    t, each with t+1 in the frame). A lane's episode ends at its slice end or on bankruptcy; a
-    bankrupt lane restarts flat at the next candle (new episode id)."""
+    t, each with t+1 in the frame). A lane's episode is truncated at its slice end and at a break
+    in the history, terminated on bankruptcy; within its slice a lane then restarts flat at the
+    next decision candle (new episode id)."""
 
     def __init__(
         self,
@@ -135,7 +153,7 @@ class ReplayEnv:
     ) -> None:
         total = total_lanes or num_lanes
         decisions = np.asarray(decisions, dtype=np.int64)
-        if len(decisions) < 2 * total:
+        if total > max_lanes(len(decisions)):
             raise ValueError(f"{len(decisions)} decision candles are too few for {total} lanes (need >= {2 * total})")
         if decisions.max() + 1 >= len(arrays):
             raise ValueError(f"decision candle {int(decisions.max())} has no next candle to fill at")
@@ -166,9 +184,14 @@ class ReplayEnv:
         return idx, pos
 
     def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
-        """Execute one action per lane; the transition (next state before any restart)."""
+        """Execute one action per lane; the transition (next state before any restart): reward,
+        terminated, truncated, valid (False: the next state is not candle t+1 one period later,
+        so the transition must not be learned from), next_idx, next_pos, fills, episode."""
+        last = self.segments.shape[1] - 1
         rewards = np.zeros(self.num_lanes, dtype=np.float32)
-        dones = np.zeros(self.num_lanes, dtype=bool)
+        terminated = np.zeros(self.num_lanes, dtype=bool)
+        truncated = np.zeros(self.num_lanes, dtype=bool)
+        valid = np.zeros(self.num_lanes, dtype=bool)
         fills = np.zeros(self.num_lanes, dtype=np.int64)
         episode = self.episode.copy()
         for k in range(self.num_lanes):
@@ -177,17 +200,16 @@ class ReplayEnv:
             fills[k] = account.execute(int(actions[k]), self.arrays.candle(t + 1)) is not None
             rewards[k] = account.last_reward
             self.ptr[k] += 1
-            end = self.ptr[k] >= self.segments.shape[1] - 1
-            # A gap in the decision range (no complete window) also ends the episode.
-            gap = int(self.segments[k, self.ptr[k]]) != t + 1
-            dones[k] = end or gap or account.bankrupt
+            valid[k] = int(self.segments[k, self.ptr[k]]) == t + 1 and not self.arrays.break_after[t]
+            terminated[k] = account.bankrupt
+            truncated[k] = not terminated[k] and (self.ptr[k] >= last or not valid[k])
         next_idx, next_pos = self.observe()
-        for k in np.flatnonzero(dones):
-            if self.ptr[k] < self.segments.shape[1] - 1:  # bankrupt or gap: restart flat, new episode
-                self.accounts[k] = new_account(self.arrays, int(self.segments[k, self.ptr[k]]), self.initial_cash, self.rules)
-                self.episode[k] = self._episode_counter
-                self._episode_counter += 1
-        return {"reward": rewards, "done": dones, "next_idx": next_idx, "next_pos": next_pos, "fills": fills, "episode": episode}
+        for k in np.flatnonzero((terminated | truncated) & (self.ptr < last)):  # restart flat, new episode
+            self.accounts[k] = new_account(self.arrays, int(self.segments[k, self.ptr[k]]), self.initial_cash, self.rules)
+            self.episode[k] = self._episode_counter
+            self._episode_counter += 1
+        return {"reward": rewards, "terminated": terminated, "truncated": truncated, "valid": valid,
+                "next_idx": next_idx, "next_pos": next_pos, "fills": fills, "episode": episode}
 
 
 @dataclass

@@ -7,25 +7,31 @@ The hidden state is carried across the whole stretch, as the daemon carries it a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from chartrl.account.fills import MarketRules
+from chartrl.account.fills import Fill, MarketRules
 from chartrl.backtest.env import CandleArrays, FrameCache, new_account
+from chartrl.backtest.metrics import compute_metrics
 from chartrl.strategies.base import Policy
 from chartrl.timeframe import periods_per_year
+
+VALIDATION_METRICS = ("total_return", "sharpe", "max_drawdown", "trades")
+"""The validation figures of training (history.csv ``val_*``, model.json, compare): the backtest's."""
 
 
 @dataclass
 class GreedyRun:
+    """One greedy run, laid out as :class:`chartrl.backtest.runner.BacktestResult` lays out a replay."""
+
     actions: np.ndarray
-    rewards: np.ndarray
-    """Per-step log change of equity (net of fees)."""
     equity: np.ndarray
-    fills: int
+    """The starting cash at the close of the first decision candle, then equity after every step (N+1)."""
+    position: np.ndarray
+    """Base amount held at each equity point."""
+    fills: list[Fill]
 
 
 @torch.no_grad()
@@ -49,26 +55,22 @@ def greedy_run(
         account = new_account(arrays, int(decisions[0]), initial_cash, rules)
         hidden = policy.initial_hidden(1, device)
         actions = np.zeros(len(decisions), np.int64)
-        rewards = np.zeros(len(decisions), np.float64)
-        equity = np.zeros(len(decisions), np.float64)
-        fills = 0
+        equity = np.full(len(decisions) + 1, float(initial_cash))
+        position = np.zeros(len(decisions) + 1)
         for i, t in enumerate(decisions):
             pos = torch.tensor([account.position_features(float(arrays.close[t]))], dtype=torch.float32, device=device)
             q, hidden = policy.head(feats[i : i + 1], pos, hidden)
             a = int(q.argmax(dim=-1).item())
-            fills += account.execute(a, arrays.candle(int(t) + 1)) is not None
-            actions[i], rewards[i], equity[i] = a, account.last_reward, account.equity()
+            account.execute(a, arrays.candle(int(t) + 1))
+            actions[i], equity[i + 1], position[i + 1] = a, account.equity(), account.position
     finally:
         policy.train(was_training)
-    return GreedyRun(actions, rewards, equity, fills)
+    return GreedyRun(actions, equity, position, list(account.book.fills))
 
 
-def run_metrics(run: GreedyRun, timeframe: str) -> dict[str, float]:
-    """Total return, Sharpe (annualised for ``timeframe``), max drawdown and trade count."""
-    r = run.rewards
-    total = float(math.expm1(r.sum())) if len(r) else 0.0
-    sd = float(r.std(ddof=1)) if len(r) > 1 else 0.0
-    sharpe = float(r.mean() / sd * math.sqrt(periods_per_year(timeframe))) if sd > 0 else 0.0
-    peak = np.maximum.accumulate(run.equity) if len(run.equity) else np.ones(1)
-    dd = float((1 - run.equity / peak).max()) if len(run.equity) else 0.0
-    return {"total_return": total, "sharpe": sharpe, "max_drawdown": dd, "trades": float(run.fills)}
+def run_metrics(run: GreedyRun, timeframe: str) -> dict[str, float | None]:
+    """``VALIDATION_METRICS`` of the run by the backtest's own definitions (``compute_metrics``):
+    Sharpe of simple per-candle returns annualised for ``timeframe`` and null when equity is flat,
+    trades = closed round trips."""
+    m = compute_metrics(run.equity, run.position, run.fills, periods_per_year(timeframe))
+    return {k: m[k] for k in VALIDATION_METRICS}

@@ -48,12 +48,17 @@ def drawdown_series(equity: np.ndarray) -> np.ndarray:
 
 def round_trips(fills: Sequence[Fill]) -> list[tuple[float, float]]:
     """(profit in quote, net return) of each closed round trip: sell proceeds after fee against the
-    buy cost with fee."""
+    buy cost with fee.
+
+    The fill model never buys while long, so a buy on an open position starts the next of several
+    chained runs (walk-forward folds): the earlier run ended long, which is not a trade, exactly
+    as that run's own metrics count it. Merging the two buys would invent a losing round trip.
+    """
     out: list[tuple[float, float]] = []
     cost = 0.0
     for f in fills:
         if f.side == "buy":
-            cost += f.notional + f.fee
+            cost = f.notional + f.fee
         elif f.side == "sell" and cost > 0:
             proceeds = f.notional - f.fee
             out.append((proceeds - cost, proceeds / cost - 1.0))
@@ -151,9 +156,10 @@ def compute_metrics(
     trips = round_trips(fills)
     gross_profit = sum(p for p, _ in trips if p > 0)
     gross_loss = -sum(p for p, _ in trips if p < 0)
-    # Time in the market: a candle counts when the position was open over it (held at its start).
+    # Time in the market: the return over candle k+1 is earned by the position after that candle's
+    # opening fill, which is position[k + 1] (position[0] is the start, before any fill).
     pos = np.asarray(position, dtype=np.float64)
-    exposure = float(np.mean(pos[:-1] > 0)) if len(pos) > 1 else 0.0
+    exposure = float(np.mean(pos[1:] > 0)) if len(pos) > 1 else 0.0
     return {
         "total_return": float(total_return),
         "cagr": float(cagr),

@@ -2,10 +2,13 @@
 
 Each lane of the environment has its own ring of steps, written together. A step stores the
 candle index of its frame (not the frame: frames come from the FrameCache), the position
-features, action, reward, done flag, episode id and, for recurrent policies, the hidden state the
-policy held when it acted. A sampled sequence never crosses an episode boundary; its stored
-hidden state at the first step seeds the burn-in (R2D2's "stored state" strategy), so the
-recurrent cell is trained on the same kind of carried state it acts with.
+features, action, reward, terminated flag, episode id and, for recurrent policies, the hidden
+state the policy held when it acted. A sampled sequence never crosses an episode boundary, so
+within it step k+1 is the next state of step k; its stored hidden state at the first step seeds
+the burn-in (R2D2's "stored state" strategy), so the recurrent cell is trained on the same kind
+of carried state it acts with. Truncation needs no flag: it only ends the episode (a new episode
+id follows), and the truncated step keeps its next state to bootstrap from. A step whose next
+state is not the next candle (a break in the history) is stored as dropped: no sequence holds it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ class SequenceBatch:
     """(B, T) int64."""
     reward: torch.Tensor
     """(B, T) float32 (already scaled by the trainer)."""
-    done: torch.Tensor
-    """(B, T) float32, 1 at an episode's last step."""
+    terminated: torch.Tensor
+    """(B, T) float32, 1 where the episode really ended (no value after it)."""
     hidden: torch.Tensor | None
     """(1, B, H) hidden state stored at the first step, or None for stateless policies."""
 
@@ -44,7 +47,7 @@ class SequenceReplay:
         self.pos = np.zeros((*shape, 2), np.float32)
         self.action = np.zeros(shape, np.int64)
         self.reward = np.zeros(shape, np.float32)
-        self.done = np.zeros(shape, np.float32)
+        self.terminated = np.zeros(shape, np.float32)
         self.next_idx = np.zeros(shape, np.int64)
         self.next_pos = np.zeros((*shape, 2), np.float32)
         self.episode = np.full(shape, -1, np.int64)
@@ -61,16 +64,19 @@ class SequenceReplay:
         pos: np.ndarray,
         action: np.ndarray,
         reward: np.ndarray,
-        done: np.ndarray,
+        terminated: np.ndarray,
         next_idx: np.ndarray,
         next_pos: np.ndarray,
         episode: np.ndarray,
         hidden: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
     ) -> None:
-        """One step of every lane; ``hidden`` is ``(lanes, H)``, the state before acting."""
+        """One step of every lane; ``hidden`` is ``(lanes, H)``, the state before acting;
+        ``valid`` False drops a lane's step (its next state is not the next candle)."""
         w = self.write
         self.idx[w], self.pos[w], self.action[w], self.reward[w] = idx, pos, action, reward
-        self.done[w], self.next_idx[w], self.next_pos[w], self.episode[w] = done, next_idx, next_pos, episode
+        self.terminated[w], self.next_idx[w], self.next_pos[w] = terminated, next_idx, next_pos
+        self.episode[w] = episode if valid is None else np.where(valid, episode, -1)
         if self.hidden is not None and hidden is not None:
             self.hidden[w] = hidden
         self.write = (w + 1) % self.cap
@@ -93,7 +99,7 @@ class SequenceReplay:
             rel = self.rng.integers(0, self.size - length + 1, n)
             first = (oldest + rel) % self.cap
             last = (oldest + rel + length - 1) % self.cap
-            ok = self.episode[first, lane] == self.episode[last, lane]
+            ok = (self.episode[first, lane] == self.episode[last, lane]) & (self.episode[first, lane] >= 0)
             k = int(ok.sum())
             lanes[got : got + k], starts[got : got + k] = lane[ok], first[ok]
             got += k
@@ -114,6 +120,6 @@ class SequenceReplay:
             position=torch.from_numpy(pos),
             action=torch.from_numpy(self.action[rows, cols]),
             reward=torch.from_numpy(self.reward[rows, cols]),
-            done=torch.from_numpy(self.done[rows, cols]),
+            terminated=torch.from_numpy(self.terminated[rows, cols]),
             hidden=hidden,
         )

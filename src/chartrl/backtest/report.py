@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +57,26 @@ def fmt(value: Any, kind: str) -> str:
 
 
 def chain_results(results: Sequence[BacktestResult]) -> BacktestResult:
-    """Consecutive runs (walk-forward test folds) as one curve: each run's equity is rescaled to
-    start where the previous one ended, so returns compound across folds."""
+    """Consecutive runs (walk-forward test folds) as one curve whose returns are exactly the runs'
+    returns, compounded: each run is rescaled (equity, position, cash and fill amounts and fees
+    alike) to start where the previous one ended, and its first point, which repeats that end, is
+    dropped with its candle, so no flat return is invented between folds. A run's position still
+    open at its end is no round trip, as in that run's own metrics (see ``round_trips``)."""
     if len(results) == 1:
         return results[0]
     equity, position, cash, fills, fill_index, frames = [], [], [], [], [], []
-    scale, offset = 1.0, 0
-    for r in results:
-        scale = 1.0 if not equity else equity[-1][-1] / r.equity[0]
-        equity.append(r.equity * scale)
-        position.append(r.position * scale)
-        cash.append(r.cash * scale)
-        fills.extend(r.fills)
-        fill_index.append(r.fill_index + offset)
-        frames.append(r.candles)
-        offset += len(r.candles)
+    offset = 0
+    for i, r in enumerate(results):
+        skip = 1 if i else 0
+        scale = equity[-1][-1] / r.equity[0] if i else 1.0
+        equity.append(r.equity[skip:] * scale)
+        position.append(r.position[skip:] * scale)
+        cash.append(r.cash[skip:] * scale)
+        fills.extend(replace(f, amount=f.amount * scale, fee=f.fee * scale) for f in r.fills)
+        fill_index.append(r.fill_index - skip + offset)  # a fill is never at a run's first candle
+        frames.append(r.candles.iloc[skip:])
+        offset += len(r.candles) - skip
     first = results[0]
-    # Decisions: each fold has one fewer than its candles; a hold stands for the step between folds.
-    actions = np.concatenate([np.append(r.actions, 0) for r in results])[:-1]
     return BacktestResult(
         strategy=first.strategy,
         cheating=first.cheating,
@@ -81,7 +84,7 @@ def chain_results(results: Sequence[BacktestResult]) -> BacktestResult:
         equity=np.concatenate(equity),
         position=np.concatenate(position),
         cash=np.concatenate(cash),
-        actions=actions,
+        actions=np.concatenate([r.actions for r in results]),
         fills=fills,
         fill_index=np.concatenate(fill_index),
         params=first.params,
@@ -215,7 +218,7 @@ def run_and_report(
     folds, fold_starts, decisions = None, [], None
     if walk_forward:
         run = wf.walk_forward(
-            strategy, candles, spec, rules, walk_forward, retrain=retrain, initial_cash=initial_cash,
+            strategy, candles, spec, rules, walk_forward, start=start, end=end, retrain=retrain, initial_cash=initial_cash,
             periods_per_year=ppy, device=device, progress=progress, threads=threads,
         )
         result, baseline = chain_results(run.results), chain_results(run.baselines)
@@ -228,8 +231,7 @@ def run_and_report(
         metrics["walk_forward"] = {"folds": walk_forward, "retrain": retrain is not None, "per_fold": run.folds}
         folds, fold_starts = run.folds, wf.fold_boundaries(run.results)
         decisions = result.decisions_frame()
-        fold_of_candle = np.repeat(np.arange(len(run.results)), [len(r.candles) for r in run.results])
-        decisions.insert(0, "fold", fold_of_candle[1:])
+        decisions.insert(0, "fold", np.repeat(np.arange(len(run.results)), [len(r.actions) for r in run.results]))
     else:
         metrics, result, baseline = wf.evaluate_runs(
             strategy, candles, spec, rules, start, end, initial_cash=initial_cash, periods_per_year=ppy,

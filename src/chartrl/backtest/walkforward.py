@@ -31,10 +31,14 @@ log = get_logger("chartrl.backtest.walkforward")
 
 
 def infer_periods_per_year(candles: pd.DataFrame) -> float:
-    """Candles per year from the series' typical spacing (365-day years, as crypto trades)."""
+    """Candles per year from the series' typical spacing (365-day years, as crypto trades; calendar
+    months, 28 to 31 days apart, twelve a year as ``periods_per_year`` counts them)."""
     if len(candles) < 2:
         raise DataError("need at least two candles to tell the timeframe")
     step = pd.Series(candles["timestamp"]).diff().dropna().median().total_seconds()
+    days = step / 86400.0
+    if days >= 28:
+        return 12.0 / max(round(days / (365.25 / 12)), 1)
     return 365.0 * 86400.0 / step
 
 
@@ -139,6 +143,8 @@ def walk_forward(
     rules: MarketRules,
     k: int,
     *,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
     retrain: Retrainer | None = None,
     initial_cash: float = 10_000.0,
     periods_per_year: float | None = None,
@@ -147,22 +153,30 @@ def walk_forward(
     threads: int | None = None,
 ) -> WalkForwardResult:
     """Evaluate each fold's test period; with ``retrain`` a fresh policy is trained per fold first,
-    otherwise ``policy_or_strategy`` (a rule or a fixed model) is used for every fold."""
+    otherwise ``policy_or_strategy`` (a rule or a fixed model) is used for every fold.
+
+    The folds lie over the candles from ``start`` to ``end`` (``--from``/``--until``); candles
+    before ``start`` only serve as chart warm-up, never as training data, as in ``chartrl train``.
+    Fold indices (and the Retrainer's candles) count from the first candle at or after ``start``.
+    """
     candles = candles.reset_index(drop=True)
     ppy = periods_per_year or infer_periods_per_year(candles)
     folds, results, baselines = [], [], []
-    ts = candles["timestamp"]
-    for fold in make_folds(len(candles), k, spec.window):
+    lo = 0 if start is None else int(candles["timestamp"].searchsorted(pd.Timestamp(start)))
+    hi = len(candles) if end is None else int(candles["timestamp"].searchsorted(pd.Timestamp(end), side="right"))
+    inner = candles.iloc[lo:hi].reset_index(drop=True)
+    ts = inner["timestamp"]
+    for fold in make_folds(len(inner), k, spec.window):
         policy = policy_or_strategy
         if retrain is not None:
-            policy = retrain(candles.iloc[: fold.val[1] + 1].reset_index(drop=True), fold)
+            policy = retrain(inner.iloc[: fold.val[1] + 1].reset_index(drop=True), fold)
         # The test run sees candles up to the test end only; its warm-up reaches into the gap.
-        visible = candles.iloc[: fold.test[1] + 1]
+        visible = candles.iloc[: lo + fold.test[1] + 1]
         metrics, result, baseline = evaluate_runs(
             policy, visible, spec, rules, ts.iloc[fold.test[0]], ts.iloc[fold.test[1]],
             initial_cash=initial_cash, periods_per_year=ppy, device=device, progress=progress, threads=threads,
         )
-        dates = fold.dates(candles)
+        dates = fold.dates(inner)
         folds.append({"fold": fold.index, **dates, "metrics": {k_: v for k_, v in metrics.items() if k_ != "baselines"},
                       "baseline": metrics["baselines"]["buyhold"]})
         results.append(result)

@@ -14,21 +14,21 @@ Lines (MAs, Bollinger bands, RSI, MACD and its signal) are connected: column c c
 between the smallest and the largest value of its own candles and of the last candle of the
 column before, so consecutive points are joined by a vertical run.
 
-Channels. A pixel's value is the SUM of the weights of the elements drawn on it; the weights
-are chosen so that every sum stays <= 255 and different combinations give different values (a
-network can tell an MA lying on a band from either alone). The candle body always lies inside
-its wick, so a body pixel is wick + body:
+Channels. A pixel's value is the SUM of the weights of the elements drawn on it, and the weights
+are bit fields: the i-th element of a (panel, channel) group weighs ``128 >> i``. So every subset
+of a group's elements gives its own value <= 255 (a network can tell an MA lying on a band from
+either alone, and ``pixel & weight`` says whether that element is there), at the price of at most
+8 elements per group. The candle body always lies inside its wick, so a body pixel is wick + body:
   channels = 3
-    ch0 candles      wick 96, wick + down body 160, wick + up body 255
-    ch1 overlays     sma[i] 128 >> i (128, 64 for the default two), Bollinger upper and lower
-                     (128 >> n_ma) - 1 each (31)
-    ch2 lower panels volume bar: up 255, down 160 (volume panel); RSI 255, or MACD 128,
-                     signal 64, histogram 48 (oscillator panel)
+    ch0 candles      wick 128, body_up 64, body_down 32: wick 128, wick + up body 192, wick + down body 160
+    ch1 overlays     sma[i] then Bollinger upper, lower: 128, 64, 32, 16 for the default two MAs
+    ch2 lower panels volume bar: up 128, down 64 (volume panel); RSI 128, or MACD 128,
+                     signal 64, histogram 32 (oscillator panel)
   channels = 1 (one grey image, the same rule)
-    price panel      wick 48, wick + down body 80, wick + up body 128; sma[i] 64 >> i,
-                     bands (64 >> n_ma) - 1 each (15)
+    price panel      wick 128, body_up 64, body_down 32, then sma[i], then the bands: 16, 8, 4, 2
+                     for the default two MAs, so with bands at most 3 MAs fit in the 8 bits
     lower panels     as ch2 above
-  At most MAX_MAS moving averages, so every weight stays >= 1.
+  At most MAX_MAS moving averages in colour.
 A column's candle is up when its close >= its open (first open, last close of the column); the
 volume bar takes the same colour.
 diff_frame appends, per channel, the difference to the frame of the previous candle encoded as
@@ -59,33 +59,34 @@ class Element:
 
 
 def elements(spec: ChartSpec) -> list[Element]:
-    """Every element ``spec`` draws, grouped by panel in drawing order."""
+    """Every element ``spec`` draws, grouped by panel in drawing order, with its bit-field weight."""
     n = len(spec.ma_periods)
     if n > MAX_MAS:
         raise ConfigError(f"chart.ma_periods has {n} periods; the chart draws at most {MAX_MAS}")
     grey = spec.channels == 1
-    top = 64 if grey else 128
     ov = 0 if grey else 1  # overlay channel
-    out = [
-        Element("wick", "price", 0, 48 if grey else 96),
-        Element("body_down", "price", 0, 32 if grey else 64),
-        Element("body_up", "price", 0, 80 if grey else 159),
-    ]
-    out += [Element(f"sma_{p}", "price", ov, top >> i) for i, p in enumerate(spec.ma_periods)]
-    if spec.bollinger_period is not None:
-        band = (top >> n) - 1
-        out += [Element("bb_upper", "price", ov, band), Element("bb_lower", "price", ov, band)]
     low = 0 if grey else 2  # channel of the lower panels
+    named = [("wick", "price", 0), ("body_up", "price", 0), ("body_down", "price", 0)]
+    named += [(f"sma_{p}", "price", ov) for p in spec.ma_periods]
+    if spec.bollinger_period is not None:
+        named += [("bb_upper", "price", ov), ("bb_lower", "price", ov)]
     if spec.volume:
-        out += [Element("volume_up", "volume", low, 255), Element("volume_down", "volume", low, 160)]
+        named += [("volume_up", "volume", low), ("volume_down", "volume", low)]
     if spec.oscillator == "rsi":
-        out.append(Element("rsi", "oscillator", low, 255))
+        named.append(("rsi", "oscillator", low))
     elif spec.oscillator == "macd":
-        out += [
-            Element("macd", "oscillator", low, 128),
-            Element("macd_signal", "oscillator", low, 64),
-            Element("macd_hist", "oscillator", low, 48),
-        ]
+        named += [("macd", "oscillator", low), ("macd_signal", "oscillator", low), ("macd_hist", "oscillator", low)]
+    out: list[Element] = []
+    taken: dict[tuple[str, int], int] = {}
+    for name, panel, channel in named:
+        i = taken.get((panel, channel), 0)
+        if i == 8:
+            raise ConfigError(
+                f"chart.channels = {spec.channels} puts more than 8 elements in one 8-bit channel of the {panel} panel; "
+                f"use fewer ma_periods (at most 3 with Bollinger bands in grey) or channels = 3"
+            )
+        taken[(panel, channel)] = i + 1
+        out.append(Element(name, panel, channel, 128 >> i))
     return out
 
 
@@ -99,7 +100,7 @@ def spec_channels(spec: ChartSpec) -> int:
 
 
 def max_pixel(spec: ChartSpec) -> dict[tuple[str, int], int]:
-    """Largest possible value per (panel, channel): the sum of its weights (up/down exclusive)."""
+    """Largest value a pixel takes per (panel, channel): the sum of its weights (up/down exclusive)."""
     total: dict[tuple[str, int], int] = {}
     for el in elements(spec):
         if el.name in ("body_down", "volume_down"):

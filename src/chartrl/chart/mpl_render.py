@@ -9,10 +9,25 @@ a fidelity check of the fast renderer (tests/test_render.py compares them). Matp
 axis limit to the panel's outer edge while the tensor puts the window's extremes on the centres
 of the first and last rows/columns, so the limits here are padded by half a pixel; candle i sits
 at x = i with x limits (-0.5, n - 0.5), i.e. its centre at pixel (i + 0.5) * W / n, the tensor's
-column rule. Antialiasing is off so every drawn pixel is either on or off; wicks, bodies and
-volume bars are drawn one pixel wide (body/bar width 0.01 candle, 1 px edges) so no edge spills
-into the next column, and the view is shifted by about half a pixel to undo Agg's line snapping
-(see ``_Canvas``). With that, the extents agree with the tensor to the pixel (docs/chart.md).
+column rule. Antialiasing is off so every drawn pixel is either on or off. How candles are drawn
+follows the tensor's two column regimes (see ``_Canvas``):
+
+- n >= W (the default): wicks, bodies and volume bars are one-pixel lines (body/bar width 0.01
+  candle, 1 px edges), so no edge spills into the next column, and the view is shifted by about
+  half a pixel to undo Agg's line snapping.
+- n < W: the tensor fills every column of a candle's slot, so bodies and volume bars are filled
+  full-slot rectangles, half a pixel row taller at each end (the tensor gives the end values their
+  own rows), and the wick is drawn the same way as a body spanning low..high (mplfinance's own
+  wick is a line at the candle's centre, one column wide).
+
+Measured (tests/test_render.py, synthetic and real BTC): the candle and volume extents of every
+column agree within 1 px (float32 rounding against Agg's snapping on a half-pixel boundary).
+Lines (MAs, bands, RSI, MACD) do not agree to the pixel, by design: Agg draws the segment between
+two candle centres across every column it passes, the tensor draws a column's whole joining run
+in that column, so per column a line's rows may differ by up to the rise between two
+neighbouring candles. Measured bound, tested: a line's pixels in column c lie within 2 px of the
+rows the tensor draws for it in columns c-2..c+2 (the half-pixel view shift above moves lines
+too, and a one-pixel diagonal covers a pixel more).
 
 Both use the Agg backend (headless) and never touch pyplot's global state.
 """
@@ -141,6 +156,27 @@ class _Canvas:
             ax = self.fig.add_axes((0.0, 1 - p1 / spec.height, 1.0, (p1 - p0) / spec.height))
             ax.set_facecolor("black")
             self.axes[name] = ax
+        # Whether candles are wider than a pixel (n < W) and drawn as filled slots (module docstring).
+        self.slots = spec.window < spec.width
+        # n >= W: Agg snaps a one-pixel line to the pixel whose index is round(x) in pixel units,
+        # while the tensor uses floor(x) (pixel centres at +0.5). Shifting the view by half a pixel
+        # makes the two agree; 0.49 rather than 0.5 so a candle centred exactly on a column boundary
+        # (every 25th candle at 250 candles in 140 columns) goes right, as floor() sends it.
+        # n < W: an unstroked rectangle's edges snap to the nearest pixel edge, which already matches
+        # the tensor's slot columns; the 0.01 px shifts send edges on exact half pixels the
+        # tensor's way (and keep a volume bar's foot on the bottom row).
+        self.shift_x, self.shift_y = (0.01, 0.01) if self.slots else (0.49, -0.5)
+
+    def row_height(self, panel: str, lo: float, hi: float) -> float:
+        """One pixel row of ``panel`` in data units when it spans ``lo``..``hi``."""
+        p0, p1 = self.spec.panels()[panel]
+        return max(hi - lo, 1e-12) / (p1 - p0 - 1)
+
+    def limits(self, panel: str, lo: float, hi: float) -> None:
+        px = self.row_height(panel, lo, hi)
+        self.axes[panel].set_ylim(lo - 0.5 * px + self.shift_y * px, hi + 0.5 * px + self.shift_y * px)
+        pxx = self.spec.window / self.spec.width
+        self.axes[panel].set_xlim(-0.5 + self.shift_x * pxx, self.spec.window - 0.5 + self.shift_x * pxx)
 
     def clear(self) -> None:
         for ax in self.axes.values():
@@ -155,21 +191,6 @@ class _Canvas:
                 artist.set_antialiased(False)
         self.fig.canvas.draw()
         return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
-
-    # Agg snaps a one-pixel line to the pixel whose index is round(x) in pixel units, while the
-    # tensor uses floor(x) (pixel centres at +0.5). Shifting the view by half a pixel makes the
-    # two agree; 0.49 rather than 0.5 so a candle centred exactly on a column boundary (every
-    # 25th candle at 250 candles in 140 columns) goes right, as floor() sends it. Measured: with
-    # these shifts every drawn column's extent and volume bar equals the tensor's (docs/chart.md).
-    shift_x = 0.49
-    shift_y = -0.5
-
-    def limits(self, panel: str, lo: float, hi: float) -> None:
-        p0, p1 = self.spec.panels()[panel]
-        px = max(hi - lo, 1e-12) / (p1 - p0 - 1)  # one pixel row in data units
-        self.axes[panel].set_ylim(lo - 0.5 * px + self.shift_y * px, hi + 0.5 * px + self.shift_y * px)
-        pxx = self.spec.window / self.spec.width
-        self.axes[panel].set_xlim(-0.5 + self.shift_x * pxx, self.spec.window - 0.5 + self.shift_x * pxx)
 
 
 def _style(mpf):  # noqa: ANN001, ANN202 - mplfinance's style dict
@@ -189,6 +210,17 @@ def _line_mask(canvas: _Canvas, mpf, df: pd.DataFrame, values: np.ndarray, panel
     return canvas.pixels().max(axis=2) > 127
 
 
+def _slot_candles(df: pd.DataFrame, half_row: float, half_vol_row: float) -> pd.DataFrame:
+    """OHLCV with every bar half a pixel row taller at each end (n < W, see the module docstring)."""
+    up = df["Close"] >= df["Open"]
+    out = df[["Open", "High", "Low", "Close", "Volume"]].copy()
+    out["Open"] = np.where(up, df["Open"] - half_row, df["Open"] + half_row)
+    out["Close"] = np.where(up, df["Close"] + half_row, df["Close"] - half_row)
+    out["High"], out["Low"] = df["High"] + half_row, df["Low"] - half_row
+    out["Volume"] = df["Volume"] + half_vol_row
+    return out
+
+
 def _masks(canvas: _Canvas, df: pd.DataFrame, spec: ChartSpec) -> dict[str, np.ndarray]:
     """(H, W) bool mask of every element of layout.elements(spec) for one window."""
     import mplfinance as mpf
@@ -197,14 +229,21 @@ def _masks(canvas: _Canvas, df: pd.DataFrame, spec: ChartSpec) -> dict[str, np.n
     lines = _price_lines(spec)
     lo = float(np.min([df["Low"].min()] + [df[c].min() for c in lines]))
     hi = float(np.max([df["High"].max()] + [df[c].max() for c in lines]))
+    vmax = float(df["Volume"].max())
+    ohlcv = df[["Open", "High", "Low", "Close", "Volume"]]
+    if canvas.slots:
+        vol_row = canvas.row_height("volume", 0.0, vmax) if spec.volume else 0.0
+        ohlcv = _slot_candles(df, canvas.row_height("price", lo, hi) / 2, vol_row / 2)
+        widths = {"candle_linewidth": 0.0, "candle_width": 1.0, "volume_linewidth": 0.0, "volume_width": 1.0}
+    else:
+        one = 72.0 / canvas.dpi  # one pixel, in points
+        widths = {"candle_linewidth": one, "candle_width": 0.01, "volume_linewidth": one, "volume_width": 0.01}
     canvas.clear()
-    width = 72.0 / canvas.dpi  # one pixel, in points
-    mpf.plot(df[["Open", "High", "Low", "Close", "Volume"]], type="candle", ax=canvas.axes["price"],
-             volume=canvas.axes["volume"] if spec.volume else False, style=_style(mpf), warn_too_much_data=10_000,
-             update_width_config={"candle_linewidth": width, "candle_width": 0.01, "volume_linewidth": width, "volume_width": 0.01})
+    mpf.plot(ohlcv, type="candle", ax=canvas.axes["price"], volume=canvas.axes["volume"] if spec.volume else False,
+             style=_style(mpf), warn_too_much_data=10_000, update_width_config=widths)
     canvas.limits("price", lo, hi)
     if spec.volume:
-        canvas.limits("volume", 0.0, float(df["Volume"].max()))
+        canvas.limits("volume", 0.0, vmax)
     px = canvas.pixels().astype(np.int16)
     red, green, blue = px[..., 0] > 127, px[..., 1] > 127, px[..., 2] > 127
     rows = np.arange(spec.height)[:, None]
@@ -215,7 +254,14 @@ def _masks(canvas: _Canvas, df: pd.DataFrame, spec: ChartSpec) -> dict[str, np.n
 
     price = in_panel("price")
     out = {"body_up": green & ~red & price, "body_down": blue & ~red & ~green & price}
-    out["wick"] = (red | out["body_up"] | out["body_down"]) & price  # the body lies over its wick
+    if canvas.slots:  # the wick as a full-slot body from low to high
+        wick = pd.DataFrame({"Open": ohlcv["Low"], "High": ohlcv["High"], "Low": ohlcv["Low"], "Close": ohlcv["High"]}, index=df.index)
+        canvas.clear()
+        mpf.plot(wick, type="candle", ax=canvas.axes["price"], style=_style(mpf), warn_too_much_data=10_000, update_width_config=widths)
+        canvas.limits("price", lo, hi)
+        out["wick"] = (canvas.pixels().max(axis=2) > 127) & price
+    else:
+        out["wick"] = (red | out["body_up"] | out["body_down"]) & price  # the body lies over its wick
     if spec.volume:
         vol = in_panel("volume")
         out["volume_up"], out["volume_down"] = green & vol, blue & ~green & vol
@@ -230,7 +276,8 @@ def _masks(canvas: _Canvas, df: pd.DataFrame, spec: ChartSpec) -> dict[str, np.n
         out["macd_signal"] = _line_mask(canvas, mpf, df, df["macd_signal"].to_numpy(), "oscillator", olo, ohi)
         canvas.clear()
         # mplfinance draws histograms only as an addplot of a full chart; plain bars are the same.
-        canvas.axes["oscillator"].bar(np.arange(len(df)), df["macd_hist"].to_numpy(), width=0.8, color="white", linewidth=0)
+        canvas.axes["oscillator"].bar(np.arange(len(df)), df["macd_hist"].to_numpy(), width=1.0 if canvas.slots else 0.8,
+                                      color="white", linewidth=0)
         canvas.limits("oscillator", olo, ohi)
         out["macd_hist"] = canvas.pixels().max(axis=2) > 127
     return out

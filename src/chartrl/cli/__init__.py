@@ -36,8 +36,11 @@ def main(argv: list[str] | None = None) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - last resort: one line; the traceback only at debug level
+        # Its message can be a whole HTTP body with a signed URL in it: mask, and keep one line.
+        from chartrl.logs import _mask_text, one_line_error
+
         if logging.getLogger().isEnabledFor(logging.DEBUG) or args.log_level == "debug":
-            traceback.print_exc()
-        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --log-level debug for details)", file=sys.stderr)
+            print(_mask_text(traceback.format_exc()), end="", file=sys.stderr)
+        print(f"error: unexpected {one_line_error(exc, 300)} (rerun with --log-level debug for details)", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)

@@ -15,6 +15,13 @@ from typing import Any
 from chartrl.config.settings import Settings
 from chartrl.errors import UsageError
 
+# Accepted before the command and after it (`chartrl data --log-level debug`, `chartrl config check -c F`).
+_GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("-c", "--config"), {"type": Path, "help": "TOML config file (default: $CHARTRL_CONFIG, else built-in defaults)"}),
+    (("--log-level",), {"choices": ["debug", "info", "warning", "error"], "help": "lowest level logged"}),
+    (("--log-format",), {"choices": ["auto", "json", "console"], "help": "log format (auto: console in a terminal)"}),
+]
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one usage line + the problem, exit 2 (argparse's own)
@@ -28,14 +35,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="chartrl", description="A Bitcoin trading daemon whose policy reads the chart.")
     parser.add_argument("--version", action="version", version=f"chartrl {__version__}")
-    parser.add_argument("-c", "--config", type=Path, help="TOML config file (default: $CHARTRL_CONFIG, else built-in defaults)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="lowest level logged")
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="log format (auto: console in a terminal)")
+    _add_global_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in COMMAND_MODULES:
         module.register(sub)
+    for command_parser in _command_parsers(parser):
+        # SUPPRESS: when not given after the command, the value given before it (or None) stays.
+        _add_global_options(command_parser, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    group = parser.add_argument_group("global options")
+    for flags, kwargs in _GLOBAL_OPTIONS:
+        try:
+            group.add_argument(*flags, default=default, **kwargs)
+        except argparse.ArgumentError:  # the command defines this option itself: its own wins
+            pass
+
+
+def _command_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command and sub-command parser below ``parser`` (`config`, `config check`, ...)."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:  # argparse has no public accessor for its subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # an alias maps to the same parser
+                found += [sub, *_command_parsers(sub)]
+    return found
 
 
 def add_series_options(parser: argparse.ArgumentParser, date_range: bool = True) -> None:

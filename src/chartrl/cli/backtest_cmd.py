@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "backtest",
         help="replay stored candles through a model or baseline; write metrics, plots and a report",
         description="Replay the stored series through a trained model (--model) or a rule baseline (--strategy). "
-        "A decision at the close of candle t fills at the open of t+1 with fees and slippage. "
+        "A decision at the close of candle t fills at the open of t+1 with fees and slippage, under the "
+        "exchange's amount precision and minimums as the paper account (market info stored by fetch). "
         "Writes metrics.json, decisions.csv, equity.png, trades.png and report.md into --out.",
     )
     what = p.add_mutually_exclusive_group(required=True)
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_series_options(p)
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (created)")
-    p.add_argument("--fee", type=float, metavar="F", help="taker fee per side, fraction (default: config trading.fee)")
+    p.add_argument("--fee", type=float, metavar="F", help="taker fee per side, fraction (default: config trading.fee); overrides the fee only")
     p.add_argument("--slippage-bps", type=float, metavar="B", help="slippage in basis points (default: config trading.slippage_bps)")
     p.add_argument("--initial-cash", type=float, metavar="X", help="starting cash, quote currency (default: config trading.initial_cash)")
     p.add_argument("--position-fraction", type=float, metavar="P", help="fraction of equity a buy invests (default: config)")
@@ -87,27 +88,6 @@ def _sma_periods(args: argparse.Namespace, spec: Any) -> tuple[int, int]:
     return fast, slow
 
 
-def _market_rules(s: Any) -> Any:
-    """Fill rules from config; an empty fee means the exchange's, read from its market info."""
-    from chartrl.account.fills import rules_from_market, rules_from_settings
-    from chartrl.errors import ConfigError
-
-    if s.trading.fee is not None:
-        return rules_from_settings(s.trading)
-    from chartrl.market.exchange import make_exchange
-
-    try:
-        ex = make_exchange(s.exchange)
-        ex.load_markets()
-        market = ex.market(s.market.symbol)
-    except Exception as exc:  # noqa: BLE001 - any failure here has the same remedy
-        raise ConfigError(
-            f"trading.fee is empty and the {s.exchange.id} market info for {s.market.symbol} could not be read "
-            f"({type(exc).__name__}); pass --fee F or set trading.fee"
-        ) from None
-    return rules_from_market(market, s.trading, ex.precisionMode)
-
-
 def _device(name: str) -> str:
     import torch
 
@@ -142,7 +122,9 @@ def handle(args: argparse.Namespace) -> int:
     s = settings(args, **({"trading": trading} if trading else {}))
     start, end = date_range(args)
     device = _device(args.device or s.model.device)
-    rules = _market_rules(s)
+    from chartrl.market.markets import market_rules
+
+    rules, market_info = market_rules(s)
     spec = s.chart
 
     from chartrl.logs import get_logger
@@ -167,6 +149,7 @@ def handle(args: argparse.Namespace) -> int:
         "series": f"{s.exchange.id} {s.market.symbol} {s.market.timeframe}",
         "from": start.isoformat() if start else "first stored candle",
         "until": end.isoformat() if end else "last stored candle",
+        "market_info": market_info,
         "fee": rules.fee, "slippage_bps": rules.slippage_bps, "amount_step": rules.amount_step,
         "min_amount": rules.min_amount, "min_notional": rules.min_notional,
         "position_fraction": rules.position_fraction, "initial_cash": s.trading.initial_cash,

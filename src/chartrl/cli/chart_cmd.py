@@ -95,7 +95,7 @@ def _index_at(renderer, candles, at) -> int:  # noqa: ANN001 - TensorRenderer, D
 def _write_tensor_png(frame, spec, out: Path, scale: int) -> tuple[int, int]:  # noqa: ANN001 - torch.Tensor, ChartSpec
     """The (C, H, W) frame as an RGB PNG: ch0/1/2 as red/green/blue (grey for one channel).
 
-    Non-zero pixels are lifted to at least 64 so the faint Bollinger bands (31) stay visible to
+    Non-zero pixels are lifted to at least 64 so the faint low bits (grey bands weigh 4 and 2) stay visible to
     a person; diff-frame channels are drawn beside the frame (128 = unchanged = mid grey).
     """
     import numpy as np

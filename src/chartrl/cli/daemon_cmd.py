@@ -48,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
         check_live(fresh, args.live)
         return fresh
 
-    daemon = Daemon(s, ticker_factory(args.live), config_path=args.config, reload_settings=reload)
+    daemon = Daemon(s, ticker_factory(args.live), config_path=args.config, reload_settings=reload,
+                    cli_overrides=_cli_flags(args))
     return daemon.run()
 
 
@@ -60,13 +61,28 @@ def check_live(settings: Any, live_flag: bool) -> None:
         require_live(settings, live_flag)
 
 
+# The series options (add_series_options): (config section, key, argparse attribute).
+_SERIES_OPTIONS = (("exchange", "id", "exchange"), ("market", "symbol", "symbol"),
+                   ("market", "timeframe", "timeframe"), ("data", "dir", "data_dir"))
+
+
 def _cli_overrides(args: argparse.Namespace) -> dict:
     out: dict = {}
-    for section, key, attr in (("exchange", "id", "exchange"), ("market", "symbol", "symbol"),
-                               ("market", "timeframe", "timeframe"), ("data", "dir", "data_dir")):
+    for section, key, attr in _SERIES_OPTIONS:
         value = getattr(args, attr, None)
         if value is not None:
             out.setdefault(section, {})[key] = str(value)
+    return out
+
+
+def _cli_flags(args: argparse.Namespace) -> list[str]:
+    """The series options given on the command line, as options again: the nightly retrain child
+    must work on the same exchange, symbol, timeframe and data dir (ledger) as the daemon."""
+    out: list[str] = []
+    for _section, _key, attr in _SERIES_OPTIONS:
+        value = getattr(args, attr, None)
+        if value is not None:
+            out += [f"--{attr.replace('_', '-')}", str(value)]
     return out
 
 

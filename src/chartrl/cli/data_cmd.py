@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "after the newest stored candle (or from market.since when nothing is stored).",
     )
     add_series_options(f, date_range=False)
-    f.add_argument("--since", "--from", dest="since", metavar="DATE", help="first candle to fetch, UTC, ISO 8601 (2021-06-01 or 2021-06-01T12:00); backfills and merges")
+    f.add_argument("--since", "--from", dest="since", metavar="DATE", action=_Spelled, help="first candle to fetch, UTC, ISO 8601 (2021-06-01 or 2021-06-01T12:00); backfills and merges")
     f.add_argument("--until", metavar="DATE", help="last candle to fetch, inclusive, UTC, ISO 8601 (default: the newest closed one)")
     f.add_argument("--strict", action="store_true", default=None, help="refuse any repair of the fetched candles")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,7 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the file footers, so it is quick; exits 1 when a stored file is unusable (and says which).",
     )
     d.add_argument("--data-dir", type=Path, help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
+    g = d.add_argument_group("filters (default: every stored series)")
+    g.add_argument("--exchange", help="only this ccxt exchange id")
+    g.add_argument("--symbol", help="only this symbol, e.g. BTC/USDT")
+    g.add_argument("--timeframe", help="only this timeframe, e.g. 1h")
     d.set_defaults(func=_data)
+
+
+class _Spelled(argparse.Action):
+    """Stores the value and the option spelling typed (--since or its alias --from), so an error names it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_option", option_string)
 
 
 def _strict(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,10 +66,11 @@ def _fetch(args: argparse.Namespace) -> None:
     from chartrl.market.fetch import update_series
 
     s = settings(args, **_strict(args))
-    since = parse_date(args.since, "--since")
+    since_option = getattr(args, "since_option", "--since")
+    since = parse_date(args.since, since_option)
     until = parse_date(args.until, "--until")
     if since and until and until < since:
-        raise UsageError(f"--until {until:%Y-%m-%d %H:%M} is before --since {since:%Y-%m-%d %H:%M}; the range is empty")
+        raise UsageError(f"--until {until:%Y-%m-%d %H:%M} is before {since_option} {since:%Y-%m-%d %H:%M}; the range is empty")
     summary = update_series(s, since=since, until=until, progress=not args.no_progress)
     report = summary.report
     print(
@@ -82,7 +95,9 @@ def _import(args: argparse.Namespace) -> None:
     assert report is not None
     print(f"{args.file}: {report.rows_in:,} rows read, {report.rows_out:,} valid candles")
     for hit in report.repairs.values():
-        print(f"  dropped {hit.count:,} by rule {hit.rule}, e.g. {hit.examples[0] if hit.examples else ''}")
+        # replaced_stored is the one rule that keeps the row: the file's values replaced the stored ones.
+        what = f"replaced {hit.count:,} stored candles" if hit.rule == "replaced_stored" else f"dropped {hit.count:,} rows"
+        print(f"  {what} by rule {hit.rule}, e.g. {hit.examples[0] if hit.examples else ''}")
     for note in report.notes:
         print(f"  note: {note}")
     print(f"  gaps: {report.gaps.describe()}")
@@ -104,11 +119,12 @@ def _data(args: argparse.Namespace) -> int | None:
 
     s = settings(args)
     store = CandleStore(s.data_dir)
-    series = store.list_series()
+    series = store.list_series(args.exchange, args.symbol, args.timeframe)
     # A pipe or a log file gets a fixed width instead of rich's 80 columns, so rows stay whole.
     console = Console(width=None if sys.stdout.isatty() else 120)
     if not series:
-        console.print(f"no candles stored in {store.root}; run `chartrl fetch` or `chartrl import FILE`")
+        wanted = " ".join(x for x in (args.exchange, args.symbol, args.timeframe) if x)
+        console.print(f"no {wanted + ' ' if wanted else ''}candles stored in {store.root}; run `chartrl fetch` or `chartrl import FILE`")
         return None
     table = Table(title=f"candles in {store.root}")
     for col in ("exchange", "symbol", "tf", "first", "last", "candles", "gaps", "missing", "largest"):

@@ -4,6 +4,9 @@ A halt is either the halt file (``risk.halt_file``, default ``<data dir>/HALT``)
 ledger's ``halts`` table (written by ``halt set``, by a balance mismatch, or by an operational
 error such as insufficient funds). While either is present the risk check answers HOLD with the
 reason ``halt_file`` / ``ledger_halt``; the daemon keeps running, fetching and deciding.
+
+``halt show`` exits 0 whenever it could answer, like every command (1 error, 2 usage). Scripts ask
+``halt show --check``: 0 not halted, 3 halted, so "halted" never reads as a failure to check.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from datetime import UTC, datetime
 
 from chartrl.cli.app import settings
 
+HALTED_EXIT = 3  # `halt show --check` when halted: distinct from 1 (error) and 2 (usage)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("halt", help="stop, resume or inspect order sending (halt set | clear | show)")
-    p.add_argument("-c", "--config", default=argparse.SUPPRESS, help="TOML config file")
     p.add_argument("--data-dir", help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
     hsub = p.add_subparsers(dest="halt_command", metavar="ACTION")
     hsub.required = True
@@ -27,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = hsub.add_parser("clear", help="resume trading: clear ledger halts and remove the halt file")
     c.add_argument("--keep-file", action="store_true", help="leave the halt file in place")
     c.set_defaults(func=_clear)
-    sh = hsub.add_parser("show", help="print the halts in force (exit 3 when halted)")
+    sh = hsub.add_parser("show", help="print the halts in force (with --check: exit 3 when halted)")
+    sh.add_argument("--check", action="store_true", help=f"for scripts: exit {HALTED_EXIT} when halted, 0 when not")
     sh.set_defaults(func=_show)
 
 
@@ -83,4 +88,4 @@ def _show(args: argparse.Namespace) -> int:
                 print(f"halt #{h.id} {h.reason} since {_when(h.created_ms)} by {h.source}: {h.details or ''}")
     if not halted:
         print("not halted")
-    return 3 if halted else 0
+    return HALTED_EXIT if halted and args.check else 0

@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic candles (default 7)")
     p.add_argument("--symbol", help="symbol such as BTC/USDT (default: config market.symbol)")
     p.add_argument("--timeframe", help="timeframe (default: inferred from --csv, else config market.timeframe)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    p.add_argument(
+        "--allow-remote", action="store_true",
+        help="allow a --host that is not loopback (the emulator is a test fake with a well-known key: other machines could trade on it)",
+    )
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
     p.add_argument("--speed", type=float, help="run the clock at this multiple of wall time (3600: an hour per second); default: a still clock")
     p.add_argument("--start", metavar="DATE", help="clock start, UTC (default: just after the last candle opened; with --speed, the middle of the data)")
@@ -71,6 +75,23 @@ def _check_options(args: argparse.Namespace) -> None:
     for option, value, ok, allowed in checks:
         if not ok:
             raise UsageError(f"{option} {value:g} is out of range; use {allowed}")
+    if not args.allow_remote and not _is_loopback(args.host):
+        raise UsageError(
+            f"--host {args.host} is not a loopback address; the emulator has no real authentication, so listen on "
+            "127.0.0.1 or ::1, or pass --allow-remote if other machines must reach it"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    """Loopback by address, or the name localhost (no DNS lookup: a name could resolve anywhere)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_candles(path: Path, symbol: str, timeframe: str | None) -> tuple[Any, str]:
@@ -80,7 +101,7 @@ def load_candles(path: Path, symbol: str, timeframe: str | None) -> tuple[Any, s
     from chartrl.market.validate import infer_timeframe, validate_candles
 
     if not path.is_file():
-        raise DataError(f"{path} does not exist or is not a file; pass a candle CSV or .parquet file to --csv")
+        raise UsageError(f"{path} does not exist or is not a file; pass a candle CSV or .parquet file to --csv")
     if path.suffix == ".parquet":
         try:
             raw = pd.read_parquet(path)

@@ -10,21 +10,44 @@ from chartrl.cli.app import add_series_options, date_range, settings
 from chartrl.errors import UsageError
 
 STAGES = ("imitation", "dqn")
+SYNTHETIC = "synthetic"
+"""The exchange of a --synthetic run's series: no stored series is called that, so a backtest or
+the daemon refuses such a model where it expects real candles."""
+
+# Training options -> TrainConfig fields, with the rule a given value must follow. Options default
+# to None ("not given"): TrainConfig holds the defaults, and --resume can tell what was given.
+_OPTIONS: dict[str, tuple[str, Any, str]] = {
+    "seed": ("--seed", lambda v: v >= 0, ">= 0"),
+    "epochs": ("--epochs", lambda v: v >= 0, ">= 0"),
+    "imitation_epochs": ("--imitation-epochs", lambda v: v >= 0, ">= 0"),
+    "validation_fraction": ("--validation-fraction", lambda v: 0 <= v < 0.9, "in [0, 0.9)"),
+    "oracle_window": ("--oracle-window", lambda v: v >= 1, ">= 1"),
+    "num_envs": ("--num-envs", lambda v: v >= 1, ">= 1"),
+    "learning_starts": ("--learning-starts", lambda v: v >= 0, ">= 0"),
+    "max_steps_per_epoch": ("--max-steps-per-epoch", lambda v: v >= 1, ">= 1"),
+    "eps_decay": ("--eps-decay", lambda v: v > 0, "> 0"),
+}
+# What a resumed run may change: how far it goes and which stages it runs.
+_RESUMABLE = ("epochs", "imitation_epochs", "stages")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     add_series_options(p)
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=10, help="DQN epochs (total, also when resuming; default 10)")
-    g.add_argument("--imitation-epochs", type=int, default=3, help="imitation epochs before DQN (default 3)")
-    g.add_argument("--stages", default="imitation,dqn", help="comma list of stages to run: imitation, dqn (default both)")
+    g.add_argument("--epochs", type=int, help="DQN epochs (total, also when resuming; default 10)")
+    g.add_argument("--imitation-epochs", type=int, help="imitation epochs before DQN (default 3)")
+    g.add_argument("--stages", help="comma list of stages to run: imitation, dqn (default both)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present (default: config model.device)")
-    g.add_argument("--validation-fraction", type=float, default=0.15, help="last fraction of candles used for validation (default 0.15)")
-    g.add_argument("--oracle-window", type=int, default=24, help="half-window in candles of the oracle labels (default 24)")
-    g.add_argument("--num-envs", type=int, default=8, help="history lanes walked at once (default 8)")
-    g.add_argument("--learning-starts", type=int, default=2000, help="transitions collected before the first DQN update (default 2000)")
+    g.add_argument("--validation-fraction", type=float, help="last fraction of candles used for validation (default 0.15)")
+    g.add_argument("--oracle-window", type=int, help="half-window in candles of the oracle labels (default 24)")
+    g.add_argument("--num-envs", type=int, help="history lanes walked at once (default 8)")
+    g.add_argument("--learning-starts", type=int, help="transitions collected before the first DQN update (default 2000)")
+    g.add_argument("--eps-decay", type=float, metavar="N",
+                   help="epsilon's exponential decay constant in transitions after --learning-starts "
+                        "(default: a fifth of the planned DQN transitions, see docs/training.md)")
     g.add_argument("--max-steps-per-epoch", type=int, help="cap environment steps / imitation updates per epoch (smoke runs)")
-    g.add_argument("--synthetic", type=int, metavar="N", help="train on N synthetic candles instead of the store (demos, smoke runs)")
+    g.add_argument("--synthetic", type=int, metavar="N",
+                   help="train on N synthetic candles instead of the store (demos, smoke runs; series 'synthetic')")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is often faster on a busy machine)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -32,9 +55,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a chart policy (imitation of the oracle, then Double DQN)")
     p.add_argument("--strategy", help="cnn, cnnrnn, gru or resnet (default: config model.strategy)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--seed", type=int, help="random seed (default 1)")
     p.add_argument("--out", type=Path, help="model directory to write (model.pt, model.json, history.csv, tb/)")
-    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR (weights, optimizer, counters)")
+    p.add_argument("--resume", type=Path, metavar="DIR",
+                   help="continue the run in DIR with its hyperparameters and data (weights, optimizer, counters)")
     _common(p)
     p.set_defaults(func=_train)
 
@@ -46,49 +70,90 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_compare)
 
 
-def _config(args: argparse.Namespace, seed: int) -> Any:
-    from chartrl.backtest.dqn import TrainConfig
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The training options given on the command line, as TrainConfig fields, each checked."""
+    given: dict[str, Any] = {}
+    if args.stages is not None:
+        stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
+        if not stages or any(x not in STAGES for x in stages):
+            raise UsageError(f"--stages {args.stages!r}: use a comma list of {', '.join(STAGES)}")
+        given["stages"] = stages
+    if args.synthetic is not None and args.synthetic < 100:
+        raise UsageError(f"--synthetic {args.synthetic}: use at least a few thousand candles")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    for name, (opt, ok, rule) in _OPTIONS.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            if not ok(value):
+                raise UsageError(f"{opt} must be {rule}, got {value}")
+            given[name] = value
+    return given
 
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
-    bad = [s for s in stages if s not in STAGES]
-    if bad or not stages:
-        raise UsageError(f"--stages {args.stages!r}: use a comma list of {', '.join(STAGES)}")
-    for opt, v in (("--epochs", args.epochs), ("--imitation-epochs", args.imitation_epochs)):
-        if v < 0:
-            raise UsageError(f"{opt} must be >= 0, got {v}")
-    if not 0 <= args.validation_fraction < 0.9:
-        raise UsageError(f"--validation-fraction must be in [0, 0.9), got {args.validation_fraction}")
-    if args.learning_starts < 0:
-        raise UsageError(f"--learning-starts must be >= 0, got {args.learning_starts}")
-    if args.num_envs < 1:
-        raise UsageError(f"--num-envs must be >= 1, got {args.num_envs}")
-    return TrainConfig(
-        seed=seed, stages=stages, epochs=args.epochs, imitation_epochs=args.imitation_epochs,
-        validation_fraction=args.validation_fraction, oracle_window=args.oracle_window,
-        num_envs=args.num_envs, max_steps_per_epoch=args.max_steps_per_epoch, learning_starts=args.learning_starts,
-    )
+
+def _resume_config(args: argparse.Namespace, saved: dict[str, Any], given: dict[str, Any]) -> Any:
+    """The saved run's hyperparameters; an explicitly given option may only extend it."""
+    from dataclasses import replace
+
+    from chartrl.backtest.dqn import train_config
+
+    base = train_config(saved.get("hyperparameters") or {})
+    for name, value in given.items():
+        if name not in _RESUMABLE and value != getattr(base, name):
+            opt = _OPTIONS[name][0]
+            raise UsageError(f"--resume {args.resume}: {opt} {value} but the run was trained with {name} = {getattr(base, name)}; "
+                             f"drop {opt} to continue it, or train anew into another --out")
+    done = int((saved.get("counters") or {}).get("dqn_epochs", 0))
+    if given.get("epochs", done) < done:
+        raise UsageError(f"--resume {args.resume}: --epochs {given['epochs']} but {done} DQN epochs are done; --epochs is a total")
+    return replace(base, **given)
+
+
+def _resume_data_args(args: argparse.Namespace, saved: dict[str, Any]) -> None:
+    """Default the series and range to the saved run's, so a grown store does not shift its split."""
+    series, span = saved.get("series") or {}, saved.get("data_range") or {}
+    if series.get("exchange") == SYNTHETIC:
+        if args.synthetic is None:
+            args.synthetic = span.get("candles")
+        return
+    if args.synthetic is not None:
+        return  # another source: _check_resumed_data refuses it
+    defaults = {"exchange": series.get("exchange"), "symbol": series.get("symbol"), "timeframe": series.get("timeframe"),
+                "date_from": span.get("from"), "date_until": span.get("until")}
+    for attr, value in defaults.items():
+        if getattr(args, attr, None) is None:
+            setattr(args, attr, value)
+
+
+def _check_resumed_data(args: argparse.Namespace, saved: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Refuse to resume on other candles than the run's (another series, range or length)."""
+    was = {**(saved.get("series") or {}), **(saved.get("data_range") or {})}
+    now = {**meta["series"], **meta["data_range"]}
+    for key in ("exchange", "symbol", "timeframe", "candles", "from", "until"):
+        if key in was and was[key] != now[key]:
+            raise UsageError(f"--resume {args.resume}: the run was trained on {key} {was[key]} but now loads {now[key]}; resume "
+                             f"without --exchange/--symbol/--timeframe/--from/--until/--synthetic, or train anew into another --out")
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """Settings, candles and the checkpoint meta describing them."""
     s = settings(args)
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    series = {"exchange": s.exchange.id, "symbol": s.market.symbol, "timeframe": s.market.timeframe}
     if args.synthetic:
         from chartrl.testing.synthetic import synthetic_candles
 
-        if args.synthetic < 100:
-            raise UsageError(f"--synthetic {args.synthetic}: use at least a few thousand candles")
+        if args.date_from or args.date_until:
+            raise UsageError("--from/--until select stored candles; --synthetic makes its own, so give one or the other")
+        series = {"exchange": SYNTHETIC, "symbol": s.market.symbol, "timeframe": s.market.timeframe}
         candles = synthetic_candles(args.synthetic, seed=7, timeframe=s.market.timeframe)
         source = f"synthetic({args.synthetic}, seed=7)"
     else:
         from chartrl.market.store import CandleStore
 
+        series = {"exchange": s.exchange.id, "symbol": s.market.symbol, "timeframe": s.market.timeframe}
         start, end = date_range(args)
         candles = CandleStore(s.data_dir).load(series["exchange"], series["symbol"], series["timeframe"], start, end)
         source = f"store:{s.data_dir}"
@@ -108,10 +173,14 @@ def _rules(s: Any) -> Any:
     return MarketRules(fee=fee, slippage_bps=s.trading.slippage_bps, position_fraction=s.trading.position_fraction)
 
 
-def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dict[str, Any]) -> Any:
-    from chartrl.backtest.env import prepare_data
+def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dict[str, Any], world_size: int = 1) -> Any:
+    from chartrl.backtest.env import max_lanes, prepare_data
 
     data = prepare_data(candles, s.chart, s.market.timeframe, cfg.validation_fraction)
+    most = max_lanes(len(data.train)) // world_size
+    if "dqn" in cfg.stages and cfg.num_envs > most:
+        raise UsageError(f"--num-envs {cfg.num_envs}: {len(data.train)} training candles feed at most {most} lanes per process; "
+                         f"use --num-envs {most} or less, or load more candles")
     ts = candles["timestamp"]
     meta["data_range"]["validation_from"] = ts.iloc[min(data.validation_start, len(ts) - 1)].isoformat() if len(data.validation) else None
     return data
@@ -120,7 +189,7 @@ def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dic
 def _train(args: argparse.Namespace) -> int:
     from chartrl.backtest import checkpoint as ckpt
     from chartrl.backtest.distributed import cleanup, setup
-    from chartrl.backtest.dqn import train
+    from chartrl.backtest.dqn import TrainConfig, train
     from chartrl.strategies.registry import NEURAL_NAMES, available, is_neural
 
     if args.resume and args.out and args.out.resolve() != args.resume.resolve():
@@ -128,29 +197,34 @@ def _train(args: argparse.Namespace) -> int:
     out = args.resume or args.out
     if out is None:
         raise UsageError("give --out DIR for the new model (or --resume DIR)")
-    cfg = _config(args, args.seed)
-    s, candles, meta = _load(args)
-    strategy = args.strategy or s.model.strategy
+    given = _given(args)
     if args.resume:
         saved = ckpt.read_meta(args.resume)
         if args.strategy and args.strategy != saved["strategy"]:
             raise UsageError(f"--strategy {args.strategy} but {args.resume} holds a {saved['strategy']} model; drop --strategy to resume it")
-        strategy = saved["strategy"]
+        cfg = _resume_config(args, saved, given)
+        _resume_data_args(args, saved)
     elif (out / ckpt.META_FILE).exists():
         raise UsageError(f"{out} already holds a model; use --resume {out} to continue it or choose another --out")
+    else:
+        cfg = TrainConfig(**given)
+    s, candles, meta = _load(args)
+    strategy = saved["strategy"] if args.resume else args.strategy or s.model.strategy
+    if args.resume:
+        _check_resumed_data(args, saved, meta)
     if not is_neural(strategy):
         what = "is a rule baseline with nothing to train" if strategy in available() else "is unknown"
         raise UsageError(f"strategy {strategy!r} {what}; use one of {', '.join(NEURAL_NAMES)}")
     dist, device = setup(args.device or s.model.device)
     try:
-        data = _prepare(args, s, candles, cfg, meta)
+        data = _prepare(args, s, candles, cfg, meta, dist.world_size)
         history = train(strategy, data, cfg, out, meta, device=device, dist=dist, rules=_rules(s),
                         initial_cash=s.trading.initial_cash, resume=bool(args.resume), progress=not args.no_progress).history
     finally:
         cleanup(dist)
     if dist.is_main:
         last = history[-1] if history else {}
-        val = ", ".join(f"{k[4:]} {float(v):.4g}" for k, v in last.items() if k.startswith("val_"))
+        val = ", ".join(f"{k[4:]} {'n/a' if v in (None, '') else f'{float(v):.4g}'}" for k, v in last.items() if k.startswith("val_"))
         print(f"model written to {out} ({strategy}, {len(history)} epochs{'; validation: ' + val if val else ''})")
     return 0
 
@@ -158,6 +232,7 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from chartrl.backtest.compare import run_compare
     from chartrl.backtest.distributed import pick_device
+    from chartrl.backtest.dqn import TrainConfig
     from chartrl.strategies.registry import NEURAL_NAMES
 
     strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
@@ -166,7 +241,7 @@ def _compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--strategies {args.strategies!r}: use a comma list of {', '.join(NEURAL_NAMES)}")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    cfg = _config(args, 1)
+    cfg = TrainConfig(**_given(args))
     s, candles, meta = _load(args)
     data = _prepare(args, s, candles, cfg, meta)
     table = run_compare(strategies, args.seeds, data, cfg, args.out, meta, device=pick_device(args.device or s.model.device),

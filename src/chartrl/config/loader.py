@@ -107,10 +107,15 @@ def format_validation_error(exc: ValidationError, origins: Mapping[str, str] | N
         if err["type"] == "extra_forbidden":
             lines.append(f"{field}: unknown setting{via}; check the spelling (see `chartrl config show` for the known ones)")
             continue
-        shown = "***" if any(s in field for s in _SECRET_FIELDS) else repr(value)
+        shown = "***" if any(s in field for s in _SECRET_FIELDS) else _shown(value)
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{field} = {shown}: {msg}{via}")
     return lines
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it: quoted text, plain numbers, and a TOML date as 2018-01-01 (not its repr)."""
+    return repr(value) if isinstance(value, (str, int, float, bool)) or value is None else str(value)
 
 
 def config_path(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Path | None:

@@ -81,6 +81,14 @@ class MarketSettings(_Section):
         timeframe_seconds(v)
         return v
 
+    @field_validator("since", mode="before")
+    @classmethod
+    def _date_as_text(cls, v: object) -> object:
+        # An unquoted TOML date (since = 2018-01-01, also via CHARTRL__MARKET__SINCE) arrives as a date.
+        from datetime import date
+
+        return v.isoformat() if isinstance(v, date) else v
+
     @field_validator("since")
     @classmethod
     def _iso_date(cls, v: str) -> str:
@@ -99,8 +107,9 @@ class DataSettings(_Section):
     spike_factor: float = Field(
         3.0,
         ge=0,
-        description="Drop a candle whose high or low is more than this many times away from the median close of "
-        "its ten neighbours (rule price_spike, an implausible print); 0 turns the rule off.",
+        description="Drop an isolated candle with a price more than this many times away from both the previous "
+        "and the next candle's close (rule price_spike, an implausible print; the newest candle is never judged); "
+        "0 turns the rule off.",
     )
 
 
@@ -142,7 +151,18 @@ class DaemonSettings(_Section):
     retrain_window_days: int = Field(180, ge=7, description="Days of recent candles the challenger is fine-tuned on.")
     eval_days: int = Field(14, ge=1, description="Most recent held-out days on which champion and challenger are compared.")
     promote_margin: float = Field(0.0, description="Challenger must beat the champion's Sharpe by this much to be promoted.")
+    min_eval_trades: int = Field(
+        1,
+        ge=0,
+        description="Trades (round trips; a position still open at the end counts as one) a model must make on the "
+        "held-out days for its Sharpe to be compared; a challenger with fewer, or with no Sharpe, is never promoted.",
+    )
     heartbeat_seconds: float = Field(10.0, gt=0, description="Interval of the systemd watchdog heartbeat.")
+    stuck_tick_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A tick running longer than this stops the watchdog heartbeat, so systemd (WatchdogSec) restarts the service.",
+    )
     retrain_enabled: bool = Field(True, description="Run the nightly retrain job.")
     retrain_epochs: int = Field(2, ge=1, le=1000, description="DQN epochs the challenger is fine-tuned for on the recent window.")
 

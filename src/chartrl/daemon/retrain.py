@@ -4,21 +4,28 @@
 2. fine-tune a copy of the champion on the most recent ``daemon.retrain_window_days`` (ending
    where the held-out days begin) into a challenger, in a hidden directory beside the champion;
 3. evaluate champion and challenger with the walk-forward evaluation on the most recent
-   ``daemon.eval_days``, which neither was trained on;
-4. promote the challenger only if its Sharpe beats the champion's by ``daemon.promote_margin``:
-   the directories are swapped atomically (``renameat2(RENAME_EXCHANGE)`` where Linux has it, two
-   renames otherwise) and the old champion is kept as ``champion.prev``.
+   ``daemon.eval_days``, which the challenger was not trained on (a champion that was is flagged);
+4. promote the challenger only if its Sharpe beats the champion's by ``daemon.promote_margin``
+   (:func:`decide`: a model without a Sharpe or with fewer than ``daemon.min_eval_trades`` trades is
+   not comparable, so a challenger that never trades is never promoted): the directories are swapped
+   atomically (``renameat2(RENAME_EXCHANGE)`` where Linux has it, two renames otherwise) and the old
+   champion is kept as ``champion.prev``.
 
-Every cycle goes to the ledger (``retrain_results``, with both scores) and the log. The daemon
-notices the new champion at its next tick (its ``model.json`` has a new inode) and reloads.
+Every cycle goes to the ledger (``retrain_results``, with both scores, the reason and buy-and-hold
+over the same days) and the log. SIGTERM (the daemon stopping) ends the cycle cleanly: recorded as
+failed, the challenger removed. The daemon notices the new champion at its next tick (its
+``model.json`` has a new inode) and reloads.
 """
 
 from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +52,8 @@ class RetrainResult:
     challenger: str | None = None
     champion_score: float | None = None
     challenger_score: float | None = None
+    reason: str | None = None
+    """Why the challenger was promoted or not."""
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
@@ -54,17 +63,80 @@ class RetrainResult:
             return f"retrain failed: {self.error}"
         verb = "promoted: the challenger is the new champion" if self.status == "promoted" else "kept the champion"
         return (f"retrain {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
-                f"challenger {_fmt(self.challenger_score)}; {self.seconds:.0f} s)")
+                f"challenger {_fmt(self.challenger_score)}; {self.reason}; {self.seconds:.0f} s)")
 
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def score(metrics: dict[str, Any]) -> float:
-    """The comparison score: Sharpe, and 0 for a run without variance (it never traded)."""
+def score(metrics: dict[str, Any]) -> float | None:
+    """The comparison score: the Sharpe ratio; None for a run without variance (it never traded)."""
     value = metrics.get("sharpe")
-    return 0.0 if value is None else float(value)
+    return None if value is None else float(value)
+
+
+def incomparable(metrics: dict[str, Any], min_trades: int) -> str | None:
+    """Why a held-out run's Sharpe cannot be compared, or None when it can."""
+    if score(metrics) is None:
+        return "no Sharpe (its equity never moved)"
+    # A position still open at the end is a trade too: buying once and holding is a decision.
+    trades = int(metrics.get("trades") or 0) + int(bool(metrics.get("open_position_at_end")))
+    if trades < min_trades:
+        return f"{trades} trade(s), fewer than daemon.min_eval_trades = {min_trades}"
+    return None
+
+
+def decide(champion: dict[str, Any], challenger: dict[str, Any], margin: float, min_trades: int) -> tuple[bool, str]:
+    """Whether to promote the challenger, and why, from both held-out metrics.
+
+    Doing nothing has no Sharpe (or 0 under any convention that gives it one), which beats every
+    losing champion: a challenger that is not comparable is therefore never promoted. A champion
+    that is not comparable loses to a challenger that is.
+    """
+    why = incomparable(challenger, min_trades)
+    if why:
+        return False, f"challenger not comparable: {why}"
+    why = incomparable(champion, min_trades)
+    if why:
+        return True, f"champion not comparable: {why}"
+    if score(challenger) > score(champion) + margin:  # type: ignore[operator]
+        return True, f"challenger's Sharpe beats the champion's by more than daemon.promote_margin = {margin:g}"
+    return False, f"challenger's Sharpe does not beat the champion's by more than daemon.promote_margin = {margin:g}"
+
+
+class RetrainAborted(BaseException):
+    """SIGTERM during a cycle. A BaseException (like KeyboardInterrupt) so no ``except Exception`` on
+    the way swallows it: the cycle unwinds through its cleanup and is recorded as failed."""
+
+
+class _SigtermAborts:
+    """While active (main thread only), SIGTERM raises :class:`RetrainAborted`. Its default action
+    would end the process at once, leaving the challenger directory and a ``running`` ledger row."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> _SigtermAborts:
+        if self._active:
+            self._previous = signal.signal(signal.SIGTERM, self._abort)
+        return self
+
+    def _abort(self, signum: int, _frame: Any) -> None:
+        self.hold()
+        raise RetrainAborted(signal.Signals(signum).name)
+
+    def hold(self) -> None:
+        """Ignore SIGTERM from now on: what is left (the swap, the cleanup) takes milliseconds and
+        must not be cut in half."""
+        if self._active:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._active:
+            # None: a handler installed outside Python, which cannot be put back; the default then.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
 
 def offline_rules(settings: Settings) -> MarketRules:
@@ -165,21 +237,47 @@ def fine_tune(
 
 
 # ------------------------------------------------------------------------------------ the cycle
+_DAY_MS = 86_400_000
+
+
+def min_eval_candles(timeframe: str) -> int:
+    """Held-out candles a Sharpe comparison needs: a day of them, and at least 7 (a week of daily)."""
+    return max(7, _DAY_MS // timeframe_ms(timeframe))
+
+
 def _split(settings: Settings, candles: pd.DataFrame, window: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
-    d = settings.daemon
+    d, tf = settings.daemon, settings.market.timeframe
+    step = timeframe_ms(tf)
+    need = min_eval_candles(tf)
+    if d.eval_days * _DAY_MS // step < need:
+        raise DataError(
+            f"daemon.eval_days = {d.eval_days} holds {d.eval_days * _DAY_MS // step} {tf} candles, too few to compare "
+            f"champion and challenger (at least {need}); raise daemon.eval_days to {math.ceil(need * step / _DAY_MS)} or more"
+        )
     last = candles["timestamp"].iloc[-1]
-    eval_start = last - pd.Timedelta(days=d.eval_days) + pd.Timedelta(milliseconds=timeframe_ms(settings.market.timeframe))
+    eval_start = last - pd.Timedelta(days=d.eval_days) + pd.Timedelta(milliseconds=step)
     train_start = eval_start - pd.Timedelta(days=d.retrain_window_days)
     train_part = candles[(candles["timestamp"] >= train_start) & (candles["timestamp"] < eval_start)].reset_index(drop=True)
     # The evaluation's first charts need a window of history; those candles are drawn, not traded.
     first_eval = int(candles["timestamp"].searchsorted(eval_start))
     eval_part = candles.iloc[max(first_eval - window - 150, 0):].reset_index(drop=True)
-    if first_eval < window or len(candles) - first_eval < 24:
+    if first_eval < window or len(candles) - first_eval < need:
         raise DataError(
-            f"not enough candles for a retrain: {len(candles)} stored, the last {d.eval_days} days held out need "
-            f"{window} candles of chart history before them; fetch more history or lower daemon.eval_days"
+            f"not enough candles for a retrain: {len(candles)} {tf} candles stored from {candles['timestamp'].iloc[0]:%Y-%m-%d}; "
+            f"the held-out last {d.eval_days} days need {need} candles in them and {window} of chart history before them; "
+            "fetch older history (market.since, then `chartrl fetch`) or lower daemon.eval_days"
         )
     return train_part, eval_part, eval_start
+
+
+def _trained_on(meta: dict[str, Any], eval_start: pd.Timestamp) -> str | None:
+    """The end of the model's training data when it reaches into the held-out days, else None."""
+    until = (meta.get("data_range") or {}).get("until")
+    if not until:
+        return None
+    ts = pd.Timestamp(until)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
+    return str(until) if ts >= eval_start else None
 
 
 def run_retrain(
@@ -202,68 +300,81 @@ def run_retrain(
     result = RetrainResult("failed")
     rid: int | None = None
     challenger = champion.with_name(f".challenger-{os.getpid()}-{int(time.time())}")
-    try:
-        meta = read_meta(champion)
-        result.champion = model_version(champion, meta)
-        rid = ledger.start_retrain(result.champion)
-        log.info("retrain_started", champion=result.champion, model_dir=str(champion))
-        if fetch:
-            from chartrl.market.fetch import update_series
-
-            try:
-                update_series(settings, progress=progress)
-            except TemporaryError as exc:
-                log.warning("retrain_fetch_failed", error=str(exc), using="the stored candles")
-        spec = ChartSpec(**meta["chart_spec"])
-        ex, sym, tf = settings.exchange.id, settings.market.symbol, settings.market.timeframe
-        candles = CandleStore(settings.data_dir).load(ex, sym, tf)
-        train_part, eval_part, eval_start = _split(settings, candles, spec.window)
-        device = resolve_device(settings.model.device)
-        fine_tune(champion, challenger, train_part, settings, epochs=epochs or settings.daemon.retrain_epochs,
-                  max_steps=max_steps, device=device, progress=progress)
-        rules, cash = offline_rules(settings), settings.trading.initial_cash
-        scores: dict[str, Any] = {}
-        for name, path in (("champion", champion), ("challenger", challenger)):
-            policy, m = load_model(path, device, expect_spec=spec, expect_series=(ex, sym, tf))
-            if name == "challenger":
-                result.challenger = model_version(path, m)
-            scores[name] = evaluate(policy, eval_part, spec, rules, start=eval_start, initial_cash=cash, device=device)
-        result.champion_score, result.challenger_score = score(scores["champion"]), score(scores["challenger"])
-        margin = settings.daemon.promote_margin
-        promoted = result.challenger_score > result.champion_score + margin
-        result.metrics = {
-            "champion_score": result.champion_score, "challenger_score": result.challenger_score, "margin": margin,
-            "eval_from": eval_start.isoformat(), "eval_days": settings.daemon.eval_days,
-            "train_from": train_part["timestamp"].iloc[0].isoformat() if len(train_part) else None,
-            "champion": _brief(scores["champion"]), "challenger": _brief(scores["challenger"]),
-        }
-        if promoted:
-            promote(challenger, champion)
-            result.status = "promoted"
-        else:
-            result.status = "kept"
-    except (ChartrlError, ValueError, RuntimeError, OSError) as exc:
-        # One line for the operator; the daemon keeps trading with the champion either way.
-        result.status, result.error = "failed", (str(exc).splitlines() or [type(exc).__name__])[0][:500]
-        if isinstance(exc, CheckpointError) and rid is None:
-            result.error = f"no champion to retrain: {result.error}"
-    finally:
-        shutil.rmtree(challenger, ignore_errors=True)
-        result.seconds = round(time.monotonic() - t0, 1)
-        if rid is None:
+    with _SigtermAborts() as sigterm:
+        try:
+            meta = read_meta(champion)
+            result.champion = model_version(champion, meta)
             rid = ledger.start_retrain(result.champion)
-        ledger.finish_retrain(rid, status=result.status, challenger=result.challenger, promoted=result.status == "promoted",
-                              metrics=result.metrics or None, error=result.error)
-        ledger.close()
+            log.info("retrain_started", champion=result.champion, model_dir=str(champion))
+            if fetch:
+                from chartrl.market.fetch import update_series
+
+                try:
+                    update_series(settings, progress=progress)
+                except TemporaryError as exc:
+                    log.warning("retrain_fetch_failed", error=str(exc), using="the stored candles")
+            spec = ChartSpec(**meta["chart_spec"])
+            ex, sym, tf = settings.exchange.id, settings.market.symbol, settings.market.timeframe
+            candles = CandleStore(settings.data_dir).load(ex, sym, tf)
+            train_part, eval_part, eval_start = _split(settings, candles, spec.window)
+            in_sample = _trained_on(meta, eval_start)
+            if in_sample:
+                log.warning("retrain_champion_in_sample", trained_until=in_sample, eval_from=eval_start.isoformat(),
+                            why="the champion was trained on some of the held-out days: its score there flatters it")
+            device = resolve_device(settings.model.device)
+            fine_tune(champion, challenger, train_part, settings, epochs=epochs or settings.daemon.retrain_epochs,
+                      max_steps=max_steps, device=device, progress=progress)
+            rules, cash = offline_rules(settings), settings.trading.initial_cash
+            scores: dict[str, Any] = {}
+            for name, path in (("champion", champion), ("challenger", challenger)):
+                policy, m = load_model(path, device, expect_spec=spec, expect_series=(ex, sym, tf))
+                if name == "challenger":
+                    result.challenger = model_version(path, m)
+                scores[name] = evaluate(policy, eval_part, spec, rules, start=eval_start, initial_cash=cash, device=device)
+            result.champion_score, result.challenger_score = score(scores["champion"]), score(scores["challenger"])
+            d = settings.daemon
+            promoted, result.reason = decide(scores["champion"], scores["challenger"], d.promote_margin, d.min_eval_trades)
+            buyhold = (scores["champion"].get("baselines") or {}).get("buyhold") or {}
+            result.metrics = {
+                "champion_score": result.champion_score, "challenger_score": result.challenger_score,
+                "margin": d.promote_margin, "min_eval_trades": d.min_eval_trades, "reason": result.reason,
+                "eval_from": eval_start.isoformat(), "eval_days": d.eval_days,
+                "train_from": train_part["timestamp"].iloc[0].isoformat() if len(train_part) else None,
+                "champion_trained_until": (meta.get("data_range") or {}).get("until"), "champion_in_sample": bool(in_sample),
+                "champion": _brief(scores["champion"]), "challenger": _brief(scores["challenger"]),
+                # Context for both scores: what simply holding the coin did over the same days.
+                "buyhold": {"sharpe": buyhold.get("sharpe"), "total_return": buyhold.get("total_return")},
+            }
+            log.info("retrain_compared", promote=promoted, reason=result.reason)
+            if promoted:
+                sigterm.hold()
+                promote(challenger, champion)
+                result.status = "promoted"
+            else:
+                result.status = "kept"
+        except (ChartrlError, ValueError, RuntimeError, OSError) as exc:
+            # One line for the operator; the daemon keeps trading with the champion either way.
+            result.status, result.error = "failed", (str(exc).splitlines() or [type(exc).__name__])[0][:500]
+            if isinstance(exc, CheckpointError) and rid is None:
+                result.error = f"no champion to retrain: {result.error}"
+        except RetrainAborted as exc:
+            result.status, result.error = "failed", f"aborted by {exc} (the daemon is stopping?); the champion is unchanged"
+        finally:
+            sigterm.hold()
+            shutil.rmtree(challenger, ignore_errors=True)
+            result.seconds = round(time.monotonic() - t0, 1)
+            if rid is None:
+                rid = ledger.start_retrain(result.champion)
+            ledger.finish_retrain(rid, status=result.status, challenger=result.challenger, promoted=result.status == "promoted",
+                                  metrics=result.metrics or None, error=result.error)
+            ledger.close()
     level = log.error if result.status == "failed" else log.info
     level("retrain_finished", status=result.status, champion=result.champion, challenger=result.challenger,
-          champion_score=result.champion_score, challenger_score=result.challenger_score, error=result.error,
-          seconds=result.seconds)
+          champion_score=result.champion_score, challenger_score=result.challenger_score, reason=result.reason,
+          error=result.error, seconds=result.seconds)
     return result
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("sharpe", "total_return", "max_drawdown", "trades", "final_equity")
-    out = {k: metrics.get(k) for k in keys}
-    out["buyhold_sharpe"] = (metrics.get("baselines") or {}).get("buyhold", {}).get("sharpe")
-    return out
+    keys = ("sharpe", "total_return", "max_drawdown", "trades", "open_position_at_end", "final_equity")
+    return {k: metrics.get(k) for k in keys}

@@ -9,7 +9,8 @@ they run and how the process behaves as a service:
 * the retrain job on ``daemon.retrain_cron`` (UTC), as a subprocess so its memory, GPU and crashes
   stay out of the trading process;
 * SIGTERM/SIGINT: let the running tick finish, flush, exit 0; SIGHUP: reload the configuration;
-* sd_notify: READY=1 after the start-up checks, WATCHDOG=1 while healthy, STATUS=..., STOPPING=1.
+* sd_notify: READY=1 after the start-up checks, WATCHDOG=1 while healthy (no tick stuck longer than
+  ``daemon.stuck_tick_seconds``), STATUS=..., STOPPING=1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ from chartrl.timeframe import timeframe_seconds
 log = get_logger("chartrl.daemon")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+START_RETRY_SECONDS = 180.0
+"""Longest the start-up waits out temporary failures. The units' TimeoutStartSec (300 s) must leave
+room beyond it for the last attempt and the model load (tests/test_systemd.py checks the two)."""
 
 
 def tick_trigger(timeframe: str, delay_seconds: float) -> Any:
@@ -71,29 +76,34 @@ def retrain_trigger(cron: str) -> Any:
         raise OperationalError(f"daemon.retrain_cron = {cron!r}: {exc}; use five crontab fields, e.g. '0 3 * * *'") from None
 
 
-def retrain_command(config: Path | None) -> list[str]:
-    """The child process that runs one retrain cycle (same interpreter, same config)."""
+def retrain_command(config: Path | None, overrides: Sequence[str] = ()) -> list[str]:
+    """The child process that runs one retrain cycle: same interpreter, same config, and the same
+    command-line ``overrides`` (``--data-dir X --symbol Y``) as the daemon, so it retrains that series."""
     cmd = [sys.executable, "-m", "chartrl"]
     if config is not None:
         cmd += ["--config", str(config)]
-    return [*cmd, "retrain", "--nice", "10"]
+    return [*cmd, "retrain", "--nice", "10", *overrides]
 
 
-def start_with_retry(build: Callable[[], Any], stop: threading.Event, attempts: int = 20) -> Any:
+def start_with_retry(
+    build: Callable[[], Any], stop: threading.Event, budget_seconds: float = START_RETRY_SECONDS
+) -> Any:
     """``build()``, retried while it fails for a temporary reason (exchange unreachable, an order
-    still being reconciled); None when stopped meanwhile."""
+    still being reconciled) for at most ``budget_seconds``; None when stopped meanwhile."""
+    deadline = time.monotonic() + budget_seconds
     delay = 0.5
-    for attempt in range(attempts):
+    while True:
         try:
             return build()
         except TemporaryError as exc:
-            if attempt == attempts - 1:
-                raise
-            log.warning("start_retry", error=str(exc), in_seconds=delay)
-            if stop.wait(delay):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TemporaryError(f"{exc}; gave up after {budget_seconds:.0f} s of start-up retries") from exc
+            wait = min(delay, left)
+            log.warning("start_retry", error=str(exc), in_seconds=round(wait, 2), gives_up_in=round(left, 1))
+            if stop.wait(wait):
                 return None
             delay = min(delay * 2, 30.0)
-    return None
 
 
 class Daemon:
@@ -106,10 +116,13 @@ class Daemon:
         config_path: Path | None = None,
         reload_settings: Callable[[], Settings] | None = None,
         notifier: Notifier | None = None,
+        cli_overrides: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.ticker_factory = ticker_factory
         self.config_path = config_path
+        self.cli_overrides = list(cli_overrides)
+        """Command-line options the settings came from (``--data-dir X``); the retrain child gets them too."""
         self.reload_settings = reload_settings
         self.notifier = notifier or Notifier()
         self.ticker: Any = None
@@ -160,7 +173,7 @@ class Daemon:
         log.info("tick_retry_scheduled", symbol=symbol, at=when.isoformat())
 
     def _retrain_job(self) -> None:
-        cmd = retrain_command(self.config_path)
+        cmd = retrain_command(self.config_path, self.cli_overrides)
         log.info("retrain_started", command=" ".join(cmd))
         t0 = time.monotonic()
         try:
@@ -189,9 +202,20 @@ class Daemon:
 
     # ------------------------------------------------------------ set-up
     def _schedule(self) -> None:
+        from apscheduler.jobstores.base import JobLookupError
+
         s = self.settings
         d = s.daemon
         grace = max(1, int(min(timeframe_seconds(s.market.timeframe) / 2, 600)))
+        for job in self.scheduler.get_jobs():
+            # A reload that changed the symbol: the old symbol's tick (and pending retry) must go.
+            kind, _, symbol = job.id.partition(":")
+            if kind in ("tick", "retry") and symbol not in self.symbols:
+                try:
+                    self.scheduler.remove_job(job.id)
+                except JobLookupError:
+                    pass  # a retry that has just run and removed itself
+                log.info("job_removed", job=job.id, why="symbol no longer configured")
         for symbol in self.symbols:
             self.scheduler.add_job(
                 self._tick_job,
@@ -252,8 +276,7 @@ class Daemon:
 
         def reload(_signum: int, _frame: Any) -> None:
             log.info("signal", signal="SIGHUP", action="reload configuration")
-            self._reload.set()
-            self._wakeup.set()
+            self.request_reload()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -289,7 +312,8 @@ class Daemon:
 
         self._install_signals()
         # Loads the model, opens the ledger, reconciles live orders: a bad setting fails here, a
-        # temporary outage is waited out (within systemd's TimeoutStartSec).
+        # temporary outage is waited out (within systemd's TimeoutStartSec), a live halt (balance
+        # mismatch, unknown order) is recorded and the daemon runs on holding (see tick.py).
         self.ticker = start_with_retry(lambda: self.ticker_factory(self.settings), self._stop)
         if self.ticker is None:
             return 0
@@ -303,7 +327,7 @@ class Daemon:
                  timeframe=self.settings.market.timeframe, next_tick=nxt.isoformat() if nxt else None, pid=os.getpid())
         self.notifier.ready(self.ticker.status_text())
         beat = heartbeat_interval(self.notifier, self.settings.daemon.heartbeat_seconds)
-        stuck_after = max(300.0, 2.0 * timeframe_seconds(self.settings.market.timeframe))
+        stuck_since: float | None = None  # the stuck tick already reported
         try:
             while not self._stop.is_set():
                 self._wakeup.wait(beat)
@@ -312,17 +336,26 @@ class Daemon:
                     self._reload.clear()
                     self._do_reload()
                 started = self._tick_started
-                # Only a healthy daemon pings: a tick stuck far beyond its candle lets systemd restart us.
-                if started is None or time.monotonic() - started < stuck_after:
+                limit = self.settings.daemon.stuck_tick_seconds
+                # Only a healthy daemon pings. A tick is seconds; one hung far longer (a wedged
+                # socket, a deadlock) is fixed by a restart, whatever the timeframe.
+                if started is None or time.monotonic() - started < limit:
                     self.notifier.watchdog()
-                else:
-                    log.error("tick_stuck", seconds=round(time.monotonic() - started))
+                elif stuck_since != started:
+                    stuck_since = started
+                    log.error("tick_stuck", seconds=round(time.monotonic() - started), limit=limit,
+                              action="watchdog pings stopped: systemd restarts the service after WatchdogSec")
         finally:
             self._shutdown()
         return 0
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._wakeup.set()
+
+    def request_reload(self) -> None:
+        """What SIGHUP does: re-read the configuration at the next heartbeat."""
+        self._reload.set()
         self._wakeup.set()
 
     def _shutdown(self) -> None:

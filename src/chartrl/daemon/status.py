@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chartrl.symbols import base_quote
+
 STATE_FILE = "daemon.json"
 ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
 
@@ -170,18 +172,21 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             price = book["last_price"] or st.last_price
             if price is not None:
                 st.equity = book["cash"] + book["position"] * price
-    if st.mode == "live":
-        bal = _one(conn, "SELECT data FROM balances WHERE mode = 'live' AND kind = 'exchange' ORDER BY id DESC LIMIT 1")
-        base = _one(conn, "SELECT data FROM balances WHERE mode = 'live' AND kind = 'baseline' ORDER BY id ASC LIMIT 1")
-        if bal is not None and st.symbol:
-            b, q = st.symbol.split("/")
+    if st.mode == "live" and st.symbol:
+        bal = _one(conn, "SELECT data FROM balances WHERE mode = 'live' AND kind = 'exchange' AND symbol = ? "
+                   "ORDER BY id DESC LIMIT 1", st.symbol)
+        # "vs start" is the first baseline's value when it was taken (in the quote currency), not
+        # its amounts revalued at today's price, which would hide every gain or loss of the price.
+        base = _one(conn, "SELECT equity FROM balances WHERE mode = 'live' AND kind = 'baseline' AND symbol = ? "
+                    "AND equity IS NOT NULL ORDER BY id ASC LIMIT 1", st.symbol)
+        if bal is not None:
+            b, q = base_quote(st.symbol)
             data = json.loads(bal["data"])
             st.position, st.cash = data.get(b), data.get(q)
             if st.last_price is not None and st.position is not None and st.cash is not None:
                 st.equity = st.cash + st.position * st.last_price
-            if base is not None and st.last_price is not None:
-                bd = json.loads(base["data"])
-                st.initial_equity = bd.get(q, 0.0) + bd.get(b, 0.0) * st.last_price
+        if base is not None:
+            st.initial_equity = base["equity"]
     rr = _one(conn, "SELECT * FROM retrain_results ORDER BY id DESC LIMIT 1")
     if rr is not None:
         st.last_retrain = {
@@ -234,6 +239,8 @@ def format_status(st: Status, halt_file: Path | None = None) -> str:
         scores = ""
         if "champion_score" in m or "challenger_score" in m:
             scores = f"   Sharpe: champion {_num(m.get('champion_score'))} vs challenger {_num(m.get('challenger_score'))}"
+        if m.get("reason"):
+            scores += f" ({m['reason']})"
         lines.append(f"last retrain  {r['status']} at {r['finished'] or r['started']}{scores}" + (f"   error: {r['error']}" if r.get("error") else ""))
     else:
         lines.append("last retrain  -")

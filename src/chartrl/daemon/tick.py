@@ -7,13 +7,14 @@ the paper or live account, record the decision, and log ONE ``tick`` event with 
 the timings (fetch_ms, render_ms, policy_ms, order_ms, total_ms).
 
 A tick is idempotent per candle: the decision for candle t is recorded before its order, so a tick
-replayed after a crash or restart executes a recorded-but-unexecuted decision and otherwise does
-nothing. Candles that closed while nobody ticked (daemon down, exchange unreachable) are logged as
+replayed after a crash or restart executes a recorded-but-unexecuted decision (under its recorded
+position cap; a HOLD if a halt arrived meanwhile) and otherwise does nothing. Candles that closed while nobody ticked (daemon down, exchange unreachable) are logged as
 missed, and the recurrent state is stepped over them before the next decision.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from chartrl.account.risk import RiskGuard
 from chartrl.config.settings import Settings
 from chartrl.daemon.clock import Clock, as_clock, last_closed_open_ms
 from chartrl.daemon.model import WARMUP_CANDLES, PolicyRunner
-from chartrl.errors import ChartrlError, DataError, TemporaryError
+from chartrl.errors import ChartrlError, DataError, TemporaryError, TradingHalted
 from chartrl.logs import get_logger
 from chartrl.market.candles import to_ms
 from chartrl.market.exchange import make_exchange
@@ -123,7 +124,13 @@ class Ticker:
         from chartrl.account.live import LiveAccount
 
         account = LiveAccount(self.settings, self.ledger, live=live, exchange=self.exchange)
-        account.start()  # reconciles unfinished orders, compares balances (halts on a mismatch)
+        try:
+            account.start()  # reconciles unfinished orders, compares balances
+        except TradingHalted as exc:
+            # Recorded in the ledger: the risk check holds until `chartrl halt clear`, and the next
+            # order starts the account again. Exiting instead would only make systemd restart us
+            # into the same halt until it gives up.
+            self.log.error("started_halted", error=str(exc))
         return account
 
     def close(self) -> None:
@@ -255,7 +262,12 @@ class Ticker:
         # Every tick executes, HOLD too: paper marks and persists its book, live reconciles and
         # compares balances (a mismatch halts) even when nothing is sent.
         candle = self._fill_candle(target, close, action)
-        fill = self.account.execute(action, candle, max_notional=max_notional, decision_id=decision_id)
+        try:
+            fill = self.account.execute(action, candle, max_notional=max_notional, decision_id=decision_id)
+        except TradingHalted as exc:
+            # The halt is in the ledger (the account logged it): later ticks hold, the daemon runs on.
+            self.log.warning("execution_halted", error=str(exc), sent="nothing")
+            return None
         if fill is None:
             return None
         return {"side": fill.side, "price": fill.price, "amount": fill.amount, "fee": fill.fee}
@@ -275,13 +287,17 @@ class Ticker:
         if self._executed(previous):
             self.log.debug("tick_already_done", candle=_iso(target))
             return TickResult(self.symbol, target, "skipped", timings=timings | {"total_ms": _ms(t_start)})
-        # Recorded before a crash, never executed: execute it now (the fill is still at t+1's open).
+        # Recorded before a crash, never executed: execute it now (the fill is still at t+1's open),
+        # under the same position cap, unless a halt arrived meanwhile.
+        details = json.loads(previous["details"] or "{}")
+        halt = self.risk.halted()
+        action = Action.HOLD if halt else previous["final_action"]
         t0 = time.perf_counter()
-        order = self._execute(previous["final_action"], target, close, None, previous["id"])
+        order = self._execute(action, target, close, details.get("max_notional"), previous["id"])
         timings["order_ms"] = _ms(t0)
         timings["total_ms"] = _ms(t_start)
-        result = TickResult(self.symbol, target, "recovered", previous["final_action"], previous["final_action"],
-                            "recovered", close, self.account.equity(), self.account.position, order, 0, timings)
+        result = TickResult(self.symbol, target, "recovered", previous["final_action"], action,
+                            halt or "recovered", close, self.account.equity(), self.account.position, order, 0, timings)
         return self._finish(result)
 
     def _missed(self, target: int, reason: str, error: str | None, timings: dict[str, float]) -> TickResult:
@@ -310,7 +326,11 @@ class Ticker:
         pos = f"pos {self.account.position:.6g}"
         eq = f"equity {self.account.equity():,.2f}"
         last = f"last {_iso(r.candle_ms)} {ACTIONS.get(r.final_action, r.status)}" if r else "no tick yet"
-        return f"{self.mode} {self.symbol} {self.timeframe} | {pos} | {eq} | {last}"
+        text = f"{self.mode} {self.symbol} {self.timeframe} | {pos} | {eq} | {last}"
+        halt = self.risk.halted()
+        if halt == "ledger_halt":
+            halt = ", ".join(sorted({h.reason for h in self.ledger.active_halts()}))
+        return text + (f" | HALTED ({halt}): chartrl halt clear resumes" if halt else "")
 
 
 def ticker_factory(live: bool = False) -> Any:

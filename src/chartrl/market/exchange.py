@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from chartrl.config.settings import ExchangeSettings
 from chartrl.errors import OperationalError, TemporaryError, UsageError
 from chartrl.logs import get_logger
+from chartrl.logs import one_line_error as short_error  # ccxt puts whole responses in messages
 
 T = TypeVar("T")
 
@@ -60,15 +61,6 @@ def make_exchange(cfg: ExchangeSettings, **options: Any) -> Any:
     return exchange
 
 
-def short_error(exc: BaseException, limit: int = 200) -> str:
-    """First line of an exchange error, secrets masked, bounded (ccxt puts whole responses in messages)."""
-    from chartrl.logs import _mask_text
-
-    text = _mask_text(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def call_with_retry(
     fn: Callable[..., T],
     *args: Any,
@@ -81,14 +73,19 @@ def call_with_retry(
     """Call a ccxt method, retrying temporary failures with exponential backoff and jitter.
 
     Retried: NetworkError and its kin (RequestTimeout, ExchangeNotAvailable, DDoSProtection and
-    RateLimitExceeded, caught by name because their hierarchy has changed between ccxt versions).
+    RateLimitExceeded, caught by name because their hierarchy has changed between ccxt versions),
+    and BadResponse/NullResponse (an unparseable or empty body, e.g. a proxy's HTML error page:
+    OperationFailed in ccxt 4.5, neither a NetworkError nor an ExchangeError).
     Never retried: AuthenticationError (OperationalError: the operator must fix the key),
     BadSymbol and BadRequest (UsageError), any other ExchangeError (ExchangeRefusedError). After
     the last retry a TemporaryError says what failed.
     """
     import ccxt
 
-    retryable = (ccxt.NetworkError, ccxt.RequestTimeout, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded, ccxt.DDoSProtection)
+    retryable = (
+        ccxt.NetworkError, ccxt.RequestTimeout, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded, ccxt.DDoSProtection,
+        ccxt.BadResponse, ccxt.NullResponse,
+    )
     for attempt in range(max_retries + 1):
         try:
             return fn(*args, **kwargs)

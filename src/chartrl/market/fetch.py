@@ -3,7 +3,8 @@
 ``update_series`` is the one entry point (``chartrl fetch`` and the daemon's tick both call it):
 with nothing given it fetches only after the newest stored candle, so the every-candle case costs
 one page request. The still-open candle (open time + timeframe > the exchange's now) is never
-stored: it would change after we stored it.
+stored: it would change after we stored it. The symbol's market info (fee, precision, minimums)
+is stored beside the candles for backtests (``chartrl.market.markets``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from chartrl.account.fills import TICK_SIZE
 from chartrl.config.settings import Settings
-from chartrl.errors import DataError, UsageError
+from chartrl.errors import DataError, TemporaryError, UsageError
 from chartrl.logs import get_logger
 from chartrl.market.candles import COLUMNS, from_ms
 from chartrl.market.exchange import (
@@ -25,6 +27,7 @@ from chartrl.market.exchange import (
     make_exchange,
     short_error,
 )
+from chartrl.market.markets import save_market
 from chartrl.market.store import CandleStore, SeriesSummary
 from chartrl.market.validate import fmt_ts
 from chartrl.timeframe import timeframe_ms
@@ -50,6 +53,11 @@ def page_limit(exchange: Any) -> int:
 def check_market(exchange: Any, symbol: str, timeframe: str, **retry: Any) -> None:
     """Load markets (retried) and refuse an unknown symbol or timeframe with close matches."""
     markets = call_with_retry(exchange.load_markets, what=f"{exchange.id} load_markets", **retry)
+    if not markets:  # an outage or a proxy answering 200 with nothing: no reason to blame the symbol
+        raise TemporaryError(
+            f"{exchange.id} returned no markets from {_api_url(exchange)}; the exchange or exchange.api_url may be "
+            "down or misconfigured, retry later"
+        )
     if symbol not in markets:
         close = difflib.get_close_matches(symbol, list(markets), n=5, cutoff=0.5)
         hint = f"close matches: {', '.join(close)}" if close else "see the exchange's market list"
@@ -57,6 +65,14 @@ def check_market(exchange: Any, symbol: str, timeframe: str, **retry: Any) -> No
     timeframes = getattr(exchange, "timeframes", None) or {}
     if timeframes and timeframe not in timeframes:
         raise UsageError(f"{exchange.id} has no {timeframe!r} candles; use one of {', '.join(list(timeframes)[:12])}")
+
+
+def _api_url(exchange: Any) -> str:
+    """The first REST URL the exchange uses (``api_url`` when redirected), for messages."""
+    urls: Any = getattr(exchange, "urls", {}).get("api")
+    while isinstance(urls, dict) and urls:
+        urls = urls.get("public") or next(iter(urls.values()))
+    return urls if isinstance(urls, str) else "its API"
 
 
 def exchange_now_ms(exchange: Any, **retry: Any) -> int:
@@ -82,11 +98,17 @@ def fetch_range(
     progress: bool = True,
     **retry: Any,
 ) -> list[list[float]]:
-    """Every candle with ``start_ms <= open time <= end_ms``, one page at a time (retried per page)."""
+    """Every candle with ``start_ms <= open time <= end_ms``, one page at a time (retried per page).
+
+    An empty page does not end the range: exchanges that page by time window answer an outage
+    longer than a page with nothing, and stopping there would restart at the same place forever.
+    The window is skipped (logged once per run of empty pages; the store reports it as a gap).
+    """
     step = timeframe_ms(timeframe)
     limit = limit or page_limit(exchange)
     rows: list[list[float]] = []
     since = start_ms
+    empty_from: int | None = None  # start of the current run of empty pages
     total = max((end_ms - start_ms) // step + 1, 1)
     bar, task = _progress(progress, f"{exchange.id} {symbol} {timeframe}", total)
     try:
@@ -99,7 +121,12 @@ def fetch_range(
             # Some exchanges answer an out-of-range `since` with their latest candles: keep only ours.
             page = [r for r in page if since <= r[0] <= end_ms]
             if not page:
-                break
+                empty_from = since if empty_from is None else empty_from
+                since += limit * step
+                continue
+            if empty_from is not None:
+                _log_empty(exchange, symbol, timeframe, empty_from, int(page[0][0]))
+                empty_from = None
             rows.extend(page)
             last = int(page[-1][0])
             if bar is not None:
@@ -109,7 +136,17 @@ def fetch_range(
         if bar is not None:
             bar.update(task, completed=total)
             bar.stop()
+    if empty_from is not None:
+        _log_empty(exchange, symbol, timeframe, empty_from, end_ms + step)
     return rows
+
+
+def _log_empty(exchange: Any, symbol: str, timeframe: str, start_ms: int, stop_ms: int) -> None:
+    log.warning(
+        "fetch_window_empty", exchange=exchange.id, symbol=symbol, timeframe=timeframe,
+        start=fmt_ts(pd.Timestamp(start_ms, unit="ms")), before=fmt_ts(pd.Timestamp(stop_ms, unit="ms")),
+        meaning="the exchange served no candles in this window (an outage?); skipped, it shows as a gap",
+    )
 
 
 def _progress(enabled: bool, label: str, total: int) -> tuple[Any, Any]:
@@ -127,6 +164,16 @@ def _progress(enabled: bool, label: str, total: int) -> tuple[Any, Any]:
     task = bar.add_task(label, total=total)
     bar.start()
     return bar, task
+
+
+def _store_market(settings: Settings, exchange: Any) -> None:
+    """Keep the market info beside the candles: a backtest then fills under the same precision and
+    limits as the paper account, offline (see chartrl.market.markets)."""
+    try:
+        save_market(settings.data_dir, settings.exchange.id, settings.market.symbol,
+                    exchange.markets[settings.market.symbol], getattr(exchange, "precisionMode", TICK_SIZE))
+    except (OSError, TypeError, ValueError) as exc:  # a cache only: never fail a fetch for it
+        log.warning("market_info_not_saved", error=str(exc)[:200])
 
 
 def _utc_ms(value: datetime | pd.Timestamp | str) -> int:
@@ -159,6 +206,7 @@ def update_series(
     step = timeframe_ms(tf)
     if symbol not in (getattr(exchange, "markets", None) or {}):  # loaded once per exchange instance
         check_market(exchange, symbol, tf, **retry)
+    _store_market(settings, exchange)
     last = store.last_timestamp(ex_id, symbol, tf)
     if since is not None:
         start = _utc_ms(since)

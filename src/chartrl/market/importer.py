@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chartrl.errors import DataError
+from chartrl.errors import DataError, UsageError
 from chartrl.logs import get_logger
 from chartrl.market.candles import PRICE_COLUMNS
 from chartrl.market.store import CandleStore, SeriesSummary
@@ -143,12 +143,13 @@ def _decimals(raw: pd.Series) -> pd.Series:
 
 
 def read_candle_csv(path: Path | str, symbol: str | None = None) -> ParsedCSV:
-    """Parse a candle CSV of the family into candle columns; raises DataError naming the file."""
+    """Parse a candle CSV of the family into candle columns; raises DataError (UsageError for a wrong path) naming the file."""
     path = Path(path)
+    # A wrong path is a usage error (exit 2), not bad data: nothing was read.
     if path.is_dir():
-        raise DataError(f"{path} is a directory; pass one candle CSV file")
+        raise UsageError(f"{path} is a directory; pass one candle CSV file")
     if not path.is_file():
-        raise DataError(f"{path} does not exist or is not a file")
+        raise UsageError(f"{path} does not exist or is not a file; pass the path of a candle CSV file")
     header = _find_header(path)
     try:
         raw = pd.read_csv(path, skiprows=header, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -230,14 +231,11 @@ def import_csv(
         raise DataError(f"{parsed.path} holds {seen} candles (most common spacing), not {timeframe}; pass --timeframe {seen}")
     for note in parsed.notes:
         log.warning("import_note", file=str(parsed.path), note=note)
+    # require_rows: with no usable row exit 0 would tell a script the import worked.
     summary = store.ingest(
-        exchange, symbol, timeframe, parsed.frame, source=f"csv:{parsed.path.name}", strict=strict, spike_factor=spike_factor
+        exchange, symbol, timeframe, parsed.frame, source=f"csv:{parsed.path.name}", strict=strict,
+        spike_factor=spike_factor, require_rows=True,
     )
-    report = summary.report
-    if report is not None:
-        report.notes[:0] = parsed.notes
-        if report.rows_out == 0:  # the store wrote nothing; exit 0 would tell a script the import worked
-            raise DataError(
-                f"{parsed.path}: none of its {report.rows_in:,} rows is a usable candle ({report.describe()}); nothing was imported"
-            )
+    if summary.report is not None:
+        summary.report.notes[:0] = parsed.notes
     return summary

@@ -5,18 +5,17 @@ A write goes to a temporary file in the same directory, is fsynced, then ``os.re
 old file (and the directory fsynced), so a crash at any moment leaves either the old or the new
 file, never a torn one. A lock file serialises concurrent writers (daemon tick and a manual fetch).
 Per-series metadata (sources, repairs per rule, gaps) rides in the Parquet key-value metadata
-under ``chartrl`` so ``chartrl data`` can report it without reading the candles.
+under ``chartrl`` so ``chartrl data`` can report it without reading the candles (``series``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,48 +28,20 @@ from chartrl.atomic import atomic_write
 from chartrl.errors import DataError
 from chartrl.logs import get_logger
 from chartrl.market.candles import COLUMNS, PRICE_COLUMNS, empty_candles
-from chartrl.market.validate import (
-    GapReport,
-    ValidationReport,
-    _near,
-    find_gaps,
-    fmt_ts,
-    validate_candles,
+from chartrl.market.series import (
+    META_KEY,
+    SeriesSummary,
+    checked_meta,
+    summary_from_meta,
+    unreadable,
+    updated_meta,
 )
+from chartrl.market.series import safe_name as _safe
+from chartrl.market.validate import ValidationReport, fmt_ts, same_values, validate_candles
 
 log = get_logger("chartrl.market.store")
 
-META_KEY = b"chartrl"
-FORMAT_VERSION = 1
-CONTEXT_ROWS = 10  # stored candles either side of a batch that inform the spike rule
-
-
-@dataclass
-class SeriesSummary:
-    """One stored series as ``chartrl data`` shows it; a merge also says what it changed."""
-
-    exchange: str
-    symbol: str
-    timeframe: str
-    path: Path
-    count: int = 0
-    first: pd.Timestamp | None = None
-    last: pd.Timestamp | None = None
-    gaps: GapReport = field(default_factory=GapReport)
-    repairs: dict[str, int] = field(default_factory=dict)  # cumulative, per rule
-    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
-    added: int = 0  # set by merge: new candles
-    replaced: int = 0  # set by merge: stored candles whose values the new source changed
-    report: ValidationReport | None = None  # set by ingest: what validation did to the batch
-    error: str | None = None  # set by list_series when the file cannot be used
-
-    @property
-    def series(self) -> str:
-        return f"{self.exchange} {self.symbol} {self.timeframe}"
-
-
-def _safe(part: str) -> str:
-    return part.replace("/", "-").replace(":", "_").replace(os.sep, "_")
+CONTEXT_ROWS = 1  # stored candles either side of a batch: the spike rule's previous and next close
 
 
 class CandleStore:
@@ -89,19 +60,16 @@ class CandleStore:
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
-            raise _unreadable(path, exc) from None
-        raw = (table.schema.metadata or {}).get(META_KEY)
-        _check_series(path, json.loads(raw) if raw else {}, exchange, symbol, timeframe)
+            raise unreadable(path, exc) from None
+        checked_meta(path, table.schema, exchange, symbol, timeframe)
         return table
 
     def _meta(self, path: Path, exchange: str, symbol: str, timeframe: str) -> dict[str, Any]:
         try:
-            raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+            schema = pq.read_schema(path)
         except (OSError, pa.ArrowException) as exc:
-            raise _unreadable(path, exc) from None
-        meta = json.loads(raw) if raw else {}
-        _check_series(path, meta, exchange, symbol, timeframe)
-        return meta
+            raise unreadable(path, exc) from None
+        return checked_meta(path, schema, exchange, symbol, timeframe)
 
     def load(
         self,
@@ -160,37 +128,26 @@ class CandleStore:
 
     def summary(self, exchange: str, symbol: str, timeframe: str) -> SeriesSummary:
         path = self.path(exchange, symbol, timeframe)
-        return self._summary_from_meta(path, self._meta(path, exchange, symbol, timeframe), exchange, symbol, timeframe)
+        return summary_from_meta(path, self._meta(path, exchange, symbol, timeframe), exchange, symbol, timeframe)
 
-    @staticmethod
-    def _summary_from_meta(path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str) -> SeriesSummary:
-        return SeriesSummary(
-            exchange=meta.get("exchange", exchange),
-            symbol=meta.get("symbol", symbol),
-            timeframe=meta.get("timeframe", timeframe),
-            path=path,
-            count=int(meta.get("count", 0)),
-            first=pd.Timestamp(meta["first"]) if meta.get("first") else None,
-            last=pd.Timestamp(meta["last"]) if meta.get("last") else None,
-            gaps=GapReport.from_dict(meta.get("gaps")),
-            repairs=dict(meta.get("repairs", {})),
-            sources=dict(meta.get("sources", {})),
-        )
-
-    def list_series(self) -> list[SeriesSummary]:
-        """Every stored series, sorted by exchange/symbol/timeframe, from the file footers.
+    def list_series(self, exchange: str | None = None, symbol: str | None = None, timeframe: str | None = None) -> list[SeriesSummary]:
+        """The stored series (those matching the given parts), sorted by exchange/symbol/timeframe, from the file footers.
 
         A file that cannot be read is listed with ``error`` set instead of hiding the others.
         """
+        for d in (self.data_dir, self.root):
+            if d.exists() and not d.is_dir():
+                raise DataError(f"{d} is not a directory; check --data-dir / data.dir / CHARTRL_DATA_DIR")
+        parts = [glob.escape(_safe(p)) if p else "*" for p in (exchange, symbol, timeframe)]
         out = []
-        for path in sorted(self.root.glob("*/*/*.parquet")):
+        for path in sorted(self.root.glob(f"{parts[0]}/{parts[1]}/{parts[2]}.parquet")):
             exchange, symbol, timeframe = path.parent.parent.name, path.parent.name.replace("-", "/"), path.stem
             try:
                 meta = self._meta(path, exchange, symbol, timeframe)
             except DataError as exc:
                 out.append(SeriesSummary(exchange, symbol, timeframe, path, error=str(exc)))
                 continue
-            out.append(self._summary_from_meta(path, meta, exchange, symbol, timeframe))
+            out.append(summary_from_meta(path, meta, exchange, symbol, timeframe))
         return sorted(out, key=lambda s: (s.exchange, s.symbol, s.timeframe))
 
     # ---- writing -----------------------------------------------------------------------------
@@ -226,8 +183,13 @@ class CandleStore:
         source: str,
         strict: bool = False,
         spike_factor: float = 3.0,
+        require_rows: bool = False,
     ) -> SeriesSummary:
-        """Validate ``raw`` (with stored neighbours as context) and merge it; the summary carries the report."""
+        """Validate ``raw`` (with stored neighbours as context) and merge it; the summary carries the report.
+
+        ``require_rows``: refuse a batch without one usable candle before touching the store (an
+        import that says "nothing was stored" must not have recorded its repairs either).
+        """
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
             old, meta = self._stored(path, exchange, symbol, timeframe)
@@ -242,6 +204,10 @@ class CandleStore:
             clean, report = validate_candles(
                 raw, source, strict, timeframe=timeframe, spike_factor=spike_factor, context=context
             )
+            if require_rows and clean.empty:
+                raise DataError(
+                    f"{source}: none of its {report.rows_in:,} rows is a usable candle ({report.describe()}); nothing was stored"
+                )
             summary = self._merge_locked(path, old, meta, exchange, symbol, timeframe, clean, report, strict)
         summary.report = report
         return summary
@@ -258,7 +224,7 @@ class CandleStore:
         """Merge validated candles into the series (new values win) and write it atomically.
 
         A stored candle the new source changes is counted as ``replaced_stored`` (refused when
-        ``strict``). Nothing is written when the batch adds and changes nothing.
+        ``strict``). Nothing is written when the batch adds, changes and repairs nothing.
         """
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
@@ -280,7 +246,7 @@ class CandleStore:
         new = new_df[COLUMNS]
         overlap = old.merge(new, on="timestamp", suffixes=("_old", ""))
         cols = PRICE_COLUMNS + ["volume"]
-        changed = ~_near(overlap[[c + "_old" for c in cols]].to_numpy(), overlap[cols].to_numpy()).all(axis=1)
+        changed = ~same_values(overlap[[c + "_old" for c in cols]].to_numpy(), overlap[cols].to_numpy())
         replaced = int(changed.sum())
         added = len(new) - len(overlap)
         if replaced:
@@ -294,58 +260,23 @@ class CandleStore:
             report.add("replaced_stored", replaced, examples)
             log.warning("stored_candles_replaced", source=report.source, rows=replaced, examples=examples)
         if not added and not replaced:
-            return self._summary_from_meta(path, meta, exchange, symbol, timeframe)
-        if old.empty:
+            if old.empty or not report.repairs:
+                return summary_from_meta(path, meta, exchange, symbol, timeframe)
+            merged = old  # nothing to store, but its repairs must still count in `chartrl data`
+        elif old.empty:
             merged = new.reset_index(drop=True)
         else:
             merged = pd.concat([old[~old["timestamp"].isin(new["timestamp"])], new], ignore_index=True)
             merged = merged.sort_values("timestamp", kind="stable").reset_index(drop=True)
-        meta = self._updated_meta(meta, exchange, symbol, timeframe, merged, report, added, replaced)
+        meta = updated_meta(meta, exchange, symbol, timeframe, merged, report, added, replaced)
         self._write(path, merged, meta)
-        summary = self._summary_from_meta(path, meta, exchange, symbol, timeframe)
+        summary = summary_from_meta(path, meta, exchange, symbol, timeframe)
         summary.added, summary.replaced = added, replaced
         log.info(
             "candles_stored", series=summary.series, source=report.source, added=added, replaced=replaced,
             count=summary.count, last=fmt_ts(summary.last), repairs=report.counts(),
         )
         return summary
-
-    @staticmethod
-    def _updated_meta(
-        meta: dict[str, Any],
-        exchange: str,
-        symbol: str,
-        timeframe: str,
-        merged: pd.DataFrame,
-        report: ValidationReport,
-        added: int,
-        replaced: int,
-    ) -> dict[str, Any]:
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        repairs = dict(meta.get("repairs", {}))
-        for rule, n in report.counts().items():
-            repairs[rule] = repairs.get(rule, 0) + n
-        sources = dict(meta.get("sources", {}))
-        # Aggregated per source name: the daemon merges every candle, a list would grow forever.
-        s = dict(sources.get(report.source, {"merges": 0, "rows_in": 0, "added": 0, "replaced": 0, "first_at": now}))
-        s.update(
-            merges=s["merges"] + 1, rows_in=s["rows_in"] + report.rows_in, added=s["added"] + added,
-            replaced=s["replaced"] + replaced, last_at=now,
-        )
-        sources[report.source] = s
-        return {
-            "version": FORMAT_VERSION,
-            "exchange": exchange,
-            "symbol": symbol,
-            "timeframe": timeframe,
-            "count": len(merged),
-            "first": merged["timestamp"].iloc[0].isoformat() if len(merged) else None,
-            "last": merged["timestamp"].iloc[-1].isoformat() if len(merged) else None,
-            "gaps": find_gaps(merged["timestamp"], timeframe).to_dict(),
-            "repairs": repairs,
-            "sources": sources,
-            "updated_at": now,
-        }
 
     def _write(self, path: Path, df: pd.DataFrame, meta: dict[str, Any]) -> None:
         table = pa.Table.from_pandas(df[COLUMNS], preserve_index=False)
@@ -361,22 +292,6 @@ class CandleStore:
             f"cannot write candles under {self.data_dir} ({exc.strerror or exc}{where}); the stored candles are "
             "unchanged; check --data-dir / data.dir / CHARTRL_DATA_DIR and free space"
         )
-
-
-def _unreadable(path: Path, exc: BaseException) -> DataError:
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return DataError(f"{path} is unreadable ({reason}); move it aside and run `chartrl fetch` or `chartrl import` again")
-
-
-def _check_series(path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str) -> None:
-    """Refuse a file whose metadata names another series: it was copied or moved to the wrong place."""
-    held = tuple(meta.get(k) for k in ("exchange", "symbol", "timeframe"))
-    if not all(held) or tuple(map(_safe, held)) == tuple(map(_safe, (exchange, symbol, timeframe))):
-        return
-    raise DataError(
-        f"{path} holds {' '.join(held)} candles, not {exchange} {symbol} {timeframe} (a copied or moved file?); "
-        "move it aside, then fetch or import this series again"
-    )
 
 
 def atomic_write_table(table: pa.Table, path: Path) -> None:

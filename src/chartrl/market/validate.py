@@ -13,10 +13,11 @@ Rules, in the order they run:
   negative_volume        the volume is negative
   high_below_body        high < max(open, close)
   low_above_body         low > min(open, close)
-  duplicate              same timestamp and the same values (up to 2-decimal export rounding)
+  duplicate              same timestamp and the same values (up to the coarser row's rounding)
   conflicting_duplicate  same timestamp, different values: the preferred row is kept (see below)
-  price_spike            high or low is more than ``spike_factor`` times away from the median close
-                         of the surrounding candles (an implausible print, e.g. a bad first trade)
+  price_spike            an isolated outlier: a price more than ``spike_factor`` times away from both
+                         the previous and the next candle's close (e.g. a bad first trade); the
+                         newest candle is never judged (see ``_spike_mask``)
   replaced_stored        (store merge) a stored candle got different values from a newer source
 
 Among rows sharing a timestamp the one with the highest ``priority`` column (if the input has one,
@@ -51,9 +52,10 @@ RULES = (
     "conflicting_duplicate",
     "price_spike",
 )
-# A value rounded to 2 decimals by an export is within half a cent of the exact one.
-ROUNDING_ATOL = 0.005 + 1e-9
-SPIKE_WINDOW = 11  # the candle and five neighbours on each side
+MAX_DECIMALS = 12
+# An export rounds a value by less than this fraction of it; a bigger difference is another value even
+# when the coarser one is round (0.00001 vs 0.0000149 is not a rounding, though half of 1e-5 apart).
+MAX_ROUNDING = 0.01
 MAX_EXAMPLES = 3
 
 
@@ -134,9 +136,29 @@ def _describe_rows(df: pd.DataFrame, limit: int = MAX_EXAMPLES, why: pd.Series |
     return out
 
 
-def _near(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    both_nan = np.isnan(a) & np.isnan(b)
-    return both_nan | (np.abs(a - b) <= np.maximum(ROUNDING_ATOL, 1e-6 * np.maximum(np.abs(a), np.abs(b))))
+def _decimals(x: np.ndarray) -> np.ndarray:
+    """Decimal places of each value printed shortest: 12000.0 -> 0, 11783.31 -> 2, 0.00001234 -> 8."""
+    out = np.full(x.shape, MAX_DECIMALS)
+    for d in range(MAX_DECIMALS - 1, -1, -1):  # downwards, so the fewest exact places win
+        out = np.where(np.abs(np.round(x, d) - x) <= 1e-12 * np.abs(x), d, out)
+    return out
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row of two (n, 5) open/high/low/close/volume arrays: the same candle, up to the coarser row's rounding.
+
+    Equal after rounding to the decimals of the less precise of the two, so a 2-decimal export of
+    11783.3149 (11783.31) is the same value while 0.00001234 vs 0.00001250 or 0.0612 vs 0.0650 are
+    not: an absolute tolerance would make every low-priced value "equal". A price row's precision is
+    the most decimals any of its four prices shows, because a float drops trailing zeros (12000.00
+    reads as 12000.0; the row's 11169.84 tells it was rounded to cents, not to units).
+    """
+    dec_a, dec_b = _decimals(a), _decimals(b)
+    d = np.minimum(dec_a, dec_b)
+    d[:, :4] = np.minimum(dec_a[:, :4].max(axis=1), dec_b[:, :4].max(axis=1))[:, None]
+    scale = np.maximum(np.abs(a), np.abs(b))
+    tol = np.minimum(0.5 * 10.0**-d, MAX_ROUNDING * scale) + 1e-12 * scale
+    return ((np.isnan(a) & np.isnan(b)) | (np.abs(a - b) <= tol)).all(axis=1)
 
 
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
@@ -176,19 +198,36 @@ def find_gaps(timestamps: pd.Series, timeframe: str, max_examples: int = 5) -> G
     )
 
 
-def _spike_mask(df: pd.DataFrame, factor: float, context: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``df`` (sorted, unique) whose high/low is implausibly far from the local median close."""
+def _spike_mask(df: pd.DataFrame, factor: float, context: pd.DataFrame | None) -> tuple[np.ndarray, pd.Series]:
+    """Rows of ``df`` (sorted, unique) that are isolated outliers, and for each the closes it was held against.
+
+    A row is one when a price of it is more than ``factor`` times away from both the previous and the
+    next candle's close (stored candles in ``context`` count as neighbours). A real crash stays near
+    the next close, a bad print is far from both. The newest candle has no next one, so it is never
+    judged: otherwise a genuine crash at the end of a fetch would be dropped for good. The oldest
+    candle of the series has no previous one and is held against its own close instead.
+    """
+    none = np.zeros(len(df), bool), pd.Series([""] * len(df), dtype=object)
     if factor <= 0 or df.empty:
-        return np.zeros(len(df), bool), np.zeros(len(df))
+        return none
     frames = [df[["timestamp", "close"]].assign(_own=True)]
     if context is not None and not context.empty:
         ctx = context.loc[~context["timestamp"].isin(df["timestamp"]), ["timestamp", "close"]]
         frames.append(ctx.assign(_own=False))
     both = pd.concat(frames, ignore_index=True).sort_values("timestamp", kind="stable")
-    median = both["close"].rolling(SPIKE_WINDOW, center=True, min_periods=1).median()
-    med = median[both["_own"].to_numpy()].to_numpy()
-    ratio = np.maximum(df["high"].to_numpy() / med, med / df["low"].to_numpy())
-    return ratio > factor, med
+    closes, own = both["close"].to_numpy(), both["_own"].to_numpy()
+    prev_close = np.concatenate([[np.nan], closes[:-1]])[own]
+    next_close = np.concatenate([closes[1:], [np.nan]])[own]
+    prev_close = np.where(np.isnan(prev_close), df["close"].to_numpy(), prev_close)
+    prices = df[PRICE_COLUMNS].to_numpy()
+
+    def away(ref: np.ndarray) -> np.ndarray:
+        ratio = prices / ref[:, None]
+        return np.maximum(ratio, 1 / ratio)
+
+    mask = ~np.isnan(next_close) & (np.minimum(away(prev_close), away(next_close)).max(axis=1) > factor)
+    why = pd.Series([f"previous close {p:.10g}, next close {n:.10g}" for p, n in zip(prev_close, next_close, strict=True)], dtype=object)
+    return mask, why
 
 
 def validate_candles(
@@ -203,8 +242,8 @@ def validate_candles(
     """Clean ``df`` into the canonical frame and report every row dropped and why.
 
     ``timeframe`` enables the grid check and gap report (inferred from the most common spacing
-    when omitted). ``context`` is already-stored candles around the batch: they inform the spike
-    median (so a single new candle is judged against its neighbours) but are never returned.
+    when omitted). ``context`` is already-stored candles around the batch: they are neighbours for
+    the spike rule (a new candle between stored ones is judged by them) but are never returned.
     Optional input columns: ``priority`` (higher wins among duplicates) and ``source_row`` (file
     line, shown in examples).
     """
@@ -245,7 +284,7 @@ def validate_candles(
         kept = work[~dup].set_index("timestamp")
         lost = work[dup]
         ref = kept.loc[lost["timestamp"], PRICE_COLUMNS + ["volume"]].to_numpy()
-        same = _near(lost[PRICE_COLUMNS + ["volume"]].to_numpy(), ref).all(axis=1)
+        same = same_values(lost[PRICE_COLUMNS + ["volume"]].to_numpy(), ref)
         conflict = np.zeros(len(work), bool)
         conflict[np.flatnonzero(dup)[~same]] = True
         plain = dup & ~conflict
@@ -257,9 +296,7 @@ def validate_candles(
         drop("conflicting_duplicate", drop_mask, why)
         work = work[~work["timestamp"].duplicated(keep="last")].reset_index(drop=True)
 
-    spikes, med = _spike_mask(work, spike_factor, context)
-    why = pd.Series([f"median close {m:.10g}" for m in med], dtype=object)
-    drop("price_spike", spikes, why)
+    drop("price_spike", *_spike_mask(work, spike_factor, context))
 
     report.rows_out = len(work)
     if timeframe:

@@ -8,6 +8,8 @@ actions. Recurrent policies carry ``hidden`` from one candle to the next; the ca
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -15,7 +17,7 @@ from torch import nn
 
 from chartrl.actions import N_ACTIONS, Action
 
-__all__ = ["N_ACTIONS", "N_POSITION_FEATURES", "Action", "Hidden", "Policy", "frames_to_float"]
+__all__ = ["N_ACTIONS", "N_POSITION_FEATURES", "Action", "Hidden", "Policy", "eval_mode", "frames_to_float"]
 
 N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
 
@@ -62,3 +64,16 @@ class Policy(nn.Module):
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 0..255 -> float 0..1 (no-op for float input)."""
     return frames.float().div_(255.0) if frames.dtype == torch.uint8 else frames
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run the block with ``module`` in eval mode, then restore its mode: the no-grad passes of a
+    training step (burn-in, next-state argmax) must read BatchNorm's running statistics, not
+    update them from frames that are never learned from."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)

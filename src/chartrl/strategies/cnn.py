@@ -47,13 +47,16 @@ class ConvEncoder(nn.Module):
         return self.proj(self.conv(frames_to_float(frames)))
 
 
-class MLPQHead(nn.Module):
-    """Chart features + position features -> Q-values of hold, buy, sell."""
+class QHead(nn.Module):
+    """Chart features + position features -> Q-values of hold, buy, sell: one linear layer, or an
+    MLP with ``hidden`` units (ResNet's 512 pooled features)."""
 
-    def __init__(self, feat_dim: int, hidden: int = 64) -> None:
+    def __init__(self, feat_dim: int, hidden: int = 0) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(feat_dim + N_POSITION_FEATURES, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, N_ACTIONS)
+        n_in = feat_dim + N_POSITION_FEATURES
+        self.net: nn.Module = (
+            nn.Linear(n_in, N_ACTIONS) if hidden == 0
+            else nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, N_ACTIONS))
         )
 
     def forward(self, feats: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
@@ -61,7 +64,8 @@ class MLPQHead(nn.Module):
 
 
 class CNNPolicy(Policy):
-    """CNN-only DQN: each decision sees only the current chart (no memory of earlier charts)."""
+    """CNN-only DQN: three conv + BatchNorm blocks (and their projection), then a linear Q head on
+    the features and the position; each decision sees only the current chart (no memory)."""
 
     name = "cnn"
     recurrent = False
@@ -73,15 +77,13 @@ class CNNPolicy(Policy):
         width: int,
         widths: tuple[int, ...] = (16, 32, 32),
         feat_dim: int = 128,
-        head_hidden: int = 64,
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
-            "in_channels": in_channels, "height": height, "width": width,
-            "widths": list(widths), "feat_dim": feat_dim, "head_hidden": head_hidden,
+            "in_channels": in_channels, "height": height, "width": width, "widths": list(widths), "feat_dim": feat_dim,
         }
         self.encoder = ConvEncoder(in_channels, height, width, tuple(widths), feat_dim)
-        self.q = MLPQHead(feat_dim, head_hidden)
+        self.q = QHead(feat_dim)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.encoder(frames)

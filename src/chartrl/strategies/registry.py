@@ -1,22 +1,18 @@
 """Strategy name -> policy class, for the neural policies and the rule baselines.
 
 The neural policies are listed here. Rule baselines live in :mod:`chartrl.strategies.rules`
-(another module); they are picked up either from a ``RULES`` mapping name -> factory in that
-module or by that module calling :func:`register_rule`. Both are looked up lazily, so importing the
-registry never imports the rules (or the other way round).
+(another module) and are read from its ``RULES`` mapping name -> class, lazily, so importing the
+registry never imports the rules (or the other way round). Every strategy, neural or rule,
+answers ``forward(frames, position, hidden) -> (q[3], hidden)``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import UsageError
-
-_RULES: dict[str, Callable[..., Any]] = {}
-_rules_loaded = False
 
 
 def _neural() -> dict[str, type]:
@@ -30,27 +26,11 @@ def _neural() -> dict[str, type]:
 NEURAL_NAMES = ("cnn", "cnnrnn", "gru", "resnet")
 
 
-def register_rule(name: str, factory: Callable[..., Any]) -> None:
-    """Make a rule baseline (no weights, no training) available under ``name``."""
-    if name in NEURAL_NAMES:
-        raise ValueError(f"rule baseline name {name!r} is taken by a neural policy")
-    _RULES[name] = factory
-
-
 def rule_baselines() -> dict[str, Callable[..., Any]]:
-    """Name -> factory of every rule baseline known (imports strategies.rules once, if present)."""
-    global _rules_loaded
-    if not _rules_loaded:
-        _rules_loaded = True
-        try:
-            rules = importlib.import_module("chartrl.strategies.rules")
-        except ModuleNotFoundError as exc:
-            if exc.name != "chartrl.strategies.rules":
-                raise
-        else:
-            for name, factory in getattr(rules, "RULES", {}).items():
-                _RULES.setdefault(name, factory)
-    return dict(_RULES)
+    """Name -> class of every rule baseline: ``chartrl.strategies.rules.RULES``, the one list."""
+    from chartrl.strategies.rules import RULES
+
+    return dict(RULES)
 
 
 def available() -> list[str]:

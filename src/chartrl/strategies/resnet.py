@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from chartrl.strategies.base import Hidden, Policy, frames_to_float
-from chartrl.strategies.cnn import MLPQHead
+from chartrl.strategies.cnn import QHead
 
 
 class ResNetPolicy(Policy):
@@ -36,7 +36,7 @@ class ResNetPolicy(Policy):
         feat_dim = net.fc.in_features
         net.fc = nn.Identity()
         self.backbone = net
-        self.q = MLPQHead(feat_dim, head_hidden)
+        self.q = QHead(feat_dim, head_hidden)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.backbone(frames_to_float(frames))

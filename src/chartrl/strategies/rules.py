@@ -5,6 +5,11 @@ asked ``decide(t, position)`` at the close of each candle t, with the account's 
 (is_long, unrealised log return) as the neural policies get them. Every rule except the oracle
 decides from candles <= t only; the oracle reads the future on purpose and is flagged
 ``cheating`` so every report labels it an upper bound, never a result.
+
+Rules also follow the policies' interface, ``forward(frames, position, hidden) -> (q, hidden)``:
+they ignore the frames, their "hidden state" is the candle index t of the current step (so the
+caller carries it as it carries a recurrent state), and Q is the one-hot of ``decide``'s action.
+``RULES`` is the one name -> class registry; ``chartrl.strategies.registry`` reads it.
 """
 
 from __future__ import annotations
@@ -13,10 +18,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import pandas as pd
+import torch
 
-from chartrl.strategies.base import Action
-
-RULE_STRATEGIES = ("buyhold", "sma", "random", "oracle")
+from chartrl.strategies.base import N_ACTIONS, Action
 
 
 class RuleStrategy(ABC):
@@ -37,6 +41,25 @@ class RuleStrategy(ABC):
     def params(self) -> dict:
         """The rule's parameters, for reports."""
         return {}
+
+    def initial_hidden(self, batch: int, device: torch.device | str = "cpu", start: int = 0) -> torch.Tensor:
+        """The state of ``batch`` runs whose first decision is at candle ``start``: that index."""
+        return torch.full((batch,), start, dtype=torch.int64, device=device)
+
+    def forward(self, frames: object, position: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy interface: ``position`` (B, 2) or (B, T, 2) -> one-hot Q (B[, T], 3) of
+        ``decide`` at candles ``hidden`` (B,) onwards, and the candle index after the last step."""
+        if hidden is None:
+            raise ValueError(f"rule {self.name!r} needs the candle index as its state: pass initial_hidden(batch, start=t)")
+        single = position.dim() == 2
+        pos = (position.unsqueeze(1) if single else position).detach().cpu().numpy()
+        t0 = hidden.detach().cpu().numpy()
+        actions = np.array([[self.decide(int(t0[b]) + k, (float(pos[b, k, 0]), float(pos[b, k, 1]))) for k in range(pos.shape[1])]
+                            for b in range(pos.shape[0])], dtype=np.int64).reshape(pos.shape[:2])
+        q = torch.nn.functional.one_hot(torch.from_numpy(actions), N_ACTIONS).to(position.device, torch.float32)
+        return (q.squeeze(1) if single else q), hidden + pos.shape[1]
+
+    __call__ = forward
 
 
 class BuyHold(RuleStrategy):
@@ -128,18 +151,14 @@ class OracleStrategy(RuleStrategy):
         return {"window": self.window}
 
 
+# The one registry of rule baselines (chartrl.strategies.registry builds from it).
+RULES: dict[str, type[RuleStrategy]] = {"buyhold": BuyHold, "sma": SMACrossover, "random": RandomStrategy, "oracle": OracleStrategy}
+
+
 def make_rule(name: str, sma: tuple[int, int] = (5, 20), seed: int = 0, oracle_window: int = 24) -> RuleStrategy:
-    """A rule strategy by name (one of RULE_STRATEGIES)."""
-    if name == "buyhold":
-        return BuyHold()
-    if name == "sma":
-        return SMACrossover(*sma)
-    if name == "random":
-        return RandomStrategy(seed)
-    if name == "oracle":
-        return OracleStrategy(oracle_window)
-    raise ValueError(f"unknown rule strategy {name!r}; use one of {', '.join(RULE_STRATEGIES)}")
+    """A rule by name (through the registry) with the backtest command's knobs, each passed to the
+    rule it belongs to."""
+    from chartrl.strategies.registry import build_rule
 
-
-# Picked up by chartrl.strategies.registry (build_rule / available).
-RULES = {"buyhold": BuyHold, "sma": SMACrossover, "random": RandomStrategy, "oracle": OracleStrategy}
+    kwargs = {"sma": {"fast": sma[0], "slow": sma[1]}, "random": {"seed": seed}, "oracle": {"window": oracle_window}}
+    return build_rule(name, **kwargs.get(name, {}))
