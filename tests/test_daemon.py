@@ -237,6 +237,30 @@ def test_paper_daemon_trades_exactly_like_the_backtest(tmp_path, sim, candles):
     t.close()
 
 
+def test_paper_fills_fall_back_to_the_stored_market_info_then_the_config(tmp_path, sim):
+    """Exchange unreachable at start: the market info the last tick stored (what the backtest
+    uses), so fills still round; with none stored, the config's fee, and a warning."""
+    from chartrl.market.markets import market_path
+
+    class Unreachable:
+        def load_markets(self):
+            raise ConnectionError("exchange down")
+
+    s = _settings(tmp_path, sim, strategy="buyhold")
+    Ticker(s, clock=sim.clock).close()  # reachable: reads the market (and stores it)
+    with capture_logs() as logs:
+        t = Ticker(s, clock=sim.clock, exchange=Unreachable())
+    t.close()
+    assert (t.account.rules.amount_step, t.account.rules.min_notional) == (pytest.approx(1e-5), 5.0)
+    assert [e["source"] for e in logs if e["event"] == "market_rules"][0].startswith("stored binance market info")
+    market_path(s.data_dir, "binance", "BTC/USDT").unlink()
+    with capture_logs() as logs:
+        t = Ticker(s, clock=sim.clock, exchange=Unreachable())
+    t.close()
+    assert t.account.rules.amount_step is None and t.account.rules.fee == s.trading.fee
+    assert [e for e in logs if e["event"] == "market_info_unavailable" and e["log_level"] == "warning"]
+
+
 def test_a_promoted_model_is_reloaded_at_the_next_tick(tmp_path, sim):
     from chartrl.daemon.retrain import promote
 
@@ -292,6 +316,7 @@ def _retrain_settings(tmp_path, sim, always: int = 0, **meta) -> Settings:
 
 def test_retrain_promotes_or_keeps_and_records_both_scores(tmp_path, sim):
     from chartrl.account.ledger import Ledger
+    from chartrl.backtest.checkpoint import read_meta
     from chartrl.daemon.retrain import run_retrain
 
     s = _retrain_settings(tmp_path, sim)  # a champion that never trades
@@ -302,6 +327,9 @@ def test_retrain_promotes_or_keeps_and_records_both_scores(tmp_path, sim):
     assert r.champion_score is None and r.challenger_score is not None
     assert r.reason.startswith("champion not comparable: no Sharpe")
     assert (s.model_dir.with_name("champion.prev") / "model.pt").read_bytes() == before
+    # The challenger was trained under the market's fills (stored by the tick), as the paper account trades.
+    fills = read_meta(s.model_dir)["fills"]
+    assert fills["market_info"].startswith("stored binance market info") and fills["amount_step"] == pytest.approx(1e-5)
     assert not list(s.model_dir.parent.glob(".challenger-*"))
     s2 = _settings(tmp_path, sim, save=False, daemon=RETRAIN | {"promote_margin": 1e9})
     after = (s2.model_dir / "model.pt").read_bytes()
@@ -324,8 +352,15 @@ def test_retrain_never_promotes_a_challenger_that_does_not_trade(tmp_path, sim, 
                                                                "until": "2099-01-01T00:00:00+00:00"})
     before = (s.model_dir / "model.pt").read_bytes()
     monkeypatch.setattr(retrain, "fine_tune", lambda champion, out, *a, **k: _save(out, "cnnrnn", always=0))
+    from chartrl.backtest import walkforward
+
+    judged_under = []
+    evaluate = walkforward.evaluate
+    monkeypatch.setattr(walkforward, "evaluate", lambda *a, **k: judged_under.append(a[3]) or evaluate(*a, **k))
     with capture_logs() as logs:
         r = retrain.run_retrain(s, fetch=False)
+    # Both models are judged under the market's amount step and minimums, as they would trade.
+    assert [(x.amount_step, x.min_notional) for x in judged_under] == [(pytest.approx(1e-5), 5.0)] * 2
     assert r.champion_score is not None and r.champion_score < 0  # "0 > negative" used to promote
     assert r.status == "kept" and r.challenger_score is None, r.error
     assert r.reason == "challenger not comparable: no Sharpe (its equity never moved)"
@@ -335,6 +370,7 @@ def test_retrain_never_promotes_a_challenger_that_does_not_trade(tmp_path, sim, 
     assert m["reason"] == r.reason and m["challenger"]["trades"] == 0 and m["champion"]["open_position_at_end"]
     assert m["buyhold"]["sharpe"] is not None and m["buyhold"]["total_return"] < 0
     assert m["champion_in_sample"] is True
+    assert m["fills"]["market_info"].startswith("stored binance market info") and m["fills"]["min_notional"] == 5.0
     assert [e for e in logs if e["event"] == "retrain_champion_in_sample"]
     assert "challenger not comparable" in format_status(read_status(s.data_dir))
 

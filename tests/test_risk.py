@@ -62,6 +62,15 @@ def test_stale_data(ledger: Ledger) -> None:
     assert (v.action, v.reason) == (Action.HOLD, "stale_data")
 
 
+def test_stale_data_counts_from_the_calendar_close_of_a_month(ledger: Ledger) -> None:
+    """January closes on 1 February, not 30 days after its open (31 January)."""
+    g = RiskGuard(RiskSettings(stale_after_timeframes=0.02), ledger, symbol="BTC/USDT", timeframe="1M", mode="paper")
+    january, february = 1_704_067_200_000, 1_706_745_600_000  # 2024-01-01, 2024-02-01 UTC
+    assert check(g, Action.BUY, candle_ms=january, now=february + HOUR).allowed  # an hour after its close
+    v = check(g, Action.BUY, candle_ms=january, now=february + 15 * HOUR)  # 0.02 x 30 days = 14.4 h
+    assert (v.action, v.reason) == (Action.HOLD, "stale_data")
+
+
 def test_daily_loss_stop_buying_latches_for_the_day(ledger: Ledger) -> None:
     g = guard(ledger, max_daily_loss=0.05, on_daily_loss="stop_buying")
     assert check(g, Action.HOLD, equity=1000).allowed  # records the day's start equity

@@ -338,6 +338,8 @@ def test_cli_synthetic_run_has_a_synthetic_series(tmp_path: Path, capsys, _resto
     assert code == 0, err
     _, meta = load_model(tmp_path / "m")
     assert meta["series"]["exchange"] == "synthetic" and meta["data_range"]["source"].startswith("synthetic")
+    fills = meta["fills"]  # no market to take precision and minimums from, and model.json says so
+    assert fills["market_info"].startswith("none: synthetic candles have no market") and fills["amount_step"] is None
     with pytest.raises(CheckpointError, match="exchange: 'synthetic' != 'binance'"):  # what a backtest or the daemon asks
         load_model(tmp_path / "m", expect_series=("binance", "BTC/USDT", "1h"))
 
@@ -364,15 +366,22 @@ def test_cli_resume_keeps_hyperparameters_and_refuses_changes(tmp_path: Path, ca
 
 
 def test_cli_resume_reads_the_saved_range_from_a_grown_store(tmp_path: Path, capsys, _restore_structlog, monkeypatch) -> None:
+    from chartrl.market.markets import save_market
     from chartrl.market.store import CandleStore
 
     data_dir = tmp_path / "data"
     monkeypatch.setenv("CHARTRL_DATA_DIR", str(data_dir))
     candles = synthetic_candles(700, seed=2)
     CandleStore(data_dir).ingest("binance", "BTC/USDT", "1h", candles.iloc[:500], source="test")
+    market = {"symbol": "BTC/USDT", "taker": 0.00075, "precision": {"amount": 1e-05}, "limits": {"cost": {"min": 5.0}}}
+    save_market(data_dir, "binance", "BTC/USDT", market, 4)
     m = str(tmp_path / "m")
     code, _, err = _cli(tmp_path, capsys, *FAST, "--out", m)
     assert code == 0, err
+    # Trained and validated under the fills `chartrl backtest` and the paper account use (config fee).
+    fills = load_model(tmp_path / "m")[1]["fills"]
+    assert fills["market_info"].startswith("stored binance market info")
+    assert (fills["fee"], fills["amount_step"], fills["min_notional"]) == (0.001, 1e-05, 5.0)
     CandleStore(data_dir).ingest("binance", "BTC/USDT", "1h", candles, source="test")  # 200 newer candles arrive
     until = f"{candles['timestamp'].iloc[450]:%Y-%m-%dT%H:%M}"
     code, _, err = _cli(tmp_path, capsys, "--resume", m, "--epochs", "2", "--until", until)

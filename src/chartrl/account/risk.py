@@ -30,7 +30,7 @@ from chartrl.account.ledger import Ledger
 from chartrl.actions import Action
 from chartrl.config.settings import RiskSettings
 from chartrl.logs import get_logger
-from chartrl.timeframe import timeframe_ms
+from chartrl.timeframe import candle_close_ms, timeframe_ms
 
 OK = "ok"
 
@@ -75,6 +75,7 @@ class RiskGuard:
         self.ledger = ledger
         self.symbol = symbol
         self.mode = mode
+        self.timeframe = timeframe
         self.timeframe_ms = timeframe_ms(timeframe)
         self.halt_file = Path(halt_file or risk.halt_file or ledger.path.parent / "HALT").expanduser()
         self.log = get_logger("chartrl.risk", symbol=symbol, mode=mode)
@@ -115,7 +116,9 @@ class RiskGuard:
         halt = self.halted()
         if halt:
             return RiskVerdict(action, Action.HOLD, halt)
-        closed_at = candle_ms + self.timeframe_ms
+        # The close is calendar-exact (a 31-day month closes a day after 30 would say); the allowance
+        # counts nominal timeframes (30 days for 1M), a tolerance where a day either way is no matter.
+        closed_at = candle_close_ms(candle_ms, self.timeframe)
         if now - closed_at > r.stale_after_timeframes * self.timeframe_ms:
             return RiskVerdict(action, Action.HOLD, "stale_data")
         day = utc_day(now)

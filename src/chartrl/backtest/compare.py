@@ -151,5 +151,6 @@ def run_compare(
               f"decisions; budget per run: {budget}; seeds 1..{seeds}. Values: mean ± std over seeds of the last epoch.\n\n")
     (out / "compare.md").write_text(header + table + "\n\n![learning curves](curves.png)\n")
     (out / "compare.json").write_text(json.dumps({"summary": summary, "reference_buy_and_hold": reference, "budget": budget,
-                                                  "data_range": meta["data_range"], "histories": histories}, indent=2, default=str))
+                                                  "data_range": meta["data_range"], "fills": meta.get("fills"),
+                                                  "histories": histories}, indent=2, default=str))
     return table

@@ -102,13 +102,14 @@ def _load_candles(s: Any, start: Any, end: Any) -> Any:
     """The stored series from a chart window (plus indicator warm-up) before ``start`` to ``end``."""
     import pandas as pd
 
+    from chartrl.market.candles import to_ms
     from chartrl.market.store import CandleStore
-    from chartrl.timeframe import timeframe_ms
+    from chartrl.timeframe import shift_open_ms
 
     warm = None
     if start is not None:
         lookback = s.chart.window + 2 * max((*s.chart.ma_periods, s.chart.bollinger_period or 0, 34)) + 10
-        warm = pd.Timestamp(start) - pd.Timedelta(milliseconds=timeframe_ms(s.market.timeframe) * lookback)
+        warm = pd.Timestamp(shift_open_ms(int(to_ms(start)), s.market.timeframe, -lookback), unit="ms", tz="UTC")
     return CandleStore(s.data_dir).load(s.exchange.id, s.market.symbol, s.market.timeframe, warm, end)
 
 
@@ -122,7 +123,7 @@ def handle(args: argparse.Namespace) -> int:
     s = settings(args, **({"trading": trading} if trading else {}))
     start, end = date_range(args)
     device = _device(args.device or s.model.device)
-    from chartrl.market.markets import market_rules
+    from chartrl.market.markets import fill_parameters, market_rules
 
     rules, market_info = market_rules(s)
     spec = s.chart
@@ -149,10 +150,7 @@ def handle(args: argparse.Namespace) -> int:
         "series": f"{s.exchange.id} {s.market.symbol} {s.market.timeframe}",
         "from": start.isoformat() if start else "first stored candle",
         "until": end.isoformat() if end else "last stored candle",
-        "market_info": market_info,
-        "fee": rules.fee, "slippage_bps": rules.slippage_bps, "amount_step": rules.amount_step,
-        "min_amount": rules.min_amount, "min_notional": rules.min_notional,
-        "position_fraction": rules.position_fraction, "initial_cash": s.trading.initial_cash,
+        **fill_parameters(rules, market_info), "initial_cash": s.trading.initial_cash,
         "chart": spec.model_dump_json(), "trials": args.trials, "device": device,
         **({"walk_forward_folds": args.walk_forward, "retrain": args.retrain} if args.walk_forward else {}),
         **{f"rule.{k}": v for k, v in (strategy.params().items() if hasattr(strategy, "params") else [])},

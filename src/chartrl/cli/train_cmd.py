@@ -166,11 +166,20 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     return s, candles, meta
 
 
-def _rules(s: Any) -> Any:
-    from chartrl.account.fills import MarketRules
+def _rules(s: Any, meta: dict[str, Any]) -> Any:
+    """The fills the model will get, as `chartrl backtest` and the daemon build them (the market's
+    precision and minimums), recorded in ``meta`` (model.json ``fills``): a model trained and
+    validated under other fills than it trades under learns the wrong costs. Synthetic candles have
+    no market: the config's fee and slippage only, and model.json says so."""
+    from chartrl.account.fills import rules_from_settings
+    from chartrl.market.markets import SYNTHETIC_SOURCE, fill_parameters, market_rules
 
-    fee = s.trading.fee if s.trading.fee is not None else 0.001  # no market info offline: Binance's taker fee
-    return MarketRules(fee=fee, slippage_bps=s.trading.slippage_bps, position_fraction=s.trading.position_fraction)
+    if meta["series"]["exchange"] == SYNTHETIC:
+        rules, source = rules_from_settings(s.trading), SYNTHETIC_SOURCE
+    else:
+        rules, source = market_rules(s)
+    meta["fills"] = fill_parameters(rules, source)
+    return rules
 
 
 def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dict[str, Any], world_size: int = 1) -> Any:
@@ -215,10 +224,11 @@ def _train(args: argparse.Namespace) -> int:
     if not is_neural(strategy):
         what = "is a rule baseline with nothing to train" if strategy in available() else "is unknown"
         raise UsageError(f"strategy {strategy!r} {what}; use one of {', '.join(NEURAL_NAMES)}")
+    rules = _rules(s, meta)
     dist, device = setup(args.device or s.model.device)
     try:
         data = _prepare(args, s, candles, cfg, meta, dist.world_size)
-        history = train(strategy, data, cfg, out, meta, device=device, dist=dist, rules=_rules(s),
+        history = train(strategy, data, cfg, out, meta, device=device, dist=dist, rules=rules,
                         initial_cash=s.trading.initial_cash, resume=bool(args.resume), progress=not args.no_progress).history
     finally:
         cleanup(dist)
@@ -243,9 +253,10 @@ def _compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     cfg = TrainConfig(**_given(args))
     s, candles, meta = _load(args)
+    rules = _rules(s, meta)
     data = _prepare(args, s, candles, cfg, meta)
     table = run_compare(strategies, args.seeds, data, cfg, args.out, meta, device=pick_device(args.device or s.model.device),
-                        rules=_rules(s), initial_cash=s.trading.initial_cash, progress=not args.no_progress)
+                        rules=rules, initial_cash=s.trading.initial_cash, progress=not args.no_progress)
     print(table)
     print(f"written: {args.out / 'curves.png'}, {args.out / 'compare.md'}, {args.out / 'compare.json'}")
     return 0

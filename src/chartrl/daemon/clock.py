@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol, runtime_checkable
 
-from chartrl.timeframe import timeframe_ms
-
 
 @runtime_checkable
 class Clock(Protocol):
@@ -78,15 +76,3 @@ def as_clock(obj: Any | None) -> Clock:
     if isinstance(obj, Clock):
         return obj
     return _Adapter(obj)
-
-
-def last_closed_open_ms(now_ms: int, timeframe: str) -> int:
-    """Open time of the newest candle that has closed at ``now_ms`` (candles align to the epoch)."""
-    step = timeframe_ms(timeframe)
-    return (now_ms // step - 1) * step
-
-
-def next_close_ms(now_ms: int, timeframe: str) -> int:
-    """The next candle close strictly after ``now_ms``."""
-    step = timeframe_ms(timeframe)
-    return (now_ms // step + 1) * step

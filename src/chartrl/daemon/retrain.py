@@ -5,6 +5,8 @@
    where the held-out days begin) into a challenger, in a hidden directory beside the champion;
 3. evaluate champion and challenger with the walk-forward evaluation on the most recent
    ``daemon.eval_days``, which the challenger was not trained on (a champion that was is flagged);
+   training and evaluation fill under the market's rules as the paper account does
+   (``market_rules``: the stored market info), recorded in the result and the challenger's model.json;
 4. promote the challenger only if its Sharpe beats the champion's by ``daemon.promote_margin``
    (:func:`decide`: a model without a Sharpe or with fewer than ``daemon.min_eval_trades`` trades is
    not comparable, so a challenger that never trades is never promoted): the directories are swapped
@@ -20,14 +22,13 @@ failed, the challenger removed. The daemon notices the new champion at its next 
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import math
 import os
 import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +140,6 @@ class _SigtermAborts:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
 
 
-def offline_rules(settings: Settings) -> MarketRules:
-    t = settings.trading
-    return MarketRules(fee=t.fee if t.fee is not None else 0.001, slippage_bps=t.slippage_bps, position_fraction=t.position_fraction)
-
-
 # ------------------------------------------------------------------------------ directory swap
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -193,35 +189,34 @@ def fine_tune(
     candles: pd.DataFrame,
     settings: Settings,
     *,
+    rules: MarketRules,
+    rules_source: str,
     epochs: int,
     max_steps: int | None = None,
     device: Any = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train a challenger in ``out`` from the champion's weights on ``candles``; its meta."""
+    """Train a challenger in ``out`` from the champion's weights on ``candles``, under the fill
+    ``rules`` it will trade under (from ``rules_source``, recorded in its model.json); its meta."""
     from chartrl.backtest import checkpoint as ckpt
-    from chartrl.backtest.dqn import TrainConfig, train
+    from chartrl.backtest.dqn import train, train_config
     from chartrl.backtest.env import prepare_data
     from chartrl.chart.spec import ChartSpec
+    from chartrl.market.markets import fill_parameters
 
     meta = ckpt.read_meta(champion)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    hyper = {k: v for k, v in (meta.get("hyperparameters") or {}).items() if k in known}
-    for key in ("stages",):
-        if key in hyper:
-            hyper[key] = tuple(hyper[key])
+    cfg = train_config(meta.get("hyperparameters") or {})
     counters = meta.get("counters") or {}
     resumable = (champion / ckpt.TRAIN_STATE_FILE).is_file()
     if resumable:
         # Resuming a copy continues the champion: its weights, target network, optimiser state.
         shutil.copytree(champion, out, ignore=shutil.ignore_patterns("tb"))
-        hyper |= {"stages": ("dqn",), "epochs": int(counters.get("dqn_epochs", 0)) + epochs}
+        cfg = replace(cfg, stages=("dqn",), epochs=int(counters.get("dqn_epochs", 0)) + epochs)
     else:
         log.warning("retrain_from_scratch", champion=str(champion), why=f"no {ckpt.TRAIN_STATE_FILE} to continue from")
-        hyper |= {"stages": ("imitation", "dqn"), "epochs": epochs}
+        cfg = replace(cfg, stages=("imitation", "dqn"), epochs=epochs)
     if max_steps is not None:
-        hyper["max_steps_per_epoch"] = max_steps
-    cfg = TrainConfig(**hyper)
+        cfg = replace(cfg, max_steps_per_epoch=max_steps)
     spec = ChartSpec(**meta["chart_spec"])
     data = prepare_data(candles, spec, settings.market.timeframe, cfg.validation_fraction)
     new_meta = {
@@ -230,8 +225,9 @@ def fine_tune(
         "data_range": {"from": candles["timestamp"].iloc[0].isoformat(), "until": candles["timestamp"].iloc[-1].isoformat(),
                        "candles": len(candles), "source": f"store:{settings.data_dir}"},
         "parent": meta.get("weights_sha256", "")[:12] or None,
+        "fills": fill_parameters(rules, rules_source),
     }
-    train(meta["strategy"], data, cfg, out, new_meta, device=device, rules=offline_rules(settings),
+    train(meta["strategy"], data, cfg, out, new_meta, device=device, rules=rules,
           initial_cash=settings.trading.initial_cash, resume=resumable, progress=progress)
     return ckpt.read_meta(out)
 
@@ -293,6 +289,7 @@ def run_retrain(
     from chartrl.backtest.walkforward import evaluate
     from chartrl.chart.spec import ChartSpec
     from chartrl.daemon.model import model_version, resolve_device
+    from chartrl.market.markets import fill_parameters, market_rules
 
     t0 = time.monotonic()
     champion = settings.model_dir
@@ -322,9 +319,12 @@ def run_retrain(
                 log.warning("retrain_champion_in_sample", trained_until=in_sample, eval_from=eval_start.isoformat(),
                             why="the champion was trained on some of the held-out days: its score there flatters it")
             device = resolve_device(settings.model.device)
-            fine_tune(champion, challenger, train_part, settings, epochs=epochs or settings.daemon.retrain_epochs,
-                      max_steps=max_steps, device=device, progress=progress)
-            rules, cash = offline_rules(settings), settings.trading.initial_cash
+            # The fills the daemon's paper account gets (stored market info, as `chartrl backtest`):
+            # the challenger is trained, and both models judged, under them.
+            rules, rules_source = market_rules(settings)
+            fine_tune(champion, challenger, train_part, settings, rules=rules, rules_source=rules_source,
+                      epochs=epochs or settings.daemon.retrain_epochs, max_steps=max_steps, device=device, progress=progress)
+            cash = settings.trading.initial_cash
             scores: dict[str, Any] = {}
             for name, path in (("champion", champion), ("challenger", challenger)):
                 policy, m = load_model(path, device, expect_spec=spec, expect_series=(ex, sym, tf))
@@ -344,6 +344,7 @@ def run_retrain(
                 "champion": _brief(scores["champion"]), "challenger": _brief(scores["challenger"]),
                 # Context for both scores: what simply holding the coin did over the same days.
                 "buyhold": {"sharpe": buyhold.get("sharpe"), "total_return": buyhold.get("total_return")},
+                "fills": fill_parameters(rules, rules_source),
             }
             log.info("retrain_compared", promote=promoted, reason=result.reason)
             if promoted:

@@ -22,11 +22,11 @@ from typing import Any
 import pandas as pd
 
 from chartrl.account.base import Candle
-from chartrl.account.fills import MarketRules, rules_from_market
+from chartrl.account.fills import MarketRules
 from chartrl.account.ledger import Ledger
 from chartrl.account.risk import RiskGuard
 from chartrl.config.settings import Settings
-from chartrl.daemon.clock import Clock, as_clock, last_closed_open_ms
+from chartrl.daemon.clock import Clock, as_clock
 from chartrl.daemon.model import WARMUP_CANDLES, PolicyRunner
 from chartrl.errors import ChartrlError, DataError, TemporaryError, TradingHalted
 from chartrl.logs import get_logger
@@ -34,7 +34,7 @@ from chartrl.market.candles import to_ms
 from chartrl.market.exchange import make_exchange
 from chartrl.market.store import CandleStore
 from chartrl.strategies.base import Action
-from chartrl.timeframe import timeframe_ms
+from chartrl.timeframe import candle_close_ms, candles_between, last_closed_open_ms, shift_open_ms
 
 ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
 
@@ -81,7 +81,6 @@ class Ticker:
         self.settings = settings
         self.symbol = settings.market.symbol
         self.timeframe = settings.market.timeframe
-        self.step = timeframe_ms(self.timeframe)
         self.mode = settings.trading.mode
         self.clock = as_clock(clock)
         self.log = get_logger("chartrl.tick", symbol=self.symbol, mode=self.mode)
@@ -105,15 +104,14 @@ class Ticker:
 
     # ----------------------------------------------------------------------------- set-up
     def _market_rules(self) -> MarketRules:
-        t = self.settings.trading
-        try:
-            self.exchange.load_markets()
-            return rules_from_market(self.exchange.market(self.symbol), t, getattr(self.exchange, "precisionMode", 4))
-        except Exception as exc:  # noqa: BLE001 - paper trading may run from the stored data alone
-            if self.mode == "live":
-                raise
-            self.log.warning("market_rules_default", error=str(exc)[:200], fee=t.fee)
-            return MarketRules(fee=t.fee or 0.001, slippage_bps=t.slippage_bps, position_fraction=t.position_fraction)
+        """The paper account's fills: the exchange's market as it is now, else the stored copy (the
+        rules the backtest and the retrain use), else the config's fee with a warning."""
+        from chartrl.market.markets import market_rules
+
+        rules, source = market_rules(self.settings, self.exchange)
+        self.log.info("market_rules", source=source, fee=rules.fee, amount_step=rules.amount_step,
+                      min_amount=rules.min_amount, min_notional=rules.min_notional)
+        return rules
 
     def _make_account(self, live: bool) -> Any:
         if self.mode == "paper":
@@ -161,7 +159,7 @@ class Ticker:
         history = self.runner.history_needed()
         try:
             candles = self.store.load(self.settings.exchange.id, self.symbol, self.timeframe,
-                                      start=pd.Timestamp(target - history * self.step, unit="ms", tz="UTC"),
+                                      start=pd.Timestamp(shift_open_ms(target, self.timeframe, -history), unit="ms", tz="UTC"),
                                       end=pd.Timestamp(target, unit="ms", tz="UTC"))
         except DataError as exc:  # nothing stored in that range (yet)
             return self._missed(target, "fetch_failed" if fetch_error else "no_candles", fetch_error or str(exc),
@@ -175,11 +173,11 @@ class Ticker:
         previous = self._last_decision()
         if previous is not None and previous["candle_ms"] >= target:
             return self._replay(previous, candles, timings, t_start)
-        gap = 0 if previous is None else (target - previous["candle_ms"]) // self.step - 1
+        gap = 0 if previous is None else candles_between(previous["candle_ms"], target, self.timeframe) - 1
         if gap > 0:
             self.missed += gap
-            self.log.warning("tick_missed", count=gap, first=_iso(previous["candle_ms"] + self.step),
-                             last=_iso(target - self.step), reason="no tick while these candles closed")
+            self.log.warning("tick_missed", count=gap, first=_iso(candle_close_ms(previous["candle_ms"], self.timeframe)),
+                             last=_iso(shift_open_ms(target, self.timeframe, -1)), reason="no tick while these candles closed")
 
         close = float(candles["close"].iloc[-1])
         position = self.account.position_features(close)
@@ -222,7 +220,7 @@ class Ticker:
             return None
         before = candles.iloc[:-1]
         if self.hidden is not None and self.hidden_ms is not None:
-            gap = (target - self.hidden_ms) // self.step - 1
+            gap = candles_between(self.hidden_ms, target, self.timeframe) - 1
             if gap == 0:
                 return self.hidden
             if 0 < gap <= WARMUP_CANDLES:
@@ -247,7 +245,7 @@ class Ticker:
 
     def _fill_candle(self, target: int, close: float, action: int) -> Candle:
         """Candle t+1 as far as it exists at the tick: its open (the fill price), marked there."""
-        nxt = target + self.step
+        nxt = candle_close_ms(target, self.timeframe)
         price = close
         if action != Action.HOLD:  # paper fills there; live sizes its market order from it
             try:
@@ -275,7 +273,7 @@ class Ticker:
     def _executed(self, decision: dict[str, Any]) -> bool:
         if self.mode == "paper":
             last = getattr(self.account, "last_candle_ms", None)
-            return last is not None and last >= decision["candle_ms"] + self.step
+            return last is not None and last >= candle_close_ms(decision["candle_ms"], self.timeframe)
         if decision["final_action"] == Action.HOLD:
             return True
         rows = self.ledger._query("SELECT 1 FROM orders WHERE decision_id = ? LIMIT 1", (decision["id"],))

@@ -30,7 +30,7 @@ from chartrl.market.exchange import (
 from chartrl.market.markets import save_market
 from chartrl.market.store import CandleStore, SeriesSummary
 from chartrl.market.validate import fmt_ts
-from chartrl.timeframe import timeframe_ms
+from chartrl.timeframe import candle_close_ms, candle_open_ms, last_closed_open_ms, timeframe_ms
 
 log = get_logger("chartrl.market.fetch")
 
@@ -104,7 +104,7 @@ def fetch_range(
     longer than a page with nothing, and stopping there would restart at the same place forever.
     The window is skipped (logged once per run of empty pages; the store reports it as a gap).
     """
-    step = timeframe_ms(timeframe)
+    step = timeframe_ms(timeframe)  # months: a nominal 30 days, for the progress bar and empty pages only
     limit = limit or page_limit(exchange)
     rows: list[list[float]] = []
     since = start_ms
@@ -122,6 +122,7 @@ def fetch_range(
             page = [r for r in page if since <= r[0] <= end_ms]
             if not page:
                 empty_from = since if empty_from is None else empty_from
+                # Months: `limit` nominal 30-day steps fall short of `limit` months, so nothing is skipped.
                 since += limit * step
                 continue
             if empty_from is not None:
@@ -131,7 +132,7 @@ def fetch_range(
             last = int(page[-1][0])
             if bar is not None:
                 bar.update(task, completed=min((last - start_ms) // step + 1, total))
-            since = last + step
+            since = candle_close_ms(last, timeframe)  # the next candle's open (calendar months differ in length)
     finally:
         if bar is not None:
             bar.update(task, completed=total)
@@ -203,20 +204,16 @@ def update_series(
     store = store or CandleStore(settings.data_dir)
     exchange = exchange or make_exchange(settings.exchange)
     retry = _retry_opts(settings)
-    step = timeframe_ms(tf)
     if symbol not in (getattr(exchange, "markets", None) or {}):  # loaded once per exchange instance
         check_market(exchange, symbol, tf, **retry)
     _store_market(settings, exchange)
     last = store.last_timestamp(ex_id, symbol, tf)
-    if since is not None:
-        start = _utc_ms(since)
-    elif last is not None:
-        start = _utc_ms(last) + step
+    if last is not None and since is None:
+        start = candle_close_ms(_utc_ms(last), tf)  # the next candle's open, a calendar month on for 1M
     else:
-        start = _utc_ms(settings.market.since)
-    start -= start % step if 86_400_000 % step == 0 else 0
+        start = candle_open_ms(_utc_ms(since if since is not None else settings.market.since), tf)
     now = now_ms() if now_ms is not None else exchange_now_ms(exchange, **retry)
-    newest_closed = (now // step) * step - step if 86_400_000 % step == 0 else now - step
+    newest_closed = last_closed_open_ms(now, tf)
     end = newest_closed if until is None else min(_utc_ms(until), newest_closed)
     if since is not None and start > newest_closed:
         raise UsageError(
@@ -225,7 +222,7 @@ def update_series(
         )
     rows = fetch_range(exchange, symbol, tf, start, end, progress=progress, **retry) if start <= end else []
     # The exchange serves the still-open candle last; it changes until it closes, so never store it.
-    rows = [r for r in rows if r[0] + step <= now]
+    rows = [r for r in rows if candle_close_ms(int(r[0]), tf) <= now]
     log.info("candles_fetched", exchange=ex_id, symbol=symbol, timeframe=tf, rows=len(rows), start=fmt_ts(pd.Timestamp(start, unit="ms")))
     if not rows:
         if last is None:

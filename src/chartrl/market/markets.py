@@ -72,13 +72,17 @@ def load_market(data_dir: Path | str, exchange_id: str, symbol: str) -> MarketIn
         return None
 
 
-def _from_exchange(settings: Settings) -> MarketInfo | None:
-    """One attempt at the exchange's market info (stored on success); None when unreachable."""
+def _from_exchange(settings: Settings, exchange: Any = None) -> MarketInfo | None:
+    """One attempt at the exchange's market info (stored on success); None when unreachable.
+
+    ``exchange``: a ccxt instance already at hand (the daemon's); else one is made for the call.
+    """
     from chartrl.market.exchange import make_exchange, short_error
 
     ex_id, symbol = settings.exchange.id, settings.market.symbol
     try:
-        exchange = make_exchange(settings.exchange)
+        if exchange is None:
+            exchange = make_exchange(settings.exchange)
         exchange.load_markets()
         market = exchange.market(symbol)
     except Exception as exc:  # noqa: BLE001 - unreachable, unknown symbol, bad key: same fallback
@@ -92,21 +96,26 @@ def _from_exchange(settings: Settings) -> MarketInfo | None:
     return MarketInfo({k: market.get(k) for k in _KEYS}, mode, datetime.now(UTC).isoformat(timespec="seconds"))
 
 
-def market_rules(settings: Settings) -> tuple[MarketRules, str]:
-    """Fill rules for replaying stored candles, and where their precision and limits came from.
+def market_rules(settings: Settings, exchange: Any = None) -> tuple[MarketRules, str]:
+    """Fill rules, and where their precision and limits came from.
 
-    The stored market info first (what the last fetch or tick used: reproducible offline), else
-    the exchange's; ``trading.fee`` overrides only the fee. Without either, the config's fee and
-    slippage with no precision or minimums, with a warning: such fills can differ from paper ones.
+    Replaying stored candles (backtest, train, retrain; no ``exchange``): the stored market info
+    first (what the last fetch or tick used: reproducible offline), else the exchange's. The daemon
+    passes its ``exchange``: the market as it is now first (a paper account fills as a live one
+    would today), the stored copy when the exchange is unreachable. ``trading.fee`` overrides only
+    the fee. Without either, the config's fee and slippage with no precision or minimums, with a
+    warning: such fills can differ from paper ones.
     """
     t, ex_id, symbol = settings.trading, settings.exchange.id, settings.market.symbol
-    info = load_market(settings.data_dir, ex_id, symbol)
-    source = f"stored {ex_id} market info of {info.saved_at}" if info else ""
-    if info is None:
-        info = _from_exchange(settings)
-        source = f"{ex_id} market info, read now" if info else ""
-    if info is not None:
-        return rules_from_market(info.market, t, info.precision_mode), source
+    for where in ("stored", "exchange") if exchange is None else ("exchange", "stored"):
+        if where == "stored":
+            info = load_market(settings.data_dir, ex_id, symbol)
+            source = f"stored {ex_id} market info of {info.saved_at}" if info else ""
+        else:
+            info = _from_exchange(settings, exchange)
+            source = f"{ex_id} market info, read now"
+        if info is not None:
+            return rules_from_market(info.market, t, info.precision_mode), source
     if t.fee is None:
         raise ConfigError(
             f"trading.fee is empty and no {ex_id} market info for {symbol} is stored or reachable; "
@@ -115,3 +124,14 @@ def market_rules(settings: Settings) -> tuple[MarketRules, str]:
     log.warning("market_info_unavailable", exchange=ex_id, symbol=symbol,
                 consequence="no amount precision, minimum amount or minimum notional: fills may differ from paper/live")
     return rules_from_settings(t), "none (config fee; no amount precision or minimums: fills may differ from paper/live)"
+
+
+SYNTHETIC_SOURCE = "none: synthetic candles have no market (config fee and slippage; no amount precision or minimums)"
+"""Where a run on synthetic candles (``chartrl train --synthetic``) takes its fill rules from."""
+
+
+def fill_parameters(rules: MarketRules, source: str) -> dict[str, Any]:
+    """The fill rules of a run and their origin, as a backtest report, model.json and a retrain
+    result record them (the same keys everywhere, so runs compare)."""
+    return {"market_info": source, "fee": rules.fee, "slippage_bps": rules.slippage_bps, "amount_step": rules.amount_step,
+            "min_amount": rules.min_amount, "min_notional": rules.min_notional, "position_fraction": rules.position_fraction}

@@ -36,7 +36,7 @@ import pandas as pd
 from chartrl.errors import DataError
 from chartrl.logs import get_logger
 from chartrl.market.candles import COLUMNS, PRICE_COLUMNS, empty_candles
-from chartrl.timeframe import timeframe_ms
+from chartrl.timeframe import candles_between, timeframe_ms
 
 log = get_logger("chartrl.market.validate")
 
@@ -182,8 +182,7 @@ def find_gaps(timestamps: pd.Series, timeframe: str, max_examples: int = 5) -> G
     if len(timestamps) < 2:
         return GapReport()
     ms = timestamps.astype("int64").to_numpy() // 1_000_000
-    step = timeframe_ms(timeframe)
-    missing = np.diff(ms) // step - 1
+    missing = candles_between(ms[:-1], ms[1:], timeframe) - 1  # calendar months for 1M, not 30 days
     idx = np.flatnonzero(missing > 0)
     if not len(idx):
         return GapReport()
@@ -318,6 +317,8 @@ def infer_timeframe(timestamps: pd.Series) -> str | None:
     if len(ts) < 3:
         return None
     step_s = int(pd.Series(np.diff(ts.astype("int64").to_numpy()) // 1_000_000_000).mode().iloc[0])
+    if 29 * 86_400 <= step_s <= 31 * 86_400:
+        return "1M"  # calendar months: 31 days apart most often, which is no timeframe of its own
     return seconds_to_timeframe(step_s)
 
 
