@@ -123,7 +123,8 @@ def test_td_loss_is_double_dqn_masked_by_termination_only_after_the_burn_in() ->
 
 def test_no_grad_passes_leave_batchnorm_statistics_alone() -> None:
     """Only the learned pass of a step may move BatchNorm's running statistics: the burn-in and the
-    next-state argmax (td_loss) and imitation's burn-in run in eval mode."""
+    next-state argmax (td_loss) and imitation's burn-in normalise by their batch (train mode, like
+    the learned pass) with the running statistics frozen."""
     data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.0)
     torch.manual_seed(0)
     policy = build_policy("cnnrnn", SPEC, feat_dim=8, hidden_size=8)
@@ -139,8 +140,14 @@ def test_no_grad_passes_leave_batchnorm_statistics_alone() -> None:
     target = copy.deepcopy(policy).eval()  # as the trainer keeps it
     policy.train()
     before = tracked()
+    seen: list[bool] = []
+    bns[0].register_forward_pre_hook(lambda m, _: seen.append(m.training))
+    mean0 = bns[0].running_mean.clone()
     td_loss(rb.sample(2, 5), data.frames, policy, policy, target, 2, 0.99, torch.device("cpu"))
     assert tracked() == before + 1 and policy.training  # one learned pass; the mode is restored
+    assert all(seen) and len(seen) == 3  # burn-in, learned steps, next state: all by batch statistics
+    # One learned pass moves the running mean by momentum x (batch mean - running mean), no more.
+    assert not torch.equal(bns[0].running_mean, mean0)
     before = tracked()
     imitation_epoch(policy, policy, torch.optim.SGD(policy.parameters(), lr=0.0), torch.amp.GradScaler("cpu", enabled=False),
                     data.frames, data.arrays.close, data.train, np.zeros(len(data.arrays), np.int64), torch.ones(3),

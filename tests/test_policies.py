@@ -110,6 +110,25 @@ def test_eval_mode_batchnorm_is_batch_independent() -> None:
     torch.testing.assert_close(alone, batch[:1], rtol=1e-4, atol=1e-5)
 
 
+def test_frozen_bn_stats_normalises_by_the_batch_and_keeps_the_running_statistics() -> None:
+    from chartrl.strategies.base import frozen_bn_stats
+
+    torch.manual_seed(0)
+    p = build_policy("cnnrnn", SPEC).train()
+    bns = [m for m in p.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    x, pos = frames(6, seed=4), torch.zeros(6, 2)
+    state = {k: v.clone() for k, v in p.state_dict().items()}
+    with torch.no_grad(), frozen_bn_stats(p):
+        frozen, _ = p(x, pos)
+    after = p.state_dict()
+    assert all(torch.equal(state[k], after[k]) for k in state)  # running mean/var and counters untouched
+    assert all(m.momentum == 0.1 for m in bns)  # restored
+    with torch.no_grad():
+        plain, _ = p(x, pos)  # the same pass, allowed to update the statistics
+    torch.testing.assert_close(frozen, plain)  # both normalised by the batch (train mode), not by the defaults
+    assert not torch.equal(bns[0].running_mean, state[[k for k in state if k.endswith("running_mean")][0]])
+
+
 def test_diff_frame_doubles_input_channels() -> None:
     p = build_policy("cnnrnn", SPEC.model_copy(update={"diff_frame": True}))
     assert p.config["in_channels"] == 6

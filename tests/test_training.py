@@ -258,6 +258,10 @@ def test_compare_tables_mean_std_over_seeds_and_plots(tmp_path: Path) -> None:
     assert summary["gru"]["seeds"] == 1 and summary["gru"]["loss"]["mean"] == pytest.approx(0.25)
     table = markdown_table(summary, {"total_return": 0.05, "sharpe": 0.5, "max_drawdown": 0.3, "trades": 1})
     assert "| cnn | 2 | 20.00 ± 10.00 |" in table and "buy & hold" in table
+    never_traded = [*run(0.10)[:2], {"stage": "dqn", "epoch": 2, "loss": 0.2, "val_total_return": 0.0,
+                                     "val_sharpe": None, "val_max_drawdown": 0.0, "val_trades": 0}]
+    mixed = markdown_table(summarize({"cnnrnn": [run(0.30), never_traded]}), None)
+    assert "| 2.00 ± 0.00 (1 of 2 seeds) |" in mixed  # the flat seed is named, not averaged away
     plot_curves(hist, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -61,7 +61,10 @@ def markdown_table(summary: dict[str, dict[str, Any]], reference: dict[str, floa
         if d["mean"] is None:
             return "n/a"
         k = 100.0 if pct else 1.0
-        return f"{d['mean'] * k:.2f} ± {d['std'] * k:.2f}"
+        text = f"{d['mean'] * k:.2f} ± {d['std'] * k:.2f}"
+        known = sum(v is not None for v in d["values"])
+        # A seed whose policy never traded has no Sharpe: say so rather than hide it in the mean.
+        return text if known == len(d["values"]) else f"{text} ({known} of {len(d['values'])} seeds)"
 
     lines = ["| strategy | seeds | val return % | val Sharpe | val max DD % | val round trips | final loss |",
              "|---|---|---|---|---|---|---|"]
@@ -148,7 +151,8 @@ def run_compare(
     r = meta["data_range"]
     where = f"{r.get('source')}, {r.get('candles')} candles {r.get('from')} .. {r.get('until')} (validation from {r.get('validation_from')})"
     header = (f"# Policy comparison\n\nData: {where}; {len(data.train)} training / {len(data.validation)} validation "
-              f"decisions; budget per run: {budget}; seeds 1..{seeds}. Values: mean ± std over seeds of the last epoch.\n\n")
+              f"decisions; budget per run: {budget}; seeds 1..{seeds}. Values: mean ± std over seeds of the last epoch; 'k of n seeds' where a seed has no value "
+              "(a policy that never traded has no Sharpe).\n\n")
     (out / "compare.md").write_text(header + table + "\n\n![learning curves](curves.png)\n")
     (out / "compare.json").write_text(json.dumps({"summary": summary, "reference_buy_and_hold": reference, "budget": budget,
                                                   "data_range": meta["data_range"], "fills": meta.get("fills"),

@@ -34,7 +34,7 @@ from chartrl.backtest.evaluation import greedy_run, run_metrics
 from chartrl.backtest.imitation import class_weights, imitation_epoch
 from chartrl.backtest.replay import SequenceBatch, SequenceReplay
 from chartrl.logs import get_logger
-from chartrl.strategies.base import eval_mode
+from chartrl.strategies.base import frozen_bn_stats
 from chartrl.strategies.oracle import oracle_labels
 from chartrl.strategies.registry import build_policy
 
@@ -139,8 +139,8 @@ def td_loss(
     """Double-DQN Huber loss on the steps after the burn-in: the online network picks the next
     action, the target network values it. A terminated step (bankruptcy) has no next value; a
     truncated one (slice end) keeps it, being stored only when its next state is the next candle.
-    The no-grad passes of the online network (burn-in, next-state argmax) run in eval mode, so
-    only the learned steps move BatchNorm's running statistics."""
+    The no-grad passes of the online network (burn-in, next-state argmax) normalise by their batch
+    like the learned steps but leave BatchNorm's running statistics alone."""
     bsz, steps = batch.action.shape
     x = frames.get(batch.idx)
     x = x.view(bsz, steps + 1, *x.shape[1:]).to(device, non_blocking=True)
@@ -151,10 +151,10 @@ def td_loss(
     with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
         with torch.no_grad():
             q_target, _ = target(x, pos, h0)  # (B, T+1, 3): its own burn-in, from the stored state
-            with eval_mode(policy):
+            with frozen_bn_stats(policy):
                 h = policy(x[:, :b], pos[:, :b], h0)[1] if b else h0
         q, h_end = model(x[:, b:steps], pos[:, b:steps], h)
-        with torch.no_grad(), eval_mode(policy):
+        with torch.no_grad(), frozen_bn_stats(policy):
             q_last, _ = policy(x[:, steps:], pos[:, steps:], h_end.detach() if h_end is not None else None)
     q, q_target, q_last = q.float(), q_target.float(), q_last.float()
     next_online = torch.cat([q[:, 1:].detach(), q_last], dim=1)

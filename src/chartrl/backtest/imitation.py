@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from chartrl.backtest.env import FrameCache
-from chartrl.strategies.base import N_ACTIONS, eval_mode
+from chartrl.strategies.base import N_ACTIONS, frozen_bn_stats
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -66,8 +66,8 @@ def imitation_epoch(
     on_update: Callable[[float], None] | None = None,
 ) -> float:
     """One pass (in expectation) over ``decisions``; the mean loss. ``model`` is ``policy`` or its
-    DDP wrapper (the gradient step goes through it, the no-grad burn-in through ``policy``, in
-    eval mode so only the learned steps move the BatchNorm statistics)."""
+    DDP wrapper (the gradient step goes through it, the no-grad burn-in through ``policy``, with
+    BatchNorm's running statistics frozen so only the learned steps move them)."""
     recurrent = bool(getattr(policy, "recurrent", False))
     b, t = (burn_in, seq_len) if recurrent else (0, 1)
     n_seq = batch_size if recurrent else batch_size * seq_len  # same labelled frames per update
@@ -87,7 +87,7 @@ def imitation_epoch(
         hidden = None
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             if b:
-                with torch.no_grad(), eval_mode(policy):
+                with torch.no_grad(), frozen_bn_stats(policy):
                     _, hidden = policy(x[:, :b], pos[:, :b], None)
             q, _ = model(x[:, b:], pos[:, b:], hidden)
         loss = F.cross_entropy(q.float().reshape(-1, N_ACTIONS), y.reshape(-1), weight=weights)

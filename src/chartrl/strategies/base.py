@@ -17,7 +17,7 @@ from torch import nn
 
 from chartrl.actions import N_ACTIONS, Action
 
-__all__ = ["N_ACTIONS", "N_POSITION_FEATURES", "Action", "Hidden", "Policy", "eval_mode", "frames_to_float"]
+__all__ = ["N_ACTIONS", "N_POSITION_FEATURES", "Action", "Hidden", "Policy", "frames_to_float", "frozen_bn_stats"]
 
 N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
 
@@ -67,13 +67,23 @@ def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run the block with ``module`` in eval mode, then restore its mode: the no-grad passes of a
-    training step (burn-in, next-state argmax) must read BatchNorm's running statistics, not
-    update them from frames that are never learned from."""
-    was_training = module.training
-    module.eval()
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Run the block with BatchNorm normalising by the batch, as in the learned pass, but without
+    moving its running statistics: the no-grad passes of a training step (burn-in, next-state
+    argmax) see frames that are never learned from.
+
+    Not eval mode: early in training the running statistics are still the defaults, so a burn-in
+    normalised by them hands the learned steps a hidden state from features on another scale (on
+    the BTC history that left a cnnrnn seed stuck at chance for a whole imitation run).
+    """
+    saved = [(m, m.momentum, m.num_batches_tracked.clone())
+             for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.num_batches_tracked is not None]
+    for m, _, _ in saved:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
     try:
         yield
     finally:
-        module.train(was_training)
+        for m, momentum, tracked in saved:
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
