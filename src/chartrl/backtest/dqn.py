@@ -33,6 +33,7 @@ from chartrl.backtest.env import FrameCache, ReplayEnv, TrainData, max_lanes
 from chartrl.backtest.evaluation import greedy_run, run_metrics
 from chartrl.backtest.imitation import class_weights, imitation_epoch
 from chartrl.backtest.replay import SequenceBatch, SequenceReplay
+from chartrl.errors import UsageError
 from chartrl.logs import get_logger
 from chartrl.strategies.base import frozen_bn_stats
 from chartrl.strategies.oracle import oracle_labels
@@ -229,9 +230,10 @@ def train(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, dist.rank])
     series = tuple(meta["series"][k] for k in ("exchange", "symbol", "timeframe"))
-    total_lanes = cfg.num_envs * dist.world_size
-    if "dqn" in cfg.stages and total_lanes > max_lanes(len(data.train)):  # refused before minutes of imitation, not after
-        raise ValueError(f"{len(data.train)} training candles feed at most {max_lanes(len(data.train))} lanes, not {total_lanes}")
+    most = max_lanes(len(data.train)) // dist.world_size
+    if "dqn" in cfg.stages and cfg.num_envs > most:  # refused before minutes of imitation, not after
+        raise UsageError(f"--num-envs {cfg.num_envs}: {len(data.train)} training candles feed at most {most} lanes per process; "
+                         f"use --num-envs {most} or less, or load more candles")
     if resume:  # the saved network, whatever policy_kwargs built it; refused if spec or series differ
         policy = ckpt.load_model(out_dir, "cpu", expect_spec=data.spec, expect_series=series)[0].to(device)
     else:

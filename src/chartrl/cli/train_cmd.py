@@ -182,14 +182,10 @@ def _rules(s: Any, meta: dict[str, Any]) -> Any:
     return rules
 
 
-def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dict[str, Any], world_size: int = 1) -> Any:
-    from chartrl.backtest.env import max_lanes, prepare_data
+def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dict[str, Any]) -> Any:
+    from chartrl.backtest.env import prepare_data
 
     data = prepare_data(candles, s.chart, s.market.timeframe, cfg.validation_fraction)
-    most = max_lanes(len(data.train)) // world_size
-    if "dqn" in cfg.stages and cfg.num_envs > most:
-        raise UsageError(f"--num-envs {cfg.num_envs}: {len(data.train)} training candles feed at most {most} lanes per process; "
-                         f"use --num-envs {most} or less, or load more candles")
     ts = candles["timestamp"]
     meta["data_range"]["validation_from"] = ts.iloc[min(data.validation_start, len(ts) - 1)].isoformat() if len(data.validation) else None
     return data
@@ -227,7 +223,7 @@ def _train(args: argparse.Namespace) -> int:
     rules = _rules(s, meta)
     dist, device = setup(args.device or s.model.device)
     try:
-        data = _prepare(args, s, candles, cfg, meta, dist.world_size)
+        data = _prepare(args, s, candles, cfg, meta)
         history = train(strategy, data, cfg, out, meta, device=device, dist=dist, rules=rules,
                         initial_cash=s.trading.initial_cash, resume=bool(args.resume), progress=not args.no_progress).history
     finally:
