@@ -77,21 +77,37 @@ def add_series_options(parser: argparse.ArgumentParser, date_range: bool = True)
         g.add_argument("--until", dest="date_until", metavar="DATE", help="last candle (inclusive), UTC, ISO 8601")
 
 
+# The series options of add_series_options: (config section, key, argparse attribute).
+SERIES_OPTIONS = (("exchange", "id", "exchange"), ("market", "symbol", "symbol"),
+                  ("market", "timeframe", "timeframe"), ("data", "dir", "data_dir"))
+
+
+def series_overrides(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """The series options given on the command line, as config overrides ({section: {key: value}})."""
+    out: dict[str, dict[str, str]] = {}
+    for section, key, attr in SERIES_OPTIONS:
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.setdefault(section, {})[key] = str(value)
+    return out
+
+
+def series_flags(args: argparse.Namespace) -> list[str]:
+    """The series options given on the command line, as options again (for a child chartrl)."""
+    out: list[str] = []
+    for _section, _key, attr in SERIES_OPTIONS:
+        value = getattr(args, attr, None)
+        if value is not None:
+            out += [f"--{attr.replace('_', '-')}", str(value)]
+    return out
+
+
 def settings(args: argparse.Namespace, **extra: Any) -> Settings:
     """Settings for this command: defaults < file < environment < command-line; configures logging."""
     from chartrl.config import load_settings
     from chartrl.logs import configure_logging
 
-    overrides: dict[str, Any] = {}
-    for section, key, attr in (
-        ("exchange", "id", "exchange"),
-        ("market", "symbol", "symbol"),
-        ("market", "timeframe", "timeframe"),
-        ("data", "dir", "data_dir"),
-    ):
-        value = getattr(args, attr, None)
-        if value is not None:
-            overrides.setdefault(section, {})[key] = str(value)
+    overrides = series_overrides(args)
     for section, values in extra.items():
         overrides.setdefault(section, {}).update(values)
     s = load_settings(args.config, overrides=overrides)

@@ -6,20 +6,17 @@ import argparse
 import json
 from typing import Any
 
-from chartrl.cli.app import add_series_options, settings
+from chartrl.cli.app import add_series_options, series_flags, series_overrides, settings
 from chartrl.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the trading daemon (paper by default; --live for real orders)")
-    # Also accepted after the command (`chartrl run --config F`); SUPPRESS keeps the global one otherwise.
-    run.add_argument("-c", "--config", default=argparse.SUPPRESS, help="TOML config file")
     run.add_argument("--live", action="store_true", help="send real orders (trading.mode must be 'live' too)")
     add_series_options(run, date_range=False)
     run.set_defaults(func=_run)
 
     retrain = sub.add_parser("retrain", help="run one retrain cycle now: fine-tune, compare, promote if better")
-    retrain.add_argument("-c", "--config", default=argparse.SUPPRESS, help="TOML config file")
     retrain.add_argument("--no-fetch", action="store_true", help="do not fetch new candles first")
     retrain.add_argument("--epochs", type=int, default=None, help="fine-tuning DQN epochs (default: daemon.retrain_epochs)")
     retrain.add_argument("--max-steps", type=int, default=None, help="cap environment steps per epoch (quick runs, demo)")
@@ -29,7 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     retrain.set_defaults(func=_retrain)
 
     status = sub.add_parser("status", help="what the daemon is doing (reads the ledger, never writes)")
-    status.add_argument("-c", "--config", default=argparse.SUPPRESS, help="TOML config file")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     add_series_options(status, date_range=False)
     status.set_defaults(func=_status)
@@ -44,12 +40,13 @@ def _run(args: argparse.Namespace) -> int:
     check_live(s, args.live)
 
     def reload():  # SIGHUP: the same sources, read again; command-line options still win
-        fresh = load_settings(args.config, overrides=_cli_overrides(args))
+        fresh = load_settings(args.config, overrides=series_overrides(args))
         check_live(fresh, args.live)
         return fresh
 
+    # The nightly retrain child must work on the same series and data dir (ledger) as the daemon.
     daemon = Daemon(s, ticker_factory(args.live), config_path=args.config, reload_settings=reload,
-                    cli_overrides=_cli_flags(args))
+                    cli_overrides=series_flags(args))
     return daemon.run()
 
 
@@ -59,31 +56,6 @@ def check_live(settings: Any, live_flag: bool) -> None:
         from chartrl.account.live import require_live
 
         require_live(settings, live_flag)
-
-
-# The series options (add_series_options): (config section, key, argparse attribute).
-_SERIES_OPTIONS = (("exchange", "id", "exchange"), ("market", "symbol", "symbol"),
-                   ("market", "timeframe", "timeframe"), ("data", "dir", "data_dir"))
-
-
-def _cli_overrides(args: argparse.Namespace) -> dict:
-    out: dict = {}
-    for section, key, attr in _SERIES_OPTIONS:
-        value = getattr(args, attr, None)
-        if value is not None:
-            out.setdefault(section, {})[key] = str(value)
-    return out
-
-
-def _cli_flags(args: argparse.Namespace) -> list[str]:
-    """The series options given on the command line, as options again: the nightly retrain child
-    must work on the same exchange, symbol, timeframe and data dir (ledger) as the daemon."""
-    out: list[str] = []
-    for _section, _key, attr in _SERIES_OPTIONS:
-        value = getattr(args, attr, None)
-        if value is not None:
-            out += [f"--{attr.replace('_', '-')}", str(value)]
-    return out
 
 
 def _retrain(args: argparse.Namespace) -> int:
