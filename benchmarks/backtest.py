@@ -51,7 +51,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", type=Path, default=Path(os.environ.get("CHARTRL_BENCH_CSV", SHARED)))
     ap.add_argument("--slice", type=int, default=300, help="steps of the seed-style loop measured")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for both loops (the runner's CPU default is 1)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for both loops (the runner's CPU default is 1)",
+    )
     args = ap.parse_args()
     if not args.csv.is_file():
         sys.exit(f"error: {args.csv} is absent (see ../shared/data/README.md)")
@@ -66,24 +71,34 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     policy = build_policy("cnnrnn", spec).eval()
-    print(f"candles {len(candles):,}, chart {spec.channels}x{spec.height}x{spec.width} window {spec.window}, "
-          f"torch threads {args.threads}, cuda {torch.cuda.is_available()}")
+    print(
+        f"candles {len(candles):,}, chart {spec.channels}x{spec.height}x{spec.width} window {spec.window}, "
+        f"torch threads {args.threads}, cuda {torch.cuda.is_available()}"
+    )
 
     t = time.perf_counter()
-    result = run_backtest(policy, candles, spec, MarketRules(), progress=sys.stderr.isatty(), threads=args.threads)
+    result = run_backtest(
+        policy, candles, spec, MarketRules(), progress=sys.stderr.isatty(), threads=args.threads
+    )
     full = time.perf_counter() - t
     steps = len(result.actions)
-    print(f"batched backtest: {full:.1f} s for {steps:,} decisions ({full / steps * 1e3:.2f} ms/decision)")
+    print(
+        f"batched backtest: {full:.1f} s for {steps:,} decisions ({full / steps * 1e3:.2f} ms/decision)"
+    )
 
     first = int(candles["timestamp"].searchsorted(result.start))
     ends = np.arange(first, first + min(args.slice, steps))
     loop = seed_style_loop(policy, candles, spec, ends)
     per_step = loop / len(ends)
     estimate = per_step * steps
-    print(f"seed-style loop: {loop:.2f} s for {len(ends)} steps ({per_step * 1e3:.2f} ms/step) "
-          f"-> {estimate:.0f} s extrapolated to {steps:,} steps")
+    print(
+        f"seed-style loop: {loop:.2f} s for {len(ends)} steps ({per_step * 1e3:.2f} ms/step) "
+        f"-> {estimate:.0f} s extrapolated to {steps:,} steps"
+    )
     speedup = estimate / full
-    print(f"speedup {speedup:.1f}x; target whole history < {TARGET_SECONDS:.0f} s: {'met' if full < TARGET_SECONDS else 'NOT met'}")
+    print(
+        f"speedup {speedup:.1f}x; target whole history < {TARGET_SECONDS:.0f} s: {'met' if full < TARGET_SECONDS else 'NOT met'}"
+    )
     print(
         f"RESULT threads={args.threads} backtest_seconds={full:.1f} decisions={steps} ms_per_decision={full / steps * 1e3:.3f} "
         f"seed_loop_seconds_est={estimate:.0f} speedup={speedup:.1f} target_met={int(full < TARGET_SECONDS)} "

@@ -58,10 +58,14 @@ def main() -> None:
         csv = Path(tmp) / "cdd.csv"
         rows = df.iloc[:N].iloc[::-1]
         with open(csv, "w") as fh:
-            fh.write("https://www.CryptoDataDownload.com\nunix,date,symbol,open,high,low,close,Volume BTC,Volume USDT\n")
+            fh.write(
+                "https://www.CryptoDataDownload.com\nunix,date,symbol,open,high,low,close,Volume BTC,Volume USDT\n"
+            )
             for r in rows.itertuples(index=False):
                 ms = int(r.timestamp.value // 1_000_000)
-                fh.write(f"{ms},{r.timestamp:%Y-%m-%d %H:%M:%S},BTC/USDT,{r.open:.2f},{r.high:.2f},{r.low:.2f},{r.close:.2f},{r.volume:.4f},{r.volume * r.close:.2f}\n")
+                fh.write(
+                    f"{ms},{r.timestamp:%Y-%m-%d %H:%M:%S},BTC/USDT,{r.open:.2f},{r.high:.2f},{r.low:.2f},{r.close:.2f},{r.volume:.4f},{r.volume * r.close:.2f}\n"
+                )
         imp = _best(lambda: import_csv(csv, CandleStore(Path(tmp) / "imp"), *SERIES), repeat=1)
 
     print(f"series: {N:,} hourly candles; reference = parquet read+write {reference * 1000:.1f} ms")
@@ -69,7 +73,9 @@ def main() -> None:
     print(f"no-op ingest (already stored, no rewrite):       {noop / reference:.2f}x reference")
     print(f"load whole series:                               {load / reference:.2f}x reference")
     print(f"import {N:,}-row CSV:                             {imp / reference:.2f}x reference")
-    print(f"RESULT tick_ratio={tick / reference:.2f} noop_ratio={noop / reference:.2f} load_ratio={load / reference:.2f} import_ratio={imp / reference:.2f}")
+    print(
+        f"RESULT tick_ratio={tick / reference:.2f} noop_ratio={noop / reference:.2f} load_ratio={load / reference:.2f} import_ratio={imp / reference:.2f}"
+    )
 
 
 if __name__ == "__main__":

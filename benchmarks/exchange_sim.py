@@ -31,7 +31,11 @@ def _median_ms(fn, repeat: int = REPEAT) -> float:
 def main() -> None:
     candles = synthetic_candles(5000, seed=1)
     with ExchangeSim(candles, balances={"USDT": 1_000_000}) as sim:
-        ex = make_exchange(ExchangeSettings(id="binance", api_url=sim.url, api_key="sim-api-key", api_secret="sim-api-secret"))
+        ex = make_exchange(
+            ExchangeSettings(
+                id="binance", api_url=sim.url, api_key="sim-api-key", api_secret="sim-api-secret"
+            )
+        )
         ex.load_markets()
         since = int(candles["timestamp"].iloc[1000].value // 1_000_000)
         ref = _median_ms(ex.fetch_time)
@@ -46,7 +50,9 @@ def main() -> None:
     print(f"fetch_balance:      {balance:.2f} ms = {balance / ref:.1f}x reference")
     print(f"market order:       {order:.2f} ms = {order / ref:.1f}x reference")
     print(f"fetch_order (230 orders): {query:.2f} ms = {query / ref:.1f}x reference")
-    print(f"RESULT ref_ms={ref:.2f} klines_page_x={page / ref:.2f} balance_x={balance / ref:.2f} order_x={order / ref:.2f} fetch_order_x={query / ref:.2f}")
+    print(
+        f"RESULT ref_ms={ref:.2f} klines_page_x={page / ref:.2f} balance_x={balance / ref:.2f} order_x={order / ref:.2f} fetch_order_x={query / ref:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-SHARED = Path(os.environ.get("CHARTRL_SHARED_DATA", REPO.parent / "shared" / "data")) / "Binance_BTCUSDT_1h.csv"
+SHARED = (
+    Path(os.environ.get("CHARTRL_SHARED_DATA", REPO.parent / "shared" / "data"))
+    / "Binance_BTCUSDT_1h.csv"
+)
 
 
 def load_candles(path: Path):  # noqa: ANN201 - DataFrame
@@ -45,7 +48,9 @@ def load_candles(path: Path):  # noqa: ANN201 - DataFrame
     return synthetic_candles(20_000, seed=1), "synthetic (20000 candles; shared file absent)"
 
 
-def bench_tensor(candles, spec, threads: int, batch: int, seconds: float, progress) -> tuple[float, int]:  # noqa: ANN001
+def bench_tensor(
+    candles, spec, threads: int, batch: int, seconds: float, progress
+) -> tuple[float, int]:  # noqa: ANN001
     import torch
 
     from chartrl.chart.tensor_render import TensorRenderer
@@ -79,9 +84,16 @@ def mpl_chart_array(df, spec, dpi: int = 100) -> np.ndarray:  # noqa: ANN001
     ap += [mpf.make_addplot(df["bb_upper"], width=0.5), mpf.make_addplot(df["bb_lower"], width=0.5)]
     ap += [mpf.make_addplot(df["rsi"], panel=2, width=0.5, ylim=(0, 100))]
     fig, _ = mpf.plot(
-        df[["Open", "High", "Low", "Close", "Volume"]], type="candle", volume=True, addplot=ap, axisoff=True,
-        panel_ratios=(3, 1, 1), figsize=(spec.width / dpi, spec.height / dpi), returnfig=True,
-        warn_too_much_data=10_000, style="default",
+        df[["Open", "High", "Low", "Close", "Volume"]],
+        type="candle",
+        volume=True,
+        addplot=ap,
+        axisoff=True,
+        panel_ratios=(3, 1, 1),
+        figsize=(spec.width / dpi, spec.height / dpi),
+        returnfig=True,
+        warn_too_much_data=10_000,
+        style="default",
     )
     fig.set_dpi(dpi)
     fig.canvas.draw()
@@ -128,7 +140,9 @@ def main() -> None:
     from chartrl.chart.spec import ChartSpec
     from chartrl.logs import configure_logging
 
-    configure_logging("error", "console", stream=sys.stderr)  # the importer's repair notes are not the point here
+    configure_logging(
+        "error", "console", stream=sys.stderr
+    )  # the importer's repair notes are not the point here
     spec = ChartSpec()
     candles, source = load_candles(args.csv)
     cores = os.cpu_count() or 1
@@ -136,9 +150,15 @@ def main() -> None:
         mpl_cps, fidelity_cps = bench_mpl(candles, spec, args.mpl_charts, progress)
         one, n = bench_tensor(candles, spec, 1, args.batch, args.seconds, progress)
         cps, _ = bench_tensor(candles, spec, cores, args.batch, args.seconds, progress)
-    print(f"candles: {source}; spec: default ({spec.window} candles, {spec.width}x{spec.height}, {spec.channels} channels)")
-    print(f"tensor renderer, batch {args.batch}, {cores} threads: {cps:,.0f} charts/s  (1 thread: {one:,.0f}; {n} windows)")
-    print(f"mplfinance, one mpf.plot per chart at {spec.width}x{spec.height}: {mpl_cps:.2f} charts/s")
+    print(
+        f"candles: {source}; spec: default ({spec.window} candles, {spec.width}x{spec.height}, {spec.channels} channels)"
+    )
+    print(
+        f"tensor renderer, batch {args.batch}, {cores} threads: {cps:,.0f} charts/s  (1 thread: {one:,.0f}; {n} windows)"
+    )
+    print(
+        f"mplfinance, one mpf.plot per chart at {spec.width}x{spec.height}: {mpl_cps:.2f} charts/s"
+    )
     print(f"mplfinance fidelity path (render_tensor_mpl): {fidelity_cps:.2f} charts/s")
     print(f"RESULT tensor_cps={cps:.0f} mpl_cps={mpl_cps:.2f} ratio={cps / mpl_cps:.0f}")
 

@@ -44,10 +44,17 @@ def reference_ms(n: int = 50) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ticks", type=int, default=2000)
-    p.add_argument("--speed", type=float, default=7200.0, help="emulator clock speed (7200: two candles a second)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=7200.0,
+        help="emulator clock speed (7200: two candles a second)",
+    )
     p.add_argument("--fault-rate", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", type=Path, help="keep the run here (default: a temporary dir, removed)")
+    p.add_argument(
+        "--workdir", type=Path, help="keep the run here (default: a temporary dir, removed)"
+    )
     args = p.parse_args()
 
     from chartrl.daemon.soak import run_soak
@@ -64,23 +71,40 @@ def main() -> int:
             print(f"  {min(frac, 1.0):4.0%} of the candles", flush=True)
 
     t0 = time.monotonic()
-    r = run_soak(work, ticks=args.ticks, speed=args.speed, kill_every=(4.0, 12.0), fault_rate=args.fault_rate,
-                 seed=args.seed, progress=progress)
+    r = run_soak(
+        work,
+        ticks=args.ticks,
+        speed=args.speed,
+        kill_every=(4.0, 12.0),
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+        progress=progress,
+    )
     wall = time.monotonic() - t0
     lat = np.array(r.tick_ms) if r.tick_ms else np.array([np.nan])
     p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
-    print(f"candles {r.candles}, decided {r.decisions}, logged missed {r.missed}, tick events {r.ticks}")
-    print(f"kills {r.kills}, restarts {r.restarts}, faults injected {r.faults}, orders {r.orders}, fills {r.fills}")
+    print(
+        f"candles {r.candles}, decided {r.decisions}, logged missed {r.missed}, tick events {r.ticks}"
+    )
+    print(
+        f"kills {r.kills}, restarts {r.restarts}, faults injected {r.faults}, orders {r.orders}, fills {r.fills}"
+    )
     print(f"wall {wall:.0f} s, {r.decisions / wall:.2f} decisions per wall second")
-    print(f"tick latency p50 {p50:.1f} ms ({p50 / ref:.1f}x the klines round trip of {ref:.1f} ms), p99 {p99:.1f} ms")
-    print(f"RSS of the uninterrupted child: {r.rss_start_mb:.0f} MB -> {r.rss_end_mb:.0f} MB ({r.rss_growth_mb:+.1f} MB)")
+    print(
+        f"tick latency p50 {p50:.1f} ms ({p50 / ref:.1f}x the klines round trip of {ref:.1f} ms), p99 {p99:.1f} ms"
+    )
+    print(
+        f"RSS of the uninterrupted child: {r.rss_start_mb:.0f} MB -> {r.rss_end_mb:.0f} MB ({r.rss_growth_mb:+.1f} MB)"
+    )
     for problem in r.problems:
         print(f"PROBLEM: {problem}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"RESULT ok={'yes' if r.ok else 'no'} candles={r.candles} decided={r.decisions} missed={r.missed} kills={r.kills} "
-          f"faults={r.faults} orders={r.orders} problems={len(r.problems)} tick_p50_ms={p50:.1f} "
-          f"tick_p99_ms={p99:.1f} ref_klines_ms={ref:.2f} p50_ratio={p50 / ref:.1f} rss_growth_mb={r.rss_growth_mb:.1f}")
+    print(
+        f"RESULT ok={'yes' if r.ok else 'no'} candles={r.candles} decided={r.decisions} missed={r.missed} kills={r.kills} "
+        f"faults={r.faults} orders={r.orders} problems={len(r.problems)} tick_p50_ms={p50:.1f} "
+        f"tick_p99_ms={p99:.1f} ref_klines_ms={ref:.2f} p50_ratio={p50 / ref:.1f} rss_growth_mb={r.rss_growth_mb:.1f}"
+    )
     return 0 if r.ok else 1
 
 

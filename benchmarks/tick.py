@@ -26,12 +26,13 @@ import numpy as np
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ticks", type=int, default=60)
-    p.add_argument("--window", type=int, default=250, help="chart window (default: the default ChartSpec's)")
+    p.add_argument(
+        "--window", type=int, default=250, help="chart window (default: the default ChartSpec's)"
+    )
     args = p.parse_args()
 
     import torch
 
-    from chartrl.backtest.checkpoint import save_model
     from chartrl.chart.spec import ChartSpec
     from chartrl.config.settings import Settings
     from chartrl.daemon.tick import Ticker
@@ -45,6 +46,7 @@ def main() -> int:
         SimClock,
     )
     from chartrl.testing.synthetic import synthetic_candles
+    from chartrl.train.checkpoint import save_model
 
     torch.set_num_threads(2)
     configure_logging("warning", "json", stream=io.StringIO())
@@ -55,12 +57,21 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="chartrl-tickbench-"))
     spec = ChartSpec(window=args.window)
     with ExchangeSim(candles, clock=clock, balances={"USDT": 10_000.0}, commission="quote") as sim:
-        s = Settings.model_validate({
-            "exchange": {"api_url": sim.url, "api_key": DEFAULT_API_KEY, "api_secret": DEFAULT_API_SECRET},
-            "market": {"since": "2020-01-01"}, "data": {"dir": str(work)}, "chart": spec.model_dump(),
-            "trading": {"mode": "live"}, "model": {"strategy": "cnnrnn", "device": "auto"},
-            "risk": {"max_orders_per_day": 100_000, "max_daily_loss": 1.0},
-        })
+        s = Settings.model_validate(
+            {
+                "exchange": {
+                    "api_url": sim.url,
+                    "api_key": DEFAULT_API_KEY,
+                    "api_secret": DEFAULT_API_SECRET,
+                },
+                "market": {"since": "2020-01-01"},
+                "data": {"dir": str(work)},
+                "chart": spec.model_dump(),
+                "trading": {"mode": "live"},
+                "model": {"strategy": "cnnrnn", "device": "auto"},
+                "risk": {"max_orders_per_day": 100_000, "max_daily_loss": 1.0},
+            }
+        )
         torch.manual_seed(0)
         policy = build_policy("cnnrnn", spec)
         with torch.no_grad():  # buy when flat, sell when long: an order every tick
@@ -79,10 +90,16 @@ def main() -> int:
 
         ticker = Ticker(s, clock=clock, live=True)
         sent: list[float] = []
-        ticker.account.on_point = lambda name: sent.append(time.perf_counter()) if name == "order_recorded" else None
+        ticker.account.on_point = lambda name: (
+            sent.append(time.perf_counter()) if name == "order_recorded" else None
+        )
         ticker.tick()  # first tick re-warms the recurrent state: not a steady-state tick
         clock.advance(hour)
-        to_order, totals, parts = [], [], {k: [] for k in ("fetch_ms", "render_ms", "policy_ms", "order_ms")}
+        to_order, totals, parts = (
+            [],
+            [],
+            {k: [] for k in ("fetch_ms", "render_ms", "policy_ms", "order_ms")},
+        )
         for _ in range(args.ticks):
             sent.clear()
             t0 = time.perf_counter()
@@ -96,13 +113,21 @@ def main() -> int:
         ticker.close()
     p50, p99 = np.percentile(to_order, 50), np.percentile(to_order, 99)
     t50, t99 = np.percentile(totals, 50), np.percentile(totals, 99)
-    print(f"{args.ticks} ticks, {len(to_order)} orders sent; chart {spec.window} candles {spec.height}x{spec.width}, device {ticker.runner.device}")
-    print(f"candle close -> order sent: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({p50 / ref_ms:.1f}x the klines round trip of {ref_ms:.2f} ms)")
+    print(
+        f"{args.ticks} ticks, {len(to_order)} orders sent; chart {spec.window} candles {spec.height}x{spec.width}, device {ticker.runner.device}"
+    )
+    print(
+        f"candle close -> order sent: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({p50 / ref_ms:.1f}x the klines round trip of {ref_ms:.2f} ms)"
+    )
     print(f"whole tick:                 p50 {t50:.1f} ms, p99 {t99:.1f} ms")
-    print("parts (p50): " + ", ".join(f"{k[:-3]} {np.nanmedian(v):.1f} ms" for k, v in parts.items()))
-    print(f"RESULT tick_to_order_p50_ms={p50:.1f} tick_to_order_p99_ms={p99:.1f} tick_total_p50_ms={t50:.1f} "
-          f"tick_total_p99_ms={t99:.1f} ref_klines_ms={ref_ms:.2f} p50_ratio={p50 / ref_ms:.1f} orders={len(to_order)} "
-          f"target_p50_ms=150 met={'yes' if p50 < 150 else 'no'}")
+    print(
+        "parts (p50): " + ", ".join(f"{k[:-3]} {np.nanmedian(v):.1f} ms" for k, v in parts.items())
+    )
+    print(
+        f"RESULT tick_to_order_p50_ms={p50:.1f} tick_to_order_p99_ms={p99:.1f} tick_total_p50_ms={t50:.1f} "
+        f"tick_total_p99_ms={t99:.1f} ref_klines_ms={ref_ms:.2f} p50_ratio={p50 / ref_ms:.1f} orders={len(to_order)} "
+        f"target_p50_ms=150 met={'yes' if p50 < 150 else 'no'}"
+    )
     return 0
 
 

@@ -58,8 +58,18 @@ def reference_seconds() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", type=Path, default=Path(os.environ.get("CHARTRL_BENCH_CSV", SHARED)))
-    ap.add_argument("--steps", type=int, default=48, help="steady-state environment steps (of 8 lanes) timed per policy; a multiple of 16")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        default=48,
+        help="steady-state environment steps (of 8 lanes) timed per policy; a multiple of 16",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch threads (default: torch's)",
+    )
     ap.add_argument("--policies", default="cnn,cnnrnn,gru,resnet")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,17 +77,19 @@ def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     from chartrl.account.fills import MarketRules
-    from chartrl.backtest.dqn import TrainConfig, train
-    from chartrl.backtest.env import prepare_data
-    from chartrl.backtest.evaluation import greedy_run
     from chartrl.chart.spec import ChartSpec
     from chartrl.strategies.registry import build_policy
+    from chartrl.train.dqn import TrainConfig, train
+    from chartrl.train.env import prepare_data
+    from chartrl.train.evaluation import greedy_run
 
     candles, source = load_candles(args.csv)
     spec = ChartSpec()
     n = len(candles)
     ref = reference_seconds()
-    print(f"data: {source}, {n} candles; threads {torch.get_num_threads()}; reference (cnn encoder fwd+bwd, 64 frames): {ref:.3f} s")
+    print(
+        f"data: {source}, {n} candles; threads {torch.get_num_threads()}; reference (cnn encoder fwd+bwd, 64 frames): {ref:.3f} s"
+    )
 
     data = prepare_data(candles, spec, "1h", validation_fraction=0.15)
     # The renderer alone, on a contiguous run as the frame cache asks for it.
@@ -89,20 +101,35 @@ def main() -> None:
     render_fps = len(block) / (time.perf_counter() - t)
     all_frames = len(data.train) + len(data.validation)
     render_epoch = all_frames / render_fps
-    print(f"renderer: {render_fps:.0f} frames/s -> {render_epoch:.1f} s to render all {all_frames} charts once")
+    print(
+        f"renderer: {render_fps:.0f} frames/s -> {render_epoch:.1f} s to render all {all_frames} charts once"
+    )
 
     results = {}
-    meta = {"chart_spec": spec, "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}}
+    meta = {
+        "chart_spec": spec,
+        "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},
+    }
     for name in args.policies.split(","):
         # Two runs, S and 2S steps: their difference is S steps in steady state (replay already
         # sampleable, one update every train_frequency steps), without start-up costs.
         runs = []
         for steps in (args.steps, 2 * args.steps):
-            cfg = TrainConfig(stages=("dqn",), epochs=1, learning_starts=0, max_steps_per_epoch=steps, validation_fraction=0.15)
+            cfg = TrainConfig(
+                stages=("dqn",),
+                epochs=1,
+                learning_starts=0,
+                max_steps_per_epoch=steps,
+                validation_fraction=0.15,
+            )
             with tempfile.TemporaryDirectory() as tmp:
-                runs.append(train(name, data, cfg, Path(tmp) / "m", meta, progress=False).history[-1])
+                runs.append(
+                    train(name, data, cfg, Path(tmp) / "m", meta, progress=False).history[-1]
+                )
         a, b = runs
-        train_s = (float(b["seconds"]) - float(b["render_seconds"])) - (float(a["seconds"]) - float(a["render_seconds"]))
+        train_s = (float(b["seconds"]) - float(b["render_seconds"])) - (
+            float(a["seconds"]) - float(a["render_seconds"])
+        )
         updates = int(b["updates"]) - int(a["updates"])
         tps = (float(b["transitions"]) - float(a["transitions"])) / train_s
         row = {"updates": updates}
@@ -117,16 +144,21 @@ def main() -> None:
         epoch = epoch_train + val_s + render_epoch
         share = render_epoch / epoch
         results[name] = (tps, epoch, share)
-        print(f"{name:7s} {tps:8.1f} transitions/s ({int(row['updates'])} updates in {train_s:.1f} s) | projected epoch "
-              f"{epoch:7.1f} s = train {epoch_train:.1f} + validation {val_s:.1f} + render {render_epoch:.1f} | "
-              f"render share {share:.1%} | epoch / ref {epoch / ref:.0f}")
+        print(
+            f"{name:7s} {tps:8.1f} transitions/s ({int(row['updates'])} updates in {train_s:.1f} s) | projected epoch "
+            f"{epoch:7.1f} s = train {epoch_train:.1f} + validation {val_s:.1f} + render {render_epoch:.1f} | "
+            f"render share {share:.1%} | epoch / ref {epoch / ref:.0f}"
+        )
     c = results.get("cnnrnn")
     parts = [f"{k}_epoch_s={v[1]:.0f}" for k, v in results.items()]
     verdict = ""
     if c:
         verdict = f" cnnrnn_target_met={'yes' if c[1] < TARGET_SECONDS and c[2] < 0.10 else 'no'} cnnrnn_render_share={c[2]:.3f}"
-    print(f"RESULT data={source} candles={n} threads={torch.get_num_threads()} ref_s={ref:.3f} render_fps={render_fps:.0f} "
-          + " ".join(parts) + verdict)
+    print(
+        f"RESULT data={source} candles={n} threads={torch.get_num_threads()} ref_s={ref:.3f} render_fps={render_fps:.0f} "
+        + " ".join(parts)
+        + verdict
+    )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,15 @@ SPEC = ChartSpec(window=30, height=32, width=32, ma_periods=(5, 20), bollinger_p
 COSTS = MarketRules(fee=0.001, slippage_bps=5)
 FREE = MarketRules(fee=0.0, slippage_bps=0)
 # ccxt's binance BTC/USDT market info, as `chartrl fetch` stores it (precisionMode TICK_SIZE).
-BINANCE_MARKET = {"symbol": "BTC/USDT", "base": "BTC", "quote": "USDT", "taker": 0.00075, "maker": 0.00075,
-                  "precision": {"amount": 1e-05, "price": 0.01},
-                  "limits": {"amount": {"min": 1e-05, "max": 9000.0}, "cost": {"min": 5.0, "max": 9000000.0}}}
+BINANCE_MARKET = {
+    "symbol": "BTC/USDT",
+    "base": "BTC",
+    "quote": "USDT",
+    "taker": 0.00075,
+    "maker": 0.00075,
+    "precision": {"amount": 1e-05, "price": 0.01},
+    "limits": {"amount": {"min": 1e-05, "max": 9000.0}, "cost": {"min": 5.0, "max": 9000000.0}},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -75,10 +81,17 @@ def _prefix_identical(make, candles: pd.DataFrame, t: int) -> bool:
     first = int(candles["timestamp"].searchsorted(a.start))
     k = t - first  # decisions at candles first..t, equity marked at the closes of first..t
     assert k > 50 and a.start == b.start
-    return bool(np.array_equal(a.actions[: k + 1], b.actions[: k + 1]) and np.array_equal(a.equity[: k + 1], b.equity[: k + 1]))
+    return bool(
+        np.array_equal(a.actions[: k + 1], b.actions[: k + 1])
+        and np.array_equal(a.equity[: k + 1], b.equity[: k + 1])
+    )
 
 
-@pytest.mark.parametrize("make", [lambda: SMACrossover(5, 20), lambda: RandomStrategy(seed=3, trade_prob=0.3)], ids=["sma", "random"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: SMACrossover(5, 20), lambda: RandomStrategy(seed=3, trade_prob=0.3)],
+    ids=["sma", "random"],
+)
 def test_no_lookahead_rules(make) -> None:
     candles = synthetic_candles(500, seed=2)
     for t in (150, 333):
@@ -88,7 +101,9 @@ def test_no_lookahead_rules(make) -> None:
 def test_no_lookahead_neural_policy() -> None:
     candles = synthetic_candles(400, seed=4)
     policy = tiny_policy()
-    assert len(run_backtest(policy, candles, SPEC, COSTS).fills) >= 20  # it trades, so positions matter
+    assert (
+        len(run_backtest(policy, candles, SPEC, COSTS).fills) >= 20
+    )  # it trades, so positions matter
     for t in (200, 311):
         assert _prefix_identical(lambda: policy, candles, t)
 
@@ -96,7 +111,9 @@ def test_no_lookahead_neural_policy() -> None:
 def test_the_lookahead_check_catches_the_oracle() -> None:
     # The oracle reads the future; the same black-box check must see it (so the check can fail).
     candles = synthetic_candles(500, seed=2)
-    assert not all(_prefix_identical(lambda: OracleStrategy(24), candles, t) for t in (150, 250, 333, 420))
+    assert not all(
+        _prefix_identical(lambda: OracleStrategy(24), candles, t) for t in (150, 250, 333, 420)
+    )
 
 
 def test_neural_batched_features_equal_one_chart_per_step() -> None:
@@ -104,7 +121,9 @@ def test_neural_batched_features_equal_one_chart_per_step() -> None:
 
     candles = synthetic_candles(200, seed=6)
     policy = tiny_policy()
-    res = run_backtest(policy, candles, SPEC, COSTS, chunk=7)  # odd chunk: chunk borders must not matter
+    res = run_backtest(
+        policy, candles, SPEC, COSTS, chunk=7
+    )  # odd chunk: chunk borders must not matter
     assert len(res.fills) >= 10
     renderer = TensorRenderer(candles, SPEC)
     first = int(candles["timestamp"].searchsorted(res.start))
@@ -115,7 +134,11 @@ def test_neural_batched_features_equal_one_chart_per_step() -> None:
         for k, t in enumerate(range(first, first + len(res.actions))):
             pos = (0.0, 0.0)
             if res.position[k] > 0:
-                buy = [f for f, i in zip(res.fills, res.fill_index, strict=True) if f.side == "buy" and i <= k][-1]
+                buy = [
+                    f
+                    for f, i in zip(res.fills, res.fill_index, strict=True)
+                    if f.side == "buy" and i <= k
+                ][-1]
                 pos = (1.0, math.log(candles["close"][t] / ((buy.notional + buy.fee) / buy.amount)))
             q, hidden = policy(renderer.render([t]), torch.tensor([pos]), hidden)
             actions.append(int(q.argmax(-1)))
@@ -182,14 +205,40 @@ def _cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     return int(exc.value.code or 0), out, err
 
 
-def test_cli_writes_the_report(store: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_writes_the_report(
+    store: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "sma"
-    code, stdout, err = _cli(capsys, "--strategy", "sma", "--from", "2021-01-03", "--trials", "5", "--out", str(out))
+    code, stdout, err = _cli(
+        capsys, "--strategy", "sma", "--from", "2021-01-03", "--trials", "5", "--out", str(out)
+    )
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["decisions.csv", "equity.png", "metrics.json", "report.md", "trades.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "decisions.csv",
+        "equity.png",
+        "metrics.json",
+        "report.md",
+        "trades.png",
+    ]
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("total_return", "cagr", "sharpe", "sortino", "calmar", "max_drawdown", "profit_factor", "expectancy",
-                "win_rate", "trades", "exposure", "fees_paid", "turnover", "start", "end", "candles"):
+    for key in (
+        "total_return",
+        "cagr",
+        "sharpe",
+        "sortino",
+        "calmar",
+        "max_drawdown",
+        "profit_factor",
+        "expectancy",
+        "win_rate",
+        "trades",
+        "exposure",
+        "fees_paid",
+        "turnover",
+        "start",
+        "end",
+        "candles",
+    ):
         assert key in m and key in m["baselines"]["buyhold"]
     assert m["start"].startswith("2021-01-03T00:00") and m["deflated_sharpe"]["trials"] == 5
     decisions = pd.read_csv(out / "decisions.csv")
@@ -200,7 +249,9 @@ def test_cli_writes_the_report(store: pd.DataFrame, tmp_path: Path, capsys: pyte
     assert "sma" in stdout and "report.md" in stdout
 
 
-def test_cli_oracle_is_flagged_as_cheating(store: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_oracle_is_flagged_as_cheating(
+    store: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "oracle"
     code, stdout, _ = _cli(capsys, "--strategy", "oracle", "--out", str(out))
     assert code == 0 and "CHEATING" in stdout
@@ -209,20 +260,29 @@ def test_cli_oracle_is_flagged_as_cheating(store: pd.DataFrame, tmp_path: Path, 
     assert m["cheating"] is True and "CHEATING" in m["note"]
 
 
-def test_cli_fills_under_the_stored_market_rules(store, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_fills_under_the_stored_market_rules(
+    store, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """The paper account's precision and minimums, whatever the fee: --fee overrides the fee only."""
     out = tmp_path / "bh"
     code, _, err = _cli(capsys, "--strategy", "buyhold", "--fee", "0.002", "--out", str(out))
     assert code == 0, err
     p = json.loads((out / "metrics.json").read_text())["parameters"]
-    assert (p["fee"], p["amount_step"], p["min_amount"], p["min_notional"]) == (0.002, 1e-05, 1e-05, 5.0)
+    assert (p["fee"], p["amount_step"], p["min_amount"], p["min_notional"]) == (
+        0.002,
+        1e-05,
+        1e-05,
+        5.0,
+    )
     assert p["market_info"].startswith("stored binance market info")
     amount = pd.read_csv(out / "decisions.csv")["fill_amount"].dropna().iloc[0]
     assert amount == pytest.approx(round(amount, 5), abs=1e-12)  # rounded to the 0.00001 BTC step
     assert "market_info" in (out / "report.md").read_text()
 
 
-def test_cli_without_market_info_warns_and_says_so(store, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_cli_without_market_info_warns_and_says_so(
+    store, tmp_path: Path, capsys, monkeypatch
+) -> None:
     from chartrl.market import exchange
     from chartrl.market.markets import market_path
 
@@ -246,28 +306,46 @@ def test_market_rules_empty_fee_takes_the_exchange_fee(store, tmp_path: Path) ->
 
     s = Settings.model_validate({"data": {"dir": str(tmp_path / "data")}, "trading": {"fee": None}})
     rules, _ = market_rules(s)
-    assert rules == MarketRules(fee=0.00075, slippage_bps=s.trading.slippage_bps, amount_step=1e-05, min_amount=1e-05,
-                                min_notional=5.0, position_fraction=s.trading.position_fraction)
-    market_path(tmp_path / "data", "binance", "BTC/USDT").write_text("{not json")  # an unreadable cache is no cache
+    assert rules == MarketRules(
+        fee=0.00075,
+        slippage_bps=s.trading.slippage_bps,
+        amount_step=1e-05,
+        min_amount=1e-05,
+        min_notional=5.0,
+        position_fraction=s.trading.position_fraction,
+    )
+    market_path(tmp_path / "data", "binance", "BTC/USDT").write_text(
+        "{not json"
+    )  # an unreadable cache is no cache
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("chartrl.market.exchange.make_exchange", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+        mp.setattr(
+            "chartrl.market.exchange.make_exchange",
+            lambda *a, **k: (_ for _ in ()).throw(OSError("offline")),
+        )
         with pytest.raises(ConfigError, match="pass --fee"):
             market_rules(s)
 
 
 def _model(tmp_path: Path, spec: ChartSpec, symbol: str = "BTC/USDT") -> Path:
-    from chartrl.backtest.checkpoint import save_model
     from chartrl.strategies.registry import build_policy
+    from chartrl.train.checkpoint import save_model
 
     policy = build_policy("cnnrnn", spec, widths=(4, 4, 4), feat_dim=8, hidden_size=8)
-    meta = {"chart_spec": spec, "series": {"exchange": "binance", "symbol": symbol, "timeframe": "1h"},
-            "data_range": {"from": "2021-01-01T00:00:00+00:00", "until": "2021-01-10T00:00:00+00:00"}}
+    meta = {
+        "chart_spec": spec,
+        "series": {"exchange": "binance", "symbol": symbol, "timeframe": "1h"},
+        "data_range": {"from": "2021-01-01T00:00:00+00:00", "until": "2021-01-10T00:00:00+00:00"},
+    }
     return save_model(tmp_path / f"model-{symbol.replace('/', '')}-{spec.window}", policy, meta)
 
 
-def test_cli_replays_a_model(store: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_replays_a_model(
+    store: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "model-run"
-    code, stdout, err = _cli(capsys, "--model", str(_model(tmp_path, SPEC)), "--out", str(out), "--device", "cpu")
+    code, stdout, err = _cli(
+        capsys, "--model", str(_model(tmp_path, SPEC)), "--out", str(out), "--device", "cpu"
+    )
     assert code == 0, err
     m = json.loads((out / "metrics.json").read_text())
     assert m["strategy"] == "cnnrnn" and m["model_trained_on_period"] is True
@@ -277,16 +355,33 @@ def test_cli_replays_a_model(store: pd.DataFrame, tmp_path: Path, capsys: pytest
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["--strategy", "sma", "--from", "2030-01-01"], 1, "no binance BTC/USDT 1h candles between"),
-        (["--strategy", "sma", "--from", "2021-01-05", "--until", "2021-01-02"], 2, "is before --from"),
+        (
+            ["--strategy", "sma", "--from", "2030-01-01"],
+            1,
+            "no binance BTC/USDT 1h candles between",
+        ),
+        (
+            ["--strategy", "sma", "--from", "2021-01-05", "--until", "2021-01-02"],
+            2,
+            "is before --from",
+        ),
         (["--strategy", "sma", "--until", "2021-01-02T06:00"], 1, "a chart needs 30 candles"),
         (["--strategy", "cnnrnn"], 2, "has no weights to replay"),
         (["--strategy", "sma", "--fee", "0.5"], 2, "--fee 0.5"),
         (["--model", "/nonexistent/model"], 1, "not a chartrl model dir"),
     ],
-    ids=["empty-range", "reversed-range", "shorter-than-window", "neural-without-model", "bad-fee", "missing-model"],
+    ids=[
+        "empty-range",
+        "reversed-range",
+        "shorter-than-window",
+        "neural-without-model",
+        "bad-fee",
+        "missing-model",
+    ],
 )
-def test_cli_bad_input_is_one_line(store, tmp_path: Path, capsys: pytest.CaptureFixture, argv, code, message) -> None:
+def test_cli_bad_input_is_one_line(
+    store, tmp_path: Path, capsys: pytest.CaptureFixture, argv, code, message
+) -> None:
     got, _, err = _cli(capsys, *argv, "--out", str(tmp_path / "x"))
     assert got == code
     assert message in err and "Traceback" not in err
@@ -294,11 +389,21 @@ def test_cli_bad_input_is_one_line(store, tmp_path: Path, capsys: pytest.Capture
 
 
 @pytest.mark.parametrize("other", ["spec", "symbol"])
-def test_cli_refuses_a_model_of_another_spec_or_symbol(store, tmp_path: Path, capsys: pytest.CaptureFixture, other) -> None:
-    model = _model(tmp_path, SPEC.model_copy(update={"window": 40})) if other == "spec" else _model(tmp_path, SPEC, "ETH/USDT")
+def test_cli_refuses_a_model_of_another_spec_or_symbol(
+    store, tmp_path: Path, capsys: pytest.CaptureFixture, other
+) -> None:
+    model = (
+        _model(tmp_path, SPEC.model_copy(update={"window": 40}))
+        if other == "spec"
+        else _model(tmp_path, SPEC, "ETH/USDT")
+    )
     code, _, err = _cli(capsys, "--model", str(model), "--out", str(tmp_path / "x"))
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert ("another chart spec" in err and "window" in err) if other == "spec" else ("another series" in err and "ETH/USDT" in err)
+    assert (
+        ("another chart spec" in err and "window" in err)
+        if other == "spec"
+        else ("another series" in err and "ETH/USDT" in err)
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -315,6 +420,8 @@ def test_rule_signals_by_hand() -> None:
     a, b = RandomStrategy(seed=5), RandomStrategy(seed=5)
     a.prepare(pd.DataFrame({"close": np.ones(50)}))
     b.prepare(pd.DataFrame({"close": np.ones(80)}))  # a longer series: the same first draws
-    assert [a.decide(t, (0.0, 0.0)) for t in range(50)] == [b.decide(t, (0.0, 0.0)) for t in range(50)]
+    assert [a.decide(t, (0.0, 0.0)) for t in range(50)] == [
+        b.decide(t, (0.0, 0.0)) for t in range(50)
+    ]
     with pytest.raises(ValueError, match="fast < slow"):
         SMACrossover(20, 5)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from chartrl.backtest.checkpoint import META_FILE, MODEL_FILE, load_model, read_meta, save_model
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import CheckpointError
 from chartrl.strategies.registry import build_policy
+from chartrl.train.checkpoint import META_FILE, MODEL_FILE, load_model, read_meta, save_model
 
 SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_period=10)
 SERIES = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
@@ -28,11 +28,12 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
-
 def _saved(tmp_path: Path, name: str = "cnnrnn") -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(3)
     p = build_policy(name, SPEC, hidden_size=16).eval()
-    d = save_model(tmp_path / "m", p, {"chart_spec": SPEC, "series": SERIES, "metrics": {"sharpe": 1.5}})
+    d = save_model(
+        tmp_path / "m", p, {"chart_spec": SPEC, "series": SERIES, "metrics": {"sharpe": 1.5}}
+    )
     return d, p
 
 
@@ -58,7 +59,9 @@ def test_save_over_existing_dir_replaces(tmp_path: Path) -> None:
     save_model(d, other, {"chart_spec": SPEC, "series": SERIES})
     loaded, meta = load_model(d)
     assert meta["strategy"] == "cnn"
-    torch.testing.assert_close(loaded.state_dict()["q.net.weight"], other.state_dict()["q.net.weight"])
+    torch.testing.assert_close(
+        loaded.state_dict()["q.net.weight"], other.state_dict()["q.net.weight"]
+    )
     assert sorted(f.name for f in d.iterdir()) == [META_FILE, MODEL_FILE]
 
 
@@ -129,7 +132,7 @@ def test_damaged_files_get_our_one_line_advice_not_torchs(tmp_path: Path) -> Non
     import hashlib
     import io
 
-    from chartrl.backtest.checkpoint import TRAIN_STATE_FILE, load_train_state
+    from chartrl.train.checkpoint import TRAIN_STATE_FILE, load_train_state
 
     d, _ = _saved(tmp_path)
     buf = io.BytesIO()
@@ -144,16 +147,22 @@ def test_damaged_files_get_our_one_line_advice_not_torchs(tmp_path: Path) -> Non
     messages = [_refusal(lambda: load_model(d)), _refusal(lambda: load_train_state(d))]
     for msg, name in zip(messages, (MODEL_FILE, TRAIN_STATE_FILE), strict=True):
         assert not re.search(r"weights[ _]only|zip|miniz", msg, re.IGNORECASE) and "\n" not in msg
-        assert str(d / name) in msg and ("retrain" in msg or "train anew" in msg) and "backup" in msg
+        assert (
+            str(d / name) in msg and ("retrain" in msg or "train anew" in msg) and "backup" in msg
+        )
 
 
 def test_weights_of_another_shape_refused_clearly(tmp_path: Path) -> None:
     import hashlib
 
     d, _ = _saved(tmp_path)
-    torch.save(build_policy("cnnrnn", SPEC, hidden_size=8).state_dict(), d / MODEL_FILE)  # model.json says 16
+    torch.save(
+        build_policy("cnnrnn", SPEC, hidden_size=8).state_dict(), d / MODEL_FILE
+    )  # model.json says 16
     meta = json.loads((d / META_FILE).read_text())
     meta["weights_sha256"] = hashlib.sha256((d / MODEL_FILE).read_bytes()).hexdigest()
     (d / META_FILE).write_text(json.dumps(meta))
     msg = _refusal(lambda: load_model(d))
-    assert "do not fit the 'cnnrnn' policy" in msg and "size mismatch" not in msg and "\n" not in msg
+    assert (
+        "do not fit the 'cnnrnn' policy" in msg and "size mismatch" not in msg and "\n" not in msg
+    )

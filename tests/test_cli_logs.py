@@ -18,7 +18,9 @@ def run(*args, env=None):
 
 
 def test_config_check_bad_value_exit_2_one_line_per_problem_no_traceback():
-    r = run("config", "check", env={"CHARTRL__MARKET__TIMEFRAME": "7x", "CHARTRL__TRADING__FEE": "-1"})
+    r = run(
+        "config", "check", env={"CHARTRL__MARKET__TIMEFRAME": "7x", "CHARTRL__TRADING__FEE": "-1"}
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "market.timeframe = '7x'" in r.stderr and "trading.fee = -1" in r.stderr
@@ -79,7 +81,9 @@ def test_dates_are_iso_8601_only_and_utc():
 def test_redaction_covers_bearer_tokens_access_keys_json_keys_and_pem():
     from chartrl.logs import _mask, _mask_text
 
-    pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretbody\n-----END RSA PRIVATE KEY-----"
+    pem = (
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretbody\n-----END RSA PRIVATE KEY-----"
+    )
     texts = {
         "Authorization: Bearer eyJhbGciOi.payload.sig1": "eyJhbGciOi",
         '{"headers": {"Authorization": "Bearer tok-123456789"}}': "tok-123456789",
@@ -93,8 +97,21 @@ def test_redaction_covers_bearer_tokens_access_keys_json_keys_and_pem():
         masked = _mask_text(text)
         assert secret not in masked and "***" in masked, masked
     assert "BTC/USDT" in _mask_text('{"key": "x1234", "symbol": "BTC/USDT"}')
-    masked = _mask(None, {"headers": {"Authorization": "Basic dXNlcjpwYXNz"}, "key": "abc", "access_key": "def", "monkey": "ok"})
-    assert masked == {"headers": {"Authorization": "***"}, "key": "***", "access_key": "***", "monkey": "ok"}
+    masked = _mask(
+        None,
+        {
+            "headers": {"Authorization": "Basic dXNlcjpwYXNz"},
+            "key": "abc",
+            "access_key": "def",
+            "monkey": "ok",
+        },
+    )
+    assert masked == {
+        "headers": {"Authorization": "***"},
+        "key": "***",
+        "access_key": "***",
+        "monkey": "ok",
+    }
 
 
 def _main(capsys, *args: str) -> tuple[int, str, str]:
@@ -112,13 +129,18 @@ def test_global_options_are_accepted_after_the_command_too(tmp_path, capsys):
     code, _, err = _main(capsys, "data", "--log-level", "debug", "--log-format", "json")
     assert code == 0, err
     missing = tmp_path / "missing.toml"
-    for argv in (["config", "check", "--config", str(missing)], ["--config", str(missing), "config", "check"],
-                 ["config", "-c", str(missing), "check"]):
+    for argv in (
+        ["config", "check", "--config", str(missing)],
+        ["--config", str(missing), "config", "check"],
+        ["config", "-c", str(missing), "check"],
+    ):
         code, _, err = _main(capsys, *argv)
         assert code == 2 and f"config file {missing} does not exist" in err, argv
     good = tmp_path / "good.toml"
     good.write_text('[market]\ntimeframe = "4h"\n')
-    code, out, _ = _main(capsys, "--config", str(missing), "config", "show", "--config", str(good))  # the later one wins
+    code, out, _ = _main(
+        capsys, "--config", str(missing), "config", "show", "--config", str(good)
+    )  # the later one wins
     assert code == 0 and 'timeframe = "4h"' in out
 
 
@@ -132,7 +154,9 @@ def test_an_unexpected_error_is_one_masked_line(capsys, monkeypatch):
     from chartrl.cli import data_cmd
 
     def boom(_args):
-        raise RuntimeError("GET https://x/api?signature=deadbeef1234 failed\n<html>\n<body>secret page</body>\n</html>")
+        raise RuntimeError(
+            "GET https://x/api?signature=deadbeef1234 failed\n<html>\n<body>secret page</body>\n</html>"
+        )
 
     monkeypatch.setattr(data_cmd, "_data", boom)
     code, _, err = _main(capsys, "data")

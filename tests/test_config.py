@@ -23,7 +23,11 @@ def test_upbit_example_is_krw():
 
 
 def test_env_overrides_nested_and_typed(tmp_path: Path):
-    env = {"CHARTRL__MARKET__TIMEFRAME": "4h", "CHARTRL__CHART__MA_PERIODS": "[7, 30]", "CHARTRL__TRADING__FEE": "0.0005"}
+    env = {
+        "CHARTRL__MARKET__TIMEFRAME": "4h",
+        "CHARTRL__CHART__MA_PERIODS": "[7, 30]",
+        "CHARTRL__TRADING__FEE": "0.0005",
+    }
     s = load_settings(None, env=env)
     assert s.market.timeframe == "4h"
     assert s.chart.ma_periods == (7, 30)
@@ -32,13 +36,20 @@ def test_env_overrides_nested_and_typed(tmp_path: Path):
 
 def test_every_bad_value_reported_one_line_each(tmp_path: Path):
     f = tmp_path / "bad.toml"
-    f.write_text('[market]\ntimeframe = "7x"\n[trading]\nfee = -1\nmode = "yolo"\n[chart]\nwindow = 5\n[bogus]\nx = 1\n')
+    f.write_text(
+        '[market]\ntimeframe = "7x"\n[trading]\nfee = -1\nmode = "yolo"\n[chart]\nwindow = 5\n[bogus]\nx = 1\n'
+    )
     with pytest.raises(ConfigError) as e:
         load_settings(f, env={})
     lines = e.value.problems
     assert any(line.startswith("market.timeframe = '7x'") for line in lines)
-    assert any(line.startswith("trading.fee = -1") and "greater than or equal to 0" in line for line in lines)
-    assert any(line.startswith("trading.mode = 'yolo'") and "'paper' or 'live'" in line for line in lines)
+    assert any(
+        line.startswith("trading.fee = -1") and "greater than or equal to 0" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith("trading.mode = 'yolo'") and "'paper' or 'live'" in line for line in lines
+    )
     assert any(line.startswith("chart.window = 5") for line in lines)
     assert any(line.startswith("bogus: unknown setting") for line in lines)
     assert len(lines) == 5
@@ -61,7 +72,9 @@ def test_key_file_must_be_private(tmp_path: Path):
     s = load_settings(None, env={"CHARTRL__EXCHANGE__KEY_FILE": str(kf)})
     assert s.exchange.api_key.get_secret_value() == "KEY-1234567"
     shown = show_settings(s)
-    assert "KEY-1234567" not in shown and "SECRET-7654321" not in shown and 'api_key = "***"' in shown
+    assert (
+        "KEY-1234567" not in shown and "SECRET-7654321" not in shown and 'api_key = "***"' in shown
+    )
     tomllib.loads(shown)  # config show is valid TOML
 
 
@@ -96,17 +109,31 @@ def test_bad_value_names_the_environment_variable_or_option_that_set_it(tmp_path
     with pytest.raises(ConfigError) as e:
         load_settings(f, env=env, overrides={"market": {"symbol": "BTCUSDT"}})
     lines = e.value.problems
-    assert any(line.startswith("risk.max_daily_loss = 'abc'") and line.endswith("(set by CHARTRL__RISK__MAX_DAILY_LOSS)") for line in lines)
-    assert any(line.startswith("risk.max_drawdown: unknown setting (set by CHARTRL__RISK__MAX_DRAWDOWN)") for line in lines)
-    assert any(line.startswith("market.symbol = 'BTCUSDT'") and line.endswith("(set by the command line)") for line in lines)
-    assert any(line.startswith("market.timeframe = '7x'") and "set by" not in line for line in lines)  # from the file
+    assert any(
+        line.startswith("risk.max_daily_loss = 'abc'")
+        and line.endswith("(set by CHARTRL__RISK__MAX_DAILY_LOSS)")
+        for line in lines
+    )
+    assert any(
+        line.startswith("risk.max_drawdown: unknown setting (set by CHARTRL__RISK__MAX_DRAWDOWN)")
+        for line in lines
+    )
+    assert any(
+        line.startswith("market.symbol = 'BTCUSDT'") and line.endswith("(set by the command line)")
+        for line in lines
+    )
+    assert any(
+        line.startswith("market.timeframe = '7x'") and "set by" not in line for line in lines
+    )  # from the file
 
 
 @pytest.mark.parametrize("url", ["notaurl", "ftp://host", "http://", "http://127.0.0.1:port"])
 def test_api_url_must_be_http(url: str):
     with pytest.raises(ConfigError, match=r"exchange.api_url = .*must be an http\(s\) URL"):
         load_settings(None, env={"CHARTRL__EXCHANGE__API_URL": url})
-    assert load_settings(None, env={"CHARTRL__EXCHANGE__API_URL": "http://127.0.0.1:8765"}).exchange.api_url
+    assert load_settings(
+        None, env={"CHARTRL__EXCHANGE__API_URL": "http://127.0.0.1:8765"}
+    ).exchange.api_url
 
 
 def test_market_since_must_be_an_iso_date():
@@ -117,12 +144,17 @@ def test_market_since_must_be_an_iso_date():
 def test_key_file_that_is_a_directory_is_a_config_error(tmp_path: Path):
     d = tmp_path / "keys"
     d.mkdir(mode=0o700)
-    with pytest.raises(ConfigError, match=r"exchange.key_file = .*keys': cannot read it \(Is a directory\)"):
+    with pytest.raises(
+        ConfigError, match=r"exchange.key_file = .*keys': cannot read it \(Is a directory\)"
+    ):
         load_settings(None, env={"CHARTRL__EXCHANGE__KEY_FILE": str(d)})
 
 
 def test_market_since_accepts_an_unquoted_toml_date(tmp_path: Path):
-    assert load_settings(None, env={"CHARTRL__MARKET__SINCE": "2018-01-01"}).market.since == "2018-01-01"
+    assert (
+        load_settings(None, env={"CHARTRL__MARKET__SINCE": "2018-01-01"}).market.since
+        == "2018-01-01"
+    )
     f = tmp_path / "c.toml"
     f.write_text("[market]\nsince = 2018-01-01\n")
     assert load_settings(f, env={}).market.since == "2018-01-01"
@@ -135,4 +167,6 @@ def test_a_date_where_text_is_expected_is_shown_as_written(tmp_path: Path):
     f.write_text("[market]\ntimeframe = 2018-01-01\n")
     with pytest.raises(ConfigError) as e:
         load_settings(f, env={})
-    assert e.value.problems[0].startswith("market.timeframe = 2018-01-01: ") and "datetime" not in str(e.value)
+    assert e.value.problems[0].startswith(
+        "market.timeframe = 2018-01-01: "
+    ) and "datetime" not in str(e.value)

@@ -18,7 +18,14 @@ from chartrl.market.candles import to_ms
 from chartrl.testing.exchange_sim import ExchangeSim, SimClock
 from chartrl.testing.synthetic import synthetic_candles
 
-SPEC = {"window": 30, "height": 32, "width": 32, "ma_periods": [5, 10], "bollinger_period": 10, "rsi_period": 6}
+SPEC = {
+    "window": 30,
+    "height": 32,
+    "width": 32,
+    "ma_periods": [5, 10],
+    "bollinger_period": 10,
+    "rsi_period": 6,
+}
 HOUR = 3_600_000
 N = 720
 START = 560  # the first tick decides on candle START
@@ -42,8 +49,8 @@ def sim(candles):
 
 def _save(model_dir: Path, strategy: str, seed: int = 0, always: int | None = None, **meta) -> None:
     """A tiny model; ``always`` = the action a recurrent one answers whatever it sees."""
-    from chartrl.backtest.checkpoint import save_model
     from chartrl.strategies.registry import build_policy
+    from chartrl.train.checkpoint import save_model
 
     torch.manual_seed(seed)
     spec = ChartSpec(**SPEC)
@@ -56,10 +63,14 @@ def _save(model_dir: Path, strategy: str, seed: int = 0, always: int | None = No
     series = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
     # A retrain continues these (a fresh challenger of the same tiny size, one short imitation epoch).
     hyper = {"imitation_epochs": 1, "num_envs": 2, "policy_kwargs": kw}
-    save_model(model_dir, policy, {"chart_spec": spec, "series": series, "hyperparameters": hyper, **meta})
+    save_model(
+        model_dir, policy, {"chart_spec": spec, "series": series, "hyperparameters": hyper, **meta}
+    )
 
 
-def _settings(tmp_path: Path, sim, strategy: str = "cnnrnn", save: bool = True, **extra) -> Settings:
+def _settings(
+    tmp_path: Path, sim, strategy: str = "cnnrnn", save: bool = True, **extra
+) -> Settings:
     data = {
         "exchange": {"api_url": sim.url, "retry_base_delay": 0.0, "max_retries": 1},
         "market": {"since": "2020-01-01"},
@@ -78,7 +89,9 @@ def _settings(tmp_path: Path, sim, strategy: str = "cnnrnn", save: bool = True, 
 
 def _decisions(s: Settings) -> list[tuple]:
     with sqlite3.connect(s.data_dir / "ledger.sqlite") as c:
-        return c.execute("SELECT candle_ms, action, final_action, model_version FROM decisions ORDER BY id").fetchall()
+        return c.execute(
+            "SELECT candle_ms, action, final_action, model_version FROM decisions ORDER BY id"
+        ).fetchall()
 
 
 def test_tick_runs_the_pipeline_and_logs_one_event(tmp_path, sim, candles):
@@ -191,8 +204,13 @@ def test_live_daemon_starts_halted_on_a_balance_mismatch_and_resumes_after_clear
     from chartrl.strategies.base import Action
     from chartrl.testing.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
-    s = _settings(tmp_path, sim, strategy="buyhold", trading={"mode": "live"},
-                  exchange={"api_key": DEFAULT_API_KEY, "api_secret": DEFAULT_API_SECRET})
+    s = _settings(
+        tmp_path,
+        sim,
+        strategy="buyhold",
+        trading={"mode": "live"},
+        exchange={"api_key": DEFAULT_API_KEY, "api_secret": DEFAULT_API_SECRET},
+    )
     Ticker(s, clock=sim.clock, live=True).close()  # the first start takes the balance baseline
     sim.engine.free["USDT"] -= Decimal("100")  # a withdrawal chartrl did not make
     t = Ticker(s, clock=sim.clock, live=True)
@@ -225,13 +243,26 @@ def test_paper_daemon_trades_exactly_like_the_backtest(tmp_path, sim, candles):
         actions.append(t.tick().final_action)
         sim.clock.advance(HOUR)
     rules, source = market_rules(s)
-    assert source.startswith("stored binance market info") and rules.amount_step == pytest.approx(1e-5)
-    res = run_backtest(make_rule("sma"), candles.iloc[: START + ticks + 1], ChartSpec(**SPEC), rules, span=(START, START + ticks))
+    assert source.startswith("stored binance market info") and rules.amount_step == pytest.approx(
+        1e-5
+    )
+    res = run_backtest(
+        make_rule("sma"),
+        candles.iloc[: START + ticks + 1],
+        ChartSpec(**SPEC),
+        rules,
+        span=(START, START + ticks),
+    )
     assert actions == [int(a) for a in res.actions]
     # The emulator serves prices as 8-decimal strings, hence the rounding of price and fee; the
     # amounts are compared exactly: both sides round them down to the market's step.
-    mine = [(f.timestamp, f.side, round(f.price, 6), f.amount, round(f.fee, 6)) for f in t.account.book.fills]
-    theirs = [(f.timestamp, f.side, round(f.price, 6), f.amount, round(f.fee, 6)) for f in res.fills]
+    mine = [
+        (f.timestamp, f.side, round(f.price, 6), f.amount, round(f.fee, 6))
+        for f in t.account.book.fills
+    ]
+    theirs = [
+        (f.timestamp, f.side, round(f.price, 6), f.amount, round(f.fee, 6)) for f in res.fills
+    ]
     assert [side for _, side, *_ in theirs] == ["buy", "sell"]
     assert mine == theirs
     t.close()
@@ -252,13 +283,17 @@ def test_paper_fills_fall_back_to_the_stored_market_info_then_the_config(tmp_pat
         t = Ticker(s, clock=sim.clock, exchange=Unreachable())
     t.close()
     assert (t.account.rules.amount_step, t.account.rules.min_notional) == (pytest.approx(1e-5), 5.0)
-    assert [e["source"] for e in logs if e["event"] == "market_rules"][0].startswith("stored binance market info")
+    assert [e["source"] for e in logs if e["event"] == "market_rules"][0].startswith(
+        "stored binance market info"
+    )
     market_path(s.data_dir, "binance", "BTC/USDT").unlink()
     with capture_logs() as logs:
         t = Ticker(s, clock=sim.clock, exchange=Unreachable())
     t.close()
     assert t.account.rules.amount_step is None and t.account.rules.fee == s.trading.fee
-    assert [e for e in logs if e["event"] == "market_info_unavailable" and e["log_level"] == "warning"]
+    assert [
+        e for e in logs if e["event"] == "market_info_unavailable" and e["log_level"] == "warning"
+    ]
 
 
 def test_a_promoted_model_is_reloaded_at_the_next_tick(tmp_path, sim):
@@ -271,7 +306,9 @@ def test_a_promoted_model_is_reloaded_at_the_next_tick(tmp_path, sim):
     challenger = s.model_dir.with_name(".challenger")
     _save(challenger, "cnnrnn", seed=1)
     promote(challenger, s.model_dir)
-    assert (s.model_dir.with_name("champion.prev") / "model.pt").is_file() and not challenger.exists()
+    assert (
+        s.model_dir.with_name("champion.prev") / "model.pt"
+    ).is_file() and not challenger.exists()
     sim.clock.advance(HOUR)
     with capture_logs() as logs:
         r = t.tick()
@@ -316,8 +353,8 @@ def _retrain_settings(tmp_path, sim, always: int = 0, **meta) -> Settings:
 
 def test_retrain_promotes_or_keeps_and_records_both_scores(tmp_path, sim):
     from chartrl.account.ledger import Ledger
-    from chartrl.backtest.checkpoint import read_meta
     from chartrl.daemon.retrain import run_retrain
+    from chartrl.train.checkpoint import read_meta
 
     s = _retrain_settings(tmp_path, sim)  # a champion that never trades
     before = (s.model_dir / "model.pt").read_bytes()
@@ -329,7 +366,9 @@ def test_retrain_promotes_or_keeps_and_records_both_scores(tmp_path, sim):
     assert (s.model_dir.with_name("champion.prev") / "model.pt").read_bytes() == before
     # The challenger was trained under the market's fills (stored by the tick), as the paper account trades.
     fills = read_meta(s.model_dir)["fills"]
-    assert fills["market_info"].startswith("stored binance market info") and fills["amount_step"] == pytest.approx(1e-5)
+    assert fills["market_info"].startswith("stored binance market info") and fills[
+        "amount_step"
+    ] == pytest.approx(1e-5)
     assert not list(s.model_dir.parent.glob(".challenger-*"))
     s2 = _settings(tmp_path, sim, save=False, daemon=RETRAIN | {"promote_margin": 1e9})
     after = (s2.model_dir / "model.pt").read_bytes()
@@ -348,29 +387,46 @@ def test_retrain_never_promotes_a_challenger_that_does_not_trade(tmp_path, sim, 
     from chartrl.daemon.status import format_status, read_status
 
     # Buys and holds through the held-out days (they fall); trained "until" after them: in-sample.
-    s = _retrain_settings(tmp_path, sim, always=1, data_range={"from": "2020-01-01T00:00:00+00:00",
-                                                               "until": "2099-01-01T00:00:00+00:00"})
+    s = _retrain_settings(
+        tmp_path,
+        sim,
+        always=1,
+        data_range={"from": "2020-01-01T00:00:00+00:00", "until": "2099-01-01T00:00:00+00:00"},
+    )
     before = (s.model_dir / "model.pt").read_bytes()
-    monkeypatch.setattr(retrain, "fine_tune", lambda champion, out, *a, **k: _save(out, "cnnrnn", always=0))
+    monkeypatch.setattr(
+        retrain, "fine_tune", lambda champion, out, *a, **k: _save(out, "cnnrnn", always=0)
+    )
     from chartrl.backtest import walkforward
 
     judged_under = []
     evaluate = walkforward.evaluate
-    monkeypatch.setattr(walkforward, "evaluate", lambda *a, **k: judged_under.append(a[3]) or evaluate(*a, **k))
+    monkeypatch.setattr(
+        walkforward, "evaluate", lambda *a, **k: judged_under.append(a[3]) or evaluate(*a, **k)
+    )
     with capture_logs() as logs:
         r = retrain.run_retrain(s, fetch=False)
     # Both models are judged under the market's amount step and minimums, as they would trade.
-    assert [(x.amount_step, x.min_notional) for x in judged_under] == [(pytest.approx(1e-5), 5.0)] * 2
+    assert [(x.amount_step, x.min_notional) for x in judged_under] == [
+        (pytest.approx(1e-5), 5.0)
+    ] * 2
     assert r.champion_score is not None and r.champion_score < 0  # "0 > negative" used to promote
     assert r.status == "kept" and r.challenger_score is None, r.error
     assert r.reason == "challenger not comparable: no Sharpe (its equity never moved)"
     assert (s.model_dir / "model.pt").read_bytes() == before
     with Ledger.for_data_dir(s.data_dir) as led:
         m = led.retrain_results()[0]["metrics"]
-    assert m["reason"] == r.reason and m["challenger"]["trades"] == 0 and m["champion"]["open_position_at_end"]
+    assert (
+        m["reason"] == r.reason
+        and m["challenger"]["trades"] == 0
+        and m["champion"]["open_position_at_end"]
+    )
     assert m["buyhold"]["sharpe"] is not None and m["buyhold"]["total_return"] < 0
     assert m["champion_in_sample"] is True
-    assert m["fills"]["market_info"].startswith("stored binance market info") and m["fills"]["min_notional"] == 5.0
+    assert (
+        m["fills"]["market_info"].startswith("stored binance market info")
+        and m["fills"]["min_notional"] == 5.0
+    )
     assert [e for e in logs if e["event"] == "retrain_champion_in_sample"]
     assert "challenger not comparable" in format_status(read_status(s.data_dir))
 
@@ -380,12 +436,21 @@ def test_promotion_needs_a_comparable_challenger():
 
     losing = {"sharpe": -14.6, "trades": 11}
     idle = {"sharpe": None, "trades": 0}
-    assert decide(losing, idle, 0.0, 1) == (False, "challenger not comparable: no Sharpe (its equity never moved)")
-    assert decide(idle, losing, 0.0, 1) == (True, "champion not comparable: no Sharpe (its equity never moved)")
+    assert decide(losing, idle, 0.0, 1) == (
+        False,
+        "challenger not comparable: no Sharpe (its equity never moved)",
+    )
+    assert decide(idle, losing, 0.0, 1) == (
+        True,
+        "champion not comparable: no Sharpe (its equity never moved)",
+    )
     one_trade = {"sharpe": 0.5, "trades": 0, "open_position_at_end": True}  # bought once and held
     assert decide(losing, one_trade, 0.0, 1)[0] is True
     promote, why = decide(losing, one_trade, 0.0, 3)
-    assert not promote and why == "challenger not comparable: 1 trade(s), fewer than daemon.min_eval_trades = 3"
+    assert (
+        not promote
+        and why == "challenger not comparable: 1 trade(s), fewer than daemon.min_eval_trades = 3"
+    )
     assert decide({"sharpe": 1.0, "trades": 5}, {"sharpe": 1.2, "trades": 5}, 0.1, 1)[0] is True
     assert decide({"sharpe": 1.0, "trades": 5}, {"sharpe": 1.05, "trades": 5}, 0.1, 1)[0] is False
 
@@ -402,7 +467,9 @@ def test_evaluation_candles_follow_the_timeframe(tmp_path):
     train, evaluation, start = _split(s, days, window=30)
     assert (evaluation["timestamp"] >= start).sum() == 14 and train["timestamp"].iloc[-1] < start
     short = Settings.model_validate({"market": {"timeframe": "1d"}, "daemon": {"eval_days": 3}})
-    with pytest.raises(DataError, match=r"daemon.eval_days = 3 holds 3 1d candles.*raise daemon.eval_days to 7"):
+    with pytest.raises(
+        DataError, match=r"daemon.eval_days = 3 holds 3 1d candles.*raise daemon.eval_days to 7"
+    ):
         _split(short, days, window=30)
     with pytest.raises(DataError, match=r"30 of chart history.*fetch older history"):
         _split(s, days.tail(35).reset_index(drop=True), window=30)
@@ -439,13 +506,22 @@ def test_sigterm_ends_a_retrain_cleanly(tmp_path, sim):
     script = tmp_path / "abort.py"
     script.write_text(_ABORT_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARTRL")}
-    proc = subprocess.Popen([sys.executable, str(script), s.model_dump_json(), str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), s.model_dump_json(), str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         end = time.monotonic() + 120
-        while not (tmp_path / "training").exists() and proc.poll() is None and time.monotonic() < end:
+        while (
+            not (tmp_path / "training").exists() and proc.poll() is None and time.monotonic() < end
+        ):
             time.sleep(0.05)
-        assert list(s.model_dir.parent.glob(".challenger-*")), proc.stdout.read() if proc.poll() is not None else "no challenger"
+        assert list(s.model_dir.parent.glob(".challenger-*")), (
+            proc.stdout.read() if proc.poll() is not None else "no challenger"
+        )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -466,10 +542,16 @@ def test_live_status_values_the_start_when_it_was_taken(tmp_path):
 
     sym = "BTC/USDT:USDT"
     with Ledger.for_data_dir(tmp_path) as led:
-        led.record_balances("live", "baseline", {"BTC": 1.0, "USDT": 1000.0}, symbol=sym, equity=1100.0)  # at 100
+        led.record_balances(
+            "live", "baseline", {"BTC": 1.0, "USDT": 1000.0}, symbol=sym, equity=1100.0
+        )  # at 100
         led.record_balances("live", "exchange", {"BTC": 1.0, "USDT": 1000.0}, symbol=sym)
-        led.record_balances("live", "exchange", {"ETH": 5.0, "USDT": 7.0}, symbol="ETH/USDT")  # another daemon's
-        led.record_decision(symbol=sym, mode="live", candle_ms=0, action=0, final_action=0, reason="ok", price=200.0)
+        led.record_balances(
+            "live", "exchange", {"ETH": 5.0, "USDT": 7.0}, symbol="ETH/USDT"
+        )  # another daemon's
+        led.record_decision(
+            symbol=sym, mode="live", candle_ms=0, action=0, final_action=0, reason="ok", price=200.0
+        )
     st = read_status(tmp_path, symbol=sym, mode="live")
     assert (st.position, st.cash, st.equity, st.initial_equity) == (1.0, 1000.0, 1200.0, 1100.0)
     assert "vs start 1,100.00 (+9.09%)" in format_status(st)
@@ -511,8 +593,16 @@ def test_demo_runs_every_baseline_backtest_when_the_model_backtest_fails(tmp_pat
 
     monkeypatch.setattr(demo_cmd, "_cli", fake_cli)
     out = io.StringIO()
-    failed = demo_cmd._backtests(Console(file=out), tmp_path / "c.toml", tmp_path / "model", "2024-01-01", tmp_path / "reports")
-    assert [Path(x).name for x in ran] == ["model", "sma", "random"] and failed == ["model (exit 1)"]
+    failed = demo_cmd._backtests(
+        Console(file=out),
+        tmp_path / "c.toml",
+        tmp_path / "model",
+        "2024-01-01",
+        tmp_path / "reports",
+    )
+    assert [Path(x).name for x in ran] == ["model", "sma", "random"] and failed == [
+        "model (exit 1)"
+    ]
     assert "backtest failed: model (exit 1)" in out.getvalue()
 
 
@@ -532,8 +622,14 @@ def test_random_rule_draws_a_fresh_coin_per_candle(tmp_path, sim, candles):
 
     s = _settings(tmp_path, sim, strategy="random")
     runner = PolicyRunner(s, "cpu")
-    acts = [runner.decide(candles.iloc[: i + 1].tail(50), (0.0, 0.0), None).action for i in range(100, 400)]
-    again = [runner.decide(candles.iloc[: i + 1].tail(80), (0.0, 0.0), None).action for i in range(100, 400)]
+    acts = [
+        runner.decide(candles.iloc[: i + 1].tail(50), (0.0, 0.0), None).action
+        for i in range(100, 400)
+    ]
+    again = [
+        runner.decide(candles.iloc[: i + 1].tail(80), (0.0, 0.0), None).action
+        for i in range(100, 400)
+    ]
     assert acts == again  # the same candle draws the same coin whatever the window
     trade_rate = np.mean(np.array(acts) != 0)
     assert 0.03 < trade_rate < 0.25  # RandomStrategy's default trade_prob is 0.1

@@ -41,29 +41,45 @@ def _next(trigger, now):
 
 def test_tick_trigger_fires_after_each_candle_close():
     t = tick_trigger("1h", 5)
-    assert _next(t, datetime(2024, 3, 1, 10, 17, tzinfo=UTC)) == datetime(2024, 3, 1, 11, 0, 5, tzinfo=UTC)
-    assert _next(t, datetime(2024, 3, 1, 11, 0, 5, tzinfo=UTC)) == datetime(2024, 3, 1, 11, 0, 5, tzinfo=UTC)
+    assert _next(t, datetime(2024, 3, 1, 10, 17, tzinfo=UTC)) == datetime(
+        2024, 3, 1, 11, 0, 5, tzinfo=UTC
+    )
+    assert _next(t, datetime(2024, 3, 1, 11, 0, 5, tzinfo=UTC)) == datetime(
+        2024, 3, 1, 11, 0, 5, tzinfo=UTC
+    )
     t15 = tick_trigger("15m", 2.5)
-    assert _next(t15, datetime(2024, 3, 1, 10, 16, tzinfo=UTC)) == datetime(2024, 3, 1, 10, 30, 2, 500000, tzinfo=UTC)
+    assert _next(t15, datetime(2024, 3, 1, 10, 16, tzinfo=UTC)) == datetime(
+        2024, 3, 1, 10, 30, 2, 500000, tzinfo=UTC
+    )
     t4h = tick_trigger("4h", 0)
-    assert _next(t4h, datetime(2024, 3, 1, 1, 0, tzinfo=UTC)) == datetime(2024, 3, 1, 4, 0, tzinfo=UTC)
+    assert _next(t4h, datetime(2024, 3, 1, 1, 0, tzinfo=UTC)) == datetime(
+        2024, 3, 1, 4, 0, tzinfo=UTC
+    )
     day = tick_trigger("1d", 30)
-    assert _next(day, datetime(2024, 3, 1, 1, 0, tzinfo=UTC)) == datetime(2024, 3, 2, 0, 0, 30, tzinfo=UTC)
+    assert _next(day, datetime(2024, 3, 1, 1, 0, tzinfo=UTC)) == datetime(
+        2024, 3, 2, 0, 0, 30, tzinfo=UTC
+    )
 
 
 def test_weekly_and_monthly_triggers_follow_the_calendar():
     week = tick_trigger("1w", 10)
     # 2024-03-01 is a Friday; weekly candles open on Monday 00:00 UTC.
-    assert _next(week, datetime(2024, 3, 1, tzinfo=UTC)) == datetime(2024, 3, 4, 0, 0, 10, tzinfo=UTC)
+    assert _next(week, datetime(2024, 3, 1, tzinfo=UTC)) == datetime(
+        2024, 3, 4, 0, 0, 10, tzinfo=UTC
+    )
     month = tick_trigger("1M", 10)
-    assert _next(month, datetime(2024, 3, 5, tzinfo=UTC)) == datetime(2024, 4, 1, 0, 0, 10, tzinfo=UTC)
+    assert _next(month, datetime(2024, 3, 5, tzinfo=UTC)) == datetime(
+        2024, 4, 1, 0, 0, 10, tzinfo=UTC
+    )
     with pytest.raises(OperationalError):
         tick_trigger("2w", 0)
 
 
 def test_retrain_trigger_is_utc_cron_and_refuses_nonsense():
     t = retrain_trigger("0 3 * * *")
-    assert _next(t, datetime(2024, 3, 1, 5, 0, tzinfo=UTC)) == datetime(2024, 3, 2, 3, 0, tzinfo=UTC)
+    assert _next(t, datetime(2024, 3, 1, 5, 0, tzinfo=UTC)) == datetime(
+        2024, 3, 2, 3, 0, tzinfo=UTC
+    )
     with pytest.raises(OperationalError, match="retrain_cron"):
         retrain_trigger("every night")
 
@@ -76,11 +92,19 @@ def test_retrain_job_runs_the_cli_in_a_child_process(tmp_path: Path, monkeypatch
     monkeypatch.delenv("CHARTRL_DATA_DIR")
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[data]\ndir = "{tmp_path / "config-data"}"\n')
-    overrides = ["--data-dir", str(tmp_path / "data")]  # `chartrl run --data-dir ...` wins over the config
+    overrides = [
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]  # `chartrl run --data-dir ...` wins over the config
     cmd = retrain_command(cfg, overrides)
     assert cmd[:3] == [sys.executable, "-m", "chartrl"] and "retrain" in cmd and str(cfg) in cmd
-    daemon = Daemon(_settings(tmp_path / "data"), RecordingTicker, config_path=cfg, notifier=Notifier({}),
-                    cli_overrides=overrides)
+    daemon = Daemon(
+        _settings(tmp_path / "data"),
+        RecordingTicker,
+        config_path=cfg,
+        notifier=Notifier({}),
+        cli_overrides=overrides,
+    )
     with capture_logs() as logs:
         daemon._retrain_job()  # no champion yet: the child records a failed cycle and exits 1
     done = [e for e in logs if e["event"] == "retrain_finished"]
@@ -95,11 +119,24 @@ def test_chartrl_run_hands_its_overrides_to_the_retrain_child(tmp_path: Path, mo
     from chartrl.cli import main
 
     seen = []
-    monkeypatch.setattr(Daemon, "run", lambda self: seen.append(retrain_command(self.config_path, self.cli_overrides)) or 0)
+    monkeypatch.setattr(
+        Daemon,
+        "run",
+        lambda self: seen.append(retrain_command(self.config_path, self.cli_overrides)) or 0,
+    )
     with pytest.raises(SystemExit) as exc:
-        main(["run", "--data-dir", str(tmp_path / "x"), "--symbol", "ETH/USDT", "--timeframe", "4h"])
+        main(
+            ["run", "--data-dir", str(tmp_path / "x"), "--symbol", "ETH/USDT", "--timeframe", "4h"]
+        )
     assert exc.value.code == 0
-    assert seen[0][-6:] == ["--symbol", "ETH/USDT", "--timeframe", "4h", "--data-dir", str(tmp_path / "x")]
+    assert seen[0][-6:] == [
+        "--symbol",
+        "ETH/USDT",
+        "--timeframe",
+        "4h",
+        "--data-dir",
+        str(tmp_path / "x"),
+    ]
 
 
 def test_start_up_retries_end_within_their_budget():
@@ -142,7 +179,9 @@ class RecordingTicker:
 
 
 def _settings(tmp_path: Path, **daemon) -> Settings:
-    return Settings.model_validate({"data": {"dir": str(tmp_path)}, "daemon": {"heartbeat_seconds": 0.05, **daemon}})
+    return Settings.model_validate(
+        {"data": {"dir": str(tmp_path)}, "daemon": {"heartbeat_seconds": 0.05, **daemon}}
+    )
 
 
 def _wait(cond, timeout=10.0):
@@ -164,10 +203,14 @@ def notify_socket(tmp_path: Path):
     sock.close()
 
 
-def test_daemon_schedules_ticks_records_missed_runs_and_stops_cleanly(tmp_path: Path, notify_socket):
+def test_daemon_schedules_ticks_records_missed_runs_and_stops_cleanly(
+    tmp_path: Path, notify_socket
+):
     sock, path = notify_socket
     RecordingTicker.instances.clear()
-    daemon = Daemon(_settings(tmp_path), RecordingTicker, notifier=Notifier({"NOTIFY_SOCKET": path}))
+    daemon = Daemon(
+        _settings(tmp_path), RecordingTicker, notifier=Notifier({"NOTIFY_SOCKET": path})
+    )
     code: list[int] = []
     th = threading.Thread(target=lambda: code.append(daemon.run()))
     th.start()
@@ -204,7 +247,11 @@ def test_daemon_schedules_ticks_records_missed_runs_and_stops_cleanly(tmp_path: 
 
 def test_a_crashing_tick_does_not_stop_the_daemon(tmp_path: Path):
     RecordingTicker.instances.clear()
-    daemon = Daemon(_settings(tmp_path, retrain_enabled=False), lambda s: RecordingTicker(s, fail=True), notifier=Notifier({}))
+    daemon = Daemon(
+        _settings(tmp_path, retrain_enabled=False),
+        lambda s: RecordingTicker(s, fail=True),
+        notifier=Notifier({}),
+    )
     th = threading.Thread(target=daemon.run)
     th.start()
     try:
@@ -226,16 +273,27 @@ def test_a_crashing_tick_does_not_stop_the_daemon(tmp_path: Path):
 
 def test_reload_with_a_new_symbol_removes_the_old_symbols_jobs(tmp_path: Path):
     RecordingTicker.instances.clear()
-    eth = Settings.model_validate({"data": {"dir": str(tmp_path)}, "market": {"symbol": "ETH/USDT"},
-                                   "daemon": {"heartbeat_seconds": 0.05, "retrain_enabled": False}})
-    daemon = Daemon(_settings(tmp_path, retrain_enabled=False), RecordingTicker, reload_settings=lambda: eth,
-                    notifier=Notifier({}))
+    eth = Settings.model_validate(
+        {
+            "data": {"dir": str(tmp_path)},
+            "market": {"symbol": "ETH/USDT"},
+            "daemon": {"heartbeat_seconds": 0.05, "retrain_enabled": False},
+        }
+    )
+    daemon = Daemon(
+        _settings(tmp_path, retrain_enabled=False),
+        RecordingTicker,
+        reload_settings=lambda: eth,
+        notifier=Notifier({}),
+    )
     th = threading.Thread(target=daemon.run)
     th.start()
     try:
         assert _wait(lambda: daemon.scheduler is not None and daemon.scheduler.running)
         later = datetime.now(UTC) + timedelta(hours=1)
-        daemon.scheduler.add_job(daemon._tick_job, "date", run_date=later, args=["BTC/USDT"], id="retry:BTC/USDT")
+        daemon.scheduler.add_job(
+            daemon._tick_job, "date", run_date=later, args=["BTC/USDT"], id="retry:BTC/USDT"
+        )
         daemon.request_reload()  # what SIGHUP does
         assert _wait(lambda: daemon.scheduler.get_job("tick:ETH/USDT") is not None)
         assert sorted(j.id for j in daemon.scheduler.get_jobs()) == ["tick:ETH/USDT"]
@@ -337,17 +395,39 @@ def _wait_file(p: Path, timeout=30.0) -> bool:
 def test_sighup_reloads_and_sigterm_finishes_the_running_tick(tmp_path: Path):
     (tmp_path / "d.py").write_text(_SCRIPT)
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[data]\ndir = "{tmp_path / "data"}"\n[daemon]\nheartbeat_seconds = 0.1\nretrain_enabled = false\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHARTRL", "NOTIFY_SOCKET", "WATCHDOG"))}
-    proc = subprocess.Popen([sys.executable, str(tmp_path / "d.py"), str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cfg.write_text(
+        f'[data]\ndir = "{tmp_path / "data"}"\n[daemon]\nheartbeat_seconds = 0.1\nretrain_enabled = false\n'
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CHARTRL", "NOTIFY_SOCKET", "WATCHDOG"))
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "d.py"), str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        assert _wait_file(tmp_path / "ready"), proc.stdout.read() if proc.poll() is not None else "no ready"
+        assert _wait_file(tmp_path / "ready"), (
+            proc.stdout.read() if proc.poll() is not None else "no ready"
+        )
         # SIGHUP: the configuration is read again and a new ticker built from it.
         cfg.write_text(cfg.read_text() + '[market]\ntimeframe = "4h"\n')
         proc.send_signal(signal.SIGHUP)
-        assert _wait(lambda: (tmp_path / "built").exists() and (tmp_path / "built").read_text().split() == ["1h", "4h"])
-        assert _wait(lambda: json.loads((tmp_path / "data" / "daemon.json").read_text()).get("timeframe") == "4h")
+        assert _wait(
+            lambda: (
+                (tmp_path / "built").exists()
+                and (tmp_path / "built").read_text().split() == ["1h", "4h"]
+            )
+        )
+        assert _wait(
+            lambda: (
+                json.loads((tmp_path / "data" / "daemon.json").read_text()).get("timeframe") == "4h"
+            )
+        )
         (tmp_path / "go").write_text("1")
         assert _wait_file(tmp_path / "tick_started")
         proc.send_signal(signal.SIGTERM)  # mid-tick: the tick must finish first
@@ -371,12 +451,23 @@ def test_chartrl_run_speaks_sd_notify_and_stops_on_sigterm(tmp_path: Path):
     sock.settimeout(60)
     with ExchangeSim(synthetic_candles(300, seed=1)) as sim:
         cfg = tmp_path / "c.toml"
-        cfg.write_text(f'[exchange]\napi_url = "{sim.url}"\n[data]\ndir = "{tmp_path / "data"}"\n'
-                       '[model]\nstrategy = "buyhold"\n[daemon]\nheartbeat_seconds = 0.2\n')
+        cfg.write_text(
+            f'[exchange]\napi_url = "{sim.url}"\n[data]\ndir = "{tmp_path / "data"}"\n'
+            '[model]\nstrategy = "buyhold"\n[daemon]\nheartbeat_seconds = 0.2\n'
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CHARTRL", "WATCHDOG"))}
-        env |= {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": ""}
-        proc = subprocess.Popen([sys.executable, "-m", "chartrl", "--config", str(cfg), "--log-format", "json", "run"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env |= {
+            "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+            "WATCHDOG_USEC": "1000000",
+            "WATCHDOG_PID": "",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chartrl", "--config", str(cfg), "--log-format", "json", "run"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             first = sock.recv(4096).decode()
             assert first.startswith("READY=1\nSTATUS=paper BTC/USDT 1h"), first

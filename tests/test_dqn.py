@@ -14,13 +14,13 @@ import torch
 from torch.nn import functional as F
 
 from chartrl.account.fills import MarketRules
-from chartrl.backtest.dqn import TrainConfig, eps_decay_for, epsilon_at, td_loss
-from chartrl.backtest.env import CandleArrays, ReplayEnv, prepare_data
-from chartrl.backtest.imitation import imitation_epoch
-from chartrl.backtest.replay import SequenceBatch, SequenceReplay
 from chartrl.chart.spec import ChartSpec
 from chartrl.strategies.registry import build_policy
 from chartrl.testing.synthetic import synthetic_candles
+from chartrl.train.dqn import TrainConfig, eps_decay_for, epsilon_at, td_loss
+from chartrl.train.env import CandleArrays, ReplayEnv, prepare_data
+from chartrl.train.imitation import imitation_epoch
+from chartrl.train.replay import SequenceBatch, SequenceReplay
 
 SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_period=10)
 
@@ -37,19 +37,27 @@ def _one_torch_thread():
 
 
 def test_exploration_outlasts_learning_starts_and_reaches_the_floor_late() -> None:
-    cfg = TrainConfig()  # the defaults on the BTC history: ~28k training decisions walked by 8 lanes
+    cfg = (
+        TrainConfig()
+    )  # the defaults on the BTC history: ~28k training decisions walked by 8 lanes
     planned = cfg.epochs * (28_131 // cfg.num_envs - 1) * cfg.num_envs
     decay = eps_decay_for(cfg, planned)
 
     def eps(n: float) -> float:
         return epsilon_at(cfg, int(n), decay)
 
-    assert eps(0) == eps(cfg.learning_starts) == pytest.approx(cfg.eps_start)  # nothing learned yet: explore
-    assert eps(cfg.learning_starts) > 0.5 and eps(planned / 10) > 0.5  # still mostly exploring after one epoch
+    assert (
+        eps(0) == eps(cfg.learning_starts) == pytest.approx(cfg.eps_start)
+    )  # nothing learned yet: explore
+    assert (
+        eps(cfg.learning_starts) > 0.5 and eps(planned / 10) > 0.5
+    )  # still mostly exploring after one epoch
     assert eps(0.8 * planned) > cfg.eps_end + 0.01  # not at the floor until late in the run
     assert eps(planned) == pytest.approx(cfg.eps_end, abs=0.01)
     # The article's schedule, EPS_END + (EPS_START - EPS_END) * exp(-n / EPS_DECAY), from learning_starts.
-    assert eps(cfg.learning_starts + decay) == pytest.approx(cfg.eps_end + (cfg.eps_start - cfg.eps_end) / math.e)
+    assert eps(cfg.learning_starts + decay) == pytest.approx(
+        cfg.eps_end + (cfg.eps_start - cfg.eps_end) / math.e
+    )
     assert eps_decay_for(replace(cfg, eps_decay=1000.0), planned) == 1000.0  # --eps-decay wins
 
 
@@ -74,14 +82,26 @@ class _TableQ(torch.nn.Module):
         super().__init__()
         self.table = table
 
-    def forward(self, x: torch.Tensor, position: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, position: torch.Tensor, hidden: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         t = x[..., 0].long()
-        assert hidden is not None and torch.equal(hidden[0, :, 0].long(), t[:, 0] - 1), "hidden state not carried"
+        assert hidden is not None and torch.equal(hidden[0, :, 0].long(), t[:, 0] - 1), (
+            "hidden state not carried"
+        )
         return self.table[t], t[:, -1:].T.unsqueeze(-1).float()
 
 
-def _reference(batch: SequenceBatch, online: torch.Tensor, target: torch.Tensor, b: int, gamma: float, *,
-               double: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
+def _reference(
+    batch: SequenceBatch,
+    online: torch.Tensor,
+    target: torch.Tensor,
+    b: int,
+    gamma: float,
+    *,
+    double: bool = True,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The loss written out per step: y = r + gamma * (1 - terminated) * Q_target(s', a')."""
     mask = batch.terminated if mask is None else mask
     q_sa, y = [], []
@@ -103,9 +123,14 @@ def test_td_loss_is_double_dqn_masked_by_termination_only_after_the_burn_in() ->
     # slice ended): not terminated, so it must still bootstrap from its stored next state 25.
     terminated = torch.zeros(2, steps)
     terminated[0, -1] = 1.0
-    batch = SequenceBatch(idx=idx, position=torch.zeros(2, steps + 1, 2), action=torch.tensor([[0, 1, 2, 1, 0], [2, 2, 1, 0, 1]]),
-                          reward=torch.randn(2, steps, generator=g), terminated=terminated,
-                          hidden=torch.from_numpy(idx[:, :1] - 1.0).T.unsqueeze(-1))
+    batch = SequenceBatch(
+        idx=idx,
+        position=torch.zeros(2, steps + 1, 2),
+        action=torch.tensor([[0, 1, 2, 1, 0], [2, 2, 1, 0, 1]]),
+        reward=torch.randn(2, steps, generator=g),
+        terminated=terminated,
+        hidden=torch.from_numpy(idx[:, :1] - 1.0).T.unsqueeze(-1),
+    )
     net, tgt = _TableQ(online), _TableQ(target)
     loss = td_loss(batch, _Frames(), net, net, tgt, b, gamma, torch.device("cpu"))
     expected = _reference(batch, online, target, b, gamma)
@@ -113,8 +138,17 @@ def test_td_loss_is_double_dqn_masked_by_termination_only_after_the_burn_in() ->
     # Each way the target can go wrong gives another number, so the check above can fail.
     wrong = {
         "vanilla DQN (target argmax)": _reference(batch, online, target, b, gamma, double=False),
-        "no termination mask": _reference(batch, online, target, b, gamma, mask=torch.zeros(2, steps)),
-        "truncation masked as termination": _reference(batch, online, target, b, gamma, mask=torch.ones(2, steps) * (torch.arange(steps) == steps - 1)),
+        "no termination mask": _reference(
+            batch, online, target, b, gamma, mask=torch.zeros(2, steps)
+        ),
+        "truncation masked as termination": _reference(
+            batch,
+            online,
+            target,
+            b,
+            gamma,
+            mask=torch.ones(2, steps) * (torch.arange(steps) == steps - 1),
+        ),
         "loss on the burn-in steps too": _reference(batch, online, target, 0, gamma),
     }
     for why, value in wrong.items():
@@ -135,8 +169,17 @@ def test_no_grad_passes_leave_batchnorm_statistics_alone() -> None:
 
     rb = SequenceReplay(64, 1, hidden_size=8, seed=0)
     for t in data.train[:20]:
-        rb.add(np.array([t]), np.zeros((1, 2)), np.array([0]), np.zeros(1), np.zeros(1), np.array([t + 1]), np.zeros((1, 2)),
-               np.array([0]), np.zeros((1, 8)))
+        rb.add(
+            np.array([t]),
+            np.zeros((1, 2)),
+            np.array([0]),
+            np.zeros(1),
+            np.zeros(1),
+            np.array([t + 1]),
+            np.zeros((1, 2)),
+            np.array([0]),
+            np.zeros((1, 8)),
+        )
     target = copy.deepcopy(policy).eval()  # as the trainer keeps it
     policy.train()
     before = tracked()
@@ -145,14 +188,31 @@ def test_no_grad_passes_leave_batchnorm_statistics_alone() -> None:
     mean0 = bns[0].running_mean.clone()
     td_loss(rb.sample(2, 5), data.frames, policy, policy, target, 2, 0.99, torch.device("cpu"))
     assert tracked() == before + 1 and policy.training  # one learned pass; the mode is restored
-    assert all(seen) and len(seen) == 3  # burn-in, learned steps, next state: all by batch statistics
+    assert (
+        all(seen) and len(seen) == 3
+    )  # burn-in, learned steps, next state: all by batch statistics
     # One learned pass moves the running mean by momentum x (batch mean - running mean), no more.
     assert not torch.equal(bns[0].running_mean, mean0)
     before = tracked()
-    imitation_epoch(policy, policy, torch.optim.SGD(policy.parameters(), lr=0.0), torch.amp.GradScaler("cpu", enabled=False),
-                    data.frames, data.arrays.close, data.train, np.zeros(len(data.arrays), np.int64), torch.ones(3),
-                    batch_size=2, seq_len=3, burn_in=2, fee=0.001, max_grad_norm=1.0, rng=np.random.default_rng(0),
-                    device=torch.device("cpu"), max_updates=1)
+    imitation_epoch(
+        policy,
+        policy,
+        torch.optim.SGD(policy.parameters(), lr=0.0),
+        torch.amp.GradScaler("cpu", enabled=False),
+        data.frames,
+        data.arrays.close,
+        data.train,
+        np.zeros(len(data.arrays), np.int64),
+        torch.ones(3),
+        batch_size=2,
+        seq_len=3,
+        burn_in=2,
+        fee=0.001,
+        max_grad_norm=1.0,
+        rng=np.random.default_rng(0),
+        device=torch.device("cpu"),
+        max_updates=1,
+    )
     assert tracked() == before + 1
 
 
@@ -174,15 +234,35 @@ def test_env_tells_termination_from_truncation_and_breaks_at_gaps() -> None:
     while True:
         (t,), _ = env.observe()
         tr = env.step(np.array([0]))
-        rows.append((t, bool(tr["terminated"][0]), bool(tr["truncated"][0]), bool(tr["valid"][0]), int(tr["episode"][0])))
+        rows.append(
+            (
+                t,
+                bool(tr["terminated"][0]),
+                bool(tr["truncated"][0]),
+                bool(tr["valid"][0]),
+                int(tr["episode"][0]),
+            )
+        )
         if len(rows) == env.steps_per_epoch:
             break
     by_t = {r[0]: r[1:] for r in rows}
-    assert by_t[29] == (False, True, False, by_t[28][3])  # 29 -> 30 crosses the missing hours: truncated, not learned from
+    assert by_t[29] == (
+        False,
+        True,
+        False,
+        by_t[28][3],
+    )  # 29 -> 30 crosses the missing hours: truncated, not learned from
     assert by_t[32] == (False, True, False, by_t[31][3])  # 32 -> 36: no chart at 33
-    assert by_t[38] == (False, True, True, by_t[37][3])  # the slice ends: truncated, still bootstraps from 39
+    assert by_t[38] == (
+        False,
+        True,
+        True,
+        by_t[37][3],
+    )  # the slice ends: truncated, still bootstraps from 39
     assert all(r[1:4] == (False, False, True) for r in rows if r[0] not in (29, 32, 38))
-    assert by_t[30][3] != by_t[29][3] and by_t[36][3] != by_t[32][3]  # a new episode after each break
+    assert (
+        by_t[30][3] != by_t[29][3] and by_t[36][3] != by_t[32][3]
+    )  # a new episode after each break
 
 
 def test_bankruptcy_terminates_and_dropped_steps_are_never_sampled() -> None:
@@ -192,13 +272,28 @@ def test_bankruptcy_terminates_and_dropped_steps_are_never_sampled() -> None:
     rb = SequenceReplay(100, 1, seed=0)
     for t in range(40, 49):
         idx, pos = env.observe()
-        tr = env.step(np.array([1 if t == 42 else 0]))  # buy at 42 (fills at 43), hold into the crash
-        rb.add(idx, pos, np.array([0]), tr["reward"], tr["terminated"], tr["next_idx"], tr["next_pos"], tr["episode"],
-               valid=np.array([t != 46]))  # pretend 46 -> 47 crossed a break
+        tr = env.step(
+            np.array([1 if t == 42 else 0])
+        )  # buy at 42 (fills at 43), hold into the crash
+        rb.add(
+            idx,
+            pos,
+            np.array([0]),
+            tr["reward"],
+            tr["terminated"],
+            tr["next_idx"],
+            tr["next_pos"],
+            tr["episode"],
+            valid=np.array([t != 46]),
+        )  # pretend 46 -> 47 crossed a break
         if t == 44:
-            assert tr["terminated"][0] and not tr["truncated"][0] and tr["valid"][0]  # bankrupt at the close of 45
+            assert (
+                tr["terminated"][0] and not tr["truncated"][0] and tr["valid"][0]
+            )  # bankrupt at the close of 45
             assert env.observe()[1][0][0] == 0.0  # the lane restarted flat
     starts = {int(rb.sample(1, 1).idx[0, 0]) for _ in range(300)}
     assert 46 not in starts and {40, 44, 45, 47} <= starts
-    terminated = {int(b.idx[0, 0]): float(b.terminated[0, 0]) for b in (rb.sample(1, 1) for _ in range(300))}
+    terminated = {
+        int(b.idx[0, 0]): float(b.terminated[0, 0]) for b in (rb.sample(1, 1) for _ in range(300))
+    }
     assert terminated[44] == 1.0 and terminated[45] == 0.0

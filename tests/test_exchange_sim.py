@@ -41,8 +41,17 @@ def open_ms(frame: pd.DataFrame, i: int) -> int:
     return int(frame["timestamp"].iloc[i].value // 1_000_000)
 
 
-def client(sim: ExchangeSim, timeout_ms: int = 10_000, key: str = DEFAULT_API_KEY, secret: str = DEFAULT_API_SECRET):
-    return make_exchange(ExchangeSettings(id="binance", api_url=sim.url, api_key=key, api_secret=secret, timeout_ms=timeout_ms))
+def client(
+    sim: ExchangeSim,
+    timeout_ms: int = 10_000,
+    key: str = DEFAULT_API_KEY,
+    secret: str = DEFAULT_API_SECRET,
+):
+    return make_exchange(
+        ExchangeSettings(
+            id="binance", api_url=sim.url, api_key=key, api_secret=secret, timeout_ms=timeout_ms
+        )
+    )
 
 
 @pytest.fixture
@@ -79,7 +88,9 @@ def test_fetch_time_is_the_sim_clock(sim: ExchangeSim, ex, frame: pd.DataFrame) 
     assert ex.fetch_time() == open_ms(frame, 101) + 123
 
 
-def test_fetch_ohlcv_pages_through_history_respecting_since_and_limit(sim: ExchangeSim, ex, frame: pd.DataFrame) -> None:
+def test_fetch_ohlcv_pages_through_history_respecting_since_and_limit(
+    sim: ExchangeSim, ex, frame: pd.DataFrame
+) -> None:
     rows, since, pages = [], open_ms(frame, 0), 0
     while True:
         page = ex.fetch_ohlcv("BTC/USDT", "1h", since=since, limit=1000)
@@ -94,7 +105,9 @@ def test_fetch_ohlcv_pages_through_history_respecting_since_and_limit(sim: Excha
     # since between two opens: the first candle opened at or after it; limit respected
     page = ex.fetch_ohlcv("BTC/USDT", "1h", since=open_ms(frame, 50) + 1, limit=7)
     assert [r[0] for r in page] == [open_ms(frame, i) for i in range(51, 58)]
-    assert [("GET", "/api/v3/klines")] == list({(m, p) for m, p, q in sim.requests if q.get("limit") == "7"})
+    assert [("GET", "/api/v3/klines")] == list(
+        {(m, p) for m, p, q in sim.requests if q.get("limit") == "7"}
+    )
 
 
 def test_klines_follow_binance_semantics(sim: ExchangeSim, ex, frame: pd.DataFrame) -> None:
@@ -103,7 +116,9 @@ def test_klines_follow_binance_semantics(sim: ExchangeSim, ex, frame: pd.DataFra
     assert [k[0] for k in latest] == [open_ms(frame, i) for i in (-3, -2, -1)]
     ending = ex.publicGetKlines({**base, "endTime": open_ms(frame, 20), "limit": 3})
     assert [k[0] for k in ending] == [open_ms(frame, i) for i in (18, 19, 20)]
-    window = ex.publicGetKlines({**base, "startTime": open_ms(frame, 5), "endTime": open_ms(frame, 8)})
+    window = ex.publicGetKlines(
+        {**base, "startTime": open_ms(frame, 5), "endTime": open_ms(frame, 8)}
+    )
     assert [k[0] for k in window] == [open_ms(frame, i) for i in range(5, 9)]
     assert ending[0][6] == open_ms(frame, 18) + HOUR - 1  # close time
     with pytest.raises(ccxt.BadRequest):
@@ -114,12 +129,16 @@ def test_klines_follow_binance_semantics(sim: ExchangeSim, ex, frame: pd.DataFra
         ex.publicGetKlines({**base, "symbol": "ETHUSDT"})
 
 
-def test_only_opened_candles_are_served_and_the_last_is_still_forming(sim: ExchangeSim, ex, frame: pd.DataFrame) -> None:
+def test_only_opened_candles_are_served_and_the_last_is_still_forming(
+    sim: ExchangeSim, ex, frame: pd.DataFrame
+) -> None:
     k = 1200
     sim.clock.set(open_ms(frame, k) + HOUR // 2)
     rows = ex.fetch_ohlcv("BTC/USDT", "1h", since=open_ms(frame, k - 5), limit=100)
     assert rows[-1][0] == open_ms(frame, k)  # nothing from the future
-    assert rows[-2][1:6] == pytest.approx(frame.iloc[k - 1][["open", "high", "low", "close", "volume"]].tolist())
+    assert rows[-2][1:6] == pytest.approx(
+        frame.iloc[k - 1][["open", "high", "low", "close", "volume"]].tolist()
+    )
     o, hi, lo, c, v = rows[-1][1:6]
     full = frame.iloc[k]
     assert o == pytest.approx(full["open"])
@@ -165,7 +184,9 @@ def test_candles_that_do_not_fit_the_timeframe_are_refused(frame: pd.DataFrame) 
         ("reset", ccxt.NetworkError),
     ],
 )
-def test_each_fault_kind_reaches_ccxt_as_its_error_class(sim: ExchangeSim, ex, kind: str, error: type) -> None:
+def test_each_fault_kind_reaches_ccxt_as_its_error_class(
+    sim: ExchangeSim, ex, kind: str, error: type
+) -> None:
     ex.timeout = 1000  # the timeout fault holds the answer for 5 s (stop() wakes it)
     sim.faults.add("/api/v3/klines", kind, count=1, ms=5000)
     with pytest.raises(error) as info:
@@ -215,38 +236,67 @@ def test_the_fault_file_example_in_the_docs_parses(tmp_path: Path) -> None:
 
 def test_fault_plan_from_toml_and_errors(tmp_path: Path) -> None:
     good = tmp_path / "faults.toml"
-    good.write_text('seed = 3\n[[fault]]\npath = "*/order"\nkind = "drop_response"\nmethod = "POST"\n[[fault]]\npath = "/api/v3/klines"\nkind = "timeout"\nms = 2000\ncount = "forever"\n')
+    good.write_text(
+        'seed = 3\n[[fault]]\npath = "*/order"\nkind = "drop_response"\nmethod = "POST"\n[[fault]]\npath = "/api/v3/klines"\nkind = "timeout"\nms = 2000\ncount = "forever"\n'
+    )
     plan = FaultPlan.from_file(good)
-    assert [(f.kind, f.count, f.method, f.ms) for f in plan.rules] == [("drop_response", 1, "POST", 0), ("timeout", None, None, 2000)]
-    assert plan.pick("GET", "/api/v3/order") is None and plan.pick("POST", "/api/v3/order") is not None
+    assert [(f.kind, f.count, f.method, f.ms) for f in plan.rules] == [
+        ("drop_response", 1, "POST", 0),
+        ("timeout", None, None, 2000),
+    ]
+    assert (
+        plan.pick("GET", "/api/v3/order") is None and plan.pick("POST", "/api/v3/order") is not None
+    )
     bad = tmp_path / "bad.toml"
     bad.write_text('[[fault]]\npath = "/x"\nkind = "404"\n[[fault]]\nkind = "429"\n')
     with pytest.raises(ConfigError) as info:
         FaultPlan.from_file(bad)
-    assert "fault #1" in str(info.value) and "fault #2" in str(info.value) and "bad.toml" in str(info.value)
+    assert (
+        "fault #1" in str(info.value)
+        and "fault #2" in str(info.value)
+        and "bad.toml" in str(info.value)
+    )
 
 
 # -- signed endpoints ---------------------------------------------------------------------------
 
 
-def test_market_buy_and_sell_with_client_ids_update_balances_orders_and_trades(sim: ExchangeSim, ex, frame: pd.DataFrame) -> None:
+def test_market_buy_and_sell_with_client_ids_update_balances_orders_and_trades(
+    sim: ExchangeSim, ex, frame: pd.DataFrame
+) -> None:
     assert ex.fetch_balance()["total"]["USDT"] == 10_000
     buy = ex.create_order("BTC/USDT", "market", "buy", 0.1, params={"clientOrderId": "cid-buy-1"})
     price = round(frame["open"].iloc[-1], 2)  # the open of the candle the clock is in
     assert buy["status"] == "closed" and buy["clientOrderId"] == "cid-buy-1"
     assert buy["average"] == pytest.approx(price, abs=0.011)
-    assert buy["fee"] == {"currency": "BTC", "cost": pytest.approx(0.0001)}  # Binance: fee in the asset received
+    assert buy["fee"] == {
+        "currency": "BTC",
+        "cost": pytest.approx(0.0001),
+    }  # Binance: fee in the asset received
     bal = ex.fetch_balance()
     assert bal["BTC"]["free"] == pytest.approx(0.0999)
     assert bal["USDT"]["free"] == pytest.approx(10_000 - buy["cost"])
-    sell = ex.create_order("BTC/USDT", "market", "sell", 0.0999, params={"clientOrderId": "cid-sell-1"})
-    assert sell["fee"]["currency"] == "USDT" and sell["fee"]["cost"] == pytest.approx(sell["cost"] * 0.001, rel=1e-6)
+    sell = ex.create_order(
+        "BTC/USDT", "market", "sell", 0.0999, params={"clientOrderId": "cid-sell-1"}
+    )
+    assert sell["fee"]["currency"] == "USDT" and sell["fee"]["cost"] == pytest.approx(
+        sell["cost"] * 0.001, rel=1e-6
+    )
     again = ex.fetch_order(None, "BTC/USDT", params={"clientOrderId": "cid-sell-1"})
-    assert again["id"] == sell["id"] and again["status"] == "closed" and again["filled"] == pytest.approx(0.0999)
+    assert (
+        again["id"] == sell["id"]
+        and again["status"] == "closed"
+        and again["filled"] == pytest.approx(0.0999)
+    )
     trades = ex.fetch_my_trades("BTC/USDT")
-    assert [t["side"] for t in trades] == ["buy", "sell"] and [t["order"] for t in trades] == [buy["id"], sell["id"]]
+    assert [t["side"] for t in trades] == ["buy", "sell"] and [t["order"] for t in trades] == [
+        buy["id"],
+        sell["id"],
+    ]
     assert sim.balances()["BTC"] == pytest.approx(0.0)
-    assert sim.balances()["USDT"] == pytest.approx(10_000 - buy["cost"] + sell["cost"] * 0.999, abs=1e-6)
+    assert sim.balances()["USDT"] == pytest.approx(
+        10_000 - buy["cost"] + sell["cost"] * 0.999, abs=1e-6
+    )
     assert [o["clientOrderId"] for o in sim.orders()] == ["cid-buy-1", "cid-sell-1"]
     posted = [q for m, p, q in sim.requests if (m, p) == ("POST", "/api/v3/order")]
     assert posted[0]["newClientOrderId"] == "cid-buy-1" and "signature" not in posted[0]
@@ -262,7 +312,11 @@ def test_concurrent_clients_get_unique_orders_and_consistent_balances(sim: Excha
         try:
             e = client(sim)
             for j in range(4):
-                costs.append(e.create_order("BTC/USDT", "market", "buy", 0.001, params={"clientOrderId": f"t{n}-{j}"})["cost"])
+                costs.append(
+                    e.create_order(
+                        "BTC/USDT", "market", "buy", 0.001, params={"clientOrderId": f"t{n}-{j}"}
+                    )["cost"]
+                )
         except BaseException as exc:  # noqa: BLE001 - reported by the assert below
             errors.append(exc)
 
@@ -293,16 +347,22 @@ def test_market_buy_by_cost_uses_quote_order_qty(sim: ExchangeSim, ex, frame: pd
     order = ex.create_market_buy_order_with_cost("BTC/USDT", 100)
     price = Decimal(str(order["average"]))
     assert abs(price - Decimal(str(frame["open"].iloc[-1]))) <= Decimal("0.01")
-    assert order["filled"] == pytest.approx(float((Decimal(100) / price).quantize(Decimal("0.00001"), "ROUND_DOWN")))
+    assert order["filled"] == pytest.approx(
+        float((Decimal(100) / price).quantize(Decimal("0.00001"), "ROUND_DOWN"))
+    )
     assert order["cost"] <= 100
     assert [q.get("quoteOrderQty") for m, p, q in sim.requests if p == "/api/v3/order"] == ["100"]
 
 
-def test_limit_order_rests_then_fills_when_the_price_path_reaches_it(sim: ExchangeSim, ex, frame: pd.DataFrame) -> None:
+def test_limit_order_rests_then_fills_when_the_price_path_reaches_it(
+    sim: ExchangeSim, ex, frame: pd.DataFrame
+) -> None:
     k = next(i for i in range(1000, 2000) if frame["low"].iloc[i] < frame["open"].iloc[i] * 0.995)
     sim.clock.set(open_ms(frame, k) + 1)
     price = float(ex.price_to_precision("BTC/USDT", frame["low"].iloc[k] + 0.01))
-    order = ex.create_order("BTC/USDT", "limit", "buy", 0.01, price, params={"clientOrderId": "lim-1"})
+    order = ex.create_order(
+        "BTC/USDT", "limit", "buy", 0.01, price, params={"clientOrderId": "lim-1"}
+    )
     assert order["status"] == "open"
     assert [o["id"] for o in ex.fetch_open_orders("BTC/USDT")] == [order["id"]]
     assert ex.fetch_balance()["USDT"]["used"] == pytest.approx(price * 0.01)
@@ -315,7 +375,9 @@ def test_limit_order_rests_then_fills_when_the_price_path_reaches_it(sim: Exchan
     assert ex.fetch_open_orders("BTC/USDT") == []
 
 
-def test_a_limit_between_the_open_and_the_price_now_rests(sim: ExchangeSim, ex, frame: pd.DataFrame) -> None:
+def test_a_limit_between_the_open_and_the_price_now_rests(
+    sim: ExchangeSim, ex, frame: pd.DataFrame
+) -> None:
     k = next(i for i in range(1000, 2000) if frame["close"].iloc[i] > frame["open"].iloc[i] * 1.01)
     sim.clock.set(open_ms(frame, k) + HOUR * 95 // 100)  # late in a rising candle: price ~ close
     price = float(ex.price_to_precision("BTC/USDT", frame["open"].iloc[k] * 1.002))
@@ -341,7 +403,9 @@ def test_cancel_releases_the_locked_funds(sim: ExchangeSim, ex, frame: pd.DataFr
 def test_partial_fills_arrive_over_the_next_requests(frame: pd.DataFrame) -> None:
     with ExchangeSim(frame, partial_fills=3) as s:
         e = client(s)
-        order = e.create_order("BTC/USDT", "market", "buy", 0.03, params={"clientOrderId": "part-1"})
+        order = e.create_order(
+            "BTC/USDT", "market", "buy", 0.03, params={"clientOrderId": "part-1"}
+        )
         assert order["status"] == "open" and order["filled"] == pytest.approx(0.01)
         second = e.fetch_order(None, "BTC/USDT", params={"clientOrderId": "part-1"})
         assert second["filled"] == pytest.approx(0.02) and second["status"] == "open"
@@ -370,16 +434,31 @@ def test_insufficient_funds_and_filter_failures(sim: ExchangeSim, ex) -> None:
         ex.create_order("BTC/USDT", "market", "buy", 5)  # ~50k USDT of BTC with 10k
     with pytest.raises(ccxt.InsufficientFunds):
         ex.create_order("BTC/USDT", "market", "sell", 0.01)  # no BTC
-    with pytest.raises(ccxt.BadRequest, match="NOTIONAL"):  # what ccxt raises for Binance's -1013 NOTIONAL
+    with pytest.raises(
+        ccxt.BadRequest, match="NOTIONAL"
+    ):  # what ccxt raises for Binance's -1013 NOTIONAL
         ex.create_order("BTC/USDT", "market", "buy", 0.0001)
     with pytest.raises(ccxt.InvalidOrder, match="LOT_SIZE"):
-        ex.privatePostOrder({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.012345"})
+        ex.privatePostOrder(
+            {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.012345"}
+        )
     with pytest.raises(ccxt.InvalidOrder, match="PRICE_FILTER"):
-        ex.privatePostOrder({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.01", "price": "100.001"})
+        ex.privatePostOrder(
+            {
+                "symbol": "BTCUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.01",
+                "price": "100.001",
+            }
+        )
     assert sim.orders() == [] and sim.balances()["USDT"] == 10_000
 
 
-def test_drop_response_places_the_order_although_the_client_saw_an_error(sim: ExchangeSim, ex) -> None:
+def test_drop_response_places_the_order_although_the_client_saw_an_error(
+    sim: ExchangeSim, ex
+) -> None:
     sim.faults.add("/api/v3/order", "drop_response", method="POST")
     with pytest.raises(ccxt.NetworkError):
         ex.create_order("BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "ambiguous-1"})
@@ -402,13 +481,18 @@ def test_processed_fault_on_submit_leaves_an_order_behind(sim: ExchangeSim, ex, 
 def test_state_file_survives_an_emulator_restart(frame: pd.DataFrame, tmp_path: Path) -> None:
     state = tmp_path / "sim-state.json"
     with ExchangeSim(frame, state_file=state) as s:
-        client(s).create_order("BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "keep-1"})
+        client(s).create_order(
+            "BTC/USDT", "market", "buy", 0.01, params={"clientOrderId": "keep-1"}
+        )
         before = s.balances()
     with ExchangeSim(frame, state_file=state) as s2:
         assert s2.balances() == before
         assert [o["clientOrderId"] for o in s2.orders()] == ["keep-1"]
         e = client(s2)
-        assert e.fetch_order(None, "BTC/USDT", params={"clientOrderId": "keep-1"})["status"] == "closed"
+        assert (
+            e.fetch_order(None, "BTC/USDT", params={"clientOrderId": "keep-1"})["status"]
+            == "closed"
+        )
         e.create_order("BTC/USDT", "market", "buy", 0.01)
         assert [o["orderId"] for o in s2.orders()] == [1, 2]
     state.write_text("{broken")
@@ -422,8 +506,25 @@ def test_state_file_survives_an_emulator_restart(frame: pd.DataFrame, tmp_path: 
 def test_cli_serves_synthetic_candles_until_sigint(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chartrl", "--log-format", "json", "exchange-sim", "--port", "0", "--synthetic", "--candles", "300", "--balance", "USDT=500"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "chartrl",
+            "--log-format",
+            "json",
+            "exchange-sim",
+            "--port",
+            "0",
+            "--synthetic",
+            "--candles",
+            "300",
+            "--balance",
+            "USDT=500",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         url = None
@@ -434,7 +535,11 @@ def test_cli_serves_synthetic_candles_until_sigint(tmp_path: Path) -> None:
         assert url and url.startswith("http://127.0.0.1:")
         ping = urllib.request.urlopen(url + "/api/v3/ping", timeout=5).read()
         assert ping == b"{}"
-        klines = json.loads(urllib.request.urlopen(url + "/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=1000", timeout=5).read())
+        klines = json.loads(
+            urllib.request.urlopen(
+                url + "/api/v3/klines?symbol=BTCUSDT&interval=1h&limit=1000", timeout=5
+            ).read()
+        )
         assert len(klines) == 300
     finally:
         proc.send_signal(signal.SIGINT)
@@ -445,7 +550,9 @@ def test_cli_serves_synthetic_candles_until_sigint(tmp_path: Path) -> None:
 def test_cli_refuses_a_missing_csv(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "chartrl", "exchange-sim", "--csv", str(tmp_path / "nope.csv")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2  # a wrong path is a usage error
     assert "nope.csv" in proc.stderr and "Traceback" not in proc.stderr
@@ -462,7 +569,9 @@ def test_csv_loader_uses_the_importer_on_the_real_export(shared_btc_csv: Path) -
         assert rows[-1][0] == int(candles["timestamp"].iloc[-1].value // 1_000_000)
 
 
-def test_unreadable_or_damaged_state_file_is_one_clear_error(frame: pd.DataFrame, tmp_path: Path) -> None:
+def test_unreadable_or_damaged_state_file_is_one_clear_error(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
     from chartrl.errors import DataError
 
     binary = tmp_path / "binary.json"
@@ -479,7 +588,14 @@ def test_unreadable_or_damaged_state_file_is_one_clear_error(frame: pd.DataFrame
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--fee", "-0.01"), ("--slippage", "5"), ("--candles", "0"), ("--partial-fills", "0"), ("--speed", "0"), ("--port", "70000")],
+    [
+        ("--fee", "-0.01"),
+        ("--slippage", "5"),
+        ("--candles", "0"),
+        ("--partial-fills", "0"),
+        ("--speed", "0"),
+        ("--port", "70000"),
+    ],
 )
 def test_cli_refuses_an_out_of_range_option_naming_it(option: str, value: str, capsys) -> None:
     from chartrl.cli import main
@@ -499,7 +615,11 @@ def test_cli_refuses_a_host_that_is_not_loopback_without_allow_remote(host: str,
     with pytest.raises(SystemExit) as exit_:
         main(["--log-format", "json", "exchange-sim", "--synthetic", "--host", host])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith(f"error: --host {host} is not a loopback address") and "--allow-remote" in err
+    assert (
+        exit_.value.code == 2
+        and err.startswith(f"error: --host {host} is not a loopback address")
+        and "--allow-remote" in err
+    )
     assert not _is_loopback(host)
     assert all(_is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
 

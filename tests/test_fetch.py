@@ -44,7 +44,12 @@ def _settings(sim: ExchangeSim, tmp_path: Path, **exchange):
         None,
         env={},
         overrides={
-            "exchange": {"api_url": sim.url, "timeout_ms": 400, "retry_base_delay": 0.01, **exchange},
+            "exchange": {
+                "api_url": sim.url,
+                "timeout_ms": 400,
+                "retry_base_delay": 0.01,
+                **exchange,
+            },
             "market": {"since": "2019-12-01"},
             "data": {"dir": str(tmp_path / "data")},
         },
@@ -60,7 +65,9 @@ def _open_ms(df: pd.DataFrame, i: int) -> int:
 
 
 def _assert_same(stored: pd.DataFrame, expected: pd.DataFrame) -> None:
-    pd.testing.assert_series_equal(stored["timestamp"], expected["timestamp"].reset_index(drop=True))
+    pd.testing.assert_series_equal(
+        stored["timestamp"], expected["timestamp"].reset_index(drop=True)
+    )
     cols = ["open", "high", "low", "close", "volume"]
     assert np.allclose(stored[cols].to_numpy(), expected[cols].to_numpy(), rtol=1e-7)
 
@@ -75,7 +82,11 @@ def test_full_history_paginated_and_open_candle_dropped(history, tmp_path):
     assert len(pages) == 3 and all(q["limit"] == "1000" for q in pages)
     # from market.since (before the first candle), then one candle after the previous page's last
     since = int(pd.Timestamp("2019-12-01", tz="UTC").value // 1_000_000)
-    assert [int(q["startTime"]) for q in pages] == [since, _open_ms(history, 1000), _open_ms(history, 2000)]
+    assert [int(q["startTime"]) for q in pages] == [
+        since,
+        _open_ms(history, 1000),
+        _open_ms(history, 2000),
+    ]
 
 
 def test_incremental_run_requests_only_new_candles(history, tmp_path):
@@ -91,9 +102,14 @@ def test_incremental_run_requests_only_new_candles(history, tmp_path):
         assert second.added == 3 and second.count == 2003
         pages = _klines(sim)
         assert len(pages) == 1 and int(pages[0]["startTime"]) == _open_ms(history, 2000)
-        assert [p for _, p, _ in sim.requests] == ["/api/v3/time", "/api/v3/klines"]  # markets stay loaded
+        assert [p for _, p, _ in sim.requests] == [
+            "/api/v3/time",
+            "/api/v3/klines",
+        ]  # markets stay loaded
         sim.requests.clear()
-        third = update_series(s, progress=False, exchange=ex)  # nothing closed since: no klines at all
+        third = update_series(
+            s, progress=False, exchange=ex
+        )  # nothing closed since: no klines at all
         assert third.added == 0 and _klines(sim) == []
     _assert_same(CandleStore(s.data_dir).load(*SERIES), history.iloc[:2003])
 
@@ -105,7 +121,9 @@ def test_still_open_candle_mid_candle_not_stored_and_until_respected(history, tm
         summary = update_series(s, progress=False)
         assert summary.last == history["timestamp"].iloc[99]
         store = CandleStore(s.data_dir)
-        assert store.last_timestamp(*SERIES) + pd.Timedelta(hours=1) <= pd.Timestamp(clock.now_ms(), unit="ms", tz="UTC")
+        assert store.last_timestamp(*SERIES) + pd.Timedelta(hours=1) <= pd.Timestamp(
+            clock.now_ms(), unit="ms", tz="UTC"
+        )
         clock.advance(50 * HOUR)
         until = history["timestamp"].iloc[120]
         update_series(s, until=until, progress=False)
@@ -131,7 +149,9 @@ def test_retries_transient_faults(history, tmp_path, kind):
     clock = SimClock(_open_ms(history, 300) + 1000)
     with ExchangeSim(history, clock=clock) as sim:
         s = _settings(sim, tmp_path)
-        sim.faults.add("/api/v3/klines", kind, count=2, ms=2000 if kind == "timeout" else None, retry_after=0)
+        sim.faults.add(
+            "/api/v3/klines", kind, count=2, ms=2000 if kind == "timeout" else None, retry_after=0
+        )
         summary = update_series(s, progress=False)
         assert summary.count == 300
         starts = [q["startTime"] for q in _klines(sim)]
@@ -148,13 +168,21 @@ def test_retries_exhausted_is_a_one_line_temporary_error(history, tmp_path):
             update_series(s, progress=False)
         assert len(_klines(sim)) == 3
     msg = str(exc.value)
-    assert "after 3 attempts" in msg and ("DDoSProtection" in msg or "RateLimitExceeded" in msg) and "\n" not in msg
+    assert (
+        "after 3 attempts" in msg
+        and ("DDoSProtection" in msg or "RateLimitExceeded" in msg)
+        and "\n" not in msg
+    )
     assert not CandleStore(s.data_dir).path(*SERIES).exists()
 
 
 def test_unknown_symbol_lists_close_matches(history, tmp_path):
     with ExchangeSim(history) as sim:
-        s = _settings(sim, tmp_path).model_copy(update={"market": _settings(sim, tmp_path).market.model_copy(update={"symbol": "BTC/USDX"})})
+        s = _settings(sim, tmp_path).model_copy(
+            update={
+                "market": _settings(sim, tmp_path).market.model_copy(update={"symbol": "BTC/USDX"})
+            }
+        )
         with pytest.raises(UsageError) as exc:
             update_series(s, progress=False)
         assert _klines(sim) == []
@@ -166,11 +194,15 @@ def test_auth_and_bad_symbol_are_not_retried_and_secrets_masked():
 
     def auth_fail():
         calls.append(1)
-        raise ccxt.AuthenticationError('binance {"code":-2015,"msg":"Invalid API-key"} apiKey=Sup3rSecretValue')
+        raise ccxt.AuthenticationError(
+            'binance {"code":-2015,"msg":"Invalid API-key"} apiKey=Sup3rSecretValue'
+        )
 
     with pytest.raises(OperationalError) as exc:
         call_with_retry(auth_fail, max_retries=5, base_delay=0, sleep=lambda _: None)
-    assert len(calls) == 1 and "Sup3rSecretValue" not in str(exc.value) and "API key" in str(exc.value)
+    assert (
+        len(calls) == 1 and "Sup3rSecretValue" not in str(exc.value) and "API key" in str(exc.value)
+    )
 
     def bad_symbol():
         calls.append(2)
@@ -183,7 +215,14 @@ def test_auth_and_bad_symbol_are_not_retried_and_secrets_masked():
 
 def test_backoff_is_exponential_with_jitter():
     delays: list[float] = []
-    attempts = iter([ccxt.RequestTimeout("t"), ccxt.DDoSProtection("d"), ccxt.RateLimitExceeded("r"), ccxt.ExchangeNotAvailable("x")])
+    attempts = iter(
+        [
+            ccxt.RequestTimeout("t"),
+            ccxt.DDoSProtection("d"),
+            ccxt.RateLimitExceeded("r"),
+            ccxt.ExchangeNotAvailable("x"),
+        ]
+    )
 
     def flaky():
         err = next(attempts, None)
@@ -233,7 +272,12 @@ def test_cli_fetch_twice(history, tmp_path, monkeypatch, capsys, restore_logging
         assert code == 0, err
         assert "2 new candles" in out and "stored 502" in out
         code, out, err = _cli(capsys, "fetch", "--symbol", "ETH/USDT", "--no-progress")
-        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+        assert (
+            code == 2
+            and err.startswith("error: ")
+            and err.count("\n") == 1
+            and "Traceback" not in err
+        )
         code, out, err = _cli(capsys, "data")
         assert code == 0 and "502" in out and "source ccxt:binance: 2 merges" in out
 
@@ -246,14 +290,18 @@ def test_refused_requests_are_one_line_errors_not_retried():
         raise ccxt.BadRequest('binance {"code":-1120,"msg":"Invalid interval."}')
 
     with pytest.raises(UsageError, match="refused as a bad request.*Invalid interval.*--timeframe"):
-        call_with_retry(bad_interval, max_retries=5, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv")
+        call_with_retry(
+            bad_interval, max_retries=5, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv"
+        )
 
     def odd_error():
         calls.append(2)
         raise ccxt.ExchangeError("binance something unexpected")
 
     with pytest.raises(TemporaryError, match="fetch_ohlcv failed: ExchangeError"):
-        call_with_retry(odd_error, max_retries=5, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv")
+        call_with_retry(
+            odd_error, max_retries=5, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv"
+        )
     assert calls == [1, 2]
 
 
@@ -261,7 +309,9 @@ def test_since_after_the_newest_closed_candle_is_refused(history, tmp_path):
     clock = SimClock(_open_ms(history, 100) + 1000)
     with ExchangeSim(history, clock=clock) as sim:
         s = _settings(sim, tmp_path)
-        with pytest.raises(UsageError, match=r"--since .* is after the newest closed BTC/USDT 1h candle"):
+        with pytest.raises(
+            UsageError, match=r"--since .* is after the newest closed BTC/USDT 1h candle"
+        ):
             update_series(s, since=history["timestamp"].iloc[150], progress=False)
         assert _klines(sim) == []
 
@@ -276,7 +326,9 @@ def test_genuine_crash_is_stored_tick_by_tick(history, tmp_path):
         s = _settings(sim, tmp_path)
         ex = make_exchange(s.exchange)
         assert update_series(s, progress=False, exchange=ex).count == 300
-        for _ in range(2):  # each tick stores the candle that just closed: the crash, then the next one
+        for _ in range(
+            2
+        ):  # each tick stores the candle that just closed: the crash, then the next one
             clock.advance(HOUR)
             summary = update_series(s, progress=False, exchange=ex)
             assert summary.added == 1 and summary.report.repairs == {}, summary.report.describe()
@@ -293,7 +345,10 @@ class _WindowPagedExchange:
     urls = {"api": {"public": "http://127.0.0.1:9/api/v3", "private": "http://127.0.0.1:9/private"}}
 
     def __init__(self, candles: pd.DataFrame, markets: dict | None = None) -> None:
-        self.rows = [[int(to_ms(r.timestamp)), r.open, r.high, r.low, r.close, r.volume] for r in candles.itertuples(index=False)]
+        self.rows = [
+            [int(to_ms(r.timestamp)), r.open, r.high, r.low, r.close, r.volume]
+            for r in candles.itertuples(index=False)
+        ]
         self.markets = {"BTC/USDT": {"symbol": "BTC/USDT"}} if markets is None else markets
         self.since: list[int] = []
 
@@ -306,11 +361,17 @@ class _WindowPagedExchange:
 
 
 def _fake_settings(tmp_path: Path):
-    return load_settings(None, env={}, overrides={"market": {"since": "2020-01-01"}, "data": {"dir": str(tmp_path / "data")}})
+    return load_settings(
+        None,
+        env={},
+        overrides={"market": {"since": "2020-01-01"}, "data": {"dir": str(tmp_path / "data")}},
+    )
 
 
 def test_outage_longer_than_a_page_is_skipped_not_a_stall(history, tmp_path):
-    candles = history.iloc[:100].drop(index=range(30, 60))  # 30 candles missing: three empty pages of 10
+    candles = history.iloc[:100].drop(
+        index=range(30, 60)
+    )  # 30 candles missing: three empty pages of 10
     fake = _WindowPagedExchange(candles)
     now = _open_ms(history, 100) + 1000
     s = _fake_settings(tmp_path)
@@ -319,19 +380,30 @@ def test_outage_longer_than_a_page_is_skipped_not_a_stall(history, tmp_path):
     assert summary.last == history["timestamp"].iloc[99]
     assert len(fake.since) == 10  # every window asked once, the empty ones included
     fake.since.clear()
-    assert update_series(s, progress=False, exchange=fake, now_ms=lambda: now).added == 0 and fake.since == []
+    assert (
+        update_series(s, progress=False, exchange=fake, now_ms=lambda: now).added == 0
+        and fake.since == []
+    )
 
 
 def test_empty_market_list_is_a_temporary_error_naming_the_url(history, tmp_path):
     fake = _WindowPagedExchange(history.iloc[:10], markets={})
-    with pytest.raises(TemporaryError, match=r"fakex returned no markets from http://127.0.0.1:9/api/v3; .*retry later"):
-        update_series(_fake_settings(tmp_path), progress=False, exchange=fake, now_ms=lambda: _open_ms(history, 10))
+    with pytest.raises(
+        TemporaryError,
+        match=r"fakex returned no markets from http://127.0.0.1:9/api/v3; .*retry later",
+    ):
+        update_series(
+            _fake_settings(tmp_path),
+            progress=False,
+            exchange=fake,
+            now_ms=lambda: _open_ms(history, 10),
+        )
     assert fake.since == []
 
 
 @pytest.mark.parametrize("error", [ccxt.BadResponse, ccxt.NullResponse])
 def test_bad_or_empty_responses_are_retried_then_one_line(error):
-    body = 'binance GET https://api.binance.com/api/v3/klines?signature=abcdef123456\n<html>\n<body>502 Bad Gateway</body>\n</html>'
+    body = "binance GET https://api.binance.com/api/v3/klines?signature=abcdef123456\n<html>\n<body>502 Bad Gateway</body>\n</html>"
     calls: list[int] = []
 
     def broken() -> None:
@@ -339,7 +411,9 @@ def test_bad_or_empty_responses_are_retried_then_one_line(error):
         raise error(body)
 
     with pytest.raises(TemporaryError) as exc:
-        call_with_retry(broken, max_retries=2, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv")
+        call_with_retry(
+            broken, max_retries=2, base_delay=0, sleep=lambda _: None, what="fetch_ohlcv"
+        )
     msg = str(exc.value)
     assert len(calls) == 3 and "after 3 attempts" in msg and error.__name__ in msg
     assert "\n" not in msg and "abcdef123456" not in msg and "<html>" not in msg

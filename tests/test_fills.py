@@ -55,7 +55,9 @@ def test_round_trip_by_hand() -> None:
 
 def test_amount_precision_rounds_down_to_the_step() -> None:
     book = Book(cash=1000.0)
-    fill = simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.001, slippage_bps=0, amount_step=0.01))
+    fill = simulate_fill(
+        book, BUY, 100.0, 1, MarketRules(fee=0.001, slippage_bps=0, amount_step=0.01)
+    )
     # 1000 / 100.1 = 9.99000999 -> 9.99; notional 999, fee 0.999, cash left 0.001.
     assert fill is not None
     assert fill.amount == pytest.approx(9.99)
@@ -67,20 +69,35 @@ def test_amount_precision_rounds_down_to_the_step() -> None:
 
 def test_minimum_notional_and_amount_refuse_small_orders() -> None:
     book = Book(cash=5.0)
-    assert simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.0, slippage_bps=0, min_notional=10.0)) is None
+    assert (
+        simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.0, slippage_bps=0, min_notional=10.0))
+        is None
+    )
     assert book.cash == 5.0 and book.position == 0.0 and book.fills == []
-    assert simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.0, slippage_bps=0, min_amount=0.1)) is None
+    assert (
+        simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.0, slippage_bps=0, min_amount=0.1))
+        is None
+    )
     # 5 quote buys 0.05 units: above a 0.01 minimum, so it fills.
-    assert simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.0, slippage_bps=0, min_amount=0.01)) is not None
+    assert (
+        simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.0, slippage_bps=0, min_amount=0.01))
+        is not None
+    )
     assert book.position == pytest.approx(0.05)
     # A position worth 4.5 cannot be sold under a 5.0 minimum notional: it stays.
-    assert simulate_fill(book, SELL, 90.0, 2, MarketRules(fee=0.0, slippage_bps=0, min_notional=5.0)) is None
+    assert (
+        simulate_fill(book, SELL, 90.0, 2, MarketRules(fee=0.0, slippage_bps=0, min_notional=5.0))
+        is None
+    )
     assert book.position == pytest.approx(0.05)
 
 
 def test_amount_that_rounds_to_zero_does_nothing() -> None:
     book = Book(cash=0.5)
-    assert simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.0, slippage_bps=0, amount_step=0.01)) is None
+    assert (
+        simulate_fill(book, BUY, 100.0, 1, MarketRules(fee=0.0, slippage_bps=0, amount_step=0.01))
+        is None
+    )
     assert book.cash == 0.5
 
 
@@ -97,7 +114,9 @@ def test_no_pyramiding_no_short_and_hold_is_free() -> None:
 
 def test_fixed_fraction_sizing_invests_that_share_of_equity() -> None:
     book = Book(cash=1000.0)
-    fill = simulate_fill(book, BUY, 50.0, 1, MarketRules(fee=0.0, slippage_bps=0, position_fraction=0.25))
+    fill = simulate_fill(
+        book, BUY, 50.0, 1, MarketRules(fee=0.0, slippage_bps=0, position_fraction=0.25)
+    )
     assert fill is not None
     assert fill.amount == pytest.approx(5.0)  # 250 / 50
     assert book.cash == pytest.approx(750.0)
@@ -128,13 +147,25 @@ def _trading(fee: float | None = 0.001) -> SimpleNamespace:
 
 def test_rules_from_market_reads_fee_step_and_minimums() -> None:
     r = rules_from_market(BINANCE_LIKE, _trading(None))
-    assert r == MarketRules(fee=0.00075, slippage_bps=3.0, amount_step=1e-05, min_amount=1e-05, min_notional=5.0, position_fraction=0.5)
+    assert r == MarketRules(
+        fee=0.00075,
+        slippage_bps=3.0,
+        amount_step=1e-05,
+        min_amount=1e-05,
+        min_notional=5.0,
+        position_fraction=0.5,
+    )
     # A configured fee wins over the exchange's.
     assert rules_from_market(BINANCE_LIKE, _trading(0.002)).fee == 0.002
 
 
 def test_rules_from_market_decimal_places_and_missing_fields() -> None:
-    market = {"symbol": "BTC/KRW", "taker": 0.0025, "precision": {"amount": 8}, "limits": {"cost": {"min": 5000}}}
+    market = {
+        "symbol": "BTC/KRW",
+        "taker": 0.0025,
+        "precision": {"amount": 8},
+        "limits": {"cost": {"min": 5000}},
+    }
     r = rules_from_market(market, _trading(None), precision_mode=DECIMAL_PLACES)
     assert r.amount_step == pytest.approx(1e-08)
     assert r.min_notional == 5000.0 and r.min_amount == 0.0

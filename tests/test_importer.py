@@ -15,7 +15,18 @@ from chartrl.market.store import CandleStore
 SERIES = ("binance", "BTC/USDT", "1h")
 
 
-CDD = ("unix", "date", "symbol", "open", "high", "low", "close", "Volume BTC", "Volume USDT", "tradecount")
+CDD = (
+    "unix",
+    "date",
+    "symbol",
+    "open",
+    "high",
+    "low",
+    "close",
+    "Volume BTC",
+    "Volume USDT",
+    "tradecount",
+)
 KEYS = ("unix", "date", "symbol", "open", "high", "low", "close", "vbase", "vquote", "tradecount")
 
 
@@ -35,7 +46,11 @@ def _cdd(
     ms = df["timestamp"].astype("int64") // 1_000_000
     rows = []
     for i, r in enumerate(df.itertuples(index=False)):
-        t = {"ms": str(ms.iloc[i]), "s": f"{ms.iloc[i] / 1000:.1f}", "mixed": str(ms.iloc[i]) if i % 2 else f"{ms.iloc[i] / 1000:.1f}"}[unix]
+        t = {
+            "ms": str(ms.iloc[i]),
+            "s": f"{ms.iloc[i] / 1000:.1f}",
+            "mixed": str(ms.iloc[i]) if i % 2 else f"{ms.iloc[i] / 1000:.1f}",
+        }[unix]
         fields = {
             "unix": t,
             "date": r.timestamp.strftime(date_fmt),
@@ -69,7 +84,10 @@ def restore_logging():
 
 
 def _rounded(df: pd.DataFrame) -> pd.DataFrame:
-    return df.assign(**{c: df[c].round(2) for c in ("open", "high", "low", "close")}, volume=df["volume"].round(4))
+    return df.assign(
+        **{c: df[c].round(2) for c in ("open", "high", "low", "close")},
+        volume=df["volume"].round(4),
+    )
 
 
 def _import(path: Path, tmp_path: Path, **kw):
@@ -107,7 +125,18 @@ def test_shared_btc_export(shared_btc_csv: Path, tmp_path: Path):
 
 
 def test_banner_url_capitalised_columns_and_ms(small, tmp_path):
-    header = ("Unix Timestamp", "Date", "Symbol", "Open", "High", "Low", "Close", "Volume BTC", "Volume USDT", "tradecount")
+    header = (
+        "Unix Timestamp",
+        "Date",
+        "Symbol",
+        "Open",
+        "High",
+        "Low",
+        "Close",
+        "Volume BTC",
+        "Volume USDT",
+        "tradecount",
+    )
     p = _cdd(small, tmp_path / "a.csv", header=header)
     _, s = _import(p, tmp_path)
     assert s.count == len(small) and s.report.repairs == {}
@@ -115,7 +144,13 @@ def test_banner_url_capitalised_columns_and_ms(small, tmp_path):
 
 
 def test_created_on_banner_seconds_and_am_pm_dates(small, tmp_path):
-    p = _cdd(small, tmp_path / "b.csv", banner="Created on 2021-06-10 01:00:00", unix="s", date_fmt="%Y-%m-%d %I-%p")
+    p = _cdd(
+        small,
+        tmp_path / "b.csv",
+        banner="Created on 2021-06-10 01:00:00",
+        unix="s",
+        date_fmt="%Y-%m-%d %I-%p",
+    )
     store, s = _import(p, tmp_path)
     assert s.count == len(small) and s.report.repairs == {}
     pd.testing.assert_series_equal(store.load(*SERIES)["timestamp"], small["timestamp"])
@@ -127,20 +162,38 @@ def test_ms_and_seconds_decided_per_row(small, tmp_path):
     assert s.count == len(small)
     pd.testing.assert_series_equal(store.load(*SERIES)["timestamp"], small["timestamp"])
     got = parse_unix(pd.Series(["1502942400.0", "1502942400000", "1502942400000000", "abc", "12"]))
-    assert list(got.iloc[:3]) == [pd.Timestamp("2017-08-17 04:00", tz="UTC")] * 3 and got.iloc[3:].isna().all()
+    assert (
+        list(got.iloc[:3]) == [pd.Timestamp("2017-08-17 04:00", tz="UTC")] * 3
+        and got.iloc[3:].isna().all()
+    )
 
 
 @pytest.mark.parametrize("fmt", ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %I-%p", "%Y-%m-%dT%H:%M:%SZ"])
 def test_date_column_alone(small, tmp_path, fmt):
-    p = _cdd(small, tmp_path / "d.csv", header=("Date", "Symbol", "Open", "High", "Low", "Close", "Volume BTC"),
-             keys=("date", "symbol", "open", "high", "low", "close", "vbase"), date_fmt=fmt)
+    p = _cdd(
+        small,
+        tmp_path / "d.csv",
+        header=("Date", "Symbol", "Open", "High", "Low", "Close", "Volume BTC"),
+        keys=("date", "symbol", "open", "high", "low", "close", "vbase"),
+        date_fmt=fmt,
+    )
     store, s = _import(p, tmp_path)
     assert s.count == len(small)
     pd.testing.assert_series_equal(store.load(*SERIES)["timestamp"], small["timestamp"])
 
 
 def test_both_date_formats_in_one_column():
-    got = parse_dates(pd.Series(["2021-06-10 00:00:00", "2017-08-17 04-AM", "2017-08-17 12-PM", "2021-06-10T01:00:00+02:00", "soon"]))
+    got = parse_dates(
+        pd.Series(
+            [
+                "2021-06-10 00:00:00",
+                "2017-08-17 04-AM",
+                "2017-08-17 12-PM",
+                "2021-06-10T01:00:00+02:00",
+                "soon",
+            ]
+        )
+    )
     want = ["2021-06-10 00:00", "2017-08-17 04:00", "2017-08-17 12:00", "2021-06-09 23:00"]
     assert list(got.iloc[:4]) == [pd.Timestamp(w, tz="UTC") for w in want] and pd.isna(got.iloc[4])
 
@@ -163,7 +216,12 @@ def test_nulls_zero_prices_and_duplicates_are_repaired_by_named_rules(small, tmp
     data += [data[40], data[41], dup_conflict]  # two plain duplicates, one conflict
     p.write_text("\n".join(lines[:2] + data) + "\n")
     store, s = _import(p, tmp_path)
-    assert s.report.counts() == {"nan": 1, "nonpositive_price": 2, "duplicate": 2, "conflicting_duplicate": 1}
+    assert s.report.counts() == {
+        "nan": 1,
+        "nonpositive_price": 2,
+        "duplicate": 2,
+        "conflicting_duplicate": 1,
+    }
     assert "line 6 " in s.report.repairs["nan"].examples[0]  # banner, header, rows 0..3 -> line 6
     assert s.count == len(small) - 3
     df = store.load(*SERIES)
@@ -182,7 +240,11 @@ def test_strict_import_refuses_and_stores_nothing(small, tmp_path):
 @pytest.mark.parametrize("unit", ["ms", "s", "iso"])
 def test_plain_csv(small, tmp_path, unit):
     ms = small["timestamp"].astype("int64") // 1_000_000
-    ts = {"ms": ms.astype(str), "s": (ms // 1000).astype(str), "iso": small["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")}[unit]
+    ts = {
+        "ms": ms.astype(str),
+        "s": (ms // 1000).astype(str),
+        "iso": small["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }[unit]
     plain = small.assign(timestamp=ts)
     p = tmp_path / "plain.csv"
     plain.to_csv(p, index=False, float_format="%.10f")
@@ -192,18 +254,64 @@ def test_plain_csv(small, tmp_path, unit):
 
 
 def test_other_quote_and_volume_from_columns(small, tmp_path):
-    p = _cdd(small, tmp_path / "eth.csv", symbol="ETHEUR",
-             header=("unix", "date", "symbol", "open", "high", "low", "close", "Volume ETH", "Volume EUR", "tradecount"))
+    p = _cdd(
+        small,
+        tmp_path / "eth.csv",
+        symbol="ETHEUR",
+        header=(
+            "unix",
+            "date",
+            "symbol",
+            "open",
+            "high",
+            "low",
+            "close",
+            "Volume ETH",
+            "Volume EUR",
+            "tradecount",
+        ),
+    )
     store = CandleStore(tmp_path / "data")
     s = import_csv(p, store, "kraken", "ETH/EUR", "1h")
     assert np.allclose(store.load("kraken", "ETH/EUR", "1h")["volume"], small["volume"].round(4))
     assert s.count == len(small)
-    old = _cdd(small, tmp_path / "old.csv", keys=KEYS[:-1],
-               header=("unix", "date", "symbol", "open", "high", "low", "close", "Volume From", "Volume To"))
+    old = _cdd(
+        small,
+        tmp_path / "old.csv",
+        keys=KEYS[:-1],
+        header=(
+            "unix",
+            "date",
+            "symbol",
+            "open",
+            "high",
+            "low",
+            "close",
+            "Volume From",
+            "Volume To",
+        ),
+    )
     assert read_candle_csv(old, "BTC/USDT").columns["volume"] == "Volume From"
-    quote_only = _cdd(small, tmp_path / "q.csv", keys=KEYS[:-1], symbol="BTCUSD",
-                      header=("unix", "date", "symbol", "open", "high", "low", "close", "Volume XBT", "Volume USD"))
-    assert read_candle_csv(quote_only, "BTC/USD").columns["volume"] == "Volume XBT"  # base is the non-quote one
+    quote_only = _cdd(
+        small,
+        tmp_path / "q.csv",
+        keys=KEYS[:-1],
+        symbol="BTCUSD",
+        header=(
+            "unix",
+            "date",
+            "symbol",
+            "open",
+            "high",
+            "low",
+            "close",
+            "Volume XBT",
+            "Volume USD",
+        ),
+    )
+    assert (
+        read_candle_csv(quote_only, "BTC/USD").columns["volume"] == "Volume XBT"
+    )  # base is the non-quote one
 
 
 def test_not_a_candle_csv_names_file_and_missing_columns(tmp_path):
@@ -220,7 +328,9 @@ def test_not_a_candle_csv_names_file_and_missing_columns(tmp_path):
     b.write_bytes(bytes(range(256)) * 10)
     with pytest.raises(DataError, match="bin.csv"):
         read_candle_csv(b)
-    with pytest.raises(UsageError, match="does not exist"):  # a wrong path: usage (exit 2), not bad data
+    with pytest.raises(
+        UsageError, match="does not exist"
+    ):  # a wrong path: usage (exit 2), not bad data
         read_candle_csv(tmp_path / "nope.csv")
     with pytest.raises(UsageError, match="is a directory; pass one candle CSV file"):
         read_candle_csv(tmp_path)
@@ -250,7 +360,9 @@ def test_cli_import_then_data(small, tmp_path, capsys, restore_logging):
         return int(exit_.value.code or 0), out.out, out.err
 
     p = _cdd(small.drop(index=[30, 31]), tmp_path / "cli.csv")
-    code, out, err = cli("import", str(p), "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1h")
+    code, out, err = cli(
+        "import", str(p), "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1h"
+    )
     assert code == 0, err
     assert f"{len(small) - 2:,} valid candles" in out
     code, out, err = cli("data")
@@ -275,7 +387,9 @@ def test_file_without_a_usable_row_is_an_error_and_stores_nothing(small, tmp_pat
         _import(header_only, tmp_path)
     junk = tmp_path / "junk.csv"
     junk.write_text("timestamp,open,high,low,close,volume\nabc,1,2,0.5,1.5,3\n,1,2,0.5,1.5,3\n")
-    with pytest.raises(DataError, match=r"junk.csv: none of its 2 rows is a usable candle \(bad_timestamp 2"):
+    with pytest.raises(
+        DataError, match=r"junk.csv: none of its 2 rows is a usable candle \(bad_timestamp 2"
+    ):
         _import(junk, tmp_path)
     assert store.path(*SERIES).read_bytes() == before
 
@@ -284,14 +398,18 @@ def test_integer_prices_parse_without_warnings(tmp_path):
     import warnings
 
     p = tmp_path / "ints.csv"
-    p.write_text("timestamp,open,high,low,close,volume\n2021-01-01,1,2,1,2,3\n2021-01-01 01:00,2,3,1,2,3\n")
+    p.write_text(
+        "timestamp,open,high,low,close,volume\n2021-01-01,1,2,1,2,3\n2021-01-01 01:00,2,3,1,2,3\n"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a pandas FutureWarning would reach the user's terminal
         parsed = read_candle_csv(p)
     assert parsed.frame["priority"].tolist() == [0, 0]
 
 
-def test_cli_data_lists_good_series_and_flags_a_broken_file(small, tmp_path, capsys, restore_logging, monkeypatch):
+def test_cli_data_lists_good_series_and_flags_a_broken_file(
+    small, tmp_path, capsys, restore_logging, monkeypatch
+):
     from chartrl.cli import main
 
     monkeypatch.setenv("CHARTRL_DATA_DIR", str(tmp_path / "data"))
@@ -315,13 +433,20 @@ def _cli(capsys, *args: str) -> tuple[int, str, str]:
     return int(exit_.value.code or 0), out.out, out.err
 
 
-def test_cli_import_says_replaced_and_a_missing_file_is_usage(small, tmp_path, capsys, restore_logging):
+def test_cli_import_says_replaced_and_a_missing_file_is_usage(
+    small, tmp_path, capsys, restore_logging
+):
     first = _cdd(small, tmp_path / "first.csv")
     assert _cli(capsys, "import", str(first))[0] == 0
-    revised = _cdd(small.assign(close=small["close"] + 1, high=small["high"] + 1), tmp_path / "revised.csv")
+    revised = _cdd(
+        small.assign(close=small["close"] + 1, high=small["high"] + 1), tmp_path / "revised.csv"
+    )
     code, out, err = _cli(capsys, "import", str(revised))
     assert code == 0, err
-    assert f"replaced {len(small):,} stored candles by rule replaced_stored" in out and "dropped" not in out
+    assert (
+        f"replaced {len(small):,} stored candles by rule replaced_stored" in out
+        and "dropped" not in out
+    )
     code, out, err = _cli(capsys, "import", str(tmp_path / "nonexistent.csv"))
     assert code == 2 and "nonexistent.csv does not exist" in err and err.count("\n") == 1
 
@@ -339,5 +464,8 @@ def test_cli_data_filters_and_a_data_dir_that_is_a_file(small, tmp_path, capsys,
     a_file = tmp_path / "passwd"
     a_file.write_text("root:x:0:0\n")
     code, out, err = _cli(capsys, "data", "--data-dir", str(a_file))
-    assert code == 1 and f"error: {a_file} is not a directory" in err and "no candles stored" not in out
-
+    assert (
+        code == 1
+        and f"error: {a_file} is not a directory" in err
+        and "no candles stored" not in out
+    )

@@ -16,7 +16,11 @@ from chartrl.chart.indicators import (
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import DataError
 
-SPECS = [ChartSpec(), ChartSpec(oscillator="macd", ma_periods=(7, 30, 50)), ChartSpec(oscillator="none", bollinger_period=None)]
+SPECS = [
+    ChartSpec(),
+    ChartSpec(oscillator="macd", ma_periods=(7, 30, 50)),
+    ChartSpec(oscillator="none", bollinger_period=None),
+]
 
 
 def _perturb_after(candles: pd.DataFrame, t: int, seed: int = 0) -> pd.DataFrame:
@@ -50,7 +54,9 @@ def test_values_match_their_definitions(candles: pd.DataFrame) -> None:
     close = candles["close"]
     np.testing.assert_allclose(ind["sma_20"], close.rolling(20).mean(), rtol=1e-12, equal_nan=True)
     std = close.rolling(20).std(ddof=0)
-    np.testing.assert_allclose(ind["bb_upper"], close.rolling(20).mean() + 2 * std, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(
+        ind["bb_upper"], close.rolling(20).mean() + 2 * std, rtol=1e-12, equal_nan=True
+    )
     # Wilder's RSI from scratch, seeded like ta (first difference counted as 0).
     d = close.diff().fillna(0.0).to_numpy()
     up, dn = np.maximum(d, 0), np.maximum(-d, 0)
@@ -71,7 +77,9 @@ def test_values_match_their_definitions(candles: pd.DataFrame) -> None:
 def test_no_lookahead(candles: pd.DataFrame, spec: ChartSpec, t: int) -> None:
     before = compute_indicators(candles, spec)
     after = compute_indicators(_perturb_after(candles, t), spec)
-    assert not np.allclose(before.iloc[t + 1 :].fillna(0), after.iloc[t + 1 :].fillna(0))  # the change is real
+    assert not np.allclose(
+        before.iloc[t + 1 :].fillna(0), after.iloc[t + 1 :].fillna(0)
+    )  # the change is real
     # Bit-identical up to t (NaN where NaN).
     a, b = before.iloc[: t + 1].to_numpy(), after.iloc[: t + 1].to_numpy()
     assert np.array_equal(a, b, equal_nan=True)

@@ -28,7 +28,9 @@ def test_live_loop_survives_kills_without_doubling(tmp_path: Path) -> None:
 def test_paper_loop_survives_kills_with_same_state(tmp_path: Path) -> None:
     rep = run_paper_kills(5, tmp_path / "paper", seed=3)
     assert rep.mismatches == [] and rep.duplicates == 0
-    assert rep.kills >= 3 and rep.progressed >= 2, rep  # kills landed mid-replay, not only before it
+    assert rep.kills >= 3 and rep.progressed >= 2, (
+        rep
+    )  # kills landed mid-replay, not only before it
     assert rep.orders > 20
 
 
@@ -48,12 +50,18 @@ def test_verifier_catches_a_doubled_order(tmp_path: Path) -> None:
     candles = synthetic_candles(60, seed=1)
     price = float(candles["open"].iloc[-1])
     with ExchangeSim(candles) as sim, Ledger(tmp_path / "l.sqlite") as ledger:
-        s = Settings(exchange=ExchangeSettings(api_url=sim.url, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET),
-                     trading=TradingSettings(mode="live", order_lookup_grace_seconds=0))
+        s = Settings(
+            exchange=ExchangeSettings(
+                api_url=sim.url, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET
+            ),
+            trading=TradingSettings(mode="live", order_lookup_grace_seconds=0),
+        )
         acc = LiveAccount(s, ledger, live=True, sleep=lambda x: time.sleep(min(x, 0.05)))
         acc.start()
         acc.execute(Action.BUY, Candle(0, price, price, price, price, 0))
         assert verify_live(ledger, sim) == (0, [])
-        acc.exchange.create_order("BTC/USDT", "market", "buy", 0.001, None, {"newClientOrderId": "crl-blind-resend"})
+        acc.exchange.create_order(
+            "BTC/USDT", "market", "buy", 0.001, None, {"newClientOrderId": "crl-blind-resend"}
+        )
         dups, problems = verify_live(ledger, sim)
         assert dups == 1 and any("crl-blind-resend" in p for p in problems)

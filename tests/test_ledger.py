@@ -37,7 +37,9 @@ def test_order_lifecycle_and_unfinished(ledger: Ledger) -> None:
     ledger.create_order("c1", symbol="BTC/USDT", mode="live", side="buy", amount=0.1)
     ledger.create_order("c2", symbol="BTC/USDT", mode="live", side="sell", amount=0.1)
     assert [o.client_order_id for o in ledger.unfinished_orders("live")] == ["c1", "c2"]
-    ledger.update_order("c1", state="filled", filled=0.1, average=100.0, cost=10.0, exchange_order_id="9")
+    ledger.update_order(
+        "c1", state="filled", filled=0.1, average=100.0, cost=10.0, exchange_order_id="9"
+    )
     o = ledger.order("c1")
     assert o is not None and o.final and o.closed_ms is not None and o.exchange_order_id == "9"
     assert [o.client_order_id for o in ledger.unfinished_orders("live")] == ["c2"]
@@ -51,8 +53,17 @@ def test_order_lifecycle_and_unfinished(ledger: Ledger) -> None:
 
 def test_fill_is_idempotent_on_trade_id(ledger: Ledger) -> None:
     ledger.create_order("c1", symbol="BTC/USDT", mode="live", side="buy", amount=0.1)
-    kw = dict(client_order_id="c1", symbol="BTC/USDT", mode="live", side="buy", price=100.0, amount=0.05, fee=0.01,
-              fee_currency="USDT", timestamp_ms=1)
+    kw = dict(
+        client_order_id="c1",
+        symbol="BTC/USDT",
+        mode="live",
+        side="buy",
+        price=100.0,
+        amount=0.05,
+        fee=0.01,
+        fee_currency="USDT",
+        timestamp_ms=1,
+    )
     assert ledger.add_fill(trade_id="t1", **kw) is True
     assert ledger.add_fill(trade_id="t1", **kw) is False
     assert ledger.add_fill(trade_id="t2", **kw) is True
@@ -83,10 +94,15 @@ def test_hidden_state_roundtrip_tensor_and_tuple(ledger: Ledger) -> None:
     ledger.save_hidden("BTC/USDT", h, candle_ms=123, model_version="v1")
     got, candle_ms, version = ledger.load_hidden("BTC/USDT")
     assert torch.equal(got, h) and candle_ms == 123 and version == "v1"
-    pair = (torch.randn(1, 1, 4, dtype=torch.float64), torch.arange(6, dtype=torch.int64).reshape(1, 2, 3))
+    pair = (
+        torch.randn(1, 1, 4, dtype=torch.float64),
+        torch.arange(6, dtype=torch.int64).reshape(1, 2, 3),
+    )
     ledger.save_hidden("ETH/USDT", pair, candle_ms=5)
     got2 = ledger.load_hidden("ETH/USDT")[0]
-    assert isinstance(got2, tuple) and all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(got2, pair, strict=True))
+    assert isinstance(got2, tuple) and all(
+        torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(got2, pair, strict=True)
+    )
     ledger.save_hidden("X/Y", None, candle_ms=1)
     assert ledger.load_hidden("X/Y")[0] is None
     assert ledger.load_hidden("NONE/USDT") is None
@@ -98,9 +114,13 @@ def test_model_versions_and_retrain_results(ledger: Ledger) -> None:
     assert ledger.current_model_version("BTC/USDT")["version"] == "def"
     rid = ledger.start_retrain("abc")
     assert ledger.retrain_results()[0]["status"] == "running"
-    ledger.finish_retrain(rid, status="promoted", challenger="def", promoted=True, metrics={"sharpe": 1.2})
+    ledger.finish_retrain(
+        rid, status="promoted", challenger="def", promoted=True, metrics={"sharpe": 1.2}
+    )
     r = ledger.retrain_results()[0]
-    assert r["promoted"] is True and r["metrics"] == {"sharpe": 1.2} and r["finished_ms"] is not None
+    assert (
+        r["promoted"] is True and r["metrics"] == {"sharpe": 1.2} and r["finished_ms"] is not None
+    )
 
 
 def test_day_start_equity_is_first_seen(ledger: Ledger) -> None:
@@ -157,7 +177,9 @@ def test_readonly_reader_while_writer_holds_transaction(tmp_path: Path) -> None:
     """)
     with writer.transaction():
         writer.set_halt("manual", "uncommitted")
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
     writer.close()

@@ -27,10 +27,18 @@ from chartrl.testing.synthetic import synthetic_candles
 CANDLES = synthetic_candles(120, seed=5)
 
 
-def live_settings(url: str = "http://127.0.0.1:9", grace: float = 0.0, key: str | None = DEFAULT_API_KEY,
-                  secret: str | None = DEFAULT_API_SECRET, timeout_ms: int = 10_000, mode: str = "live") -> Settings:
+def live_settings(
+    url: str = "http://127.0.0.1:9",
+    grace: float = 0.0,
+    key: str | None = DEFAULT_API_KEY,
+    secret: str | None = DEFAULT_API_SECRET,
+    timeout_ms: int = 10_000,
+    mode: str = "live",
+) -> Settings:
     return Settings(
-        exchange=ExchangeSettings(api_url=url, api_key=key, api_secret=secret, timeout_ms=timeout_ms),
+        exchange=ExchangeSettings(
+            api_url=url, api_key=key, api_secret=secret, timeout_ms=timeout_ms
+        ),
         trading=TradingSettings(mode=mode, order_lookup_grace_seconds=grace),
     )
 
@@ -52,7 +60,9 @@ def make_sim(**kw) -> ExchangeSim:
 
 
 def account(sim: ExchangeSim, ledger: Ledger, **kw) -> LiveAccount:
-    acc = LiveAccount(live_settings(sim.url, **kw), ledger, live=True, sleep=lambda s: time.sleep(min(s, 0.05)))
+    acc = LiveAccount(
+        live_settings(sim.url, **kw), ledger, live=True, sleep=lambda s: time.sleep(min(s, 0.05))
+    )
     acc.start()
     return acc
 
@@ -65,13 +75,24 @@ def assert_ledger_equals_exchange(ledger: Ledger, sim: ExchangeSim) -> None:
     for cid, o in remote.items():
         assert local[cid].exchange_order_id == str(o["orderId"])
         assert Decimal(str(local[cid].filled)) == Decimal(o["executedQty"])
-        assert local[cid].state == {"FILLED": "filled", "PARTIALLY_FILLED": "partially_filled", "NEW": "open"}[o["status"]]
-    assert sorted(f.trade_id for f in ledger.fills("live")) == sorted(str(t["id"]) for t in sim.trades())
+        assert (
+            local[cid].state
+            == {"FILLED": "filled", "PARTIALLY_FILLED": "partially_filled", "NEW": "open"}[
+                o["status"]
+            ]
+        )
+    assert sorted(f.trade_id for f in ledger.fills("live")) == sorted(
+        str(t["id"]) for t in sim.trades()
+    )
     base = quote = Decimal(0)
     for f in ledger.fills("live"):
         sign = 1 if f.side == "buy" else -1
-        base += sign * Decimal(str(f.amount)) - (Decimal(str(f.fee)) if f.fee_currency == "BTC" else 0)
-        quote -= sign * Decimal(str(f.cost)) + (Decimal(str(f.fee)) if f.fee_currency == "USDT" else 0)
+        base += sign * Decimal(str(f.amount)) - (
+            Decimal(str(f.fee)) if f.fee_currency == "BTC" else 0
+        )
+        quote -= sign * Decimal(str(f.cost)) + (
+            Decimal(str(f.fee)) if f.fee_currency == "USDT" else 0
+        )
     bal = sim.balances()
     assert abs(float(base) - bal.get("BTC", 0.0)) < 1e-9
     assert abs(10_000 + float(quote) - bal["USDT"]) < 1e-6
@@ -119,7 +140,10 @@ def test_partial_fills_recorded_as_reported(ledger: Ledger) -> None:
         fill = acc.execute(Action.BUY, last_candle())
         assert fill is not None
         order = ledger.orders("live")[0]
-        assert order.state == "filled" and len(ledger.fills(client_order_id=order.client_order_id)) == 3
+        assert (
+            order.state == "filled"
+            and len(ledger.fills(client_order_id=order.client_order_id)) == 3
+        )
         assert fill.amount == pytest.approx(order.filled)
         assert_ledger_equals_exchange(ledger, sim)
 
@@ -152,7 +176,9 @@ def test_reset_before_processing_is_declared_never_arrived_after_grace(ledger: L
         (order,) = ledger.orders("live")
         assert order.state == "rejected" and "never arrived" in order.error
         assert sim.orders() == []
-        assert acc.execute(Action.BUY, last_candle()) is not None  # a new decision sends a new order
+        assert (
+            acc.execute(Action.BUY, last_candle()) is not None
+        )  # a new decision sends a new order
         assert len(sim.orders()) == 1
 
 
@@ -171,7 +197,9 @@ def test_delayed_request_is_not_given_up_within_grace(ledger: Ledger) -> None:
         while not sim.orders() and time.time() < deadline:
             time.sleep(0.05)
         assert acc.reconcile() == []
-        assert acc.execute(Action.BUY, last_candle()) is None  # already long: the delayed order filled
+        assert (
+            acc.execute(Action.BUY, last_candle()) is None
+        )  # already long: the delayed order filled
         assert len(sim.orders()) == 1
         assert_ledger_equals_exchange(ledger, sim)
 
@@ -183,7 +211,9 @@ def test_restart_reconciles_pending_orders(tmp_path: Path) -> None:
         acc = account(sim, led)
         # Sent but never recorded: a pending order the exchange has.
         led.create_order("crl-sent", symbol="BTC/USDT", mode="live", side="buy", amount=0.01)
-        acc.exchange.create_order("BTC/USDT", "market", "buy", 0.01, None, {"newClientOrderId": "crl-sent"})
+        acc.exchange.create_order(
+            "BTC/USDT", "market", "buy", 0.01, None, {"newClientOrderId": "crl-sent"}
+        )
         # Recorded but never sent.
         led.create_order("crl-unsent", symbol="BTC/USDT", mode="live", side="buy", amount=0.01)
         led.close()
@@ -201,8 +231,13 @@ def test_min_notional_and_min_amount_skip_without_sending(ledger: Ledger, tmp_pa
         acc = account(sim, ledger)
         assert acc.execute(Action.BUY, last_candle()) is None
         assert ledger.orders("live") == [] and sim.orders() == []
-    rules = SymbolRules(min_qty=Decimal("0.01"), step_size=Decimal("0.01"), min_notional=Decimal("1"))
-    with make_sim(balances={"USDT": 50.0}, rules=rules) as sim, Ledger(tmp_path / "other.sqlite") as other:
+    rules = SymbolRules(
+        min_qty=Decimal("0.01"), step_size=Decimal("0.01"), min_notional=Decimal("1")
+    )
+    with (
+        make_sim(balances={"USDT": 50.0}, rules=rules) as sim,
+        Ledger(tmp_path / "other.sqlite") as other,
+    ):
         acc = account(sim, other)  # 50 USDT buys < 0.01 BTC
         assert acc.execute(Action.BUY, last_candle()) is None
         assert sim.orders() == []
@@ -251,8 +286,12 @@ def test_bad_keys_are_operational_and_never_logged(ledger: Ledger) -> None:
     configure_logging("debug", "json", stream=buf)
     with make_sim() as sim:
         secret = "wrong-secret-XYZ123"
-        env = {"CHARTRL__EXCHANGE__API_KEY": DEFAULT_API_KEY, "CHARTRL__EXCHANGE__API_SECRET": secret,
-               "CHARTRL__EXCHANGE__API_URL": sim.url, "CHARTRL__TRADING__MODE": "live"}
+        env = {
+            "CHARTRL__EXCHANGE__API_KEY": DEFAULT_API_KEY,
+            "CHARTRL__EXCHANGE__API_SECRET": secret,
+            "CHARTRL__EXCHANGE__API_URL": sim.url,
+            "CHARTRL__TRADING__MODE": "live",
+        }
         settings = load_settings(env=env)  # registers the secrets for redaction
         acc = LiveAccount(settings, ledger, live=True)
         with pytest.raises(OperationalError) as err:
@@ -260,7 +299,9 @@ def test_bad_keys_are_operational_and_never_logged(ledger: Ledger) -> None:
             acc.execute(Action.BUY, last_candle())
         assert secret not in str(err.value)
     out = buf.getvalue()
-    assert "AuthenticationError" in out or "signature" in out.lower()  # the failure itself was logged
+    assert (
+        "AuthenticationError" in out or "signature" in out.lower()
+    )  # the failure itself was logged
     assert secret not in out and DEFAULT_API_KEY not in out
 
 
@@ -268,20 +309,34 @@ def test_bad_keys_are_operational_and_never_logged(ledger: Ledger) -> None:
 def test_ccxt_error_mapping() -> None:
     import ccxt
 
-    for cls in (ccxt.NetworkError, ccxt.RequestTimeout, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded,
-                ccxt.DDoSProtection, ccxt.OnMaintenance, ccxt.InvalidNonce, ccxt.BadResponse):
+    for cls in (
+        ccxt.NetworkError,
+        ccxt.RequestTimeout,
+        ccxt.ExchangeNotAvailable,
+        ccxt.RateLimitExceeded,
+        ccxt.DDoSProtection,
+        ccxt.OnMaintenance,
+        ccxt.InvalidNonce,
+        ccxt.BadResponse,
+    ):
         assert isinstance(ccxt_errors.translate(cls("x"), "op"), TemporaryError), cls
         assert ccxt_errors.is_ambiguous(cls("x"))
     hints = {
-        ccxt.InsufficientFunds: "insufficient funds", ccxt.AuthenticationError: "API key/secret",
-        ccxt.PermissionDenied: "permission", ccxt.AccountSuspended: "suspended", ccxt.InvalidOrder: "refused the order",
-        ccxt.BadSymbol: "symbol", ccxt.ExchangeError: "refused the request",
+        ccxt.InsufficientFunds: "insufficient funds",
+        ccxt.AuthenticationError: "API key/secret",
+        ccxt.PermissionDenied: "permission",
+        ccxt.AccountSuspended: "suspended",
+        ccxt.InvalidOrder: "refused the order",
+        ccxt.BadSymbol: "symbol",
+        ccxt.ExchangeError: "refused the request",
     }
     for cls, hint in hints.items():
         err = ccxt_errors.translate(cls("x"), "op")
         assert isinstance(err, OperationalError) and hint in str(err), cls
         assert not ccxt_errors.is_ambiguous(cls("x"))
-    assert ccxt_errors.is_not_found(ccxt.OrderNotFound("x")) and not ccxt_errors.is_not_found(ccxt.InvalidOrder("x"))
+    assert ccxt_errors.is_not_found(ccxt.OrderNotFound("x")) and not ccxt_errors.is_not_found(
+        ccxt.InvalidOrder("x")
+    )
     with pytest.raises(TemporaryError):
         ccxt_errors.call(lambda: (_ for _ in ()).throw(ccxt.RequestTimeout("slow")), what="fetch")
 
@@ -291,8 +346,22 @@ def test_open_order_unknown_to_the_ledger_halts(ledger: Ledger) -> None:
     with make_sim() as sim:
         acc = account(sim, ledger)
         price = last_candle().open
-        acc.exchange.create_order("BTC/USDT", "limit", "buy", 0.01, round(price * 0.5, 2), {"newClientOrderId": "crl-stranger"})
-        acc.exchange.create_order("BTC/USDT", "limit", "buy", 0.01, round(price * 0.5, 2), {"newClientOrderId": "manual-1"})
+        acc.exchange.create_order(
+            "BTC/USDT",
+            "limit",
+            "buy",
+            0.01,
+            round(price * 0.5, 2),
+            {"newClientOrderId": "crl-stranger"},
+        )
+        acc.exchange.create_order(
+            "BTC/USDT",
+            "limit",
+            "buy",
+            0.01,
+            round(price * 0.5, 2),
+            {"newClientOrderId": "manual-1"},
+        )
         with pytest.raises(OperationalError, match="crl-stranger"):
             account(sim, ledger)
         assert [h.reason for h in ledger.active_halts()] == ["unknown_order"]
@@ -311,7 +380,10 @@ def test_lagging_trade_list_keeps_order_open_until_complete(ledger: Ledger) -> N
             calls["n"] += 1
             return [] if calls["n"] == 1 else real_trades(*a, **k)
 
-        acc.exchange.create_order, acc.exchange.fetch_order_trades = create_without_trades, lagging_trades
+        acc.exchange.create_order, acc.exchange.fetch_order_trades = (
+            create_without_trades,
+            lagging_trades,
+        )
         fill = acc.execute(Action.BUY, last_candle())
         assert calls["n"] >= 2 and fill is not None
         assert ledger.orders("live")[0].state == "filled"
@@ -335,7 +407,10 @@ def test_dust_left_by_fees_reads_as_flat(ledger: Ledger) -> None:
         acc.execute(Action.BUY, last_candle())
         fill = acc.execute(Action.SELL, last_candle())
         assert fill is not None and sim.balances().get("BTC", 0.0) > 0  # dust is really there
-        assert acc.position_features(fill.price) == (0.0, 0.0)  # ...but the policy sees a flat account
+        assert acc.position_features(fill.price) == (
+            0.0,
+            0.0,
+        )  # ...but the policy sees a flat account
         assert acc.execute(Action.BUY, last_candle()) is not None  # and can buy again
 
 
@@ -363,8 +438,17 @@ def test_an_order_after_a_halt_reconciles_everything_first(ledger: Ledger) -> No
             acc.execute(Action.BUY, last_candle())
         assert not acc.started and sim.orders() == []
         price = last_candle().open  # meanwhile an order chartrl's ledger does not know appears
-        acc.exchange.create_order("BTC/USDT", "limit", "buy", 0.01, round(price * 0.5, 2), {"newClientOrderId": "crl-stranger"})
+        acc.exchange.create_order(
+            "BTC/USDT",
+            "limit",
+            "buy",
+            0.01,
+            round(price * 0.5, 2),
+            {"newClientOrderId": "crl-stranger"},
+        )
         ledger.clear_halts("operator")
         with pytest.raises(TradingHalted, match="crl-stranger"):
             acc.execute(Action.BUY, last_candle())
-        assert [h.reason for h in ledger.active_halts()] == ["unknown_order"] and len(sim.orders()) == 1
+        assert [h.reason for h in ledger.active_halts()] == ["unknown_order"] and len(
+            sim.orders()
+        ) == 1

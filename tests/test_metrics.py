@@ -75,17 +75,26 @@ def test_exposure_counts_the_position_after_each_candles_fill() -> None:
     # candle 1, sold at 2, bought again at 4. Held over candles 1 and 4: 2 of 4. (Pairing return
     # k with the position before candle k's fill would give candle 2 only: 1 of 4.)
     eq = np.array([100.0, 101.0, 102.0, 102.0, 103.0])
-    assert compute_metrics(eq, np.array([0.0, 2.0, 0.0, 0.0, 1.0]), [], PPY)["exposure"] == pytest.approx(2 / 4)
+    assert compute_metrics(eq, np.array([0.0, 2.0, 0.0, 0.0, 1.0]), [], PPY)[
+        "exposure"
+    ] == pytest.approx(2 / 4)
     # Buy and hold, bought at the first fill: in the market over every candle (not 3 of 4).
     assert compute_metrics(eq, np.array([0.0, 1.0, 1.0, 1.0, 1.0]), [], PPY)["exposure"] == 1.0
 
 
 def test_a_run_ending_long_is_no_trade_even_when_another_run_follows() -> None:
     # Two chained runs (walk-forward folds): the first ends long, the second starts flat and buys.
-    first = [Fill(1, "buy", 100.0, 1.0, 0.10), Fill(2, "sell", 110.0, 1.0, 0.11), Fill(3, "buy", 120.0, 1.0, 0.12)]
+    first = [
+        Fill(1, "buy", 100.0, 1.0, 0.10),
+        Fill(2, "sell", 110.0, 1.0, 0.11),
+        Fill(3, "buy", 120.0, 1.0, 0.12),
+    ]
     second = [Fill(4, "buy", 50.0, 2.0, 0.10), Fill(5, "sell", 45.0, 2.0, 0.09)]
     assert round_trips(first + second) == round_trips(first) + round_trips(second)
-    assert round_trips(first + second) == [pytest.approx((9.79, 9.79 / 100.10)), pytest.approx((-10.19, -10.19 / 100.10))]
+    assert round_trips(first + second) == [
+        pytest.approx((9.79, 9.79 / 100.10)),
+        pytest.approx((-10.19, -10.19 / 100.10)),
+    ]
 
 
 def test_round_trips_ignore_an_open_position() -> None:
@@ -121,7 +130,9 @@ def test_inferred_annualisation_of_monthly_candles_is_twelve() -> None:
 
     from chartrl.backtest.walkforward import infer_periods_per_year
 
-    months = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=13, freq="MS", tz="UTC")})
+    months = pd.DataFrame(
+        {"timestamp": pd.date_range("2021-01-01", periods=13, freq="MS", tz="UTC")}
+    )
     assert infer_periods_per_year(months) == 12.0
     hours = pd.DataFrame({"timestamp": pd.date_range("2021-01-01", periods=5, freq="h", tz="UTC")})
     assert infer_periods_per_year(hours) == 8760.0
@@ -147,7 +158,9 @@ def test_deflated_sharpe_of_a_sample() -> None:
     # Population moments of the deviations (1/30, -1/6, 2/15): m2 = 7/450, m3 = -1/1350.
     assert d["skew"] == pytest.approx((-1 / 1350) / (7 / 450) ** 1.5)
     assert d["sharpe_per_period"] == pytest.approx((1 / 15) / math.sqrt(7 / 300))
-    assert d["sr_benchmark"] == 0.0 and d["dsr"] == pytest.approx(d["psr"])  # one trial: nothing to deflate
+    assert d["sr_benchmark"] == 0.0 and d["dsr"] == pytest.approx(
+        d["psr"]
+    )  # one trial: nothing to deflate
     more = deflated_sharpe(r, trials=50)
     assert more["dsr"] < d["dsr"]  # more configurations tried, less confidence in the best
     assert deflated_sharpe(np.zeros(10))["dsr"] is None

@@ -16,7 +16,10 @@ RULES = MarketRules(fee=0.001, slippage_bps=5.0, amount_step=1e-5, min_notional=
 
 
 def candles_from(frame) -> list[Candle]:
-    return [Candle(int(ts.value // 1_000_000), o, h, lo, c, v) for ts, o, h, lo, c, v in frame.itertuples(index=False)]
+    return [
+        Candle(int(ts.value // 1_000_000), o, h, lo, c, v)
+        for ts, o, h, lo, c, v in frame.itertuples(index=False)
+    ]
 
 
 def actions(n: int) -> list[int]:
@@ -53,7 +56,9 @@ def test_restart_continues_with_same_state(tmp_path: Path, candles) -> None:
     for lo, hi in ((0, 70), (70, 71), (71, 200)):  # two restarts
         with Ledger(path) as led:
             # The configured cash applies to a new account only; afterwards the stored book wins.
-            paper = PaperAccount(led, symbol="BTC/USDT", initial_cash=10_000.0 if lo == 0 else 999.0, rules=RULES)
+            paper = PaperAccount(
+                led, symbol="BTC/USDT", initial_cash=10_000.0 if lo == 0 else 999.0, rules=RULES
+            )
             for a, c in zip(acts[lo:hi], cs[lo:hi], strict=True):
                 paper.execute(a, c)
     with Ledger(path) as led:
@@ -91,4 +96,6 @@ def test_ledger_failure_keeps_memory_equal_to_ledger(ledger: Ledger, candles, mo
     with pytest.raises(OSError):
         paper.execute(Action.BUY, cs[0])
     assert paper.cash == 10_000.0 and paper.position == 0 and paper.last_candle_ms is None
-    assert ledger.fills("paper") == [] and ledger.orders("paper") == []  # the fill rolled back with the book
+    assert (
+        ledger.fills("paper") == [] and ledger.orders("paper") == []
+    )  # the fill rolled back with the book

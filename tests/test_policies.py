@@ -24,7 +24,6 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
-
 def frames(*shape: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (*shape, 3, 32, 48), dtype=torch.uint8, generator=g)
@@ -59,8 +58,12 @@ def test_stepping_with_carried_hidden_equals_sequence(name: str) -> None:
     torch.testing.assert_close(h, h_seq, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,carries", [("cnnrnn", True), ("gru", True), ("cnn", False), ("resnet", False)])
-def test_output_at_t_depends_on_frame_t_minus_1_only_when_recurrent(name: str, carries: bool) -> None:
+@pytest.mark.parametrize(
+    "name,carries", [("cnnrnn", True), ("gru", True), ("cnn", False), ("resnet", False)]
+)
+def test_output_at_t_depends_on_frame_t_minus_1_only_when_recurrent(
+    name: str, carries: bool
+) -> None:
     torch.manual_seed(0)
     p = build_policy(name, SPEC).eval()
     a = frames(1, 3, seed=2)
@@ -121,12 +124,18 @@ def test_frozen_bn_stats_normalises_by_the_batch_and_keeps_the_running_statistic
     with torch.no_grad(), frozen_bn_stats(p):
         frozen, _ = p(x, pos)
     after = p.state_dict()
-    assert all(torch.equal(state[k], after[k]) for k in state)  # running mean/var and counters untouched
+    assert all(
+        torch.equal(state[k], after[k]) for k in state
+    )  # running mean/var and counters untouched
     assert all(m.momentum == 0.1 for m in bns)  # restored
     with torch.no_grad():
         plain, _ = p(x, pos)  # the same pass, allowed to update the statistics
-    torch.testing.assert_close(frozen, plain)  # both normalised by the batch (train mode), not by the defaults
-    assert not torch.equal(bns[0].running_mean, state[[k for k in state if k.endswith("running_mean")][0]])
+    torch.testing.assert_close(
+        frozen, plain
+    )  # both normalised by the batch (train mode), not by the defaults
+    assert not torch.equal(
+        bns[0].running_mean, state[[k for k in state if k.endswith("running_mean")][0]]
+    )
 
 
 def test_diff_frame_doubles_input_channels() -> None:
@@ -144,12 +153,16 @@ def test_resnet_is_resnet18_with_small_stem() -> None:
     assert len(p.backbone.layer4) == 2  # resnet18 has two basic blocks per stage
 
 
-def test_registry_lists_neural_and_rules_and_refuses_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_lists_neural_and_rules_and_refuses_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from chartrl.strategies import rules
 
     monkeypatch.setitem(rules.RULES, "always_hold", lambda **kw: "rule")
     names = registry.available()
-    assert names[:4] == NAMES and {"always_hold", "buyhold", "sma", "random", "oracle"} <= set(names)
+    assert names[:4] == NAMES and {"always_hold", "buyhold", "sma", "random", "oracle"} <= set(
+        names
+    )
     assert registry.build_rule("always_hold") == "rule"
     assert not registry.is_neural("always_hold")
     with pytest.raises(UsageError, match="unknown neural strategy 'lstm'"):
@@ -162,7 +175,10 @@ def test_cnn_q_head_is_linear_after_the_conv_blocks() -> None:
     convs = [m for m in p.encoder.conv if isinstance(m, torch.nn.Conv2d)]
     bns = [m for m in p.encoder.conv if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(convs) == len(bns) == 3
-    assert isinstance(p.q.net, torch.nn.Linear) and (p.q.net.in_features, p.q.net.out_features) == (p.encoder.feat_dim + 2, 3)
+    assert isinstance(p.q.net, torch.nn.Linear) and (p.q.net.in_features, p.q.net.out_features) == (
+        p.encoder.feat_dim + 2,
+        3,
+    )
     # Linear in what the head reads: Q is affine in the position features for a fixed chart.
     x, a, b = frames(1), torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.3]])
     with torch.no_grad():
@@ -188,8 +204,14 @@ def test_rule_baselines_answer_the_policy_interface(name: str) -> None:
         steps.append(q)
     assert hidden.tolist() == [130, 130]
     seq, h_seq = rule(None, pos, rule.initial_hidden(2, start=100))
-    assert seq.shape == (2, 30, 3) and torch.equal(seq, torch.stack(steps, 1)) and torch.equal(h_seq, hidden)
-    expect = [[rule.decide(100 + k, tuple(pos[b, k].tolist())) for k in range(30)] for b in range(2)]
+    assert (
+        seq.shape == (2, 30, 3)
+        and torch.equal(seq, torch.stack(steps, 1))
+        and torch.equal(h_seq, hidden)
+    )
+    expect = [
+        [rule.decide(100 + k, tuple(pos[b, k].tolist())) for k in range(30)] for b in range(2)
+    ]
     assert seq.argmax(-1).tolist() == expect
     with pytest.raises(ValueError, match="initial_hidden"):
         rule(None, pos[:, 0], None)
@@ -199,7 +221,9 @@ def test_make_rule_builds_from_the_one_registry() -> None:
     from chartrl.strategies import rules
 
     assert set(rules.RULES) <= set(registry.available())
-    assert isinstance(rules.make_rule("sma", sma=(3, 9)), rules.SMACrossover) and rules.make_rule("sma", sma=(3, 9)).params() == {"fast": 3, "slow": 9}
+    assert isinstance(rules.make_rule("sma", sma=(3, 9)), rules.SMACrossover) and rules.make_rule(
+        "sma", sma=(3, 9)
+    ).params() == {"fast": 3, "slow": 9}
     assert rules.make_rule("oracle", oracle_window=5).params() == {"window": 5}
     with pytest.raises(UsageError, match="unknown strategy 'nope'"):
         rules.make_rule("nope")

@@ -21,7 +21,15 @@ SPECS = {
     "default": ChartSpec(),
     "grey-macd": ChartSpec(channels=1, oscillator="macd"),
     "diff": ChartSpec(diff_frame=True, window=80, height=40, width=50),
-    "bare": ChartSpec(ma_periods=(), bollinger_period=None, volume=False, oscillator="none", height=40, width=64, window=64),
+    "bare": ChartSpec(
+        ma_periods=(),
+        bollinger_period=None,
+        volume=False,
+        oscillator="none",
+        height=40,
+        width=64,
+        window=64,
+    ),
     "wide": ChartSpec(window=40, width=100, height=50),  # fewer candles than columns
 }
 
@@ -48,7 +56,11 @@ def _mask(frame: np.ndarray, spec: ChartSpec, names: set[str], panel: str) -> np
 def _mask_extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per column of a mask: top row, bottom row, drawn?"""
     drawn = mask.any(axis=0)
-    return np.where(drawn, mask.argmax(axis=0), -1), np.where(drawn, len(mask) - 1 - mask[::-1].argmax(axis=0), -1), drawn
+    return (
+        np.where(drawn, mask.argmax(axis=0), -1),
+        np.where(drawn, len(mask) - 1 - mask[::-1].argmax(axis=0), -1),
+        drawn,
+    )
 
 
 @pytest.mark.parametrize("name", list(SPECS))
@@ -58,12 +70,19 @@ def test_shape_dtype_and_allowed_values(candles: pd.DataFrame, name: str) -> Non
     ends = r.valid_indices[[0, len(r.valid_indices) // 2, -1]]
     x = r.render(ends)
     assert x.dtype == torch.uint8 and x.device.type == "cpu"
-    assert tuple(x.shape) == (3, spec_channels(spec), spec.height, spec.width) and r.channels == spec_channels(spec)
+    assert tuple(x.shape) == (
+        3,
+        spec_channels(spec),
+        spec.height,
+        spec.width,
+    ) and r.channels == spec_channels(spec)
     assert spec_channels(spec) == spec.channels * (2 if spec.diff_frame else 1)
     # Every pixel of the frame is a sum of element weights of its panel and channel.
     for panel, (p0, p1) in spec.panels().items():
         for ch in range(spec.channels):
-            weights = [e.weight for e in layout.elements(spec) if e.panel == panel and e.channel == ch]
+            weights = [
+                e.weight for e in layout.elements(spec) if e.panel == panel and e.channel == ch
+            ]
             sums = {0}
             for w in weights:
                 sums |= {s + w for s in sums}
@@ -73,7 +92,15 @@ def test_shape_dtype_and_allowed_values(candles: pd.DataFrame, name: str) -> Non
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("extra", [{}, {"oscillator": "macd"}, {"ma_periods": (5, 10, 20)}, {"ma_periods": (3, 5, 8, 13, 21), "bollinger_period": None}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"oscillator": "macd"},
+        {"ma_periods": (5, 10, 20)},
+        {"ma_periods": (3, 5, 8, 13, 21), "bollinger_period": None},
+    ],
+)
 def test_every_subset_of_elements_has_its_own_pixel_value(channels: int, extra: dict) -> None:
     """Pixels are sums of weights: no two sets of elements sharing a channel may give one value."""
     spec = ChartSpec(channels=channels, **extra)
@@ -93,8 +120,12 @@ def test_every_subset_of_elements_has_its_own_pixel_value(channels: int, extra: 
 
 def test_more_elements_than_bits_refused() -> None:
     with pytest.raises(ConfigError, match="more than 8 elements"):
-        layout.elements(ChartSpec(channels=1, ma_periods=(3, 5, 10, 20)))  # candles 3 + 4 MAs + 2 bands
-    assert len(layout.elements(ChartSpec(channels=3, ma_periods=(3, 5, 10, 20)))) > 8  # colour: MAs have their own channel
+        layout.elements(
+            ChartSpec(channels=1, ma_periods=(3, 5, 10, 20))
+        )  # candles 3 + 4 MAs + 2 bands
+    assert (
+        len(layout.elements(ChartSpec(channels=3, ma_periods=(3, 5, 10, 20)))) > 8
+    )  # colour: MAs have their own channel
 
 
 def test_valid_indices_exclude_warmup_and_bad_candles(candles: pd.DataFrame) -> None:
@@ -107,7 +138,11 @@ def test_valid_indices_exclude_warmup_and_bad_candles(candles: pd.DataFrame) -> 
     bad.loc[1000, "close"] = np.nan
     bad.loc[2000, "high"] = bad.loc[2000, "low"] * 0.5  # high < low
     rb = TensorRenderer(bad, spec)
-    expect = [t for t in range(first, len(candles)) if not (t - spec.window < 1000 <= t or t - spec.window < 2000 <= t)]
+    expect = [
+        t
+        for t in range(first, len(candles))
+        if not (t - spec.window < 1000 <= t or t - spec.window < 2000 <= t)
+    ]
     # A NaN close also leaves the indicators that read it undefined for their period.
     assert set(rb.valid_indices) <= set(expect) and 1000 + 20 + spec.window in set(rb.valid_indices)
     assert not set(range(1000, 1000 + spec.window)) & set(rb.valid_indices)
@@ -142,7 +177,9 @@ def test_no_lookahead(candles: pd.DataFrame, name: str) -> None:
     k = len(candles) - t - 1
     for col in ("open", "high", "low", "close"):
         changed.loc[t + 1 :, col] = changed.loc[t + 1 :, col] * rng.uniform(0.5, 1.5, k)
-    changed.loc[t + 1 :, "high"] = changed.loc[t + 1 :, ["open", "high", "low", "close"]].max(axis=1)
+    changed.loc[t + 1 :, "high"] = changed.loc[t + 1 :, ["open", "high", "low", "close"]].max(
+        axis=1
+    )
     changed.loc[t + 1 :, "low"] = changed.loc[t + 1 :, ["open", "high", "low", "close"]].min(axis=1)
     changed.loc[t + 1 :, "volume"] = rng.lognormal(10, 1, k)
     a, b = TensorRenderer(candles, spec), TensorRenderer(changed, spec)
@@ -173,12 +210,22 @@ def _staircase(n: int = 300) -> pd.DataFrame:
     vol[-50] = 100.0  # the window's volume max
     open_[-10], close[-10] = close[-10], open_[-10]  # one down candle
     ts = pd.date_range("2022-01-01", periods=n, freq="h", tz="UTC")
-    return pd.DataFrame({"timestamp": ts, "open": open_, "high": high, "low": low, "close": close, "volume": vol})
+    return pd.DataFrame(
+        {"timestamp": ts, "open": open_, "high": high, "low": low, "close": close, "volume": vol}
+    )
 
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_layout_places_extremes_and_colours(channels: int) -> None:
-    spec = ChartSpec(window=100, width=100, height=60, ma_periods=(5,), bollinger_period=None, oscillator="none", channels=channels)
+    spec = ChartSpec(
+        window=100,
+        width=100,
+        height=60,
+        ma_periods=(5,),
+        bollinger_period=None,
+        oscillator="none",
+        channels=channels,
+    )
     w = {e.name: e.weight for e in layout.elements(spec)}
     vol_ch = 0 if channels == 1 else 2
     c = _staircase()
@@ -189,9 +236,15 @@ def test_layout_places_extremes_and_colours(channels: int) -> None:
     assert drawn.all()
     assert top.argmin() == 100 - 30 and top.min() == 0  # the spike's column reaches the top row
     col_down = 100 - 10
-    body = x[0, price[0] : price[1], col_down] & (w["wick"] | w["body_up"] | w["body_down"])  # candle bits only
-    assert w["wick"] + w["body_down"] in body and w["wick"] + w["body_up"] not in body  # a down body
-    assert w["wick"] + w["body_up"] in x[0, price[0] : price[1], col_down - 1] & (w["wick"] | w["body_up"])  # an up body
+    body = x[0, price[0] : price[1], col_down] & (
+        w["wick"] | w["body_up"] | w["body_down"]
+    )  # candle bits only
+    assert (
+        w["wick"] + w["body_down"] in body and w["wick"] + w["body_up"] not in body
+    )  # a down body
+    assert w["wick"] + w["body_up"] in x[0, price[0] : price[1], col_down - 1] & (
+        w["wick"] | w["body_up"]
+    )  # an up body
     vtop, _, vdrawn = _extent(x[vol_ch], vol)
     assert vdrawn.all() and vtop.argmin() == 100 - 50 and vtop.min() == 0
     # Lines are connected: each column's run meets the previous column's run.
@@ -211,8 +264,12 @@ def test_wide_window_and_grey_levels(candles: pd.DataFrame) -> None:
     w = {e.name: e.weight for e in layout.elements(grey)}
     g = TensorRenderer(candles, grey).render([2500])[0].numpy()
     up, down = _mask(g, grey, {"body_up"}, "price"), _mask(g, grey, {"body_down"}, "price")
-    assert up.any() and down.any() and not (up & down).any()  # both kinds of body, never on one pixel
-    assert not ((up | down) & ~_mask(g, grey, {"wick"}, "price")).any()  # a body pixel is wick + body
+    assert (
+        up.any() and down.any() and not (up & down).any()
+    )  # both kinds of body, never on one pixel
+    assert not (
+        (up | down) & ~_mask(g, grey, {"wick"}, "price")
+    ).any()  # a body pixel is wick + body
     assert {e.channel for e in layout.elements(grey)} == {0} and w["wick"] == 128
     with pytest.raises(ConfigError, match="ma_periods"):
         layout.elements(ChartSpec(ma_periods=(2, 3, 4, 5, 6, 7)))
@@ -238,7 +295,9 @@ AGREE_SPECS = {
 
 
 @pytest.fixture(params=["synthetic", "btc"])
-def agreement_data(request: pytest.FixtureRequest, candles: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+def agreement_data(
+    request: pytest.FixtureRequest, candles: pd.DataFrame
+) -> tuple[pd.DataFrame, list[int]]:
     """Candles and positions (into valid_indices) of the windows to compare."""
     if request.param == "synthetic":
         return candles, [5, 1700]
@@ -271,11 +330,17 @@ def test_agrees_with_mplfinance(agreement_data: tuple[pd.DataFrame, list[int]], 
     assert fast.shape == slow.shape
     lines = [e.name for e in layout.elements(spec) if e.name.startswith(("sma", "bb", "rsi"))]
     for i in range(len(ends)):
-        for panel, names in (("price", {"wick", "body_up", "body_down"}), ("volume", {"volume_up", "volume_down"})):
+        for panel, names in (
+            ("price", {"wick", "body_up", "body_down"}),
+            ("volume", {"volume_up", "volume_down"}),
+        ):
             t1, b1, d1 = _mask_extent(_mask(fast[i], spec, names, panel))
             t2, b2, d2 = _mask_extent(_mask(slow[i], spec, names, panel))
             assert d1.all()
-            assert (~d2).sum() <= spec.width // 10 and (t1[~d2] == b1[~d2]).all(), (panel, np.flatnonzero(~d2))
+            assert (~d2).sum() <= spec.width // 10 and (t1[~d2] == b1[~d2]).all(), (
+                panel,
+                np.flatnonzero(~d2),
+            )
             assert np.abs(t1 - t2)[d2].max() <= 1, (panel, np.abs(t1 - t2)[d2])
             assert np.abs(b1 - b2)[d2].max() <= 1, (panel, np.abs(b1 - b2)[d2])
         for line in lines:
@@ -286,7 +351,10 @@ def test_agrees_with_mplfinance(agreement_data: tuple[pd.DataFrame, list[int]], 
             for c in np.flatnonzero(s.any(axis=0)):
                 near = slice(max(c - 2, 0), c + 3)
                 rows = np.flatnonzero(s[:, c])
-                assert rows.min() >= ft[near].min() - 2 and rows.max() <= fb[near].max() + 2, (line, c)
+                assert rows.min() >= ft[near].min() - 2 and rows.max() <= fb[near].max() + 2, (
+                    line,
+                    c,
+                )
         # Not a trivial match: the whole frames are close but not equal (bodies, lines differ).
         assert 0.8 < (fast[i] == slow[i]).mean() < 1.0
 
@@ -315,11 +383,15 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return int(exc.value.code or 0), out.out, out.err
 
 
-def test_chart_command_writes_both_pngs(stored: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_chart_command_writes_both_pngs(
+    stored: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from PIL import Image
 
     t_png = tmp_path / "t.png"
-    code, out, err = _run(["chart", "--renderer", "tensor", "--scale", "3", "--out", str(t_png)], capsys)
+    code, out, err = _run(
+        ["chart", "--renderer", "tensor", "--scale", "3", "--out", str(t_png)], capsys
+    )
     assert code == 0, err
     img = np.asarray(Image.open(t_png))
     assert img.shape == (300, 420, 3) and "tensor" in out
@@ -333,25 +405,37 @@ def test_chart_command_writes_both_pngs(stored: pd.DataFrame, tmp_path: Path, ca
     assert Image.open(m_png).size[0] > 600 and at.replace("T", " ") in out
 
 
-def test_chart_command_refuses_early_or_unknown_times(stored: pd.DataFrame, capsys: pytest.CaptureFixture[str]) -> None:
+def test_chart_command_refuses_early_or_unknown_times(
+    stored: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
     first = stored["timestamp"].iloc[warmup(ChartSpec()) + 249].strftime("%Y-%m-%d %H:%M")
     code, _, err = _run(["chart", "--at", stored["timestamp"].iloc[10].isoformat()], capsys)
-    assert code == 2 and f"first valid candle is {first}" in err and len(err.strip().splitlines()) == 1
+    assert (
+        code == 2 and f"first valid candle is {first}" in err and len(err.strip().splitlines()) == 1
+    )
     code, _, err = _run(["chart", "--at", "2030-01-01"], capsys)
     assert code == 2 and "outside the stored candles" in err
     code, _, err = _run(["chart", "--scale", "0"], capsys)
     assert code == 2 and "--scale" in err
 
 
-def test_chart_command_names_both_neighbours_of_a_time_between_candles(stored: pd.DataFrame, capsys: pytest.CaptureFixture[str]) -> None:
+def test_chart_command_names_both_neighbours_of_a_time_between_candles(
+    stored: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
     t = stored["timestamp"]
-    between = (t.iloc[350] + pd.Timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M")  # nearer the earlier candle
+    between = (t.iloc[350] + pd.Timedelta(minutes=20)).strftime(
+        "%Y-%m-%dT%H:%M"
+    )  # nearer the earlier candle
     code, _, err = _run(["chart", "--at", between], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"around it open at {t.iloc[350]:%Y-%m-%d %H:%M} and {t.iloc[351]:%Y-%m-%d %H:%M}" in err
 
 
-def test_chart_command_checks_out_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHARTRL_DATA_DIR", str(tmp_path / "empty"))  # nothing stored: only an early check can answer
+def test_chart_command_checks_out_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "CHARTRL_DATA_DIR", str(tmp_path / "empty")
+    )  # nothing stored: only an early check can answer
     code, _, err = _run(["chart", "--out", str(tmp_path / "c.txt")], capsys)
     assert code == 2 and "must end in .png" in err

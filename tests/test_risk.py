@@ -28,8 +28,22 @@ def guard(ledger: Ledger, **risk: object) -> RiskGuard:
     return RiskGuard(RiskSettings(**risk), ledger, symbol="BTC/USDT", timeframe="1h", mode="paper")
 
 
-def check(g: RiskGuard, action: int, equity: float = 1000.0, position_value: float = 0.0, now: int = NOW, **kw: object):
-    return g.check(action, candle_ms=kw.pop("candle_ms", FRESH), equity=equity, position_value=position_value, now_ms=now, **kw)
+def check(
+    g: RiskGuard,
+    action: int,
+    equity: float = 1000.0,
+    position_value: float = 0.0,
+    now: int = NOW,
+    **kw: object,
+):
+    return g.check(
+        action,
+        candle_ms=kw.pop("candle_ms", FRESH),
+        equity=equity,
+        position_value=position_value,
+        now_ms=now,
+        **kw,
+    )
 
 
 def test_clean_action_passes(ledger: Ledger) -> None:
@@ -64,9 +78,17 @@ def test_stale_data(ledger: Ledger) -> None:
 
 def test_stale_data_counts_from_the_calendar_close_of_a_month(ledger: Ledger) -> None:
     """January closes on 1 February, not 30 days after its open (31 January)."""
-    g = RiskGuard(RiskSettings(stale_after_timeframes=0.02), ledger, symbol="BTC/USDT", timeframe="1M", mode="paper")
+    g = RiskGuard(
+        RiskSettings(stale_after_timeframes=0.02),
+        ledger,
+        symbol="BTC/USDT",
+        timeframe="1M",
+        mode="paper",
+    )
     january, february = 1_704_067_200_000, 1_706_745_600_000  # 2024-01-01, 2024-02-01 UTC
-    assert check(g, Action.BUY, candle_ms=january, now=february + HOUR).allowed  # an hour after its close
+    assert check(
+        g, Action.BUY, candle_ms=january, now=february + HOUR
+    ).allowed  # an hour after its close
     v = check(g, Action.BUY, candle_ms=january, now=february + 15 * HOUR)  # 0.02 x 30 days = 14.4 h
     assert (v.action, v.reason) == (Action.HOLD, "stale_data")
 
@@ -77,15 +99,23 @@ def test_daily_loss_stop_buying_latches_for_the_day(ledger: Ledger) -> None:
     assert check(g, Action.BUY, equity=960).allowed  # -4%
     v = check(g, Action.BUY, equity=949)
     assert (v.action, v.reason) == (Action.HOLD, "daily_loss_stop_buying")
-    assert check(g, Action.SELL, equity=949, position_value=100).action == Action.SELL  # selling is allowed
-    assert check(g, Action.BUY, equity=1000).reason == "daily_loss_stop_buying"  # latched even after recovery
-    assert check(g, Action.BUY, equity=1000, now=NOW + 24 * HOUR, candle_ms=FRESH + 24 * HOUR).allowed  # next day
+    assert (
+        check(g, Action.SELL, equity=949, position_value=100).action == Action.SELL
+    )  # selling is allowed
+    assert (
+        check(g, Action.BUY, equity=1000).reason == "daily_loss_stop_buying"
+    )  # latched even after recovery
+    assert check(
+        g, Action.BUY, equity=1000, now=NOW + 24 * HOUR, candle_ms=FRESH + 24 * HOUR
+    ).allowed  # next day
 
 
 def test_daily_loss_flatten_sells_the_position(ledger: Ledger) -> None:
     g = guard(ledger, max_daily_loss=0.1, on_daily_loss="flatten", max_orders_per_day=1)
     check(g, Action.HOLD, equity=1000)
-    ledger.create_order("x", symbol="BTC/USDT", mode="paper", side="buy", amount=1, created_ms=NOW)  # order cap reached
+    ledger.create_order(
+        "x", symbol="BTC/USDT", mode="paper", side="buy", amount=1, created_ms=NOW
+    )  # order cap reached
     v = check(g, Action.HOLD, equity=850, position_value=800)
     assert (v.action, v.reason) == (Action.SELL, "daily_loss_flatten")
     v = check(g, Action.BUY, equity=850, position_value=0)
@@ -94,12 +124,28 @@ def test_daily_loss_flatten_sells_the_position(ledger: Ledger) -> None:
 
 def test_max_orders_per_day(ledger: Ledger) -> None:
     g = guard(ledger, max_orders_per_day=2)
-    ledger.create_order("y", symbol="BTC/USDT", mode="paper", side="buy", amount=1, created_ms=DAY0 - 1)  # yesterday
-    ledger.create_order("a", symbol="BTC/USDT", mode="paper", side="buy", amount=1, created_ms=DAY0 + 1)
-    ledger.create_order("r", symbol="BTC/USDT", mode="paper", side="buy", amount=1, created_ms=DAY0 + 2, state="rejected")
-    ledger.create_order("o", symbol="BTC/USDT", mode="live", side="buy", amount=1, created_ms=DAY0 + 2)  # other mode
+    ledger.create_order(
+        "y", symbol="BTC/USDT", mode="paper", side="buy", amount=1, created_ms=DAY0 - 1
+    )  # yesterday
+    ledger.create_order(
+        "a", symbol="BTC/USDT", mode="paper", side="buy", amount=1, created_ms=DAY0 + 1
+    )
+    ledger.create_order(
+        "r",
+        symbol="BTC/USDT",
+        mode="paper",
+        side="buy",
+        amount=1,
+        created_ms=DAY0 + 2,
+        state="rejected",
+    )
+    ledger.create_order(
+        "o", symbol="BTC/USDT", mode="live", side="buy", amount=1, created_ms=DAY0 + 2
+    )  # other mode
     assert check(g, Action.SELL, position_value=5).allowed
-    ledger.create_order("b", symbol="BTC/USDT", mode="paper", side="sell", amount=1, created_ms=DAY0 + 3)
+    ledger.create_order(
+        "b", symbol="BTC/USDT", mode="paper", side="sell", amount=1, created_ms=DAY0 + 3
+    )
     v = check(g, Action.SELL, position_value=5)
     assert (v.action, v.reason) == (Action.HOLD, "max_orders_per_day")
     assert check(g, Action.HOLD).allowed
@@ -140,7 +186,9 @@ def test_verdict_is_logged(ledger: Ledger, logs_restored: None) -> None:
     assert '"reason": "halt_file"' in out and '"event": "risk_check"' in out
 
 
-def test_halt_cli_set_show_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str], logs_restored: None) -> None:
+def test_halt_cli_set_show_clear(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], logs_restored: None
+) -> None:
     """`chartrl halt set|show|clear` drive the same halts the risk guard reads."""
     from chartrl.cli import main
 
@@ -153,7 +201,9 @@ def test_halt_cli_set_show_clear(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert run("show") == 0 and run("show", "--check") == 0
     assert run("set", "deposit in progress") == 0
     assert run("show") == 0  # it answered: halted is not an error
-    assert run("show", "--check") == 3  # for scripts: 3 = halted, distinct from 1 (error) and 2 (usage)
+    assert (
+        run("show", "--check") == 3
+    )  # for scripts: 3 = halted, distinct from 1 (error) and 2 (usage)
     assert "deposit in progress" in capsys.readouterr().out
     with Ledger(data / "ledger.sqlite") as led:
         g = guard(led)

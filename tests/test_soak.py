@@ -12,7 +12,15 @@ import pytest
 def test_soak_with_faults_and_kills(tmp_path: Path):
     from chartrl.daemon.soak import run_soak
 
-    r = run_soak(tmp_path / "soak", ticks=26, speed=3600.0, kill_every=(2.5, 5.0), kill_phase=0.6, fault_rate=0.08, seed=2)
+    r = run_soak(
+        tmp_path / "soak",
+        ticks=26,
+        speed=3600.0,
+        kill_every=(2.5, 5.0),
+        kill_phase=0.6,
+        fault_rate=0.08,
+        seed=2,
+    )
     assert r.problems == [], r.problems
     # The run really was adversarial and really traded: kills happened, faults fired, orders filled.
     assert r.kills >= 1 and r.restarts >= 2 and r.faults >= 1

@@ -40,7 +40,10 @@ def test_round_trip_is_canonical_and_utc(tmp_path: Path, candles: pd.DataFrame):
     pd.testing.assert_frame_equal(s.load(*SERIES), candles)
     assert str(pq.read_schema(s.path(*SERIES)).field("timestamp").type).endswith("tz=UTC]")
     assert s.last_timestamp(*SERIES) == candles["timestamp"].iloc[-1]
-    assert summary.first == candles["timestamp"].iloc[0] and summary.last == candles["timestamp"].iloc[-1]
+    assert (
+        summary.first == candles["timestamp"].iloc[0]
+        and summary.last == candles["timestamp"].iloc[-1]
+    )
 
 
 def test_load_range_is_inclusive(tmp_path: Path, candles: pd.DataFrame):
@@ -48,7 +51,11 @@ def test_load_range_is_inclusive(tmp_path: Path, candles: pd.DataFrame):
     _merge(s, candles)
     t = candles["timestamp"]
     part = s.load(*SERIES, start=t.iloc[10], end=t.iloc[20].to_pydatetime())
-    assert len(part) == 11 and part["timestamp"].iloc[0] == t.iloc[10] and part["timestamp"].iloc[-1] == t.iloc[20]
+    assert (
+        len(part) == 11
+        and part["timestamp"].iloc[0] == t.iloc[10]
+        and part["timestamp"].iloc[-1] == t.iloc[20]
+    )
     with pytest.raises(DataError, match="no binance BTC/USDT 1h candles between"):
         s.load(*SERIES, start=t.iloc[-1] + pd.Timedelta(days=1))
 
@@ -73,7 +80,11 @@ def test_incremental_merge_appends_and_new_values_win(tmp_path: Path, candles: p
     assert s.load(*SERIES)["close"].iloc[95] == revised.loc[95, "close"]
     assert set(summary.sources) == {"a", "b"} and summary.sources["b"]["added"] == 50
     with pytest.raises(DataError, match="--strict"):
-        _merge(s, revised.assign(close=revised["close"] * 1.0001, high=revised["high"] * 1.0001), strict=True)
+        _merge(
+            s,
+            revised.assign(close=revised["close"] * 1.0001, high=revised["high"] * 1.0001),
+            strict=True,
+        )
 
 
 def test_merge_that_adds_nothing_does_not_rewrite(tmp_path: Path, candles: pd.DataFrame):
@@ -92,7 +103,10 @@ def test_metadata_keeps_repairs_gaps_and_list_series(tmp_path: Path, candles: pd
     s.ingest(*SERIES, pd.concat([bad, bad.iloc[:4]]), source="csv:x.csv")
     s.ingest("kraken", "ETH/EUR", "1h", candles.iloc[:10], source="ccxt:kraken")
     listed = s.list_series()
-    assert [(x.exchange, x.symbol) for x in listed] == [("binance", "BTC/USDT"), ("kraken", "ETH/EUR")]
+    assert [(x.exchange, x.symbol) for x in listed] == [
+        ("binance", "BTC/USDT"),
+        ("kraken", "ETH/EUR"),
+    ]
     btc = listed[0]
     assert btc.repairs == {"nonpositive_price": 1, "duplicate": 4}
     # rows 5 (zero price) and 100-102 are missing: two gaps, four candles
@@ -111,7 +125,9 @@ def test_unreadable_file_is_a_data_error_naming_it(tmp_path: Path):
         s.load(*SERIES)
 
 
-def test_exception_mid_write_leaves_old_file_intact(tmp_path: Path, candles: pd.DataFrame, monkeypatch):
+def test_exception_mid_write_leaves_old_file_intact(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch
+):
     s = CandleStore(tmp_path)
     _merge(s, candles.iloc[:1000])
     path = s.path(*SERIES)
@@ -123,7 +139,10 @@ def test_exception_mid_write_leaves_old_file_intact(tmp_path: Path, candles: pd.
         raise OSError("disk full")  # ...then the write dies
 
     monkeypatch.setattr(store_mod.pq, "write_table", half_then_fail)
-    with pytest.raises(DataError, match=r"cannot write candles under .*\(disk full\); the stored candles are unchanged"):
+    with pytest.raises(
+        DataError,
+        match=r"cannot write candles under .*\(disk full\); the stored candles are unchanged",
+    ):
         _merge(s, candles)
     assert path.read_bytes() == before
     pd.testing.assert_frame_equal(s.load(*SERIES), candles.iloc[:1000])
@@ -174,15 +193,22 @@ def test_file_of_another_series_is_refused_not_served(tmp_path: Path, candles: p
     eth.parent.mkdir(parents=True)
     eth.write_bytes(s.path(*SERIES).read_bytes())  # a BTC file copied into the ETH slot
     before = eth.read_bytes()
-    for call in (lambda: s.load("binance", "ETH/USDT", "1h"), lambda: s.last_timestamp("binance", "ETH/USDT", "1h")):
-        with pytest.raises(DataError, match=r"holds binance BTC/USDT 1h candles, not binance ETH/USDT 1h"):
+    for call in (
+        lambda: s.load("binance", "ETH/USDT", "1h"),
+        lambda: s.last_timestamp("binance", "ETH/USDT", "1h"),
+    ):
+        with pytest.raises(
+            DataError, match=r"holds binance BTC/USDT 1h candles, not binance ETH/USDT 1h"
+        ):
             call()
     with pytest.raises(DataError, match="not binance ETH/USDT 1h"):
         s.ingest("binance", "ETH/USDT", "1h", candles.iloc[50:60], source="t")
     assert eth.read_bytes() == before  # nothing merged into the wrong file
 
 
-def test_list_series_reports_a_broken_file_and_keeps_the_others(tmp_path: Path, candles: pd.DataFrame):
+def test_list_series_reports_a_broken_file_and_keeps_the_others(
+    tmp_path: Path, candles: pd.DataFrame
+):
     s = CandleStore(tmp_path)
     _merge(s, candles.iloc[:50])
     bad = s.path("binance", "BTC/USDT", "4h")
@@ -192,7 +218,9 @@ def test_list_series_reports_a_broken_file_and_keeps_the_others(tmp_path: Path, 
     assert listed["4h"].error is not None and str(bad) in listed["4h"].error
 
 
-def test_unwritable_data_dir_or_full_disk_is_a_data_error(tmp_path: Path, candles: pd.DataFrame, monkeypatch):
+def test_unwritable_data_dir_or_full_disk_is_a_data_error(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch
+):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     with pytest.raises(DataError, match=r"cannot write candles under .*file \(Not a directory"):
@@ -210,11 +238,17 @@ def test_unwritable_data_dir_or_full_disk_is_a_data_error(tmp_path: Path, candle
     assert s.path(*SERIES).read_bytes() == before
 
 
-def test_low_priced_changes_are_replacements_and_strict_refuses_them(tmp_path: Path, candles: pd.DataFrame):
-    shib = candles.iloc[:50].assign(**{c: candles[c].iloc[:50] * 1e-9 for c in ("open", "high", "low", "close")})
+def test_low_priced_changes_are_replacements_and_strict_refuses_them(
+    tmp_path: Path, candles: pd.DataFrame
+):
+    shib = candles.iloc[:50].assign(
+        **{c: candles[c].iloc[:50] * 1e-9 for c in ("open", "high", "low", "close")}
+    )
     s = CandleStore(tmp_path)
     _merge(s, shib, source="csv:shib1.csv")
-    later = shib.assign(**{c: shib[c] * 1.2 for c in ("open", "high", "low", "close")})  # 20% apart, all < 0.0001
+    later = shib.assign(
+        **{c: shib[c] * 1.2 for c in ("open", "high", "low", "close")}
+    )  # 20% apart, all < 0.0001
     with pytest.raises(DataError, match="--strict: csv:shib2.csv changes 50 stored"):
         _merge(s, later, source="csv:shib2.csv", strict=True)
     summary = _merge(s, later, source="csv:shib2.csv")
@@ -222,37 +256,61 @@ def test_low_priced_changes_are_replacements_and_strict_refuses_them(tmp_path: P
     assert s.load(*SERIES)["close"].tolist() == pytest.approx(later["close"].tolist(), rel=1e-12)
 
 
-def test_repairs_of_a_batch_that_stores_nothing_are_still_counted(tmp_path: Path, candles: pd.DataFrame):
+def test_repairs_of_a_batch_that_stores_nothing_are_still_counted(
+    tmp_path: Path, candles: pd.DataFrame
+):
     s = CandleStore(tmp_path)
     s.ingest(*SERIES, candles.iloc[:100], source="ccxt:binance")
     before = s.load(*SERIES)
     bad = candles.iloc[50:51].assign(open=0.0)  # a stored hour again, with a zero price: dropped
     summary = s.ingest(*SERIES, bad, source="ccxt:binance")
-    assert (summary.added, summary.replaced) == (0, 0) and summary.report.counts() == {"nonpositive_price": 1}
+    assert (summary.added, summary.replaced) == (0, 0) and summary.report.counts() == {
+        "nonpositive_price": 1
+    }
     assert s.list_series()[0].repairs == {"nonpositive_price": 1}
     pd.testing.assert_frame_equal(s.load(*SERIES), before)
 
 
-def test_a_parquet_file_with_the_wrong_schema_is_unreadable_everywhere(tmp_path: Path, candles: pd.DataFrame):
+def test_a_parquet_file_with_the_wrong_schema_is_unreadable_everywhere(
+    tmp_path: Path, candles: pd.DataFrame
+):
     s = CandleStore(tmp_path)
     path = s.path(*SERIES)
     path.parent.mkdir(parents=True)
     candles.iloc[:10].drop(columns="volume").to_parquet(path)
     listed = s.list_series()
-    assert len(listed) == 1 and "no column volume" in listed[0].error and "move it aside" in listed[0].error
-    for call in (lambda: s.load(*SERIES), lambda: s.ingest(*SERIES, candles.iloc[10:20], source="t")):
-        with pytest.raises(DataError, match=r"is unreadable \(not a candle file: no column volume\)"):
+    assert (
+        len(listed) == 1
+        and "no column volume" in listed[0].error
+        and "move it aside" in listed[0].error
+    )
+    for call in (
+        lambda: s.load(*SERIES),
+        lambda: s.ingest(*SERIES, candles.iloc[10:20], source="t"),
+    ):
+        with pytest.raises(
+            DataError, match=r"is unreadable \(not a candle file: no column volume\)"
+        ):
             call()
     candles.iloc[:10].assign(timestamp=candles["timestamp"].iloc[:10].astype(str)).to_parquet(path)
     assert "column timestamp of the wrong type" in s.list_series()[0].error
 
 
-def test_list_series_filters_and_refuses_a_data_dir_that_is_a_file(tmp_path: Path, candles: pd.DataFrame):
+def test_list_series_filters_and_refuses_a_data_dir_that_is_a_file(
+    tmp_path: Path, candles: pd.DataFrame
+):
     s = CandleStore(tmp_path)
     hourly, four_hourly = candles.iloc[:10], candles.iloc[:40:4]
-    for ex, sym, tf, df in (("binance", "BTC/USDT", "1h", hourly), ("binance", "ETH/USDT", "1h", hourly), ("kraken", "BTC/USDT", "4h", four_hourly)):
+    for ex, sym, tf, df in (
+        ("binance", "BTC/USDT", "1h", hourly),
+        ("binance", "ETH/USDT", "1h", hourly),
+        ("kraken", "BTC/USDT", "4h", four_hourly),
+    ):
         s.ingest(ex, sym, tf, df, source="t")
-    assert [(x.exchange, x.symbol) for x in s.list_series(symbol="BTC/USDT")] == [("binance", "BTC/USDT"), ("kraken", "BTC/USDT")]
+    assert [(x.exchange, x.symbol) for x in s.list_series(symbol="BTC/USDT")] == [
+        ("binance", "BTC/USDT"),
+        ("kraken", "BTC/USDT"),
+    ]
     assert [x.timeframe for x in s.list_series(exchange="kraken")] == ["4h"]
     assert s.list_series("binance", "BTC/USDT", "4h") == []
     a_file = tmp_path / "passwd"
@@ -261,13 +319,22 @@ def test_list_series_filters_and_refuses_a_data_dir_that_is_a_file(tmp_path: Pat
         CandleStore(a_file).list_series()
 
 
-def test_stale_temp_files_of_killed_writes_are_removed_by_the_next_write(tmp_path: Path, candles: pd.DataFrame):
+def test_stale_temp_files_of_killed_writes_are_removed_by_the_next_write(
+    tmp_path: Path, candles: pd.DataFrame
+):
     from chartrl.atomic import STALE_TMP_SECONDS
 
     s = CandleStore(tmp_path)
     _merge(s, candles.iloc[:10])
     folder = s.path(*SERIES).parent
-    stale, fresh, other = (folder / n for n in (".1h.parquet.k1ll3d_x.tmp", ".1h.parquet.wr1t1ng.tmp", ".1h.parquet.lock.old1.tmp"))
+    stale, fresh, other = (
+        folder / n
+        for n in (
+            ".1h.parquet.k1ll3d_x.tmp",
+            ".1h.parquet.wr1t1ng.tmp",
+            ".1h.parquet.lock.old1.tmp",
+        )
+    )
     for p in (stale, fresh, other):
         p.write_bytes(b"PAR1 half")
     old = time.time() - STALE_TMP_SECONDS - 60

@@ -37,7 +37,14 @@ def test_system_unit_has_the_required_settings():
     assert svc["EnvironmentFile"] == "-/etc/chartrl/keys.env"
     assert svc["ProtectSystem"] == "strict" and svc["ReadWritePaths"] == "/var/lib/chartrl"
     assert svc["StateDirectory"] == "chartrl"
-    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs"):
+    for key in (
+        "NoNewPrivileges",
+        "PrivateTmp",
+        "ProtectHome",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+    ):
         assert svc[key] == "yes", key
     assert set(svc["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     assert svc["SystemCallFilter"] == "@system-service"
@@ -49,7 +56,9 @@ def test_system_unit_has_the_required_settings():
 
 def test_user_unit_is_a_notify_service_with_a_watchdog():
     svc = _unit(USER_UNIT)["Service"]
-    assert svc["Type"] == "notify" and int(svc["WatchdogSec"]) > 0 and svc["Restart"] == "on-failure"
+    assert (
+        svc["Type"] == "notify" and int(svc["WatchdogSec"]) > 0 and svc["Restart"] == "on-failure"
+    )
     assert svc["EnvironmentFile"].startswith("-%h/")
     assert "User" not in svc  # a user manager cannot switch users
     assert _unit(USER_UNIT)["Install"]["WantedBy"] == "default.target"
@@ -64,7 +73,9 @@ def test_start_up_retries_end_before_systemd_gives_up_on_the_start(unit: Path):
     assert START_RETRY_SECONDS + 60 <= int(_unit(unit)["Service"]["TimeoutStartSec"])
 
 
-def _verify(unit: Path, tmp_path: Path, exec_path: str, user: bool) -> subprocess.CompletedProcess[str]:
+def _verify(
+    unit: Path, tmp_path: Path, exec_path: str, user: bool
+) -> subprocess.CompletedProcess[str]:
     # verify checks that ExecStart exists; point it at a binary this machine has.
     text = unit.read_text().replace(exec_path, shutil.which("true") or "/bin/true")
     copy = tmp_path / unit.name
@@ -75,14 +86,25 @@ def _verify(unit: Path, tmp_path: Path, exec_path: str, user: bool) -> subproces
         (tmp_path / "rt").mkdir()
         env["XDG_RUNTIME_DIR"] = str(tmp_path / "rt")
         args.append("--user")
-    return subprocess.run([*args, "verify", "--man=no", str(copy)], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [*args, "verify", "--man=no", str(copy)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
     ("unit", "exec_path", "user"),
-    [(SYSTEM_UNIT, "/opt/chartrl/.venv/bin/chartrl", False), (USER_UNIT, "%h/chartrl/.venv/bin/chartrl", True)],
+    [
+        (SYSTEM_UNIT, "/opt/chartrl/.venv/bin/chartrl", False),
+        (USER_UNIT, "%h/chartrl/.venv/bin/chartrl", True),
+    ],
 )
-def test_systemd_analyze_verify_accepts_the_unit(unit: Path, exec_path: str, user: bool, tmp_path: Path):
+def test_systemd_analyze_verify_accepts_the_unit(
+    unit: Path, exec_path: str, user: bool, tmp_path: Path
+):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     proc = _verify(unit, tmp_path, exec_path, user)

@@ -32,8 +32,12 @@ def test_months_are_calendar_months() -> None:
     assert shift_open_ms(ms("2024-03-01"), "1M", -14) == ms("2023-01-01")
     assert candle_open_ms(ms("2024-03-31 23:59"), "1M") == ms("2024-03-01")
     assert last_closed_open_ms(ms("2024-03-01 00:00:01"), "1M") == ms("2024-02-01")
-    assert last_closed_open_ms(ms("2024-02-29 23:59"), "1M") == ms("2024-01-01")  # February still open
-    assert candles_between(ms("2023-02-01"), ms("2023-05-01"), "1M") == 3  # 89 days: 2 by 30-day steps
+    assert last_closed_open_ms(ms("2024-02-29 23:59"), "1M") == ms(
+        "2024-01-01"
+    )  # February still open
+    assert (
+        candles_between(ms("2023-02-01"), ms("2023-05-01"), "1M") == 3
+    )  # 89 days: 2 by 30-day steps
 
 
 def test_weeks_open_on_mondays_and_days_on_the_epoch() -> None:
@@ -64,7 +68,14 @@ class _MonthlyExchange:
     has: dict = {}
     precisionMode = 4
     features = {"spot": {"fetchOHLCV": {"limit": 2}}}
-    markets = {"BTC/USDT": {"symbol": "BTC/USDT", "taker": 0.001, "precision": {"amount": 1e-05}, "limits": {}}}
+    markets = {
+        "BTC/USDT": {
+            "symbol": "BTC/USDT",
+            "taker": 0.001,
+            "precision": {"amount": 1e-05},
+            "limits": {},
+        }
+    }
 
     def __init__(self, opens: pd.Series) -> None:
         self.rows = [[ms(str(t)), 100.0, 101.0, 99.0, 100.0, 1.0] for t in opens]
@@ -75,9 +86,17 @@ class _MonthlyExchange:
         return [r for r in self.rows if r[0] >= since][:limit]
 
 
-def test_monthly_fetch_continues_after_february_and_never_stores_the_open_month(tmp_path: Path) -> None:
-    s = load_settings(None, env={}, overrides={"market": {"timeframe": "1M", "since": "2023-06-15"},
-                                                "data": {"dir": str(tmp_path / "data")}})
+def test_monthly_fetch_continues_after_february_and_never_stores_the_open_month(
+    tmp_path: Path,
+) -> None:
+    s = load_settings(
+        None,
+        env={},
+        overrides={
+            "market": {"timeframe": "1M", "since": "2023-06-15"},
+            "data": {"dir": str(tmp_path / "data")},
+        },
+    )
     ex = _MonthlyExchange(_monthly("2023-06-01", "2024-06-01"))
     store = CandleStore(s.data_dir)
 
@@ -85,14 +104,20 @@ def test_monthly_fetch_continues_after_february_and_never_stores_the_open_month(
         return [f"{t:%Y-%m}" for t in store.load("binance", "BTC/USDT", "1M")["timestamp"]]
 
     # 31 January, noon: January's candle is still open (30 days after its open is not its close).
-    update_series(s, progress=False, exchange=ex, store=store, now_ms=lambda: ms("2024-01-31 12:00"))
+    update_series(
+        s, progress=False, exchange=ex, store=store, now_ms=lambda: ms("2024-01-31 12:00")
+    )
     assert ex.since[0] == ms("2023-06-01")  # market.since aligned to its month
     assert stored()[0] == "2023-06" and stored()[-1] == "2023-12"
     # 1 March: February (29 days) has closed; from there, March is the next candle, not 2 March.
-    update_series(s, progress=False, exchange=ex, store=store, now_ms=lambda: ms("2024-03-01 00:00:01"))
+    update_series(
+        s, progress=False, exchange=ex, store=store, now_ms=lambda: ms("2024-03-01 00:00:01")
+    )
     assert stored()[-2:] == ["2024-01", "2024-02"]
     ex.since.clear()
-    update_series(s, progress=False, exchange=ex, store=store, now_ms=lambda: ms("2024-05-01 00:00:01"))
+    update_series(
+        s, progress=False, exchange=ex, store=store, now_ms=lambda: ms("2024-05-01 00:00:01")
+    )
     assert ex.since[0] == ms("2024-03-01")
     assert stored()[-2:] == ["2024-03", "2024-04"] and len(stored()) == 11
     assert store.summary("binance", "BTC/USDT", "1M").gaps.count == 0
@@ -103,7 +128,9 @@ def test_tick_trigger_and_tick_target_agree(timeframe: str) -> None:
     """The daemon fires just after a weekly/monthly close; the candle it decides on is the one that closed."""
     from chartrl.daemon.service import tick_trigger
 
-    fire = tick_trigger(timeframe, 10).get_next_fire_time(None, pd.Timestamp("2024-03-13 12:00", tz="UTC").to_pydatetime())
+    fire = tick_trigger(timeframe, 10).get_next_fire_time(
+        None, pd.Timestamp("2024-03-13 12:00", tz="UTC").to_pydatetime()
+    )
     now = int(fire.timestamp() * 1000)
     target = last_closed_open_ms(now, timeframe)
     assert candle_close_ms(target, timeframe) == now - 10_000

@@ -33,14 +33,38 @@ def test_clean_input_passes_unchanged(clean):
         ("nan", lambda d: d.__setitem__("close", d["close"].where(d.index != 5, np.nan))),
         ("nan", lambda d: d.__setitem__("volume", d["volume"].where(d.index != 5, np.nan))),
         ("nonpositive_price", lambda d: d.__setitem__("low", d["low"].where(d.index != 5, 0.0))),
-        ("nonpositive_price", lambda d: d.loc.__setitem__((5, ["open", "high", "low", "close"]), -1.0)),
-        ("negative_volume", lambda d: d.__setitem__("volume", d["volume"].where(d.index != 5, -3.0))),
-        ("high_below_body", lambda d: d.__setitem__("high", d["high"].where(d.index != 5, d["close"] * 0.999))),
-        ("low_above_body", lambda d: d.__setitem__("low", d["low"].where(d.index != 5, d["open"] * 1.001))),
-        ("price_spike", lambda d: d.__setitem__("high", d["high"].where(d.index != 5, d["high"] * 4))),
+        (
+            "nonpositive_price",
+            lambda d: d.loc.__setitem__((5, ["open", "high", "low", "close"]), -1.0),
+        ),
+        (
+            "negative_volume",
+            lambda d: d.__setitem__("volume", d["volume"].where(d.index != 5, -3.0)),
+        ),
+        (
+            "high_below_body",
+            lambda d: d.__setitem__("high", d["high"].where(d.index != 5, d["close"] * 0.999)),
+        ),
+        (
+            "low_above_body",
+            lambda d: d.__setitem__("low", d["low"].where(d.index != 5, d["open"] * 1.001)),
+        ),
+        (
+            "price_spike",
+            lambda d: d.__setitem__("high", d["high"].where(d.index != 5, d["high"] * 4)),
+        ),
         ("price_spike", lambda d: d.__setitem__("low", d["low"].where(d.index != 5, d["low"] / 4))),
-        ("misaligned", lambda d: d.__setitem__("timestamp", d["timestamp"].where(d.index != 5, d["timestamp"] + pd.Timedelta(minutes=30)))),
-        ("bad_timestamp", lambda d: d.__setitem__("timestamp", d["timestamp"].where(d.index != 5, pd.NaT))),
+        (
+            "misaligned",
+            lambda d: d.__setitem__(
+                "timestamp",
+                d["timestamp"].where(d.index != 5, d["timestamp"] + pd.Timedelta(minutes=30)),
+            ),
+        ),
+        (
+            "bad_timestamp",
+            lambda d: d.__setitem__("timestamp", d["timestamp"].where(d.index != 5, pd.NaT)),
+        ),
     ],
 )
 def test_each_rule_drops_the_bad_row(clean, rule, mutate):
@@ -68,10 +92,14 @@ def test_spike_factor_zero_turns_rule_off(clean):
 def test_spike_needs_a_stored_or_batch_neighbour_on_both_sides(clean):
     new = clean.iloc[100:101].copy()
     new[["open", "high", "low", "close"]] *= 5  # a lone shifted candle
-    _, newest = _run(new, context=clean.iloc[:100])  # the newest candle: a crash and a bad print look alike
+    _, newest = _run(
+        new, context=clean.iloc[:100]
+    )  # the newest candle: a crash and a bad print look alike
     assert newest.repairs == {}
     both_sides = pd.concat([clean.iloc[:100], clean.iloc[101:110]])
-    _, between = _run(new, context=both_sides)  # stored neighbours on both sides: an isolated outlier
+    _, between = _run(
+        new, context=both_sides
+    )  # stored neighbours on both sides: an isolated outlier
     assert between.counts() == {"price_spike": 1}
     assert "previous close" in between.repairs["price_spike"].examples[0]
 
@@ -96,12 +124,24 @@ def test_genuine_crash_is_never_a_spike(clean):
 
 
 def test_low_priced_conflicts_are_not_plain_duplicates(clean):
-    shib = clean.assign(**{c: clean[c] * 1e-9 for c in ("open", "high", "low", "close")})  # ~0.00001
-    other = shib.iloc[10:11].assign(**{c: shib[c].iloc[10] * 1.05 for c in ("open", "high", "low", "close")})
+    shib = clean.assign(
+        **{c: clean[c] * 1e-9 for c in ("open", "high", "low", "close")}
+    )  # ~0.00001
+    other = shib.iloc[10:11].assign(
+        **{c: shib[c].iloc[10] * 1.05 for c in ("open", "high", "low", "close")}
+    )
     _, report = _run(pd.concat([shib, other], ignore_index=True))
     assert report.counts() == {"conflicting_duplicate": 1}
-    ethbtc = pd.DataFrame({"timestamp": clean["timestamp"].iloc[:2], "open": [0.0612, 0.0650], "high": [0.0650, 0.0650],
-                           "low": [0.0600, 0.0600], "close": [0.0612, 0.0612], "volume": [3.0, 3.0]})
+    ethbtc = pd.DataFrame(
+        {
+            "timestamp": clean["timestamp"].iloc[:2],
+            "open": [0.0612, 0.0650],
+            "high": [0.0650, 0.0650],
+            "low": [0.0600, 0.0600],
+            "close": [0.0612, 0.0612],
+            "volume": [3.0, 3.0],
+        }
+    )
     dup = ethbtc.iloc[:1].assign(open=0.0650)  # 6% off: not a rounding
     _, report = _run(pd.concat([ethbtc, dup], ignore_index=True))
     assert report.counts() == {"conflicting_duplicate": 1}
@@ -113,12 +153,26 @@ def test_same_values_compares_at_the_coarser_rows_precision():
     def same(a, b):
         return bool(same_values(np.array([a], float), np.array([b], float))[0])
 
-    assert same([11783.3149, 11820.61, 11731.71, 11801.17, 2194.598589], [11783.31, 11820.61, 11731.71, 11801.17, 2194.60])
-    assert not same([11783.31, 11820.61, 11731.71, 11801.17, 2194.6], [11783.30, 11820.61, 11731.71, 11801.17, 2194.6])
+    assert same(
+        [11783.3149, 11820.61, 11731.71, 11801.17, 2194.598589],
+        [11783.31, 11820.61, 11731.71, 11801.17, 2194.60],
+    )
+    assert not same(
+        [11783.31, 11820.61, 11731.71, 11801.17, 2194.6],
+        [11783.30, 11820.61, 11731.71, 11801.17, 2194.6],
+    )
     # 12000.00 reads as 12000.0, but its row shows cents: 11999.96 is another value, not a rounding
-    assert not same([12000.00, 12123.46, 10518.50, 11169.84, 1.0], [11999.96, 12123.46, 10518.50, 11169.84, 1.0])
-    assert same([0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9], [0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9])
-    assert not same([0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9], [0.0000125, 0.0000125, 0.0000120, 0.0000124, 5e9])
+    assert not same(
+        [12000.00, 12123.46, 10518.50, 11169.84, 1.0], [11999.96, 12123.46, 10518.50, 11169.84, 1.0]
+    )
+    assert same(
+        [0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9],
+        [0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9],
+    )
+    assert not same(
+        [0.00001234, 0.0000125, 0.0000120, 0.0000124, 5e9],
+        [0.0000125, 0.0000125, 0.0000120, 0.0000124, 5e9],
+    )
     # a round price is no licence for a 49% difference
     assert not same([0.00001] * 4 + [1.0], [0.0000149] * 4 + [1.0])
 

@@ -57,6 +57,8 @@ def _remove_stale_temps(path: Path) -> None:
     with os.scandir(path.parent) as entries:
         for entry in entries:
             if own.fullmatch(entry.name):
-                with contextlib.suppress(OSError):  # gone already, or not ours to remove: never fail the write
+                with contextlib.suppress(
+                    OSError
+                ):  # gone already, or not ours to remove: never fail the write
                     if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                         os.unlink(entry.path)

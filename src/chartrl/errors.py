@@ -26,7 +26,9 @@ class ConfigError(UsageError):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
         where = f" in {source}" if source else ""
-        super().__init__(f"invalid configuration{where}:\n" + "\n".join(f"  {p}" for p in self.problems))
+        super().__init__(
+            f"invalid configuration{where}:\n" + "\n".join(f"  {p}" for p in self.problems)
+        )
 
 
 class DataError(ChartrlError):

@@ -25,7 +25,9 @@ def timeframe_seconds(timeframe: str) -> int:
     """Length of one candle (months: a nominal 30 days); raises ValueError naming the accepted forms."""
     m = _PATTERN.match(timeframe)
     if not m or int(m.group(1)) == 0:
-        raise ValueError(f"timeframe {timeframe!r} is not a ccxt timeframe; use e.g. 1m, 5m, 15m, 1h, 4h, 1d, 1w")
+        raise ValueError(
+            f"timeframe {timeframe!r} is not a ccxt timeframe; use e.g. 1m, 5m, 15m, 1h, 4h, 1d, 1w"
+        )
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
@@ -41,11 +43,21 @@ def _months(timeframe: str) -> int:
 
 def _month_index(ms: Any) -> Any:
     """Months since January 1970 of epoch-ms ``ms`` (a number or an array)."""
-    return np.asarray(ms, dtype="int64").astype("datetime64[ms]").astype("datetime64[M]").astype("int64")
+    return (
+        np.asarray(ms, dtype="int64")
+        .astype("datetime64[ms]")
+        .astype("datetime64[M]")
+        .astype("int64")
+    )
 
 
 def _month_start_ms(index: Any) -> Any:
-    return np.asarray(index, dtype="int64").astype("datetime64[M]").astype("datetime64[ms]").astype("int64")
+    return (
+        np.asarray(index, dtype="int64")
+        .astype("datetime64[M]")
+        .astype("datetime64[ms]")
+        .astype("int64")
+    )
 
 
 def candle_open_ms(ts_ms: int, timeframe: str) -> int:
@@ -91,7 +103,9 @@ def candles_between(from_ms: Any, to_ms: Any, timeframe: str) -> Any:
     if months:
         n = (_month_index(to_ms) - _month_index(from_ms)) // months
     else:
-        n = (np.asarray(to_ms, dtype="int64") - np.asarray(from_ms, dtype="int64")) // timeframe_ms(timeframe)
+        n = (np.asarray(to_ms, dtype="int64") - np.asarray(from_ms, dtype="int64")) // timeframe_ms(
+            timeframe
+        )
     return int(n) if np.ndim(n) == 0 else n
 
 

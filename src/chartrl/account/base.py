@@ -52,7 +52,9 @@ class Account(ABC):
 class SimAccount(Account):
     """Backtest and paper account: the shared fill model over a :class:`Book`."""
 
-    def __init__(self, initial_cash: float, rules: MarketRules | None = None, book: Book | None = None) -> None:
+    def __init__(
+        self, initial_cash: float, rules: MarketRules | None = None, book: Book | None = None
+    ) -> None:
         self.rules = rules or MarketRules()
         self.book = book or Book(cash=initial_cash)
         self.initial_cash = initial_cash

@@ -40,9 +40,9 @@ def is_not_found(exc: BaseException) -> bool:
 
 def is_temporary(exc: BaseException) -> bool:
     ccxt = _ccxt()
-    return isinstance(exc, (ccxt.NetworkError, ccxt.BadResponse, ccxt.RequestTimeout)) or isinstance(
-        exc, (TimeoutError, ConnectionError)
-    )
+    return isinstance(
+        exc, (ccxt.NetworkError, ccxt.BadResponse, ccxt.RequestTimeout)
+    ) or isinstance(exc, (TimeoutError, ConnectionError))
 
 
 def is_ambiguous(exc: BaseException) -> bool:
@@ -61,7 +61,9 @@ def _operational_hint(exc: BaseException) -> str:
     if isinstance(exc, ccxt.PermissionDenied):
         return "the API key lacks a permission (spot trading enabled? IP whitelist?)"
     if isinstance(exc, ccxt.AuthenticationError):
-        return "the exchange rejected the API key/secret; check CHARTRL__EXCHANGE__API_KEY/API_SECRET"
+        return (
+            "the exchange rejected the API key/secret; check CHARTRL__EXCHANGE__API_KEY/API_SECRET"
+        )
     if isinstance(exc, ccxt.InsufficientFunds):
         return "insufficient funds on the exchange; check balances, then `chartrl halt clear`"
     if isinstance(exc, ccxt.BadSymbol):

@@ -80,7 +80,9 @@ def round_amount(amount: float, step: float | None) -> float:
     return math.floor(amount / step + 1e-9) * step
 
 
-def simulate_fill(book: Book, action: int, open_price: float, timestamp: int, rules: MarketRules) -> Fill | None:
+def simulate_fill(
+    book: Book, action: int, open_price: float, timestamp: int, rules: MarketRules
+) -> Fill | None:
     """Apply ``action`` at ``open_price`` to ``book`` (mutated); the fill, or None if nothing traded.
 
     A buy when already long, a sell when flat, an order under the minimums or an amount that rounds
@@ -142,7 +144,9 @@ def rules_from_market(market: dict, trading: Any, precision_mode: int = TICK_SIZ
     if fee is None:
         fee = market.get("taker")
         if fee is None:
-            raise ConfigError(f"trading.fee is empty and market {symbol} reports no taker fee; set trading.fee (e.g. 0.001)")
+            raise ConfigError(
+                f"trading.fee is empty and market {symbol} reports no taker fee; set trading.fee (e.g. 0.001)"
+            )
     precision = (market.get("precision") or {}).get("amount")
     step: float | None = None
     if precision is not None:

@@ -21,13 +21,21 @@ def pack_hidden(hidden: Any) -> tuple[str, bytes]:
     elif isinstance(hidden, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in hidden):
         kind, tensors = "tuple", list(hidden)
     else:
-        raise TypeError(f"hidden state must be None, a tensor or a tuple of tensors, not {type(hidden).__name__}")
+        raise TypeError(
+            f"hidden state must be None, a tensor or a tuple of tensors, not {type(hidden).__name__}"
+        )
     meta, chunks = [], []
     for t in tensors:
         t = t.detach().to("cpu").contiguous()
         # reshape(-1) first: a 0-d tensor cannot be viewed as bytes directly.
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        meta.append({"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "nbytes": len(raw)})
+        meta.append(
+            {
+                "shape": list(t.shape),
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "nbytes": len(raw),
+            }
+        )
         chunks.append(raw)
     return json.dumps({"kind": kind, "tensors": meta}), b"".join(chunks)
 
@@ -44,6 +52,8 @@ def unpack_hidden(meta_json: str, data: bytes, device: Any = "cpu") -> Any:
         dtype = getattr(torch, m["dtype"])
         raw = bytearray(data[offset : offset + m["nbytes"]])
         offset += m["nbytes"]
-        flat = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        flat = (
+            torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        )
         out.append(flat.view(dtype).reshape(m["shape"]).to(device))
     return out[0] if meta["kind"] == "tensor" else tuple(out)

@@ -94,15 +94,25 @@ def _row(cls: type[_R], row: sqlite3.Row) -> _R:
 class Ledger:
     """A connection to the ledger; safe to share between threads of one process."""
 
-    def __init__(self, path: Path | str, *, readonly: bool = False, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        readonly: bool = False,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
         self.path = Path(path).expanduser()
         self.readonly = readonly
         self._lock = threading.RLock()
         self._depth = 0
         if readonly:
             if not self.path.is_file():
-                raise ChartrlError(f"no ledger at {self.path}; nothing has traded with this data dir yet")
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+                raise ChartrlError(
+                    f"no ledger at {self.path}; nothing has traded with this data dir yet"
+                )
+            self._conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             if version != len(migrations):
                 raise ChartrlError(
@@ -111,7 +121,9 @@ class Ledger:
                 )
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
             self._conn.execute("PRAGMA journal_mode = WAL")
             # FULL: a committed order record survives a power cut, not just a process kill.
             self._conn.execute("PRAGMA synchronous = FULL")
@@ -182,30 +194,76 @@ class Ledger:
             cur = c.execute(
                 "INSERT INTO decisions (created_ms, symbol, mode, candle_ms, action, final_action, reason, model_version, price, details)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (now_ms(), symbol, mode, candle_ms, int(action), int(final_action), reason, model_version, price,
-                 json.dumps(details) if details else None),
+                (
+                    now_ms(),
+                    symbol,
+                    mode,
+                    candle_ms,
+                    int(action),
+                    int(final_action),
+                    reason,
+                    model_version,
+                    price,
+                    json.dumps(details) if details else None,
+                ),
             )
             return int(cur.lastrowid)
 
     def decisions(self, symbol: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM decisions" + (" WHERE symbol = ?" if symbol else "") + " ORDER BY id DESC LIMIT ?"
+        sql = (
+            "SELECT * FROM decisions"
+            + (" WHERE symbol = ?" if symbol else "")
+            + " ORDER BY id DESC LIMIT ?"
+        )
         return [dict(r) for r in self._query(sql, ((symbol,) if symbol else ()) + (limit,))]
 
     # -- orders and fills ----------------------------------------------------------------------
     def create_order(
-        self, client_order_id: str, *, symbol: str, mode: str, side: str, amount: float,
-        decision_id: int | None = None, state: str = "pending", type: str = "market", created_ms: int | None = None,
+        self,
+        client_order_id: str,
+        *,
+        symbol: str,
+        mode: str,
+        side: str,
+        amount: float,
+        decision_id: int | None = None,
+        state: str = "pending",
+        type: str = "market",
+        created_ms: int | None = None,
     ) -> OrderRow:
         t = now_ms() if created_ms is None else int(created_ms)
         with self.transaction() as c:
             c.execute(
                 "INSERT INTO orders (client_order_id, symbol, mode, side, type, amount, state, decision_id, created_ms, updated_ms)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (client_order_id, symbol, mode, side, type, float(amount), state, decision_id, t, t),
+                (
+                    client_order_id,
+                    symbol,
+                    mode,
+                    side,
+                    type,
+                    float(amount),
+                    state,
+                    decision_id,
+                    t,
+                    t,
+                ),
             )
         return self.order(client_order_id)  # type: ignore[return-value]
 
-    _ORDER_FIELDS = frozenset({"exchange_order_id", "filled", "average", "cost", "state", "error", "sent_ms", "closed_ms", "amount"})
+    _ORDER_FIELDS = frozenset(
+        {
+            "exchange_order_id",
+            "filled",
+            "average",
+            "cost",
+            "state",
+            "error",
+            "sent_ms",
+            "closed_ms",
+            "amount",
+        }
+    )
 
     def update_order(self, client_order_id: str, **fields: Any) -> None:
         """Set order fields; a final state also stamps ``closed_ms``."""
@@ -220,7 +278,10 @@ class Ledger:
             fields.setdefault("closed_ms", t)
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self.transaction() as c:
-            cur = c.execute(f"UPDATE orders SET {cols} WHERE client_order_id = ?", (*fields.values(), client_order_id))
+            cur = c.execute(
+                f"UPDATE orders SET {cols} WHERE client_order_id = ?",
+                (*fields.values(), client_order_id),
+            )
             if cur.rowcount != 1:
                 raise ChartrlError(f"ledger has no order {client_order_id!r}")
 
@@ -228,12 +289,21 @@ class Ledger:
         rows = self._query("SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
         return _row(OrderRow, rows[0]) if rows else None
 
-    def orders(self, mode: str | None = None, symbol: str | None = None, states: Sequence[str] | None = None) -> list[OrderRow]:
+    def orders(
+        self,
+        mode: str | None = None,
+        symbol: str | None = None,
+        states: Sequence[str] | None = None,
+    ) -> list[OrderRow]:
         where, params = self._filters(mode=mode, symbol=symbol)
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             params.extend(states)
-        sql = "SELECT * FROM orders" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_ms, rowid"
+        sql = (
+            "SELECT * FROM orders"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY created_ms, rowid"
+        )
         return [_row(OrderRow, r) for r in self._query(sql, params)]
 
     def unfinished_orders(self, mode: str, symbol: str | None = None) -> list[OrderRow]:
@@ -242,28 +312,59 @@ class Ledger:
 
     def count_orders_since(self, since_ms: int, mode: str, symbol: str) -> int:
         """Orders created since ``since_ms`` that may have reached the market (rejected ones excluded)."""
-        return int(self._query(
-            "SELECT count(*) FROM orders WHERE mode = ? AND symbol = ? AND created_ms >= ? AND state != 'rejected'",
-            (mode, symbol, since_ms),
-        )[0][0])
+        return int(
+            self._query(
+                "SELECT count(*) FROM orders WHERE mode = ? AND symbol = ? AND created_ms >= ? AND state != 'rejected'",
+                (mode, symbol, since_ms),
+            )[0][0]
+        )
 
     def add_fill(
-        self, *, trade_id: str, client_order_id: str, symbol: str, mode: str, side: str, price: float,
-        amount: float, cost: float | None = None, fee: float = 0.0, fee_currency: str | None = None, timestamp_ms: int,
+        self,
+        *,
+        trade_id: str,
+        client_order_id: str,
+        symbol: str,
+        mode: str,
+        side: str,
+        price: float,
+        amount: float,
+        cost: float | None = None,
+        fee: float = 0.0,
+        fee_currency: str | None = None,
+        timestamp_ms: int,
     ) -> bool:
         """Record a fill once: True when new, False when this trade id was already recorded."""
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT OR IGNORE INTO fills (trade_id, client_order_id, symbol, mode, side, price, amount, cost, fee,"
                 " fee_currency, timestamp_ms, recorded_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (str(trade_id), client_order_id, symbol, mode, side, float(price), float(amount),
-                 float(cost if cost is not None else price * amount), float(fee or 0.0), fee_currency, int(timestamp_ms), now_ms()),
+                (
+                    str(trade_id),
+                    client_order_id,
+                    symbol,
+                    mode,
+                    side,
+                    float(price),
+                    float(amount),
+                    float(cost if cost is not None else price * amount),
+                    float(fee or 0.0),
+                    fee_currency,
+                    int(timestamp_ms),
+                    now_ms(),
+                ),
             )
             return cur.rowcount == 1
 
-    def fills(self, mode: str | None = None, symbol: str | None = None, client_order_id: str | None = None) -> list[FillRow]:
+    def fills(
+        self, mode: str | None = None, symbol: str | None = None, client_order_id: str | None = None
+    ) -> list[FillRow]:
         where, params = self._filters(mode=mode, symbol=symbol, client_order_id=client_order_id)
-        sql = "SELECT * FROM fills" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY timestamp_ms, rowid"
+        sql = (
+            "SELECT * FROM fills"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY timestamp_ms, rowid"
+        )
         return [_row(FillRow, r) for r in self._query(sql, params)]
 
     def last_fill_rowid(self) -> int:
@@ -271,7 +372,10 @@ class Ledger:
 
     def fills_after_rowid(self, mode: str, symbol: str, rowid: int) -> list[FillRow]:
         """Fills recorded after the row ``rowid`` (the ones a balance baseline does not include yet)."""
-        rows = self._query("SELECT * FROM fills WHERE mode = ? AND symbol = ? AND rowid > ? ORDER BY rowid", (mode, symbol, rowid))
+        rows = self._query(
+            "SELECT * FROM fills WHERE mode = ? AND symbol = ? AND rowid > ? ORDER BY rowid",
+            (mode, symbol, rowid),
+        )
         return [_row(FillRow, r) for r in rows]
 
     @staticmethod
@@ -280,17 +384,29 @@ class Ledger:
         return where, [v for v in kw.values() if v is not None]
 
     # -- balances and flags -----------------------------------------------------------------------
-    def record_balances(self, mode: str, kind: str, data: dict[str, float], *, symbol: str | None = None,
-                        equity: float | None = None) -> int:
+    def record_balances(
+        self,
+        mode: str,
+        kind: str,
+        data: dict[str, float],
+        *,
+        symbol: str | None = None,
+        equity: float | None = None,
+    ) -> int:
         """A snapshot ``{currency: amount}``; ``equity`` is its value in the quote currency then."""
         with self.transaction() as c:
-            cur = c.execute("INSERT INTO balances (created_ms, mode, kind, data, symbol, equity) VALUES (?,?,?,?,?,?)",
-                            (now_ms(), mode, kind, json.dumps(data, sort_keys=True), symbol, equity))
+            cur = c.execute(
+                "INSERT INTO balances (created_ms, mode, kind, data, symbol, equity) VALUES (?,?,?,?,?,?)",
+                (now_ms(), mode, kind, json.dumps(data, sort_keys=True), symbol, equity),
+            )
             return int(cur.lastrowid)
 
     def latest_balances(self, mode: str, kind: str) -> tuple[int, dict[str, float]] | None:
         """(row id, {currency: amount}) of the newest snapshot of that kind."""
-        rows = self._query("SELECT id, data FROM balances WHERE mode = ? AND kind = ? ORDER BY id DESC LIMIT 1", (mode, kind))
+        rows = self._query(
+            "SELECT id, data FROM balances WHERE mode = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            (mode, kind),
+        )
         return (int(rows[0]["id"]), json.loads(rows[0]["data"])) if rows else None
 
     def get_flag(self, key: str) -> str | None:
@@ -302,26 +418,39 @@ class Ledger:
             if value is None:
                 c.execute("DELETE FROM ledger_state WHERE key = ?", (key,))
             else:
-                c.execute("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?, ?)", (key, value))
+                c.execute(
+                    "INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?, ?)", (key, value)
+                )
 
     # -- halts ------------------------------------------------------------------------------------
     def set_halt(self, reason: str, source: str, details: str | None = None) -> int:
         with self.transaction() as c:
-            cur = c.execute("INSERT INTO halts (created_ms, reason, source, details) VALUES (?,?,?,?)",
-                            (now_ms(), reason, source, details))
+            cur = c.execute(
+                "INSERT INTO halts (created_ms, reason, source, details) VALUES (?,?,?,?)",
+                (now_ms(), reason, source, details),
+            )
             return int(cur.lastrowid)
 
     def active_halts(self) -> list[HaltRow]:
-        return [_row(HaltRow, r) for r in self._query("SELECT * FROM halts WHERE cleared_ms IS NULL ORDER BY id")]
+        return [
+            _row(HaltRow, r)
+            for r in self._query("SELECT * FROM halts WHERE cleared_ms IS NULL ORDER BY id")
+        ]
 
     def halts(self, limit: int = 20) -> list[HaltRow]:
-        return [_row(HaltRow, r) for r in self._query("SELECT * FROM halts ORDER BY id DESC LIMIT ?", (limit,))]
+        return [
+            _row(HaltRow, r)
+            for r in self._query("SELECT * FROM halts ORDER BY id DESC LIMIT ?", (limit,))
+        ]
 
     def clear_halts(self, cleared_by: str) -> list[HaltRow]:
         """Clear every active halt; a cleared balance mismatch asks the live account to re-baseline."""
         with self.transaction() as c:
             active = self.active_halts()
-            c.execute("UPDATE halts SET cleared_ms = ?, cleared_by = ? WHERE cleared_ms IS NULL", (now_ms(), cleared_by))
+            c.execute(
+                "UPDATE halts SET cleared_ms = ?, cleared_by = ? WHERE cleared_ms IS NULL",
+                (now_ms(), cleared_by),
+            )
             if any(h.reason == "balance_mismatch" for h in active):
                 self.set_flag("live.rebaseline", "1")
         return active
@@ -330,23 +459,43 @@ class Ledger:
     def day_start_equity(self, day: str, symbol: str, mode: str, equity: float) -> float:
         """The equity recorded at the first check of this UTC day (``equity`` if this is the first)."""
         with self.transaction() as c:
-            c.execute("INSERT OR IGNORE INTO risk_days (day, symbol, mode, start_equity) VALUES (?,?,?,?)",
-                      (day, symbol, mode, float(equity)))
-            return float(c.execute("SELECT start_equity FROM risk_days WHERE day = ? AND symbol = ? AND mode = ?",
-                                   (day, symbol, mode)).fetchone()[0])
+            c.execute(
+                "INSERT OR IGNORE INTO risk_days (day, symbol, mode, start_equity) VALUES (?,?,?,?)",
+                (day, symbol, mode, float(equity)),
+            )
+            return float(
+                c.execute(
+                    "SELECT start_equity FROM risk_days WHERE day = ? AND symbol = ? AND mode = ?",
+                    (day, symbol, mode),
+                ).fetchone()[0]
+            )
 
     def kill_day(self, day: str, symbol: str, mode: str) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE risk_days SET killed_ms = coalesce(killed_ms, ?) WHERE day = ? AND symbol = ? AND mode = ?",
-                      (now_ms(), day, symbol, mode))
+            c.execute(
+                "UPDATE risk_days SET killed_ms = coalesce(killed_ms, ?) WHERE day = ? AND symbol = ? AND mode = ?",
+                (now_ms(), day, symbol, mode),
+            )
 
     def day_killed(self, day: str, symbol: str, mode: str) -> bool:
-        rows = self._query("SELECT killed_ms FROM risk_days WHERE day = ? AND symbol = ? AND mode = ?", (day, symbol, mode))
+        rows = self._query(
+            "SELECT killed_ms FROM risk_days WHERE day = ? AND symbol = ? AND mode = ?",
+            (day, symbol, mode),
+        )
         return bool(rows and rows[0][0] is not None)
 
     # -- paper books, model versions, hidden states, retrain results ------------------------------
     def save_paper_book(self, symbol: str, state: dict[str, Any]) -> None:
-        cols = ("cash", "position", "entry_price", "fees_paid", "turnover", "initial_cash", "last_price", "last_candle_ms")
+        cols = (
+            "cash",
+            "position",
+            "entry_price",
+            "fees_paid",
+            "turnover",
+            "initial_cash",
+            "last_price",
+            "last_candle_ms",
+        )
         with self.transaction() as c:
             c.execute(
                 f"INSERT OR REPLACE INTO paper_books (symbol, {', '.join(cols)}, updated_ms) VALUES (?{',?' * len(cols)},?)",
@@ -357,16 +506,24 @@ class Ledger:
         rows = self._query("SELECT * FROM paper_books WHERE symbol = ?", (symbol,))
         return dict(rows[0]) if rows else None
 
-    def record_model_version(self, symbol: str, version: str, path: str | None = None, info: dict[str, Any] | None = None) -> None:
+    def record_model_version(
+        self, symbol: str, version: str, path: str | None = None, info: dict[str, Any] | None = None
+    ) -> None:
         with self.transaction() as c:
-            c.execute("INSERT INTO model_versions (created_ms, symbol, version, path, info) VALUES (?,?,?,?,?)",
-                      (now_ms(), symbol, version, path, json.dumps(info) if info else None))
+            c.execute(
+                "INSERT INTO model_versions (created_ms, symbol, version, path, info) VALUES (?,?,?,?,?)",
+                (now_ms(), symbol, version, path, json.dumps(info) if info else None),
+            )
 
     def current_model_version(self, symbol: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT * FROM model_versions WHERE symbol = ? ORDER BY id DESC LIMIT 1", (symbol,))
+        rows = self._query(
+            "SELECT * FROM model_versions WHERE symbol = ? ORDER BY id DESC LIMIT 1", (symbol,)
+        )
         return dict(rows[0]) if rows else None
 
-    def save_hidden(self, symbol: str, hidden: Any, candle_ms: int, model_version: str | None = None) -> None:
+    def save_hidden(
+        self, symbol: str, hidden: Any, candle_ms: int, model_version: str | None = None
+    ) -> None:
         """Store the policy's recurrent state (None, a tensor, or a tuple of tensors) for ``symbol``."""
         from chartrl.account.hidden import pack_hidden
 
@@ -389,18 +546,35 @@ class Ledger:
 
     def start_retrain(self, champion: str | None) -> int:
         with self.transaction() as c:
-            cur = c.execute("INSERT INTO retrain_results (started_ms, status, champion) VALUES (?, 'running', ?)", (now_ms(), champion))
+            cur = c.execute(
+                "INSERT INTO retrain_results (started_ms, status, champion) VALUES (?, 'running', ?)",
+                (now_ms(), champion),
+            )
             return int(cur.lastrowid)
 
     def finish_retrain(
-        self, retrain_id: int, *, status: str, challenger: str | None = None, promoted: bool = False,
-        metrics: dict[str, Any] | None = None, error: str | None = None,
+        self,
+        retrain_id: int,
+        *,
+        status: str,
+        challenger: str | None = None,
+        promoted: bool = False,
+        metrics: dict[str, Any] | None = None,
+        error: str | None = None,
     ) -> None:
         """Close a retrain record: status promoted | kept | failed, with the metrics compared."""
         with self.transaction() as c:
             c.execute(
                 "UPDATE retrain_results SET finished_ms = ?, status = ?, challenger = ?, promoted = ?, metrics = ?, error = ? WHERE id = ?",
-                (now_ms(), status, challenger, int(promoted), json.dumps(metrics) if metrics else None, error, retrain_id),
+                (
+                    now_ms(),
+                    status,
+                    challenger,
+                    int(promoted),
+                    json.dumps(metrics) if metrics else None,
+                    error,
+                    retrain_id,
+                ),
             )
 
     def retrain_results(self, limit: int = 20) -> list[dict[str, Any]]:

@@ -40,7 +40,12 @@ from chartrl.symbols import base_quote
 MODE = "live"
 CLIENT_ID_PREFIX = "crl-"
 BASELINE_FILL_ROWID = "live.baseline_fill_rowid"
-_CCXT_STATE = {"closed": "filled", "canceled": "canceled", "expired": "canceled", "rejected": "rejected"}
+_CCXT_STATE = {
+    "closed": "filled",
+    "canceled": "canceled",
+    "expired": "canceled",
+    "rejected": "rejected",
+}
 
 
 def require_live(settings: Settings, live: bool) -> None:
@@ -50,11 +55,14 @@ def require_live(settings: Settings, live: bool) -> None:
             f'live trading needs [trading] mode = "live" in the config (it is {settings.trading.mode!r}) and --live'
         )
     if not live:
-        raise UsageError('trading.mode is "live" but --live was not given; pass --live to place real orders')
+        raise UsageError(
+            'trading.mode is "live" but --live was not given; pass --live to place real orders'
+        )
     missing = [
         f"exchange.{name} (set CHARTRL__EXCHANGE__{name.upper()} or exchange.key_file)"
         for name in ("api_key", "api_secret")
-        if getattr(settings.exchange, name) is None or not getattr(settings.exchange, name).get_secret_value()
+        if getattr(settings.exchange, name) is None
+        or not getattr(settings.exchange, name).get_secret_value()
     ]
     if missing:
         raise ConfigError([f"{m} is missing: live trading needs it" for m in missing])
@@ -111,13 +119,17 @@ class LiveAccount(Account):
         self.started = False
         self._call("load markets", self.exchange.load_markets)
         if self.symbol not in self.exchange.markets:
-            raise OperationalError(f"{self.settings.exchange.id} has no market {self.symbol}; check market.symbol")
+            raise OperationalError(
+                f"{self.settings.exchange.id} has no market {self.symbol}; check market.symbol"
+            )
         self.market = self.exchange.market(self.symbol)
         if self.settings.trading.fee is None:
             self.fee_rate = float(self.market.get("taker") or 0.0)
         pending = self.reconcile(wait=True)
         if pending:
-            raise TemporaryError(f"orders {', '.join(o.client_order_id for o in pending)} are still unresolved; will retry")
+            raise TemporaryError(
+                f"orders {', '.join(o.client_order_id for o in pending)} are still unresolved; will retry"
+            )
         # Balances and a price first: even a start that halts below leaves the account able to
         # report its equity (status line, risk checks) while it holds.
         self.refresh_balances()
@@ -127,8 +139,11 @@ class LiveAccount(Account):
         self.check_open_orders()
         self.check_balances()
         self.started = True
-        self.log.info("live_account_started", balances={self.base: self.total.get(self.base), self.quote: self.total.get(self.quote)},
-                      price=self.last_price)
+        self.log.info(
+            "live_account_started",
+            balances={self.base: self.total.get(self.base), self.quote: self.total.get(self.quote)},
+            price=self.last_price,
+        )
 
     def refresh_balances(self) -> None:
         bal = self._call("fetch balance", self.exchange.fetch_balance)
@@ -157,15 +172,22 @@ class LiveAccount(Account):
     def _resolve(self, order: OrderRow) -> OrderRow:
         cid = order.client_order_id
         try:
-            remote = self.exchange.fetch_order(order.exchange_order_id, self.symbol, {"clientOrderId": cid})
+            remote = self.exchange.fetch_order(
+                order.exchange_order_id, self.symbol, {"clientOrderId": cid}
+            )
         except Exception as exc:  # noqa: BLE001 - mapped below
             if not ccxt_errors.is_not_found(exc):
                 raise ccxt_errors.translate(exc, f"look up order {cid}") from exc
             if order.state in ("sent", "open", "partially_filled"):
                 # We saw it live before; vanishing is not something we can explain: stop.
-                self._halt("order_vanished", f"order {cid} was {order.state} and the exchange no longer knows it")
+                self._halt(
+                    "order_vanished",
+                    f"order {cid} was {order.state} and the exchange no longer knows it",
+                )
             if now_ms() - order.created_ms >= self.grace_ms:
-                self.ledger.update_order(cid, state="rejected", error="not on the exchange: the request never arrived")
+                self.ledger.update_order(
+                    cid, state="rejected", error="not on the exchange: the request never arrived"
+                )
                 self.log.warning("order_never_arrived", client_order_id=cid)
             elif order.state == "pending":
                 self.ledger.update_order(cid, state="unknown")
@@ -175,12 +197,18 @@ class LiveAccount(Account):
     def check_open_orders(self) -> None:
         """An open order with our client id prefix that the ledger does not know means a lost ledger: halt."""
         remote = self._call("fetch open orders", self.exchange.fetch_open_orders, self.symbol)
-        strangers = [o.get("clientOrderId") for o in remote
-                     if str(o.get("clientOrderId") or "").startswith(CLIENT_ID_PREFIX)
-                     and self.ledger.order(str(o["clientOrderId"])) is None]
+        strangers = [
+            o.get("clientOrderId")
+            for o in remote
+            if str(o.get("clientOrderId") or "").startswith(CLIENT_ID_PREFIX)
+            and self.ledger.order(str(o["clientOrderId"])) is None
+        ]
         if strangers:
-            self._halt("unknown_order", f"open orders {', '.join(map(str, strangers))} were sent by chartrl but are "
-                       "not in this ledger (restored from a backup? another instance?)")
+            self._halt(
+                "unknown_order",
+                f"open orders {', '.join(map(str, strangers))} were sent by chartrl but are "
+                "not in this ledger (restored from a backup? another instance?)",
+            )
 
     def _apply(self, order: OrderRow, remote: dict[str, Any]) -> OrderRow:
         """Record what the exchange says of ``order`` (state, amounts, fills) in one transaction."""
@@ -192,30 +220,55 @@ class LiveAccount(Account):
         else:
             state = _CCXT_STATE.get(status, "partially_filled" if filled > 0 else "open")
         trades = remote.get("trades") or []
-        if filled > 0 and (not trades or any(t.get("id") is None for t in trades)
-                           or abs(sum(float(t["amount"]) for t in trades) - filled) > 1e-12):
-            trades = self._call(f"fetch trades of order {cid}", self.exchange.fetch_order_trades,
-                                str(remote["id"]), self.symbol)
+        if filled > 0 and (
+            not trades
+            or any(t.get("id") is None for t in trades)
+            or abs(sum(float(t["amount"]) for t in trades) - filled) > 1e-12
+        ):
+            trades = self._call(
+                f"fetch trades of order {cid}",
+                self.exchange.fetch_order_trades,
+                str(remote["id"]),
+                self.symbol,
+            )
         known = {f.trade_id: f.amount for f in self.ledger.fills(client_order_id=cid)}
         known.update({str(t["id"]): float(t["amount"]) for t in trades})
-        if state in ("filled", "canceled") and sum(known.values()) < filled - 1e-9 * max(1.0, filled):
+        if state in ("filled", "canceled") and sum(known.values()) < filled - 1e-9 * max(
+            1.0, filled
+        ):
             # The trade list lags the order: keep it open in the ledger so the next look-up completes it.
-            self.log.warning("fills_lagging", client_order_id=cid, filled=filled, recorded=sum(known.values()))
+            self.log.warning(
+                "fills_lagging", client_order_id=cid, filled=filled, recorded=sum(known.values())
+            )
             state = "partially_filled"
         with self.ledger.transaction():
             self.ledger.update_order(
-                cid, state=state, exchange_order_id=str(remote.get("id")), filled=filled,
-                average=remote.get("average"), cost=float(remote.get("cost") or 0.0),
+                cid,
+                state=state,
+                exchange_order_id=str(remote.get("id")),
+                filled=filled,
+                average=remote.get("average"),
+                cost=float(remote.get("cost") or 0.0),
                 sent_ms=order.sent_ms or now_ms(),
             )
             for t in trades:
                 fee = t.get("fee") or {}
                 self.ledger.add_fill(
-                    trade_id=str(t["id"]), client_order_id=cid, symbol=self.symbol, mode=MODE, side=t.get("side") or order.side,
-                    price=float(t["price"]), amount=float(t["amount"]), cost=float(t.get("cost") or t["price"] * t["amount"]),
-                    fee=float(fee.get("cost") or 0.0), fee_currency=fee.get("currency"), timestamp_ms=int(t.get("timestamp") or now_ms()),
+                    trade_id=str(t["id"]),
+                    client_order_id=cid,
+                    symbol=self.symbol,
+                    mode=MODE,
+                    side=t.get("side") or order.side,
+                    price=float(t["price"]),
+                    amount=float(t["amount"]),
+                    cost=float(t.get("cost") or t["price"] * t["amount"]),
+                    fee=float(fee.get("cost") or 0.0),
+                    fee_currency=fee.get("currency"),
+                    timestamp_ms=int(t.get("timestamp") or now_ms()),
                 )
-        self.log.info("order_update", client_order_id=cid, state=state, filled=filled, trades=len(trades))
+        self.log.info(
+            "order_update", client_order_id=cid, state=state, filled=filled, trades=len(trades)
+        )
         return self.ledger.order(cid)  # type: ignore[return-value]
 
     # -- balances -----------------------------------------------------------------------------------
@@ -230,26 +283,41 @@ class LiveAccount(Account):
             # same amounts revalued at a later price.
             value = self.equity() if self.last_price else None
             with self.ledger.transaction():
-                self.ledger.record_balances(MODE, "baseline", data, symbol=self.symbol, equity=value)
+                self.ledger.record_balances(
+                    MODE, "baseline", data, symbol=self.symbol, equity=value
+                )
                 self.ledger.set_flag(BASELINE_FILL_ROWID, str(self.ledger.last_fill_rowid()))
                 self.ledger.set_flag("live.rebaseline", None)
             self.log.info("balance_baseline", balances=data, rebaseline=rebase)
             baseline = self.ledger.latest_balances(MODE, "baseline")
         assert baseline is not None
-        fills = self.ledger.fills_after_rowid(MODE, self.symbol, int(self.ledger.get_flag(BASELINE_FILL_ROWID) or 0))
-        check = compare_balances(baseline[1], fills, self.total, self.base, self.quote, self.fee_rate)
-        self.ledger.record_balances(MODE, "exchange", {c: self.total.get(c, 0.0) for c in (self.base, self.quote)},
-                                    symbol=self.symbol, equity=self.equity() if self.last_price else None)
+        fills = self.ledger.fills_after_rowid(
+            MODE, self.symbol, int(self.ledger.get_flag(BASELINE_FILL_ROWID) or 0)
+        )
+        check = compare_balances(
+            baseline[1], fills, self.total, self.base, self.quote, self.fee_rate
+        )
+        self.ledger.record_balances(
+            MODE,
+            "exchange",
+            {c: self.total.get(c, 0.0) for c in (self.base, self.quote)},
+            symbol=self.symbol,
+            equity=self.equity() if self.last_price else None,
+        )
         if not check.ok:
             self._halt("balance_mismatch", check.describe())
         return check
 
     def _halt(self, reason: str, details: str) -> None:
-        self.started = False  # after `chartrl halt clear`, reconcile everything again before trading
+        self.started = (
+            False  # after `chartrl halt clear`, reconcile everything again before trading
+        )
         if not any(h.reason == reason for h in self.ledger.active_halts()):
             self.ledger.set_halt(reason, MODE, details)
         self.log.error("trading_halted", reason=reason, details=details)
-        raise TradingHalted(f"trading halted ({reason}): {details}; fix it, then run `chartrl halt clear`")
+        raise TradingHalted(
+            f"trading halted ({reason}): {details}; fix it, then run `chartrl halt clear`"
+        )
 
     # -- orders ---------------------------------------------------------------------------------------
     def _amount(self, amount: float) -> float:
@@ -269,7 +337,9 @@ class LiveAccount(Account):
         held = self._amount(self.total.get(self.base, 0.0))
         return held if held > 0 and held >= min_amount and held * price >= min_cost else 0.0
 
-    def _size(self, action: int, price: float, max_notional: float | None) -> tuple[str, float] | None:
+    def _size(
+        self, action: int, price: float, max_notional: float | None
+    ) -> tuple[str, float] | None:
         """(side, amount) to send, or None when the action trades nothing; reasons are logged."""
         limits = self.market.get("limits") or {}
         min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
@@ -286,7 +356,9 @@ class LiveAccount(Account):
             margin = (1 + self.fee_rate) * (1 + self.settings.trading.slippage_bps / 1e4)
             amount = self._amount(budget / (price * margin))
             if amount * price * margin > free_quote + 1e-9:
-                return self._skip("insufficient_free_balance", need=amount * price * margin, free=free_quote)
+                return self._skip(
+                    "insufficient_free_balance", need=amount * price * margin, free=free_quote
+                )
             side = "buy"
         elif action == Action.SELL:
             amount, side = self._amount(free_base), "sell"
@@ -304,12 +376,21 @@ class LiveAccount(Account):
         self.log.info("order_skipped", reason=reason, **kw)
         return None
 
-    def execute(self, action: int, candle: Candle, *, max_notional: float | None = None, decision_id: int | None = None) -> Fill | None:
+    def execute(
+        self,
+        action: int,
+        candle: Candle,
+        *,
+        max_notional: float | None = None,
+        decision_id: int | None = None,
+    ) -> Fill | None:
         """Send a market order for ``action`` (priced for sizing at ``candle.open``); the fill, or None."""
         if not self.started:
             self.start()  # first use, or the account halted since: reconcile everything first
         if self.reconcile():
-            raise TemporaryError("an earlier order is still unresolved; no new order until it is (will retry)")
+            raise TemporaryError(
+                "an earlier order is still unresolved; no new order until it is (will retry)"
+            )
         self.refresh_balances()
         self.check_balances()
         self.last_price = float(candle.open)
@@ -318,12 +399,16 @@ class LiveAccount(Account):
             return None
         side, amount = sized
         cid = new_client_order_id()
-        self.ledger.create_order(cid, symbol=self.symbol, mode=MODE, side=side, amount=amount, decision_id=decision_id)
+        self.ledger.create_order(
+            cid, symbol=self.symbol, mode=MODE, side=side, amount=amount, decision_id=decision_id
+        )
         self.log.info("order_recorded", client_order_id=cid, side=side, amount=amount)
         self.on_point("order_recorded")
         try:
             # ccxt's unified clientOrderId (newClientOrderId on Binance).
-            remote = self.exchange.create_order(self.symbol, "market", side, amount, None, {"clientOrderId": cid})
+            remote = self.exchange.create_order(
+                self.symbol, "market", side, amount, None, {"clientOrderId": cid}
+            )
         except Exception as exc:  # noqa: BLE001 - mapped below
             err = ccxt_errors.translate(exc, f"send order {cid}")
             if ccxt_errors.is_ambiguous(exc):
@@ -331,7 +416,9 @@ class LiveAccount(Account):
                 self.log.warning("order_ambiguous", client_order_id=cid, error=str(err))
                 order = self._resolve(self.ledger.order(cid))  # type: ignore[arg-type]
                 if order.state in ("pending", "unknown"):
-                    raise TemporaryError(f"order {cid} outcome unknown; it will be looked up, never re-sent") from exc
+                    raise TemporaryError(
+                        f"order {cid} outcome unknown; it will be looked up, never re-sent"
+                    ) from exc
             else:
                 self.ledger.update_order(cid, state="rejected", error=str(err)[:300])
                 if isinstance(err, OperationalError):
@@ -362,7 +449,11 @@ class LiveAccount(Account):
         amount = sum(f.amount for f in fills)
         cost = sum(f.cost for f in fills)
         price = cost / amount
-        fee = sum(f.fee * (price if f.fee_currency == self.base else 1.0) for f in fills if f.fee_currency in (self.base, self.quote))
+        fee = sum(
+            f.fee * (price if f.fee_currency == self.base else 1.0)
+            for f in fills
+            if f.fee_currency in (self.base, self.quote)
+        )
         return Fill(candle.timestamp, order.side, price, amount, fee)
 
     # -- Account interface ----------------------------------------------------------------------------

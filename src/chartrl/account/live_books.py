@@ -29,13 +29,18 @@ class BalanceCheck:
     def describe(self) -> str:
         if self.ok:
             return "balances match"
-        return "; ".join(
-            f"{c}: ledger {self.expected[c]:.8f}, exchange {self.actual[c]:.8f} (tolerance {self.tolerance[c]:.8f})"
-            for c in self.mismatched
-        ) + " — a deposit, withdrawal or trade chartrl did not make?"
+        return (
+            "; ".join(
+                f"{c}: ledger {self.expected[c]:.8f}, exchange {self.actual[c]:.8f} (tolerance {self.tolerance[c]:.8f})"
+                for c in self.mismatched
+            )
+            + " — a deposit, withdrawal or trade chartrl did not make?"
+        )
 
 
-def expected_balances(baseline: Mapping[str, float], fills: Iterable[FillRow], base: str, quote: str) -> dict[str, float]:
+def expected_balances(
+    baseline: Mapping[str, float], fills: Iterable[FillRow], base: str, quote: str
+) -> dict[str, float]:
     out = {base: float(baseline.get(base, 0.0)), quote: float(baseline.get(quote, 0.0))}
     for f in fills:
         sign = 1.0 if f.side == "buy" else -1.0

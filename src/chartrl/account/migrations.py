@@ -19,7 +19,16 @@ from chartrl.errors import ChartrlError
 
 Migration = Sequence[str] | Callable[[sqlite3.Connection], None]
 
-ORDER_STATES = ("pending", "sent", "open", "partially_filled", "filled", "canceled", "rejected", "unknown")
+ORDER_STATES = (
+    "pending",
+    "sent",
+    "open",
+    "partially_filled",
+    "filled",
+    "canceled",
+    "rejected",
+    "unknown",
+)
 FINAL_STATES = ("filled", "canceled", "rejected")
 
 _V1: list[str] = [
@@ -157,7 +166,9 @@ def backup_path(path: Path, version: int) -> Path:
     return path.with_name(f"{path.name}.bak-v{version}")
 
 
-def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+def migrate(
+    conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
     """Bring the ledger at ``path`` (open as ``conn``, autocommit) to the newest version; returns it."""
     target = len(migrations)
     current = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -168,9 +179,13 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration
     if current == target:
         return current
     if current == 0:
-        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[
+            0
+        ]
         if tables:
-            raise ChartrlError(f"{path} is an SQLite file but not a chartrl ledger (no schema version); move it away")
+            raise ChartrlError(
+                f"{path} is an SQLite file but not a chartrl ledger (no schema version); move it away"
+            )
     else:
         dest = sqlite3.connect(backup_path(path, current))
         try:

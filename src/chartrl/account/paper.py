@@ -48,19 +48,40 @@ class PaperAccount(SimAccount):
             super().__init__(state["initial_cash"], rules, book=self._load_book(state))
             self.last_price = state["last_price"]
             self.last_candle_ms = state["last_candle_ms"]
-            self.log.info("paper_account_resumed", cash=self.book.cash, position=self.book.position,
-                          fills=len(self.book.fills), last_candle_ms=self.last_candle_ms)
+            self.log.info(
+                "paper_account_resumed",
+                cash=self.book.cash,
+                position=self.book.position,
+                fills=len(self.book.fills),
+                last_candle_ms=self.last_candle_ms,
+            )
 
     def _load_book(self, state: dict) -> Book:
-        fills = [Fill(f.timestamp_ms, f.side, f.price, f.amount, f.fee) for f in self.ledger.fills(MODE, self.symbol)]
-        return Book(cash=state["cash"], position=state["position"], entry_price=state["entry_price"],
-                    fees_paid=state["fees_paid"], turnover=state["turnover"], fills=fills)
+        fills = [
+            Fill(f.timestamp_ms, f.side, f.price, f.amount, f.fee)
+            for f in self.ledger.fills(MODE, self.symbol)
+        ]
+        return Book(
+            cash=state["cash"],
+            position=state["position"],
+            entry_price=state["entry_price"],
+            fees_paid=state["fees_paid"],
+            turnover=state["turnover"],
+            fills=fills,
+        )
 
     def _state(self) -> dict:
         b = self.book
-        return {"cash": b.cash, "position": b.position, "entry_price": b.entry_price, "fees_paid": b.fees_paid,
-                "turnover": b.turnover, "initial_cash": self.initial_cash, "last_price": self.last_price,
-                "last_candle_ms": self.last_candle_ms}
+        return {
+            "cash": b.cash,
+            "position": b.position,
+            "entry_price": b.entry_price,
+            "fees_paid": b.fees_paid,
+            "turnover": b.turnover,
+            "initial_cash": self.initial_cash,
+            "last_price": self.last_price,
+            "last_candle_ms": self.last_candle_ms,
+        }
 
     def mark(self, price: float) -> None:
         """Mark to ``price`` without trading (persisted with the next execute)."""
@@ -80,9 +101,20 @@ class PaperAccount(SimAccount):
         the newest one already executed is skipped: that tick was done before a restart.
         """
         if self.last_candle_ms is not None and candle.timestamp <= self.last_candle_ms:
-            self.log.info("paper_candle_already_executed", candle_ms=candle.timestamp, last_candle_ms=self.last_candle_ms)
+            self.log.info(
+                "paper_candle_already_executed",
+                candle_ms=candle.timestamp,
+                last_candle_ms=self.last_candle_ms,
+            )
             return None
-        saved_rules, saved = self.rules, (dataclasses.replace(self.book, fills=list(self.book.fills)), self.last_price, self.last_candle_ms)
+        saved_rules, saved = (
+            self.rules,
+            (
+                dataclasses.replace(self.book, fills=list(self.book.fills)),
+                self.last_price,
+                self.last_candle_ms,
+            ),
+        )
         if max_notional is not None:
             equity = self.book.equity(candle.open)
             if equity > 0:
@@ -102,17 +134,48 @@ class PaperAccount(SimAccount):
         finally:
             self.rules = saved_rules
         if fill is not None:
-            self.log.info("paper_fill", side=fill.side, price=fill.price, amount=fill.amount, fee=fill.fee,
-                          cash=self.book.cash, position=self.book.position)
+            self.log.info(
+                "paper_fill",
+                side=fill.side,
+                price=fill.price,
+                amount=fill.amount,
+                fee=fill.fee,
+                cash=self.book.cash,
+                position=self.book.position,
+            )
         return fill
 
     def _record_fill(self, fill: Fill, candle: Candle, decision_id: int | None) -> None:
         # Deterministic ids: one paper order per candle and side, so a replay cannot double it.
         cid = f"paper-{self.symbol}-{candle.timestamp}-{fill.side}"
-        self.ledger.create_order(cid, symbol=self.symbol, mode=MODE, side=fill.side, amount=fill.amount,
-                                 decision_id=decision_id, state="pending", created_ms=self.clock())
-        self.ledger.update_order(cid, state="filled", filled=fill.amount, average=fill.price, cost=fill.notional,
-                                 sent_ms=self.clock())
-        self.ledger.add_fill(trade_id=f"{cid}-1", client_order_id=cid, symbol=self.symbol, mode=MODE, side=fill.side,
-                             price=fill.price, amount=fill.amount, cost=fill.notional, fee=fill.fee,
-                             fee_currency=self.quote, timestamp_ms=fill.timestamp)
+        self.ledger.create_order(
+            cid,
+            symbol=self.symbol,
+            mode=MODE,
+            side=fill.side,
+            amount=fill.amount,
+            decision_id=decision_id,
+            state="pending",
+            created_ms=self.clock(),
+        )
+        self.ledger.update_order(
+            cid,
+            state="filled",
+            filled=fill.amount,
+            average=fill.price,
+            cost=fill.notional,
+            sent_ms=self.clock(),
+        )
+        self.ledger.add_fill(
+            trade_id=f"{cid}-1",
+            client_order_id=cid,
+            symbol=self.symbol,
+            mode=MODE,
+            side=fill.side,
+            price=fill.price,
+            amount=fill.amount,
+            cost=fill.notional,
+            fee=fill.fee,
+            fee_currency=self.quote,
+            timestamp_ms=fill.timestamp,
+        )

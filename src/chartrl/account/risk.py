@@ -51,7 +51,11 @@ class RiskVerdict:
         return self.reason == OK
 
     def as_details(self) -> dict[str, object]:
-        return {"risk_reason": self.reason, "requested": int(self.requested), "max_notional": self.max_notional}
+        return {
+            "risk_reason": self.reason,
+            "requested": int(self.requested),
+            "max_notional": self.max_notional,
+        }
 
 
 def utc_day(ms: int) -> str:
@@ -77,7 +81,9 @@ class RiskGuard:
         self.mode = mode
         self.timeframe = timeframe
         self.timeframe_ms = timeframe_ms(timeframe)
-        self.halt_file = Path(halt_file or risk.halt_file or ledger.path.parent / "HALT").expanduser()
+        self.halt_file = Path(
+            halt_file or risk.halt_file or ledger.path.parent / "HALT"
+        ).expanduser()
         self.log = get_logger("chartrl.risk", symbol=symbol, mode=mode)
 
     def halted(self) -> str | None:
@@ -106,12 +112,25 @@ class RiskGuard:
         now = int(now_ms if now_ms is not None else time.time() * 1000)
         verdict = self._check(int(action), candle_ms, equity, position_value, buy_budget, now)
         if not verdict.allowed:
-            self.log.warning("risk_check", reason=verdict.reason, requested=Action(verdict.requested).name,
-                             action=Action(verdict.action).name, max_notional=verdict.max_notional, equity=equity)
+            self.log.warning(
+                "risk_check",
+                reason=verdict.reason,
+                requested=Action(verdict.requested).name,
+                action=Action(verdict.action).name,
+                max_notional=verdict.max_notional,
+                equity=equity,
+            )
         return verdict
 
-    def _check(self, action: int, candle_ms: int, equity: float, position_value: float,
-               buy_budget: float | None, now: int) -> RiskVerdict:
+    def _check(
+        self,
+        action: int,
+        candle_ms: int,
+        equity: float,
+        position_value: float,
+        buy_budget: float | None,
+        now: int,
+    ) -> RiskVerdict:
         r = self.risk
         halt = self.halted()
         if halt:
@@ -126,24 +145,39 @@ class RiskGuard:
         killed = self.ledger.day_killed(day, self.symbol, self.mode)
         if not killed and start > 0 and equity <= start * (1 - r.max_daily_loss):
             self.ledger.kill_day(day, self.symbol, self.mode)
-            self.log.error("kill_switch", day=day, start_equity=start, equity=equity, loss=1 - equity / start,
-                           on_daily_loss=r.on_daily_loss)
+            self.log.error(
+                "kill_switch",
+                day=day,
+                start_equity=start,
+                equity=equity,
+                loss=1 - equity / start,
+                on_daily_loss=r.on_daily_loss,
+            )
             killed = True
         if killed:
             if r.on_daily_loss == "flatten":
                 # Reducing risk is never held back by the order cap.
-                return RiskVerdict(action, Action.SELL if position_value > 0 else Action.HOLD, "daily_loss_flatten")
+                return RiskVerdict(
+                    action, Action.SELL if position_value > 0 else Action.HOLD, "daily_loss_flatten"
+                )
             if action == Action.BUY:
                 return RiskVerdict(action, Action.HOLD, "daily_loss_stop_buying")
         if action == Action.HOLD:
             return RiskVerdict(action, action, OK)
-        day_start_ms = int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000)
-        if self.ledger.count_orders_since(day_start_ms, self.mode, self.symbol) >= r.max_orders_per_day:
+        day_start_ms = int(
+            datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000
+        )
+        if (
+            self.ledger.count_orders_since(day_start_ms, self.mode, self.symbol)
+            >= r.max_orders_per_day
+        ):
             return RiskVerdict(action, Action.HOLD, "max_orders_per_day")
         if action == Action.BUY and r.max_position_value is not None:
             room = r.max_position_value - max(position_value, 0.0)
             if room <= 0:
                 return RiskVerdict(action, Action.HOLD, "max_position_value")
             capped = buy_budget is None or buy_budget > room
-            return RiskVerdict(action, action, "max_position_value_capped" if capped else OK, max_notional=room)
+            return RiskVerdict(
+                action, action, "max_position_value_capped" if capped else OK, max_notional=room
+            )
         return RiskVerdict(action, action, OK)

@@ -92,7 +92,8 @@ def expected_max_sharpe(trials: int, sr_std: float) -> float:
     if trials <= 1:
         return 0.0
     return sr_std * (
-        (1.0 - EULER_GAMMA) * _N.inv_cdf(1.0 - 1.0 / trials) + EULER_GAMMA * _N.inv_cdf(1.0 - 1.0 / (trials * math.e))
+        (1.0 - EULER_GAMMA) * _N.inv_cdf(1.0 - 1.0 / trials)
+        + EULER_GAMMA * _N.inv_cdf(1.0 - 1.0 / (trials * math.e))
     )
 
 
@@ -106,7 +107,15 @@ def deflated_sharpe(returns: np.ndarray, trials: int = 1, sr_std: float | None =
     r = np.asarray(returns, dtype=np.float64)
     n = len(r)
     if n < 3 or float(np.std(r)) == 0.0:
-        return {"trials": trials, "sharpe_per_period": None, "psr": None, "dsr": None, "sr_benchmark": None, "skew": None, "kurtosis": None}
+        return {
+            "trials": trials,
+            "sharpe_per_period": None,
+            "psr": None,
+            "dsr": None,
+            "sr_benchmark": None,
+            "skew": None,
+            "kurtosis": None,
+        }
     sr = float(r.mean() / r.std(ddof=1))
     skew, kurt = _moments(r)
     if sr_std is None:

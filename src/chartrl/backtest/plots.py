@@ -23,7 +23,9 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
-    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # font fallback notices are not the user's business
+    logging.getLogger("matplotlib").setLevel(
+        logging.ERROR
+    )  # font fallback notices are not the user's business
     import matplotlib.pyplot as plt
 
     return plt
@@ -43,13 +45,20 @@ def plot_equity(
     the strategy. Drawdowns of each go underneath; ``boundaries`` mark walk-forward folds."""
     plt = _pyplot()
     fig, (ax, axd) = plt.subplots(
-        2, 1, figsize=(11, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]}, constrained_layout=True
+        2,
+        1,
+        figsize=(11, 6.5),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1.2]},
+        constrained_layout=True,
     )
     colors = ["tab:blue", "tab:gray", "tab:orange", "tab:green"]
     for i, (label, ts, eq) in enumerate(curves):
         x = _naive(ts)
         eq = np.asarray(eq, dtype=np.float64)
-        ax.plot(x, eq / eq[0], label=label, color=colors[i % len(colors)], lw=1.4 if i == 0 else 1.0)
+        ax.plot(
+            x, eq / eq[0], label=label, color=colors[i % len(colors)], lw=1.4 if i == 0 else 1.0
+        )
         dd = drawdown_series(eq) * 100
         if i == 0:  # the strategy's drawdown filled, the others as lines, so both stay readable
             axd.fill_between(x, dd, 0, color=colors[0], alpha=0.4, lw=0, label=label)
@@ -57,7 +66,9 @@ def plot_equity(
             axd.plot(x, dd, color=colors[i % len(colors)], lw=0.8, label=label)
     for b in boundaries:
         for a in (ax, axd):
-            a.axvline(pd.Timestamp(b).tz_convert("UTC").tz_localize(None), color="k", ls=":", lw=0.8)
+            a.axvline(
+                pd.Timestamp(b).tz_convert("UTC").tz_localize(None), color="k", ls=":", lw=0.8
+            )
     ax.set_yscale("log")
     ax.set_ylabel("equity (start = 1, log scale)")
     ax.set_title(title)
@@ -87,8 +98,11 @@ def plot_trades(path: Path, result: BacktestResult, title: str, size: int = TRAD
     part = result.candles.iloc[lo:hi]
     df = pd.DataFrame(
         {
-            "Open": part["open"].to_numpy(), "High": part["high"].to_numpy(), "Low": part["low"].to_numpy(),
-            "Close": part["close"].to_numpy(), "Volume": part["volume"].to_numpy(),
+            "Open": part["open"].to_numpy(),
+            "High": part["high"].to_numpy(),
+            "Low": part["low"].to_numpy(),
+            "Close": part["close"].to_numpy(),
+            "Volume": part["volume"].to_numpy(),
         },
         index=_naive(part["timestamp"]),
     )
@@ -104,14 +118,31 @@ def plot_trades(path: Path, result: BacktestResult, title: str, size: int = TRAD
                 sells[j] = df["High"].iloc[j] + pad
     plots = []
     if np.isfinite(buys).any():
-        plots.append(mpf.make_addplot(buys, type="scatter", marker="^", markersize=70, color="green"))
+        plots.append(
+            mpf.make_addplot(buys, type="scatter", marker="^", markersize=70, color="green")
+        )
     if np.isfinite(sells).any():
-        plots.append(mpf.make_addplot(sells, type="scatter", marker="v", markersize=70, color="red"))
+        plots.append(
+            mpf.make_addplot(sells, type="scatter", marker="v", markersize=70, color="red")
+        )
     kwargs = {"addplot": plots} if plots else {}
-    span = f"{df.index[0]:%Y-%m-%d %H:%M} to {df.index[-1]:%Y-%m-%d %H:%M} UTC" if len(df) else "no candles"
+    span = (
+        f"{df.index[0]:%Y-%m-%d %H:%M} to {df.index[-1]:%Y-%m-%d %H:%M} UTC"
+        if len(df)
+        else "no candles"
+    )
     fig, _ = mpf.plot(
-        df, type="candle", style="yahoo", volume=True, figsize=(12, 6.5), returnfig=True, ylabel="price",
-        datetime_format="%m-%d %H:%M", xrotation=0, warn_too_much_data=len(df) + 1, **kwargs,
+        df,
+        type="candle",
+        style="yahoo",
+        volume=True,
+        figsize=(12, 6.5),
+        returnfig=True,
+        ylabel="price",
+        datetime_format="%m-%d %H:%M",
+        xrotation=0,
+        warn_too_much_data=len(df) + 1,
+        **kwargs,
     )
     fig.suptitle(f"{title}, {span}: buy ▲ / sell ▼ at the fill candle", y=0.98)
     fig.savefig(path, dpi=100, bbox_inches="tight")

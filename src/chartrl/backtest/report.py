@@ -94,7 +94,10 @@ def chain_results(results: Sequence[BacktestResult]) -> BacktestResult:
 def _table(columns: Sequence[tuple[str, dict]]) -> str:
     head = "| metric | " + " | ".join(name for name, _ in columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
-    rows = [f"| {label} | " + " | ".join(fmt(m.get(key), kind) for _, m in columns) + " |" for key, label, kind in TABLE]
+    rows = [
+        f"| {label} | " + " | ".join(fmt(m.get(key), kind) for _, m in columns) + " |"
+        for key, label, kind in TABLE
+    ]
     return "\n".join([head, rule, *rows])
 
 
@@ -125,14 +128,23 @@ def write_report(
 
     out.mkdir(parents=True, exist_ok=True)
     name = result.strategy + (" (CHEATING upper bound)" if result.cheating else "")
-    paths = [out / "metrics.json", out / "decisions.csv", out / "equity.png", out / "trades.png", out / "report.md"]
+    paths = [
+        out / "metrics.json",
+        out / "decisions.csv",
+        out / "equity.png",
+        out / "trades.png",
+        out / "report.md",
+    ]
     paths[0].write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     frame = decisions if decisions is not None else result.decisions_frame()
     frame.to_csv(paths[1], index=False, date_format="%Y-%m-%dT%H:%M:%SZ", float_format="%.10g")
     ts = result.candles["timestamp"]
     plot_equity(
         paths[2],
-        [(name, ts, result.equity), ("buy and hold", baseline.candles["timestamp"], baseline.equity)],
+        [
+            (name, ts, result.equity),
+            ("buy and hold", baseline.candles["timestamp"], baseline.equity),
+        ],
         f"{name}: equity vs buy and hold",
         boundaries=fold_starts,
     )
@@ -141,12 +153,19 @@ def write_report(
     return paths
 
 
-def _markdown(metrics: dict, name: str, result: BacktestResult, params: dict, folds: Sequence[dict] | None) -> str:
+def _markdown(
+    metrics: dict, name: str, result: BacktestResult, params: dict, folds: Sequence[dict] | None
+) -> str:
     lines = [f"# Backtest: {name}", ""]
     if result.cheating:
         lines += [f"> **{CHEATING_NOTE}**", ""]
-    if metrics.get("model_trained_on_period") or any(f.get("model_trained_on_test") for f in folds or []):
-        lines += ["> **In-sample:** the model was trained on candles of this period; these figures flatter it.", ""]
+    if metrics.get("model_trained_on_period") or any(
+        f.get("model_trained_on_test") for f in folds or []
+    ):
+        lines += [
+            "> **In-sample:** the model was trained on candles of this period; these figures flatter it.",
+            "",
+        ]
     lines += [
         f"{metrics.get('start')} to {metrics.get('end')}, {metrics.get('candles'):,} candles. "
         "Decisions at the close of each candle fill at the next candle's open, with fees and slippage.",
@@ -159,7 +178,12 @@ def _markdown(metrics: dict, name: str, result: BacktestResult, params: dict, fo
         "",
     ]
     if folds:
-        lines += ["## Walk-forward folds (out of sample)", "", "| fold | train | test | return | buy and hold | Sharpe | max DD | trades |", "|---:|---|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "## Walk-forward folds (out of sample)",
+            "",
+            "| fold | train | test | return | buy and hold | Sharpe | max DD | trades |",
+            "|---:|---|---|---:|---:|---:|---:|---:|",
+        ]
         for f in folds:
             m, b = f["metrics"], f["baseline"]
             lines.append(
@@ -218,32 +242,74 @@ def run_and_report(
     folds, fold_starts, decisions = None, [], None
     if walk_forward:
         run = wf.walk_forward(
-            strategy, candles, spec, rules, walk_forward, start=start, end=end, retrain=retrain, initial_cash=initial_cash,
-            periods_per_year=ppy, device=device, progress=progress, threads=threads,
+            strategy,
+            candles,
+            spec,
+            rules,
+            walk_forward,
+            start=start,
+            end=end,
+            retrain=retrain,
+            initial_cash=initial_cash,
+            periods_per_year=ppy,
+            device=device,
+            progress=progress,
+            threads=threads,
         )
         result, baseline = chain_results(run.results), chain_results(run.baselines)
-        metrics = {"strategy": result.strategy, "cheating": result.cheating, **result_metrics(result, ppy, trials)}
+        metrics = {
+            "strategy": result.strategy,
+            "cheating": result.cheating,
+            **result_metrics(result, ppy, trials),
+        }
         metrics["baselines"] = {"buyhold": result_metrics(baseline, ppy)}
         trained = (model_meta or {}).get("data_range")
         for f in run.folds:
             # A fixed model evaluated on candles it was trained on is in-sample: say so per fold.
             f["model_trained_on_test"] = bool(trained) and _overlaps(trained, f["test"])
-        metrics["walk_forward"] = {"folds": walk_forward, "retrain": retrain is not None, "per_fold": run.folds}
+        metrics["walk_forward"] = {
+            "folds": walk_forward,
+            "retrain": retrain is not None,
+            "per_fold": run.folds,
+        }
         folds, fold_starts = run.folds, wf.fold_boundaries(run.results)
         decisions = result.decisions_frame()
-        decisions.insert(0, "fold", np.repeat(np.arange(len(run.results)), [len(r.actions) for r in run.results]))
+        decisions.insert(
+            0, "fold", np.repeat(np.arange(len(run.results)), [len(r.actions) for r in run.results])
+        )
     else:
         metrics, result, baseline = wf.evaluate_runs(
-            strategy, candles, spec, rules, start, end, initial_cash=initial_cash, periods_per_year=ppy,
-            trials=trials, device=device, progress=progress, threads=threads,
+            strategy,
+            candles,
+            spec,
+            rules,
+            start,
+            end,
+            initial_cash=initial_cash,
+            periods_per_year=ppy,
+            trials=trials,
+            device=device,
+            progress=progress,
+            threads=threads,
         )
     if model_meta and model_meta.get("data_range"):
         # A model scored on candles it learnt from is in-sample: the figures flatter it.
-        metrics["model_trained_on_period"] = _overlaps(model_meta["data_range"], (metrics["start"], metrics["end"]))
+        metrics["model_trained_on_period"] = _overlaps(
+            model_meta["data_range"], (metrics["start"], metrics["end"])
+        )
     if result.cheating:
         metrics["note"] = CHEATING_NOTE
     metrics["parameters"] = params
-    write_report(out, metrics, result, baseline, params, folds=folds, fold_starts=fold_starts, decisions=decisions)
+    write_report(
+        out,
+        metrics,
+        result,
+        baseline,
+        params,
+        folds=folds,
+        fold_starts=fold_starts,
+        decisions=decisions,
+    )
     return metrics
 
 
@@ -253,6 +319,8 @@ def _overlaps(trained: Any, test: tuple[str, str]) -> bool:
     try:
         lo = trained.get("from")
         hi = trained.get("validation_from") or trained.get("until")
-        return pd.Timestamp(lo) <= pd.Timestamp(test[1]) and pd.Timestamp(hi) >= pd.Timestamp(test[0])
+        return pd.Timestamp(lo) <= pd.Timestamp(test[1]) and pd.Timestamp(hi) >= pd.Timestamp(
+            test[0]
+        )
     except (AttributeError, TypeError, ValueError):
         return False

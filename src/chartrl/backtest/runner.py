@@ -32,7 +32,9 @@ log = get_logger("chartrl.backtest.runner")
 
 ACTION_NAMES = {int(Action.HOLD): "hold", int(Action.BUY): "buy", int(Action.SELL): "sell"}
 RENDER_CHUNK = 256  # charts rendered at once: ~10 MB of uint8 frames at the default size
-CPU_FEATURE_CHUNK = 32  # frames per CNN call on a CPU: small enough for the activations to stay in cache
+CPU_FEATURE_CHUNK = (
+    32  # frames per CNN call on a CPU: small enough for the activations to stay in cache
+)
 GPU_FEATURE_CHUNK = 1024
 
 
@@ -99,7 +101,9 @@ def decision_span(
     the last candle at or before ``end``. Raises DataError when fewer than two steps remain."""
     n = len(candles)
     if n == 0:
-        raise DataError("no candles in the requested range; choose another --from/--until or fetch data first")
+        raise DataError(
+            "no candles in the requested range; choose another --from/--until or fetch data first"
+        )
     ts = candles["timestamp"]
     lo = 0 if start is None else int(ts.searchsorted(pd.Timestamp(start)))
     hi = n - 1 if end is None else int(ts.searchsorted(pd.Timestamp(end), side="right")) - 1
@@ -130,8 +134,12 @@ class _Progress:
             )
 
             self._p = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
             )
 
     @contextlib.contextmanager
@@ -160,7 +168,15 @@ class _PolicyDecider:
     policy holds there and its recurrent state skips the step.
     """
 
-    def __init__(self, policy: Any, renderer: Any, idx: np.ndarray, device: Any, progress: _Progress, chunk: int) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        renderer: Any,
+        idx: np.ndarray,
+        device: Any,
+        progress: _Progress,
+        chunk: int,
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -182,7 +198,9 @@ class _PolicyDecider:
         with torch.inference_mode(), progress.task("chart features", len(render_idx)) as advance:
             for s in range(0, len(render_idx), chunk):
                 part = render_idx[s : s + chunk]
-                with _single_thread(on_cpu):  # the renderer's small ops only lose time to a thread pool
+                with _single_thread(
+                    on_cpu
+                ):  # the renderer's small ops only lose time to a thread pool
                     frames = torch.as_tensor(renderer.render(part)).to(device)
                 if on_cpu:
                     frames = frames.contiguous(memory_format=torch.channels_last)
@@ -268,7 +286,9 @@ def run_backtest(
 
         renderer = TensorRenderer(candles, spec, device)
     if span is None:
-        span = decision_span(candles, spec.window, start, end, first_chart_index(candles, spec, renderer))
+        span = decision_span(
+            candles, spec.window, start, end, first_chart_index(candles, spec, renderer)
+        )
     first, last = span
     idx = np.arange(first, last, dtype=np.int64)  # decision candles; each fills at idx + 1
     if _is_rule(strategy):
@@ -283,7 +303,9 @@ def run_backtest(
         name, cheating, params = getattr(strategy, "name", "policy"), False, {}
 
     ts_ms = to_ms(candles["timestamp"]).to_numpy()
-    o, h, lo_, c, v = (candles[k].to_numpy(np.float64) for k in ("open", "high", "low", "close", "volume"))
+    o, h, lo_, c, v = (
+        candles[k].to_numpy(np.float64) for k in ("open", "high", "low", "close", "volume")
+    )
     account = SimAccount(initial_cash, rules)
     n = len(idx)
     equity, position, cash = np.empty(n + 1), np.empty(n + 1), np.empty(n + 1)
@@ -295,12 +317,25 @@ def run_backtest(
             # Position features as of the close of t: what the policy may know when deciding.
             action = decider.decide(k, int(t), account.book.position_features(c[t]))
             actions[k] = action
-            if account.execute(action, Candle(int(ts_ms[t + 1]), o[t + 1], h[t + 1], lo_[t + 1], c[t + 1], v[t + 1])):
+            if account.execute(
+                action,
+                Candle(int(ts_ms[t + 1]), o[t + 1], h[t + 1], lo_[t + 1], c[t + 1], v[t + 1]),
+            ):
                 fill_index.append(k + 1)
-            equity[k + 1], position[k + 1], cash[k + 1] = account.equity(), account.position, account.cash
+            equity[k + 1], position[k + 1], cash[k + 1] = (
+                account.equity(),
+                account.position,
+                account.cash,
+            )
             if (k + 1) % 1024 == 0 or k + 1 == n:
                 advance(k % 1024 + 1)
-    log.debug("backtest_done", strategy=name, steps=n, fills=len(account.book.fills), equity=float(equity[-1]))
+    log.debug(
+        "backtest_done",
+        strategy=name,
+        steps=n,
+        fills=len(account.book.fills),
+        equity=float(equity[-1]),
+    )
     return BacktestResult(
         strategy=name,
         cheating=cheating,
@@ -315,9 +350,17 @@ def run_backtest(
     )
 
 
-def run_baseline(result: BacktestResult, candles: pd.DataFrame, spec: ChartSpec, rules: MarketRules, initial_cash: float) -> BacktestResult:
+def run_baseline(
+    result: BacktestResult,
+    candles: pd.DataFrame,
+    spec: ChartSpec,
+    rules: MarketRules,
+    initial_cash: float,
+) -> BacktestResult:
     """Buy-and-hold over exactly the candles ``result`` covers (same fill model, same start)."""
     candles = candles.reset_index(drop=True)
     first = int(candles["timestamp"].searchsorted(result.start))
     last = int(candles["timestamp"].searchsorted(result.end))
-    return run_backtest(BuyHold(), candles, spec, rules, initial_cash=initial_cash, span=(first, last))
+    return run_backtest(
+        BuyHold(), candles, spec, rules, initial_cash=initial_cash, span=(first, last)
+    )

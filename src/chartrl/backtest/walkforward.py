@@ -60,11 +60,23 @@ def evaluate_runs(
     """``evaluate`` plus the strategy's and buy-and-hold's runs (for reports)."""
     ppy = periods_per_year or infer_periods_per_year(candles)
     result = run_backtest(
-        policy_or_strategy, candles, spec, rules, start, end, initial_cash=initial_cash, device=device,
-        progress=progress, threads=threads,
+        policy_or_strategy,
+        candles,
+        spec,
+        rules,
+        start,
+        end,
+        initial_cash=initial_cash,
+        device=device,
+        progress=progress,
+        threads=threads,
     )
     baseline = run_baseline(result, candles, spec, rules, initial_cash)
-    metrics = {"strategy": result.strategy, "cheating": result.cheating, **result_metrics(result, ppy, trials)}
+    metrics = {
+        "strategy": result.strategy,
+        "cheating": result.cheating,
+        **result_metrics(result, ppy, trials),
+    }
     metrics["baselines"] = {"buyhold": result_metrics(baseline, ppy)}
     return metrics, result, baseline
 
@@ -100,8 +112,10 @@ class Fold:
 
     def dates(self, candles: pd.DataFrame) -> dict[str, tuple[str, str]]:
         ts = candles["timestamp"]
-        return {k: (ts.iloc[a].isoformat(), ts.iloc[b].isoformat()) for k, (a, b) in
-                (("train", self.train), ("val", self.val), ("test", self.test))}
+        return {
+            k: (ts.iloc[a].isoformat(), ts.iloc[b].isoformat())
+            for k, (a, b) in (("train", self.train), ("val", self.val), ("test", self.test))
+        }
 
 
 def make_folds(n: int, k: int, window: int) -> list[Fold]:
@@ -163,7 +177,11 @@ def walk_forward(
     ppy = periods_per_year or infer_periods_per_year(candles)
     folds, results, baselines = [], [], []
     lo = 0 if start is None else int(candles["timestamp"].searchsorted(pd.Timestamp(start)))
-    hi = len(candles) if end is None else int(candles["timestamp"].searchsorted(pd.Timestamp(end), side="right"))
+    hi = (
+        len(candles)
+        if end is None
+        else int(candles["timestamp"].searchsorted(pd.Timestamp(end), side="right"))
+    )
     inner = candles.iloc[lo:hi].reset_index(drop=True)
     ts = inner["timestamp"]
     for fold in make_folds(len(inner), k, spec.window):
@@ -173,23 +191,42 @@ def walk_forward(
         # The test run sees candles up to the test end only; its warm-up reaches into the gap.
         visible = candles.iloc[: lo + fold.test[1] + 1]
         metrics, result, baseline = evaluate_runs(
-            policy, visible, spec, rules, ts.iloc[fold.test[0]], ts.iloc[fold.test[1]],
-            initial_cash=initial_cash, periods_per_year=ppy, device=device, progress=progress, threads=threads,
+            policy,
+            visible,
+            spec,
+            rules,
+            ts.iloc[fold.test[0]],
+            ts.iloc[fold.test[1]],
+            initial_cash=initial_cash,
+            periods_per_year=ppy,
+            device=device,
+            progress=progress,
+            threads=threads,
         )
         dates = fold.dates(inner)
-        folds.append({"fold": fold.index, **dates, "metrics": {k_: v for k_, v in metrics.items() if k_ != "baselines"},
-                      "baseline": metrics["baselines"]["buyhold"]})
+        folds.append(
+            {
+                "fold": fold.index,
+                **dates,
+                "metrics": {k_: v for k_, v in metrics.items() if k_ != "baselines"},
+                "baseline": metrics["baselines"]["buyhold"],
+            }
+        )
         results.append(result)
         baselines.append(baseline)
-        log.info("walkforward_fold", fold=fold.index, test=dates["test"], total_return=metrics["total_return"],
-                 buyhold=metrics["baselines"]["buyhold"]["total_return"])
+        log.info(
+            "walkforward_fold",
+            fold=fold.index,
+            test=dates["test"],
+            total_return=metrics["total_return"],
+            buyhold=metrics["baselines"]["buyhold"]["total_return"],
+        )
     return WalkForwardResult(folds, results, baselines)
 
 
 def fold_boundaries(results: list[BacktestResult]) -> list[pd.Timestamp]:
     """Start of every fold after the first (dotted lines on the combined equity picture)."""
     return [r.start for r in results[1:]]
-
 
 
 def make_retrainer(
@@ -206,14 +243,14 @@ def make_retrainer(
     progress: bool = False,
 ) -> Retrainer:
     """A Retrainer that trains a fresh ``strategy`` per fold with the DQN trainer
-    (:func:`chartrl.backtest.dqn.train`), validating on the fold's validation part, and saves each
+    (:func:`chartrl.train.dqn.train`), validating on the fold's validation part, and saves each
     fold's model under ``out_root/fold_<i>``."""
     from pathlib import Path
 
     def retrain(visible: pd.DataFrame, fold: Fold) -> Any:
-        from chartrl.backtest import checkpoint as ckpt
-        from chartrl.backtest.dqn import TrainConfig, train
-        from chartrl.backtest.env import prepare_data
+        from chartrl.train import checkpoint as ckpt
+        from chartrl.train.dqn import TrainConfig, train
+        from chartrl.train.env import prepare_data
 
         n = len(visible)
         # prepare_data purges one chart window after its validation start itself, so it starts
@@ -225,13 +262,33 @@ def make_retrainer(
         meta = {
             "chart_spec": spec,
             "series": series,
-            "data_range": {"from": ts.iloc[0].isoformat(), "until": ts.iloc[-1].isoformat(), "candles": n,
-                           "validation_from": ts.iloc[min(data.validation_start, n - 1)].isoformat(),
-                           "source": f"walk-forward fold {fold.index}"},
+            "data_range": {
+                "from": ts.iloc[0].isoformat(),
+                "until": ts.iloc[-1].isoformat(),
+                "candles": n,
+                "validation_from": ts.iloc[min(data.validation_start, n - 1)].isoformat(),
+                "source": f"walk-forward fold {fold.index}",
+            },
         }
         out = Path(out_root) / f"fold_{fold.index}"
-        log.info("walkforward_retrain", fold=fold.index, strategy=strategy, train_until=ts.iloc[fold.train[1]].isoformat(), out=str(out))
-        train(strategy, data, cfg, out, meta, device=device, rules=rules, initial_cash=initial_cash, progress=progress)
+        log.info(
+            "walkforward_retrain",
+            fold=fold.index,
+            strategy=strategy,
+            train_until=ts.iloc[fold.train[1]].isoformat(),
+            out=str(out),
+        )
+        train(
+            strategy,
+            data,
+            cfg,
+            out,
+            meta,
+            device=device,
+            rules=rules,
+            initial_cash=initial_cash,
+            progress=progress,
+        )
         policy, _ = ckpt.load_model(out, device, expect_spec=spec)
         return policy
 

@@ -73,12 +73,16 @@ def check_candles(candles: pd.DataFrame) -> None:
     """Refuse a frame the chart cannot be drawn from, naming the column."""
     missing = [c for c in _REQUIRED if c not in candles.columns]
     if missing:
-        raise DataError(f"candle frame lacks column(s) {', '.join(missing)}; pass the canonical frame (chartrl.market.candles)")
+        raise DataError(
+            f"candle frame lacks column(s) {', '.join(missing)}; pass the canonical frame (chartrl.market.candles)"
+        )
     if len(candles) and "timestamp" in candles.columns:
         ts = candles["timestamp"]
         if not ts.is_monotonic_increasing or ts.duplicated().any():
             bad = int(np.argmax(~(ts.diff().iloc[1:] > pd.Timedelta(0)).to_numpy())) + 1
-            raise DataError(f"candle timestamps must be ascending and unique; row {bad} ({ts.iloc[bad]}) is not")
+            raise DataError(
+                f"candle timestamps must be ascending and unique; row {bad} ({ts.iloc[bad]}) is not"
+            )
 
 
 def compute_indicators(candles: pd.DataFrame, spec: ChartSpec) -> pd.DataFrame:
@@ -91,14 +95,22 @@ def compute_indicators(candles: pd.DataFrame, spec: ChartSpec) -> pd.DataFrame:
     for p in spec.ma_periods:
         out[ma_column(p)] = ta.trend.SMAIndicator(close, window=p, fillna=False).sma_indicator()
     if spec.bollinger_period is not None:
-        bb = ta.volatility.BollingerBands(close, window=spec.bollinger_period, window_dev=spec.bollinger_std, fillna=False)
+        bb = ta.volatility.BollingerBands(
+            close, window=spec.bollinger_period, window_dev=spec.bollinger_std, fillna=False
+        )
         out["bb_upper"] = bb.bollinger_hband()
         out["bb_middle"] = bb.bollinger_mavg()
         out["bb_lower"] = bb.bollinger_lband()
     if spec.oscillator == "rsi":
         out["rsi"] = ta.momentum.RSIIndicator(close, window=spec.rsi_period, fillna=False).rsi()
     elif spec.oscillator == "macd":
-        m = ta.trend.MACD(close, window_slow=MACD_SLOW, window_fast=MACD_FAST, window_sign=MACD_SIGNAL, fillna=False)
+        m = ta.trend.MACD(
+            close,
+            window_slow=MACD_SLOW,
+            window_fast=MACD_FAST,
+            window_sign=MACD_SIGNAL,
+            fillna=False,
+        )
         out["macd"] = m.macd()
         out["macd_signal"] = m.macd_signal()
         out["macd_hist"] = m.macd_diff()

@@ -75,7 +75,11 @@ def elements(spec: ChartSpec) -> list[Element]:
     if spec.oscillator == "rsi":
         named.append(("rsi", "oscillator", low))
     elif spec.oscillator == "macd":
-        named += [("macd", "oscillator", low), ("macd_signal", "oscillator", low), ("macd_hist", "oscillator", low)]
+        named += [
+            ("macd", "oscillator", low),
+            ("macd_signal", "oscillator", low),
+            ("macd_hist", "oscillator", low),
+        ]
     out: list[Element] = []
     taken: dict[tuple[str, int], int] = {}
     for name, panel, channel in named:

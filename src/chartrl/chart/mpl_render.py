@@ -51,23 +51,37 @@ def _window(candles: pd.DataFrame, ind: pd.DataFrame, spec: ChartSpec, end: int)
     """The window ending at ``end`` as mplfinance wants it (DatetimeIndex, capitalised OHLCV)."""
     start = end - spec.window + 1
     if start < 0 or end >= len(candles):
-        raise DataError(f"candle {end} has no complete window of {spec.window} candles in a series of {len(candles)}")
+        raise DataError(
+            f"candle {end} has no complete window of {spec.window} candles in a series of {len(candles)}"
+        )
     w = candles.iloc[start : end + 1]
     if "timestamp" in w.columns:
         idx = pd.DatetimeIndex(w["timestamp"]).tz_convert("UTC").tz_localize(None)
     else:
         idx = pd.date_range("2000-01-01", periods=len(w), freq="h")
-    df = pd.DataFrame({"Open": w["open"].to_numpy(), "High": w["high"].to_numpy(), "Low": w["low"].to_numpy(),
-                       "Close": w["close"].to_numpy(), "Volume": w["volume"].to_numpy()}, index=idx)
+    df = pd.DataFrame(
+        {
+            "Open": w["open"].to_numpy(),
+            "High": w["high"].to_numpy(),
+            "Low": w["low"].to_numpy(),
+            "Close": w["close"].to_numpy(),
+            "Volume": w["volume"].to_numpy(),
+        },
+        index=idx,
+    )
     for c in ind.columns:
         df[c] = ind[c].to_numpy()[start : end + 1]
     if df.isna().any().any():
-        raise DataError(f"the window ending at candle {end} has undefined indicators or candles; use a later candle")
+        raise DataError(
+            f"the window ending at candle {end} has undefined indicators or candles; use a later candle"
+        )
     return df
 
 
 def _price_lines(spec: ChartSpec) -> list[str]:
-    return [ma_column(p) for p in spec.ma_periods] + (["bb_upper", "bb_lower"] if spec.bollinger_period else [])
+    return [ma_column(p) for p in spec.ma_periods] + (
+        ["bb_upper", "bb_lower"] if spec.bollinger_period else []
+    )
 
 
 # ---- the chart a person reads ------------------------------------------------------------------
@@ -95,35 +109,90 @@ def render_png(
     ind = compute_indicators(candles, spec) if indicators is None else indicators
     df = _window(candles, ind, spec, end_index)
     colours = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2"]
-    plots = [mpf.make_addplot(df[ma_column(p)], color=colours[i % 5], width=1.2, label=f"SMA({p})")
-             for i, p in enumerate(spec.ma_periods)]
+    plots = [
+        mpf.make_addplot(df[ma_column(p)], color=colours[i % 5], width=1.2, label=f"SMA({p})")
+        for i, p in enumerate(spec.ma_periods)
+    ]
     if spec.bollinger_period is not None:
         bb = f"Bollinger({spec.bollinger_period}, {spec.bollinger_std:g})"
-        plots += [mpf.make_addplot(df["bb_upper"], color="#7f7f7f", width=0.9, linestyle="--", label=bb),
-                  mpf.make_addplot(df["bb_lower"], color="#7f7f7f", width=0.9, linestyle="--")]
+        plots += [
+            mpf.make_addplot(df["bb_upper"], color="#7f7f7f", width=0.9, linestyle="--", label=bb),
+            mpf.make_addplot(df["bb_lower"], color="#7f7f7f", width=0.9, linestyle="--"),
+        ]
     panel = 1 + int(spec.volume)
     ratios = [layout_share("price")] + ([layout_share("volume")] if spec.volume else [])
     if spec.oscillator == "rsi":
-        plots += [mpf.make_addplot(df["rsi"], panel=panel, color="#d62728", width=1.0, ylim=(0, 100), secondary_y=False,
-                                   ylabel=f"RSI({spec.rsi_period})", label=f"RSI({spec.rsi_period})"),
-                  mpf.make_addplot(pd.Series(70.0, index=df.index), panel=panel, color="#999999", width=0.6, linestyle=":", secondary_y=False),
-                  mpf.make_addplot(pd.Series(30.0, index=df.index), panel=panel, color="#999999", width=0.6, linestyle=":", secondary_y=False)]
+        plots += [
+            mpf.make_addplot(
+                df["rsi"],
+                panel=panel,
+                color="#d62728",
+                width=1.0,
+                ylim=(0, 100),
+                secondary_y=False,
+                ylabel=f"RSI({spec.rsi_period})",
+                label=f"RSI({spec.rsi_period})",
+            ),
+            mpf.make_addplot(
+                pd.Series(70.0, index=df.index),
+                panel=panel,
+                color="#999999",
+                width=0.6,
+                linestyle=":",
+                secondary_y=False,
+            ),
+            mpf.make_addplot(
+                pd.Series(30.0, index=df.index),
+                panel=panel,
+                color="#999999",
+                width=0.6,
+                linestyle=":",
+                secondary_y=False,
+            ),
+        ]
         ratios.append(layout_share("oscillator"))
     elif spec.oscillator == "macd":
         hist_colours = ["#26a69a" if v >= 0 else "#ef5350" for v in df["macd_hist"]]
-        plots += [mpf.make_addplot(df["macd_hist"], panel=panel, type="bar", color=hist_colours, ylabel="MACD(12,26,9)", secondary_y=False),
-                  mpf.make_addplot(df["macd"], panel=panel, color="#1f77b4", width=1.0, label="MACD", secondary_y=False),
-                  mpf.make_addplot(df["macd_signal"], panel=panel, color="#ff7f0e", width=1.0, label="signal", secondary_y=False)]
+        plots += [
+            mpf.make_addplot(
+                df["macd_hist"],
+                panel=panel,
+                type="bar",
+                color=hist_colours,
+                ylabel="MACD(12,26,9)",
+                secondary_y=False,
+            ),
+            mpf.make_addplot(
+                df["macd"], panel=panel, color="#1f77b4", width=1.0, label="MACD", secondary_y=False
+            ),
+            mpf.make_addplot(
+                df["macd_signal"],
+                panel=panel,
+                color="#ff7f0e",
+                width=1.0,
+                label="signal",
+                secondary_y=False,
+            ),
+        ]
         ratios.append(layout_share("oscillator"))
     last = df.index[-1]
     heading = f"{title + ' — ' if title else ''}{spec.window} candles to {last:%Y-%m-%d %H:%M} UTC (close {df['Close'].iloc[-1]:,.2f})"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, _ = mpf.plot(
-        df[["Open", "High", "Low", "Close", "Volume"]], type="candle", style="yahoo", volume=spec.volume,
-        addplot=plots or None, panel_ratios=tuple(ratios) if len(ratios) > 1 else None, title=heading,
-        ylabel="Price", ylabel_lower="Volume", figsize=(12, 8), returnfig=True,
-        warn_too_much_data=10_000, datetime_format="%m-%d %H:%M",
+        df[["Open", "High", "Low", "Close", "Volume"]],
+        type="candle",
+        style="yahoo",
+        volume=spec.volume,
+        addplot=plots or None,
+        panel_ratios=tuple(ratios) if len(ratios) > 1 else None,
+        title=heading,
+        ylabel="Price",
+        ylabel_lower="Volume",
+        figsize=(12, 8),
+        returnfig=True,
+        warn_too_much_data=10_000,
+        datetime_format="%m-%d %H:%M",
     )
     fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.2)
     import matplotlib.pyplot as plt
@@ -174,9 +243,13 @@ class _Canvas:
 
     def limits(self, panel: str, lo: float, hi: float) -> None:
         px = self.row_height(panel, lo, hi)
-        self.axes[panel].set_ylim(lo - 0.5 * px + self.shift_y * px, hi + 0.5 * px + self.shift_y * px)
+        self.axes[panel].set_ylim(
+            lo - 0.5 * px + self.shift_y * px, hi + 0.5 * px + self.shift_y * px
+        )
         pxx = self.spec.window / self.spec.width
-        self.axes[panel].set_xlim(-0.5 + self.shift_x * pxx, self.spec.window - 0.5 + self.shift_x * pxx)
+        self.axes[panel].set_xlim(
+            -0.5 + self.shift_x * pxx, self.spec.window - 0.5 + self.shift_x * pxx
+        )
 
     def clear(self) -> None:
         for ax in self.axes.values():
@@ -195,17 +268,32 @@ class _Canvas:
 
 def _style(mpf):  # noqa: ANN001, ANN202 - mplfinance's style dict
     mc = mpf.make_marketcolors(up=_UP, down=_DOWN, edge="inherit", wick=_WICK, volume="in")
-    return mpf.make_mpf_style(marketcolors=mc, facecolor="black", figcolor="black", gridstyle="", edgecolor="black")
+    return mpf.make_mpf_style(
+        marketcolors=mc, facecolor="black", figcolor="black", gridstyle="", edgecolor="black"
+    )
 
 
-def _line_mask(canvas: _Canvas, mpf, df: pd.DataFrame, values: np.ndarray, panel: str, lo: float, hi: float) -> np.ndarray:  # noqa: ANN001
+def _line_mask(
+    canvas: _Canvas, mpf, df: pd.DataFrame, values: np.ndarray, panel: str, lo: float, hi: float
+) -> np.ndarray:  # noqa: ANN001
     """Pixels of one line drawn alone through mplfinance (a 'line' chart of those values)."""
     canvas.clear()
-    line = pd.DataFrame({"Open": values, "High": values, "Low": values, "Close": values}, index=df.index)
+    line = pd.DataFrame(
+        {"Open": values, "High": values, "Low": values, "Close": values}, index=df.index
+    )
     mc = mpf.make_marketcolors(up="white", down="white", edge="white", wick="white")
-    style = mpf.make_mpf_style(marketcolors=mc, facecolor="black", figcolor="black", gridstyle="", edgecolor="black")
-    mpf.plot(line, type="line", ax=canvas.axes[panel], style=style, linecolor="white", warn_too_much_data=10_000,
-             update_width_config={"line_width": 72.0 / canvas.dpi})
+    style = mpf.make_mpf_style(
+        marketcolors=mc, facecolor="black", figcolor="black", gridstyle="", edgecolor="black"
+    )
+    mpf.plot(
+        line,
+        type="line",
+        ax=canvas.axes[panel],
+        style=style,
+        linecolor="white",
+        warn_too_much_data=10_000,
+        update_width_config={"line_width": 72.0 / canvas.dpi},
+    )
     canvas.limits(panel, lo, hi)
     return canvas.pixels().max(axis=2) > 127
 
@@ -234,13 +322,30 @@ def _masks(canvas: _Canvas, df: pd.DataFrame, spec: ChartSpec) -> dict[str, np.n
     if canvas.slots:
         vol_row = canvas.row_height("volume", 0.0, vmax) if spec.volume else 0.0
         ohlcv = _slot_candles(df, canvas.row_height("price", lo, hi) / 2, vol_row / 2)
-        widths = {"candle_linewidth": 0.0, "candle_width": 1.0, "volume_linewidth": 0.0, "volume_width": 1.0}
+        widths = {
+            "candle_linewidth": 0.0,
+            "candle_width": 1.0,
+            "volume_linewidth": 0.0,
+            "volume_width": 1.0,
+        }
     else:
         one = 72.0 / canvas.dpi  # one pixel, in points
-        widths = {"candle_linewidth": one, "candle_width": 0.01, "volume_linewidth": one, "volume_width": 0.01}
+        widths = {
+            "candle_linewidth": one,
+            "candle_width": 0.01,
+            "volume_linewidth": one,
+            "volume_width": 0.01,
+        }
     canvas.clear()
-    mpf.plot(ohlcv, type="candle", ax=canvas.axes["price"], volume=canvas.axes["volume"] if spec.volume else False,
-             style=_style(mpf), warn_too_much_data=10_000, update_width_config=widths)
+    mpf.plot(
+        ohlcv,
+        type="candle",
+        ax=canvas.axes["price"],
+        volume=canvas.axes["volume"] if spec.volume else False,
+        style=_style(mpf),
+        warn_too_much_data=10_000,
+        update_width_config=widths,
+    )
     canvas.limits("price", lo, hi)
     if spec.volume:
         canvas.limits("volume", 0.0, vmax)
@@ -255,13 +360,30 @@ def _masks(canvas: _Canvas, df: pd.DataFrame, spec: ChartSpec) -> dict[str, np.n
     price = in_panel("price")
     out = {"body_up": green & ~red & price, "body_down": blue & ~red & ~green & price}
     if canvas.slots:  # the wick as a full-slot body from low to high
-        wick = pd.DataFrame({"Open": ohlcv["Low"], "High": ohlcv["High"], "Low": ohlcv["Low"], "Close": ohlcv["High"]}, index=df.index)
+        wick = pd.DataFrame(
+            {
+                "Open": ohlcv["Low"],
+                "High": ohlcv["High"],
+                "Low": ohlcv["Low"],
+                "Close": ohlcv["High"],
+            },
+            index=df.index,
+        )
         canvas.clear()
-        mpf.plot(wick, type="candle", ax=canvas.axes["price"], style=_style(mpf), warn_too_much_data=10_000, update_width_config=widths)
+        mpf.plot(
+            wick,
+            type="candle",
+            ax=canvas.axes["price"],
+            style=_style(mpf),
+            warn_too_much_data=10_000,
+            update_width_config=widths,
+        )
         canvas.limits("price", lo, hi)
         out["wick"] = (canvas.pixels().max(axis=2) > 127) & price
     else:
-        out["wick"] = (red | out["body_up"] | out["body_down"]) & price  # the body lies over its wick
+        out["wick"] = (
+            red | out["body_up"] | out["body_down"]
+        ) & price  # the body lies over its wick
     if spec.volume:
         vol = in_panel("volume")
         out["volume_up"], out["volume_down"] = green & vol, blue & ~green & vol
@@ -273,18 +395,28 @@ def _masks(canvas: _Canvas, df: pd.DataFrame, spec: ChartSpec) -> dict[str, np.n
         m = df[["macd", "macd_signal", "macd_hist"]].to_numpy()
         olo, ohi = float(min(m.min(), 0.0)), float(max(m.max(), 0.0))
         out["macd"] = _line_mask(canvas, mpf, df, df["macd"].to_numpy(), "oscillator", olo, ohi)
-        out["macd_signal"] = _line_mask(canvas, mpf, df, df["macd_signal"].to_numpy(), "oscillator", olo, ohi)
+        out["macd_signal"] = _line_mask(
+            canvas, mpf, df, df["macd_signal"].to_numpy(), "oscillator", olo, ohi
+        )
         canvas.clear()
         # mplfinance draws histograms only as an addplot of a full chart; plain bars are the same.
-        canvas.axes["oscillator"].bar(np.arange(len(df)), df["macd_hist"].to_numpy(), width=1.0 if canvas.slots else 0.8,
-                                      color="white", linewidth=0)
+        canvas.axes["oscillator"].bar(
+            np.arange(len(df)),
+            df["macd_hist"].to_numpy(),
+            width=1.0 if canvas.slots else 0.8,
+            color="white",
+            linewidth=0,
+        )
         canvas.limits("oscillator", olo, ohi)
         out["macd_hist"] = canvas.pixels().max(axis=2) > 127
     return out
 
 
 def render_tensor_mpl(
-    candles: pd.DataFrame, spec: ChartSpec, end_indices: list[int] | np.ndarray, dpi: int = 100,
+    candles: pd.DataFrame,
+    spec: ChartSpec,
+    end_indices: list[int] | np.ndarray,
+    dpi: int = 100,
     indicators: pd.DataFrame | None = None,
 ) -> torch.Tensor:  # noqa: F821 - torch imported lazily
     """uint8 (B, C, H, W) frames drawn through mplfinance, in the tensor renderer's layout."""
@@ -309,7 +441,9 @@ def render_tensor_mpl(
         cur = frame(int(end))
         if spec.diff_frame:
             prev = frame(int(end) - 1)
-            cur = np.concatenate([cur, ((cur.astype(np.int16) - prev.astype(np.int16)) // 2 + 128).astype(np.uint8)])
+            cur = np.concatenate(
+                [cur, ((cur.astype(np.int16) - prev.astype(np.int16)) // 2 + 128).astype(np.uint8)]
+            )
         frames.append(cur)
     shape = (0, layout.spec_channels(spec), spec.height, spec.width)
     return torch.as_tensor(np.stack(frames)) if frames else torch.empty(shape, dtype=torch.uint8)

@@ -68,14 +68,20 @@ class _RangeMax:
     by two (possibly overlapping) blocks of 2**floor(log2 L) candles: two gathers per batch.
     """
 
-    def __init__(self, series: np.ndarray, starts: np.ndarray, stops: np.ndarray, device: torch.device):
+    def __init__(
+        self, series: np.ndarray, starts: np.ndarray, stops: np.ndarray, device: torch.device
+    ):
         n = series.shape[0]
         lengths = stops - starts
         k = np.floor(np.log2(lengths)).astype(np.int64)
-        self.table = torch.as_tensor(np.ascontiguousarray(_sparse_table(series, int(k.max()) + 1).T), device=device)
+        self.table = torch.as_tensor(
+            np.ascontiguousarray(_sparse_table(series, int(k.max()) + 1).T), device=device
+        )
         self.off_a = torch.as_tensor(k * n + starts, device=device)
         off_b = k * n + stops - (1 << k)
-        self.off_b = None if (off_b == k * n + starts).all() else torch.as_tensor(off_b, device=device)
+        self.off_b = (
+            None if (off_b == k * n + starts).all() else torch.as_tensor(off_b, device=device)
+        )
 
     def __call__(self, t0: torch.Tensor) -> torch.Tensor:
         """(S, B, W) aggregates for the windows starting at ``t0``."""
@@ -96,20 +102,31 @@ class TensorRenderer:
     bytes. It uses torch's intra-op threads (``torch.set_num_threads``) as the caller set them.
     """
 
-    def __init__(self, candles: pd.DataFrame, spec: ChartSpec, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, candles: pd.DataFrame, spec: ChartSpec, device: str | torch.device = "cpu"
+    ) -> None:
         self.spec = spec
         self.device = torch.device(device)
         self.channels = layout.spec_channels(spec)
         self.panels = spec.panels()
         self.elements = layout.elements(spec)
         ind = compute_indicators(candles, spec)
-        self.timestamps = candles["timestamp"].reset_index(drop=True) if "timestamp" in candles.columns else None
+        self.timestamps = (
+            candles["timestamp"].reset_index(drop=True) if "timestamp" in candles.columns else None
+        )
         self.n = len(candles)
-        f64 = {c: candles[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close", "volume")}
+        f64 = {
+            c: candles[c].to_numpy(dtype=np.float64)
+            for c in ("open", "high", "low", "close", "volume")
+        }
         self.valid_indices = self._valid(f64, ind)
 
-        self._price_lines = [ma_column(p) for p in spec.ma_periods] + (["bb_upper", "bb_lower"] if spec.bollinger_period else [])
-        self._osc_lines = {"rsi": ["rsi"], "macd": ["macd", "macd_signal"], "none": []}[spec.oscillator]
+        self._price_lines = [ma_column(p) for p in spec.ma_periods] + (
+            ["bb_upper", "bb_lower"] if spec.bollinger_period else []
+        )
+        self._osc_lines = {"rsi": ["rsi"], "macd": ["macd", "macd_signal"], "none": []}[
+            spec.oscillator
+        ]
         self._build_tables(f64, ind)
         self._build_plan()
         self._bases: dict[int, dict] = {}  # per chunk size; so one renderer is not thread-safe
@@ -119,15 +136,26 @@ class TensorRenderer:
         macd = spec.oscillator == "macd"
         cols = layout.columns(spec.window, spec.width)
         # Candle scheme (a column's own candles): high, low, volume, [hist max, hist min].
-        cs = [f64["high"], -f64["low"], f64["volume"]] + ([ind["macd_hist"], -ind["macd_hist"]] if macd else [])
+        cs = [f64["high"], -f64["low"], f64["volume"]] + (
+            [ind["macd_hist"], -ind["macd_hist"]] if macd else []
+        )
         self._candle = _RangeMax(np.column_stack([_f32(x) for x in cs]), cols.start, cols.stop, dev)
-        self._candle_sign = torch.tensor([1.0, -1.0, 1.0] + ([1.0, -1.0] if macd else []), device=dev)[:, None, None]
+        self._candle_sign = torch.tensor(
+            [1.0, -1.0, 1.0] + ([1.0, -1.0] if macd else []), device=dev
+        )[:, None, None]
         # Line scheme (from the previous column's last candle): every line's max, then its min.
         lines = [ind[c] for c in self._price_lines + self._osc_lines]
         self._lines = None
         if lines:
-            self._lines = _RangeMax(np.column_stack([_f32(x) for x in lines] + [_f32(-x) for x in lines]), cols.line_start, cols.stop, dev)
-            self._line_sign = torch.tensor([1.0] * len(lines) + [-1.0] * len(lines), device=dev)[:, None, None]
+            self._lines = _RangeMax(
+                np.column_stack([_f32(x) for x in lines] + [_f32(-x) for x in lines]),
+                cols.line_start,
+                cols.stop,
+                dev,
+            )
+            self._line_sign = torch.tensor([1.0] * len(lines) + [-1.0] * len(lines), device=dev)[
+                :, None, None
+            ]
         self._open = torch.as_tensor(_f32(f64["open"]), device=dev)
         self._close = torch.as_tensor(_f32(f64["close"]), device=dev)
         self._first = torch.as_tensor(cols.start, device=dev)
@@ -137,13 +165,23 @@ class TensorRenderer:
         w = spec.window
         plo = np.fmin.reduce([f64["low"]] + [ind[c].to_numpy() for c in self._price_lines])
         phi = np.fmax.reduce([f64["high"]] + [ind[c].to_numpy() for c in self._price_lines])
-        ext = [_rolling(plo, w, "min"), _rolling(phi, w, "max"), np.zeros(self.n), _rolling(f64["volume"], w, "max")]
+        ext = [
+            _rolling(plo, w, "min"),
+            _rolling(phi, w, "max"),
+            np.zeros(self.n),
+            _rolling(f64["volume"], w, "max"),
+        ]
         if macd:
             m = ind[["macd", "macd_signal", "macd_hist"]].to_numpy()
-            ext += [_rolling(np.minimum(m.min(axis=1), 0.0), w, "min"), _rolling(np.maximum(m.max(axis=1), 0.0), w, "max")]
+            ext += [
+                _rolling(np.minimum(m.min(axis=1), 0.0), w, "min"),
+                _rolling(np.maximum(m.max(axis=1), 0.0), w, "max"),
+            ]
         else:
             ext += [np.zeros(self.n), np.full(self.n, 100.0)]  # RSI's fixed 0..100 scale
-        self._ext = torch.as_tensor(np.stack([_f32(x) for x in ext]), device=dev)  # (6, N): lo, hi per panel
+        self._ext = torch.as_tensor(
+            np.stack([_f32(x) for x in ext]), device=dev
+        )  # (6, N): lo, hi per panel
 
     def _build_plan(self) -> None:
         """Which quantity gives each element's top and stop row, and the values it adds."""
@@ -152,33 +190,67 @@ class TensorRenderer:
         # Quantities, in the order _runs stacks them: candle aggregates, line aggregates, body
         # top, body bottom, zero (the volume panel's floor).
         q = ["high", "low", "volume"] + (["hist_max", "hist_min"] if macd else [])
-        q += [f"max:{c}" for c in self._price_lines + self._osc_lines] + [f"min:{c}" for c in self._price_lines + self._osc_lines]
+        q += [f"max:{c}" for c in self._price_lines + self._osc_lines] + [
+            f"min:{c}" for c in self._price_lines + self._osc_lines
+        ]
         q += ["body_top", "body_bottom", "zero"]
-        panel_of = {"volume": "volume", "zero": "volume", "hist_max": "oscillator", "hist_min": "oscillator"}
+        panel_of = {
+            "volume": "volume",
+            "zero": "volume",
+            "hist_max": "oscillator",
+            "hist_min": "oscillator",
+        }
         panel_of |= {f"{m}:{c}": "oscillator" for c in self._osc_lines for m in ("max", "min")}
         names = list(self.panels)
-        pid = [names.index(panel_of.get(x, "price")) if panel_of.get(x, "price") in names else 0 for x in q]
+        pid = [
+            names.index(panel_of.get(x, "price")) if panel_of.get(x, "price") in names else 0
+            for x in q
+        ]
         ext_row = [("price", "volume", "oscillator").index(names[i]) for i in pid]
         self._q_lo = torch.tensor([2 * e for e in ext_row], device=dev)
         self._q_hi = torch.tensor([2 * e + 1 for e in ext_row], device=dev)
-        p0 = torch.tensor([self.panels[names[i]][0] for i in pid], dtype=torch.float32, device=dev)[:, None, None]
-        p1 = torch.tensor([self.panels[names[i]][1] for i in pid], dtype=torch.float32, device=dev)[:, None, None]
+        p0 = torch.tensor([self.panels[names[i]][0] for i in pid], dtype=torch.float32, device=dev)[
+            :, None, None
+        ]
+        p1 = torch.tensor([self.panels[names[i]][1] for i in pid], dtype=torch.float32, device=dev)[
+            :, None, None
+        ]
         self._q_bottom, self._q_top, self._q_span = p1 - 1, p0, p1 - p0 - 1
-        top_of = {"wick": "high", "body_up": "body_top", "body_down": "body_top", "volume_up": "volume", "volume_down": "volume",
-                  "macd_hist": "hist_max"}
-        bottom_of = {"wick": "low", "body_up": "body_bottom", "body_down": "body_bottom", "volume_up": "zero",
-                     "volume_down": "zero", "macd_hist": "hist_min"}
+        top_of = {
+            "wick": "high",
+            "body_up": "body_top",
+            "body_down": "body_top",
+            "volume_up": "volume",
+            "volume_down": "volume",
+            "macd_hist": "hist_max",
+        }
+        bottom_of = {
+            "wick": "low",
+            "body_up": "body_bottom",
+            "body_down": "body_bottom",
+            "volume_up": "zero",
+            "volume_down": "zero",
+            "macd_hist": "hist_min",
+        }
         tops = [q.index(top_of.get(e.name, f"max:{e.name}")) for e in self.elements]
         bottoms = [q.index(bottom_of.get(e.name, f"min:{e.name}")) for e in self.elements]
         self._sel = torch.tensor(tops + bottoms, device=dev)
         w_up = [0 if e.name in ("body_down", "volume_down") else e.weight for e in self.elements]
         w_down = [0 if e.name in ("body_up", "volume_up") else e.weight for e in self.elements]
         # The stop row gets -weight (mod 256): the running sum then ends the run there.
-        self._src_up = torch.tensor(w_up + [-x % 256 for x in w_up], dtype=torch.uint8, device=dev)[:, None, None]
-        self._src_down = torch.tensor(w_down + [-x % 256 for x in w_down], dtype=torch.uint8, device=dev)[:, None, None]
+        self._src_up = torch.tensor(w_up + [-x % 256 for x in w_up], dtype=torch.uint8, device=dev)[
+            :, None, None
+        ]
+        self._src_down = torch.tensor(
+            w_down + [-x % 256 for x in w_down], dtype=torch.uint8, device=dev
+        )[:, None, None]
         # A stop is one row below the bottom quantity's row: +1 row of the (H+1, B, C, W) buffer.
-        self._stop_row = torch.tensor([0] * len(tops) + [1] * len(bottoms), device=dev)[:, None, None]
-        self._el_channel = torch.tensor([e.channel for e in self.elements] * 2, device=dev)[:, None, None]
+        self._stop_row = torch.tensor([0] * len(tops) + [1] * len(bottoms), device=dev)[
+            :, None, None
+        ]
+        self._el_channel = torch.tensor([e.channel for e in self.elements] * 2, device=dev)[
+            :, None, None
+        ]
 
     # ---- validity ----------------------------------------------------------------------------
 
@@ -186,13 +258,21 @@ class TensorRenderer:
         w, n = self.spec.window, self.n
         ohlcv = np.column_stack([f64[c] for c in ("open", "high", "low", "close", "volume")])
         with np.errstate(invalid="ignore"):
-            bad_data = ~np.isfinite(ohlcv).all(axis=1) | (f64["high"] < f64["low"]) | (ohlcv[:, :4] <= 0).any(axis=1)
+            bad_data = (
+                ~np.isfinite(ohlcv).all(axis=1)
+                | (f64["high"] < f64["low"])
+                | (ohlcv[:, :4] <= 0).any(axis=1)
+            )
             bad_data |= f64["volume"] < 0
         bad = bad_data | ~np.isfinite(ind.to_numpy(dtype=np.float64)).all(axis=1)
         if bad_data.any():
             rows = np.flatnonzero(bad_data)
-            log.warning("chart_bad_candles_excluded", rows=int(rows.size), first_row=int(rows[0]),
-                        rule="windows containing a non-finite, non-positive or high<low candle are not rendered")
+            log.warning(
+                "chart_bad_candles_excluded",
+                rows=int(rows.size),
+                first_row=int(rows[0]),
+                rule="windows containing a non-finite, non-positive or high<low candle are not rendered",
+            )
         cs = np.concatenate([[0], np.cumsum(bad)])
         t = np.arange(w - 1, n)
         ok = np.zeros(n, dtype=bool)
@@ -215,7 +295,9 @@ class TensorRenderer:
 
     # ---- rendering ---------------------------------------------------------------------------
 
-    def render(self, end_indices: np.ndarray | torch.Tensor | list[int], out: torch.Tensor | None = None) -> torch.Tensor:
+    def render(
+        self, end_indices: np.ndarray | torch.Tensor | list[int], out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """uint8 (B, C, H, W) charts for the windows ending at ``end_indices`` (all must be valid).
 
         ``out`` (optional, (B, C, H, W) uint8 on the device) is filled and returned instead of a
@@ -224,11 +306,17 @@ class TensorRenderer:
         if isinstance(end_indices, torch.Tensor):
             ends = end_indices.to(device=self.device, dtype=torch.int64).reshape(-1)
         else:
-            ends = torch.as_tensor(np.asarray(end_indices, dtype=np.int64).reshape(-1), device=self.device)
+            ends = torch.as_tensor(
+                np.asarray(end_indices, dtype=np.int64).reshape(-1), device=self.device
+            )
         self._check(ends)
         shape = (len(ends), self.channels, self.spec.height, self.spec.width)
-        if out is not None and (tuple(out.shape) != shape or out.dtype != torch.uint8 or out.device != self.device):
-            raise ValueError(f"out must be uint8 {shape} on {self.device}, got {out.dtype} {tuple(out.shape)} on {out.device}")
+        if out is not None and (
+            tuple(out.shape) != shape or out.dtype != torch.uint8 or out.device != self.device
+        ):
+            raise ValueError(
+                f"out must be uint8 {shape} on {self.device}, got {out.dtype} {tuple(out.shape)} on {out.device}"
+            )
         if out is None:
             out = torch.empty(shape, dtype=torch.uint8, device=self.device)
         if not self.spec.diff_frame:
@@ -236,14 +324,26 @@ class TensorRenderer:
             return out
         # The previous frames of a run of consecutive ends are mostly frames of the batch itself.
         uniq, inv = torch.unique(torch.cat([ends, ends - 1]), return_inverse=True)
-        frames = self._render_base(uniq, torch.empty((len(uniq), self.spec.channels) + shape[2:], dtype=torch.uint8, device=self.device))
+        frames = self._render_base(
+            uniq,
+            torch.empty(
+                (len(uniq), self.spec.channels) + shape[2:], dtype=torch.uint8, device=self.device
+            ),
+        )
         c = self.spec.channels
         out[:, :c] = frames[inv[: len(ends)]]
-        prev = frames[inv[len(ends):]]
-        out[:, c:] = (out[:, :c].to(torch.int16) - prev.to(torch.int16)).div_(2, rounding_mode="floor").add_(128).to(torch.uint8)
+        prev = frames[inv[len(ends) :]]
+        out[:, c:] = (
+            (out[:, :c].to(torch.int16) - prev.to(torch.int16))
+            .div_(2, rounding_mode="floor")
+            .add_(128)
+            .to(torch.uint8)
+        )
         return out
 
-    def render_all(self, batch_size: int = 512, indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def render_all(
+        self, batch_size: int = 512, indices: np.ndarray | None = None
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """Yield ``(end_indices, frames)`` batches over ``indices`` (default: every valid index), in order."""
         idx = self.valid_indices if indices is None else np.asarray(indices, dtype=np.int64)
         for i in range(0, len(idx), batch_size):
@@ -255,7 +355,9 @@ class TensorRenderer:
             return
         e = ends.cpu().numpy()
         pos = np.searchsorted(self.valid_indices, e)
-        ok = (pos < len(self.valid_indices)) & (self.valid_indices[np.minimum(pos, len(self.valid_indices) - 1)] == e)
+        ok = (pos < len(self.valid_indices)) & (
+            self.valid_indices[np.minimum(pos, len(self.valid_indices) - 1)] == e
+        )
         if not ok.all():
             first = int(self.valid_indices[0]) if len(self.valid_indices) else None
             raise DataError(
@@ -278,13 +380,24 @@ class TensorRenderer:
         c = self._close[t0[:, None] + self._last]
         high, low = parts[0][0], parts[0][1]
         # Clamped into the wick so a body pixel is always wick + body (see layout).
-        parts.append(torch.stack([torch.minimum(torch.maximum(o, c), high), torch.maximum(torch.minimum(o, c), low), torch.zeros_like(o)]))
+        parts.append(
+            torch.stack(
+                [
+                    torch.minimum(torch.maximum(o, c), high),
+                    torch.maximum(torch.minimum(o, c), low),
+                    torch.zeros_like(o),
+                ]
+            )
+        )
         v = torch.cat(parts)
         if self.spec.oscillator == "macd":
             v[3].clamp_(min=0.0)  # histogram bars grow from zero
             v[4].clamp_(max=0.0)
         ext = self._ext[:, ends]  # (6, B)
-        lo, hi = ext.index_select(0, self._q_lo)[..., None], ext.index_select(0, self._q_hi)[..., None]
+        lo, hi = (
+            ext.index_select(0, self._q_lo)[..., None],
+            ext.index_select(0, self._q_hi)[..., None],
+        )
         y = torch.round((v - lo) * (self._q_span / torch.clamp(hi - lo, min=1e-12)))
         y = torch.clamp(self._q_bottom - y, self._q_top, self._q_bottom)
         return y.to(torch.int64), c >= o

@@ -20,7 +20,17 @@ from chartrl.cli import (
 from chartrl.errors import ChartrlError
 
 # Each module has register(subparsers); add new command modules here.
-COMMAND_MODULES = [config_cmd, data_cmd, chart_cmd, backtest_cmd, daemon_cmd, sim_cmd, train_cmd, halt_cmd, demo_cmd]
+COMMAND_MODULES = [
+    config_cmd,
+    data_cmd,
+    chart_cmd,
+    backtest_cmd,
+    daemon_cmd,
+    sim_cmd,
+    train_cmd,
+    halt_cmd,
+    demo_cmd,
+]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if logging.getLogger().isEnabledFor(logging.DEBUG) or args.log_level == "debug":
             print(_mask_text(traceback.format_exc()), end="", file=sys.stderr)
-        print(f"error: unexpected {one_line_error(exc, 300)} (rerun with --log-level debug for details)", file=sys.stderr)
+        print(
+            f"error: unexpected {one_line_error(exc, 300)} (rerun with --log-level debug for details)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     sys.exit(code or 0)

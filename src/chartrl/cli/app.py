@@ -17,9 +17,24 @@ from chartrl.errors import UsageError
 
 # Accepted before the command and after it (`chartrl data --log-level debug`, `chartrl config check -c F`).
 _GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("-c", "--config"), {"type": Path, "help": "TOML config file (default: $CHARTRL_CONFIG, else built-in defaults)"}),
-    (("--log-level",), {"choices": ["debug", "info", "warning", "error"], "help": "lowest level logged"}),
-    (("--log-format",), {"choices": ["auto", "json", "console"], "help": "log format (auto: console in a terminal)"}),
+    (
+        ("-c", "--config"),
+        {
+            "type": Path,
+            "help": "TOML config file (default: $CHARTRL_CONFIG, else built-in defaults)",
+        },
+    ),
+    (
+        ("--log-level",),
+        {"choices": ["debug", "info", "warning", "error"], "help": "lowest level logged"},
+    ),
+    (
+        ("--log-format",),
+        {
+            "choices": ["auto", "json", "console"],
+            "help": "log format (auto: console in a terminal)",
+        },
+    ),
 ]
 
 
@@ -33,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     from chartrl import __version__
     from chartrl.cli import COMMAND_MODULES
 
-    parser = _Parser(prog="chartrl", description="A Bitcoin trading daemon whose policy reads the chart.")
+    parser = _Parser(
+        prog="chartrl", description="A Bitcoin trading daemon whose policy reads the chart."
+    )
     parser.add_argument("--version", action="version", version=f"chartrl {__version__}")
     _add_global_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -71,15 +88,33 @@ def add_series_options(parser: argparse.ArgumentParser, date_range: bool = True)
     g.add_argument("--exchange", help="ccxt exchange id (default: config exchange.id)")
     g.add_argument("--symbol", help="symbol such as BTC/USDT (default: config market.symbol)")
     g.add_argument("--timeframe", help="timeframe such as 1h (default: config market.timeframe)")
-    g.add_argument("--data-dir", type=Path, help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
+    g.add_argument(
+        "--data-dir",
+        type=Path,
+        help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)",
+    )
     if date_range:
-        g.add_argument("--from", dest="date_from", metavar="DATE", help="first candle, UTC, ISO 8601: 2021-06-01 or 2021-06-01T12:00")
-        g.add_argument("--until", dest="date_until", metavar="DATE", help="last candle (inclusive), UTC, ISO 8601")
+        g.add_argument(
+            "--from",
+            dest="date_from",
+            metavar="DATE",
+            help="first candle, UTC, ISO 8601: 2021-06-01 or 2021-06-01T12:00",
+        )
+        g.add_argument(
+            "--until",
+            dest="date_until",
+            metavar="DATE",
+            help="last candle (inclusive), UTC, ISO 8601",
+        )
 
 
 # The series options of add_series_options: (config section, key, argparse attribute).
-SERIES_OPTIONS = (("exchange", "id", "exchange"), ("market", "symbol", "symbol"),
-                  ("market", "timeframe", "timeframe"), ("data", "dir", "data_dir"))
+SERIES_OPTIONS = (
+    ("exchange", "id", "exchange"),
+    ("market", "symbol", "symbol"),
+    ("market", "timeframe", "timeframe"),
+    ("data", "dir", "data_dir"),
+)
 
 
 def series_overrides(args: argparse.Namespace) -> dict[str, dict[str, str]]:
@@ -126,7 +161,9 @@ def parse_date(value: str | None, option: str) -> datetime | None:
     try:
         dt = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise UsageError(f"{option} {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)") from None
+        raise UsageError(
+            f"{option} {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)"
+        ) from None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
@@ -135,5 +172,7 @@ def date_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | No
     start = parse_date(getattr(args, "date_from", None), "--from")
     end = parse_date(getattr(args, "date_until", None), "--until")
     if start and end and end < start:
-        raise UsageError(f"--until {end:%Y-%m-%d %H:%M} is before --from {start:%Y-%m-%d %H:%M}; the range is empty")
+        raise UsageError(
+            f"--until {end:%Y-%m-%d %H:%M} is before --from {start:%Y-%m-%d %H:%M}; the range is empty"
+        )
     return start, end

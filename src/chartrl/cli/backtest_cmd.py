@@ -24,28 +24,105 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Writes metrics.json, decisions.csv, equity.png, trades.png and report.md into --out.",
     )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", type=Path, metavar="DIR", help="model directory (model.pt + model.json)")
     what.add_argument(
-        "--strategy", choices=RULES + NEURAL,
+        "--model", type=Path, metavar="DIR", help="model directory (model.pt + model.json)"
+    )
+    what.add_argument(
+        "--strategy",
+        choices=RULES + NEURAL,
         help="rule baseline (oracle CHEATS: upper bound only); a neural strategy needs --walk-forward K --retrain",
     )
     add_series_options(p)
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (created)")
-    p.add_argument("--fee", type=float, metavar="F", help="taker fee per side, fraction (default: config trading.fee); overrides the fee only")
-    p.add_argument("--slippage-bps", type=float, metavar="B", help="slippage in basis points (default: config trading.slippage_bps)")
-    p.add_argument("--initial-cash", type=float, metavar="X", help="starting cash, quote currency (default: config trading.initial_cash)")
-    p.add_argument("--position-fraction", type=float, metavar="P", help="fraction of equity a buy invests (default: config)")
-    p.add_argument("--trials", type=int, default=1, metavar="N", help="configurations tried before this one, for the deflated Sharpe ratio (default 1)")
-    p.add_argument("--walk-forward", type=int, metavar="K", help="K purged walk-forward folds (train / validation / test by date)")
-    p.add_argument("--retrain", action="store_true", help="with --walk-forward and a neural --strategy: train a fresh model per fold")
-    p.add_argument("--epochs", type=int, metavar="N", help="--retrain: DQN epochs per fold (default: the trainer's)")
-    p.add_argument("--imitation-epochs", type=int, metavar="N", help="--retrain: imitation epochs per fold (default: the trainer's)")
-    p.add_argument("--max-steps-per-epoch", type=int, metavar="N", help="--retrain: cap on steps per epoch (quick runs)")
-    p.add_argument("--sma", default="", metavar="FAST,SLOW", help="sma periods (default: the chart's first two moving averages)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline (and of retraining)")
-    p.add_argument("--oracle-window", type=int, default=24, metavar="N", help="oracle: candles either side of a turning point")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default: config model.device)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch threads of the chart CNN pass (default: 1 on a CPU)")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="output directory (created)"
+    )
+    p.add_argument(
+        "--fee",
+        type=float,
+        metavar="F",
+        help="taker fee per side, fraction (default: config trading.fee); overrides the fee only",
+    )
+    p.add_argument(
+        "--slippage-bps",
+        type=float,
+        metavar="B",
+        help="slippage in basis points (default: config trading.slippage_bps)",
+    )
+    p.add_argument(
+        "--initial-cash",
+        type=float,
+        metavar="X",
+        help="starting cash, quote currency (default: config trading.initial_cash)",
+    )
+    p.add_argument(
+        "--position-fraction",
+        type=float,
+        metavar="P",
+        help="fraction of equity a buy invests (default: config)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        metavar="N",
+        help="configurations tried before this one, for the deflated Sharpe ratio (default 1)",
+    )
+    p.add_argument(
+        "--walk-forward",
+        type=int,
+        metavar="K",
+        help="K purged walk-forward folds (train / validation / test by date)",
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="with --walk-forward and a neural --strategy: train a fresh model per fold",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help="--retrain: DQN epochs per fold (default: the trainer's)",
+    )
+    p.add_argument(
+        "--imitation-epochs",
+        type=int,
+        metavar="N",
+        help="--retrain: imitation epochs per fold (default: the trainer's)",
+    )
+    p.add_argument(
+        "--max-steps-per-epoch",
+        type=int,
+        metavar="N",
+        help="--retrain: cap on steps per epoch (quick runs)",
+    )
+    p.add_argument(
+        "--sma",
+        default="",
+        metavar="FAST,SLOW",
+        help="sma periods (default: the chart's first two moving averages)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the random baseline (and of retraining)"
+    )
+    p.add_argument(
+        "--oracle-window",
+        type=int,
+        default=24,
+        metavar="N",
+        help="oracle: candles either side of a turning point",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="torch device (default: config model.device)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads of the chart CNN pass (default: 1 on a CPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)
 
@@ -56,7 +133,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.walk_forward is not None and args.walk_forward < 1:
         raise UsageError(f"--walk-forward must be at least 1 fold, got {args.walk_forward}")
     if args.retrain and (args.walk_forward is None or args.strategy not in NEURAL):
-        raise UsageError("--retrain needs --walk-forward K and a neural --strategy (cnn, cnnrnn, gru, resnet)")
+        raise UsageError(
+            "--retrain needs --walk-forward K and a neural --strategy (cnn, cnnrnn, gru, resnet)"
+        )
     if args.strategy in NEURAL and not args.retrain:
         raise UsageError(
             f"--strategy {args.strategy} has no weights to replay; use --model DIR, or --walk-forward K --retrain"
@@ -108,16 +187,26 @@ def _load_candles(s: Any, start: Any, end: Any) -> Any:
 
     warm = None
     if start is not None:
-        lookback = s.chart.window + 2 * max((*s.chart.ma_periods, s.chart.bollinger_period or 0, 34)) + 10
-        warm = pd.Timestamp(shift_open_ms(int(to_ms(start)), s.market.timeframe, -lookback), unit="ms", tz="UTC")
-    return CandleStore(s.data_dir).load(s.exchange.id, s.market.symbol, s.market.timeframe, warm, end)
+        lookback = (
+            s.chart.window + 2 * max((*s.chart.ma_periods, s.chart.bollinger_period or 0, 34)) + 10
+        )
+        warm = pd.Timestamp(
+            shift_open_ms(int(to_ms(start)), s.market.timeframe, -lookback), unit="ms", tz="UTC"
+        )
+    return CandleStore(s.data_dir).load(
+        s.exchange.id, s.market.symbol, s.market.timeframe, warm, end
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
     _check_args(args)
     trading: dict[str, Any] = {}
-    for key, attr in (("fee", "fee"), ("slippage_bps", "slippage_bps"), ("initial_cash", "initial_cash"),
-                      ("position_fraction", "position_fraction")):
+    for key, attr in (
+        ("fee", "fee"),
+        ("slippage_bps", "slippage_bps"),
+        ("initial_cash", "initial_cash"),
+        ("position_fraction", "position_fraction"),
+    ):
         if getattr(args, attr) is not None:
             trading[key] = getattr(args, attr)
     s = settings(args, **({"trading": trading} if trading else {}))
@@ -139,7 +228,12 @@ def handle(args: argparse.Namespace) -> int:
     elif args.strategy in RULES:
         from chartrl.strategies.rules import make_rule
 
-        strategy = make_rule(args.strategy, sma=_sma_periods(args, spec), seed=args.seed, oracle_window=args.oracle_window)
+        strategy = make_rule(
+            args.strategy,
+            sma=_sma_periods(args, spec),
+            seed=args.seed,
+            oracle_window=args.oracle_window,
+        )
         name = args.strategy
     else:
         strategy, name = None, args.strategy
@@ -150,32 +244,63 @@ def handle(args: argparse.Namespace) -> int:
         "series": f"{s.exchange.id} {s.market.symbol} {s.market.timeframe}",
         "from": start.isoformat() if start else "first stored candle",
         "until": end.isoformat() if end else "last stored candle",
-        **fill_parameters(rules, market_info), "initial_cash": s.trading.initial_cash,
-        "chart": spec.model_dump_json(), "trials": args.trials, "device": device,
-        **({"walk_forward_folds": args.walk_forward, "retrain": args.retrain} if args.walk_forward else {}),
-        **{f"rule.{k}": v for k, v in (strategy.params().items() if hasattr(strategy, "params") else [])},
+        **fill_parameters(rules, market_info),
+        "initial_cash": s.trading.initial_cash,
+        "chart": spec.model_dump_json(),
+        "trials": args.trials,
+        "device": device,
+        **(
+            {"walk_forward_folds": args.walk_forward, "retrain": args.retrain}
+            if args.walk_forward
+            else {}
+        ),
+        **{
+            f"rule.{k}": v
+            for k, v in (strategy.params().items() if hasattr(strategy, "params") else [])
+        },
     }
     progress = not args.no_progress and sys.stderr.isatty()
     from chartrl.backtest.report import run_and_report
 
     metrics = run_and_report(
-        strategy, candles, spec, rules, start, end, args.out, params,
-        timeframe=s.market.timeframe, initial_cash=s.trading.initial_cash, trials=args.trials, device=device,
-        progress=progress, walk_forward=args.walk_forward,
+        strategy,
+        candles,
+        spec,
+        rules,
+        start,
+        end,
+        args.out,
+        params,
+        timeframe=s.market.timeframe,
+        initial_cash=s.trading.initial_cash,
+        trials=args.trials,
+        device=device,
+        progress=progress,
+        walk_forward=args.walk_forward,
         retrain=_retrainer(args, s, rules, device, progress) if args.retrain else None,
-        model_meta=meta, threads=args.threads,
+        model_meta=meta,
+        threads=args.threads,
     )
-    log.info("backtest_written", out=str(args.out), strategy=name, total_return=metrics["total_return"])
+    log.info(
+        "backtest_written", out=str(args.out), strategy=name, total_return=metrics["total_return"]
+    )
     _print_summary(metrics, args.out)
     return 0
 
 
 def _load_model(path: Path, device: str, s: Any) -> tuple[Any, dict]:
     try:
-        from chartrl.backtest.checkpoint import load_model
+        from chartrl.train.checkpoint import load_model
     except ImportError as exc:
-        raise CheckpointError(f"model loading is unavailable in this build ({exc}); use --strategy") from None
-    return load_model(path, device, expect_spec=s.chart, expect_series=(s.exchange.id, s.market.symbol, s.market.timeframe))
+        raise CheckpointError(
+            f"model loading is unavailable in this build ({exc}); use --strategy"
+        ) from None
+    return load_model(
+        path,
+        device,
+        expect_spec=s.chart,
+        expect_series=(s.exchange.id, s.market.symbol, s.market.timeframe),
+    )
 
 
 def _retrainer(args: argparse.Namespace, s: Any, rules: Any, device: str, progress: bool) -> Any:
@@ -187,8 +312,16 @@ def _retrainer(args: argparse.Namespace, s: Any, rules: Any, device: str, progre
             overrides[key] = getattr(args, key)
     series = {"exchange": s.exchange.id, "symbol": s.market.symbol, "timeframe": s.market.timeframe}
     return make_retrainer(
-        args.strategy, s.chart, s.market.timeframe, series, rules, args.out / "models",
-        train_overrides=overrides, initial_cash=s.trading.initial_cash, device=device, progress=progress,
+        args.strategy,
+        s.chart,
+        s.market.timeframe,
+        series,
+        rules,
+        args.out / "models",
+        train_overrides=overrides,
+        initial_cash=s.trading.initial_cash,
+        device=device,
+        progress=progress,
     )
 
 
@@ -198,9 +331,15 @@ def _print_summary(m: dict, out: Path) -> None:
     b = m["baselines"]["buyhold"]
     flag = "  [CHEATING: upper bound only]" if m.get("cheating") else ""
     print(f"{m['strategy']}{flag}: {m['start'][:16]} .. {m['end'][:16]}, {m['candles']:,} candles")
-    for key, label, kind in (("total_return", "return", "pct"), ("sharpe", "Sharpe", "f2"),
-                             ("max_drawdown", "max drawdown", "pct"), ("trades", "trades", "int")):
-        print(f"  {label:<13} {fmt(m.get(key), kind):>12}   buy and hold {fmt(b.get(key), kind):>12}")
+    for key, label, kind in (
+        ("total_return", "return", "pct"),
+        ("sharpe", "Sharpe", "f2"),
+        ("max_drawdown", "max drawdown", "pct"),
+        ("trades", "trades", "int"),
+    ):
+        print(
+            f"  {label:<13} {fmt(m.get(key), kind):>12}   buy and hold {fmt(b.get(key), kind):>12}"
+        )
     dsr = (m.get("deflated_sharpe") or {}).get("dsr")
     if dsr is not None:
         print(f"  deflated Sharpe ratio ({m['deflated_sharpe']['trials']} trials): {dsr:.3f}")

@@ -18,11 +18,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         "input tensor, upscaled, its channels as colours (red candles, green MAs/bands, blue volume/oscillator).",
     )
     add_series_options(p, date_range=False)
-    p.add_argument("--at", metavar="TIMESTAMP", help="open time of the window's last candle, UTC, ISO 8601 (default: the last stored candle)")
-    p.add_argument("--out", type=Path, metavar="FILE.png", help="output file (default: chart-<symbol>-<timeframe>-<time>-<renderer>.png)")
-    p.add_argument("--renderer", choices=["mplfinance", "tensor"], default="mplfinance", help="mplfinance (default) or tensor")
-    p.add_argument("--scale", type=int, default=4, metavar="N", help="tensor renderer: upscale N times, nearest neighbour (default 4)")
-    p.add_argument("--dpi", type=int, default=100, help="mplfinance renderer: dots per inch (default 100)")
+    p.add_argument(
+        "--at",
+        metavar="TIMESTAMP",
+        help="open time of the window's last candle, UTC, ISO 8601 (default: the last stored candle)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE.png",
+        help="output file (default: chart-<symbol>-<timeframe>-<time>-<renderer>.png)",
+    )
+    p.add_argument(
+        "--renderer",
+        choices=["mplfinance", "tensor"],
+        default="mplfinance",
+        help="mplfinance (default) or tensor",
+    )
+    p.add_argument(
+        "--scale",
+        type=int,
+        default=4,
+        metavar="N",
+        help="tensor renderer: upscale N times, nearest neighbour (default 4)",
+    )
+    p.add_argument(
+        "--dpi", type=int, default=100, help="mplfinance renderer: dots per inch (default 100)"
+    )
     p.set_defaults(func=_chart)
 
 
@@ -37,7 +59,9 @@ def _chart(args: argparse.Namespace) -> None:
         raise UsageError(f"--scale {args.scale} must be between 1 and 64")
     if not 20 <= args.dpi <= 600:
         raise UsageError(f"--dpi {args.dpi} must be between 20 and 600")
-    if args.out is not None and args.out.suffix.lower() != ".png":  # before the seconds spent loading
+    if (
+        args.out is not None and args.out.suffix.lower() != ".png"
+    ):  # before the seconds spent loading
         raise UsageError(f"--out {args.out} must end in .png")
     at = parse_date(args.at, "--at")
     s = settings(args)
@@ -52,7 +76,9 @@ def _chart(args: argparse.Namespace) -> None:
         )
     idx = _index_at(renderer, candles, at)
     ts = candles["timestamp"].iloc[idx]
-    out = args.out or Path(f"chart-{sym.replace('/', '')}-{tf}-{ts:%Y%m%d-%H%M}-{args.renderer}.png")
+    out = args.out or Path(
+        f"chart-{sym.replace('/', '')}-{tf}-{ts:%Y%m%d-%H%M}-{args.renderer}.png"
+    )
     if args.renderer == "tensor":
         size = _write_tensor_png(renderer.render([idx])[0], spec, out, args.scale)
     else:
@@ -60,9 +86,13 @@ def _chart(args: argparse.Namespace) -> None:
 
         render_png(candles, spec, idx, out, dpi=args.dpi, title=f"{ex} {sym} {tf}")
         size = None
-    get_logger(__name__).info("chart_written", path=str(out), renderer=args.renderer, candle=str(ts))
+    get_logger(__name__).info(
+        "chart_written", path=str(out), renderer=args.renderer, candle=str(ts)
+    )
     extra = f", {size[0]}x{size[1]} px" if size else ""
-    print(f"wrote {out} ({args.renderer}{extra}; {spec.window} candles ending {pd.Timestamp(ts):%Y-%m-%d %H:%M} UTC)")
+    print(
+        f"wrote {out} ({args.renderer}{extra}; {spec.window} candles ending {pd.Timestamp(ts):%Y-%m-%d %H:%M} UTC)"
+    )
 
 
 def _index_at(renderer, candles, at) -> int:  # noqa: ANN001 - TensorRenderer, DataFrame, datetime | None
@@ -75,7 +105,9 @@ def _index_at(renderer, candles, at) -> int:  # noqa: ANN001 - TensorRenderer, D
     else:
         ts = candles["timestamp"]
         if at < ts.iloc[0] or at > ts.iloc[-1]:
-            raise UsageError(f"--at {fmt_ts(at)} is outside the stored candles ({fmt_ts(ts.iloc[0])} to {fmt_ts(ts.iloc[-1])})")
+            raise UsageError(
+                f"--at {fmt_ts(at)} is outside the stored candles ({fmt_ts(ts.iloc[0])} to {fmt_ts(ts.iloc[-1])})"
+            )
         idx = int(ts.searchsorted(at))
         if ts.iloc[idx] != at:  # in range, so idx > 0: a stored candle lies on each side
             raise UsageError(
@@ -83,12 +115,20 @@ def _index_at(renderer, candles, at) -> int:  # noqa: ANN001 - TensorRenderer, D
                 f"{fmt_ts(ts.iloc[idx - 1])} and {fmt_ts(ts.iloc[idx])}"
             )
     if idx < valid[0]:
-        raise UsageError(f"--at {fmt_ts(candles['timestamp'].iloc[idx])} is before the first complete chart window; the first valid candle is {fmt_ts(first_ts)}")
+        raise UsageError(
+            f"--at {fmt_ts(candles['timestamp'].iloc[idx])} is before the first complete chart window; the first valid candle is {fmt_ts(first_ts)}"
+        )
     pos = int(valid.searchsorted(idx))
     if pos >= len(valid) or valid[pos] != idx:
         later = valid[valid > idx]
-        hint = f"; the next valid candle is {fmt_ts(candles['timestamp'].iloc[int(later[0])])}" if len(later) else ""
-        raise DataError(f"the window ending {fmt_ts(candles['timestamp'].iloc[idx])} contains unusable candles{hint}")
+        hint = (
+            f"; the next valid candle is {fmt_ts(candles['timestamp'].iloc[int(later[0])])}"
+            if len(later)
+            else ""
+        )
+        raise DataError(
+            f"the window ending {fmt_ts(candles['timestamp'].iloc[idx])} contains unusable candles{hint}"
+        )
     return idx
 
 

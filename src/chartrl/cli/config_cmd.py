@@ -12,13 +12,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
     csub.required = True
     show = csub.add_parser(
-        "show", help="print the effective configuration, secrets redacted",
+        "show",
+        help="print the effective configuration, secrets redacted",
         description="Print the settings in effect (defaults < --config/$CHARTRL_CONFIG file < CHARTRL__SECTION__KEY "
         "environment < command line) as TOML; secrets show as ***.",
     )
     show.set_defaults(func=_show)
     check = csub.add_parser(
-        "check", help="validate the configuration (exit 2 with one line per problem)",
+        "check",
+        help="validate the configuration (exit 2 with one line per problem)",
         description="Validate the effective configuration. Exit 0 when valid; exit 2 with one line per problem "
         "naming the setting, the value, what is allowed and the environment variable or option that set it.",
     )

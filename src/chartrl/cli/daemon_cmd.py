@@ -11,21 +11,45 @@ from chartrl.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="run the trading daemon (paper by default; --live for real orders)")
-    run.add_argument("--live", action="store_true", help="send real orders (trading.mode must be 'live' too)")
+    run = sub.add_parser(
+        "run", help="run the trading daemon (paper by default; --live for real orders)"
+    )
+    run.add_argument(
+        "--live", action="store_true", help="send real orders (trading.mode must be 'live' too)"
+    )
     add_series_options(run, date_range=False)
     run.set_defaults(func=_run)
 
-    retrain = sub.add_parser("retrain", help="run one retrain cycle now: fine-tune, compare, promote if better")
+    retrain = sub.add_parser(
+        "retrain", help="run one retrain cycle now: fine-tune, compare, promote if better"
+    )
     retrain.add_argument("--no-fetch", action="store_true", help="do not fetch new candles first")
-    retrain.add_argument("--epochs", type=int, default=None, help="fine-tuning DQN epochs (default: daemon.retrain_epochs)")
-    retrain.add_argument("--max-steps", type=int, default=None, help="cap environment steps per epoch (quick runs, demo)")
+    retrain.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="fine-tuning DQN epochs (default: daemon.retrain_epochs)",
+    )
+    retrain.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="cap environment steps per epoch (quick runs, demo)",
+    )
     retrain.add_argument("--progress", action="store_true", help="show training progress bars")
-    retrain.add_argument("--nice", type=int, default=0, metavar="N", help="lower the CPU priority by N first (the daemon passes 10)")
+    retrain.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        metavar="N",
+        help="lower the CPU priority by N first (the daemon passes 10)",
+    )
     add_series_options(retrain, date_range=False)
     retrain.set_defaults(func=_retrain)
 
-    status = sub.add_parser("status", help="what the daemon is doing (reads the ledger, never writes)")
+    status = sub.add_parser(
+        "status", help="what the daemon is doing (reads the ledger, never writes)"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     add_series_options(status, date_range=False)
     status.set_defaults(func=_status)
@@ -45,8 +69,13 @@ def _run(args: argparse.Namespace) -> int:
         return fresh
 
     # The nightly retrain child must work on the same series and data dir (ledger) as the daemon.
-    daemon = Daemon(s, ticker_factory(args.live), config_path=args.config, reload_settings=reload,
-                    cli_overrides=series_flags(args))
+    daemon = Daemon(
+        s,
+        ticker_factory(args.live),
+        config_path=args.config,
+        reload_settings=reload,
+        cli_overrides=series_flags(args),
+    )
     return daemon.run()
 
 
@@ -70,7 +99,13 @@ def _retrain(args: argparse.Namespace) -> int:
         import os
 
         os.nice(args.nice)
-    result = run_retrain(s, fetch=not args.no_fetch, epochs=args.epochs, max_steps=args.max_steps, progress=args.progress)
+    result = run_retrain(
+        s,
+        fetch=not args.no_fetch,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        progress=args.progress,
+    )
     print(result.summary())
     return 0 if result.status != "failed" else 1
 

@@ -19,9 +19,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "after the newest stored candle (or from market.since when nothing is stored).",
     )
     add_series_options(f, date_range=False)
-    f.add_argument("--since", "--from", dest="since", metavar="DATE", action=_Spelled, help="first candle to fetch, UTC, ISO 8601 (2021-06-01 or 2021-06-01T12:00); backfills and merges")
-    f.add_argument("--until", metavar="DATE", help="last candle to fetch, inclusive, UTC, ISO 8601 (default: the newest closed one)")
-    f.add_argument("--strict", action="store_true", default=None, help="refuse any repair of the fetched candles")
+    f.add_argument(
+        "--since",
+        "--from",
+        dest="since",
+        metavar="DATE",
+        action=_Spelled,
+        help="first candle to fetch, UTC, ISO 8601 (2021-06-01 or 2021-06-01T12:00); backfills and merges",
+    )
+    f.add_argument(
+        "--until",
+        metavar="DATE",
+        help="last candle to fetch, inclusive, UTC, ISO 8601 (default: the newest closed one)",
+    )
+    f.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="refuse any repair of the fetched candles",
+    )
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.set_defaults(func=_fetch)
 
@@ -32,7 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     i.add_argument("file", type=Path, metavar="FILE", help="the CSV file")
     add_series_options(i, date_range=False)
-    i.add_argument("--strict", action="store_true", default=None, help="refuse the file if any row needs repair")
+    i.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="refuse the file if any row needs repair",
+    )
     i.set_defaults(func=_import)
 
     d = sub.add_parser(
@@ -42,7 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "gaps (never filled), the repairs each validation rule made and where the candles came from. Reads only "
         "the file footers, so it is quick; exits 1 when a stored file is unusable (and says which).",
     )
-    d.add_argument("--data-dir", type=Path, help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
+    d.add_argument(
+        "--data-dir",
+        type=Path,
+        help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)",
+    )
     g = d.add_argument_group("filters (default: every stored series)")
     g.add_argument("--exchange", help="only this ccxt exchange id")
     g.add_argument("--symbol", help="only this symbol, e.g. BTC/USDT")
@@ -53,7 +78,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 class _Spelled(argparse.Action):
     """Stores the value and the option spelling typed (--since or its alias --from), so an error names it."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         setattr(namespace, self.dest, values)
         setattr(namespace, f"{self.dest}_option", option_string)
 
@@ -70,7 +101,9 @@ def _fetch(args: argparse.Namespace) -> None:
     since = parse_date(args.since, since_option)
     until = parse_date(args.until, "--until")
     if since and until and until < since:
-        raise UsageError(f"--until {until:%Y-%m-%d %H:%M} is before {since_option} {since:%Y-%m-%d %H:%M}; the range is empty")
+        raise UsageError(
+            f"--until {until:%Y-%m-%d %H:%M} is before {since_option} {since:%Y-%m-%d %H:%M}; the range is empty"
+        )
     summary = update_series(s, since=since, until=until, progress=not args.no_progress)
     report = summary.report
     print(
@@ -88,15 +121,24 @@ def _import(args: argparse.Namespace) -> None:
 
     s = settings(args, **_strict(args))
     summary = import_csv(
-        args.file, CandleStore(s.data_dir), s.exchange.id, s.market.symbol, s.market.timeframe,
-        strict=s.data.strict, spike_factor=s.data.spike_factor,
+        args.file,
+        CandleStore(s.data_dir),
+        s.exchange.id,
+        s.market.symbol,
+        s.market.timeframe,
+        strict=s.data.strict,
+        spike_factor=s.data.spike_factor,
     )
     report = summary.report
     assert report is not None
     print(f"{args.file}: {report.rows_in:,} rows read, {report.rows_out:,} valid candles")
     for hit in report.repairs.values():
         # replaced_stored is the one rule that keeps the row: the file's values replaced the stored ones.
-        what = f"replaced {hit.count:,} stored candles" if hit.rule == "replaced_stored" else f"dropped {hit.count:,} rows"
+        what = (
+            f"replaced {hit.count:,} stored candles"
+            if hit.rule == "replaced_stored"
+            else f"dropped {hit.count:,} rows"
+        )
         print(f"  {what} by rule {hit.rule}, e.g. {hit.examples[0] if hit.examples else ''}")
     for note in report.notes:
         print(f"  note: {note}")
@@ -124,37 +166,74 @@ def _data(args: argparse.Namespace) -> int | None:
     console = Console(width=None if sys.stdout.isatty() else 120)
     if not series:
         wanted = " ".join(x for x in (args.exchange, args.symbol, args.timeframe) if x)
-        console.print(f"no {wanted + ' ' if wanted else ''}candles stored in {store.root}; run `chartrl fetch` or `chartrl import FILE`")
+        console.print(
+            f"no {wanted + ' ' if wanted else ''}candles stored in {store.root}; run `chartrl fetch` or `chartrl import FILE`"
+        )
         return None
     table = Table(title=f"candles in {store.root}")
-    for col in ("exchange", "symbol", "tf", "first", "last", "candles", "gaps", "missing", "largest"):
+    for col in (
+        "exchange",
+        "symbol",
+        "tf",
+        "first",
+        "last",
+        "candles",
+        "gaps",
+        "missing",
+        "largest",
+    ):
         right = col in ("candles", "gaps", "missing", "largest")
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
     broken = [x for x in series if x.error]
     for x in series:
         if x.error:
-            table.add_row(x.exchange, x.symbol, x.timeframe, "[bold red]unusable[/]", "-", "-", "-", "-", "-")
+            table.add_row(
+                x.exchange, x.symbol, x.timeframe, "[bold red]unusable[/]", "-", "-", "-", "-", "-"
+            )
             continue
         table.add_row(
-            x.exchange, x.symbol, x.timeframe, _ts(x.first), _ts(x.last), f"{x.count:,}",
-            str(x.gaps.count), f"{x.gaps.missing:,}", str(x.gaps.largest),
+            x.exchange,
+            x.symbol,
+            x.timeframe,
+            _ts(x.first),
+            _ts(x.last),
+            f"{x.count:,}",
+            str(x.gaps.count),
+            f"{x.gaps.missing:,}",
+            str(x.gaps.largest),
         )
     console.print(table)
-    console.print("gaps count missing candles (never filled); largest = candles missing in the largest gap")
+    console.print(
+        "gaps count missing candles (never filled); largest = candles missing in the largest gap"
+    )
     for x in broken:
         print(f"error: {x.error}", file=sys.stderr)
     for x in series:
         if x.error:
             continue
         console.print(f"\n{x.series}", highlight=False)
-        repairs = ", ".join(f"{rule} {n:,}" for rule, n in sorted(x.repairs.items(), key=lambda kv: -kv[1])) or "none"
-        console.print(f"  repairs (rows dropped or replaced, per rule): {repairs}", highlight=False, soft_wrap=True)
+        repairs = (
+            ", ".join(
+                f"{rule} {n:,}" for rule, n in sorted(x.repairs.items(), key=lambda kv: -kv[1])
+            )
+            or "none"
+        )
+        console.print(
+            f"  repairs (rows dropped or replaced, per rule): {repairs}",
+            highlight=False,
+            soft_wrap=True,
+        )
         for name, v in x.sources.items():
             console.print(
                 f"  source {name}: {v.get('merges', 0)} merges, {v.get('rows_in', 0):,} rows in, {v.get('added', 0):,} added, "
                 f"{v.get('replaced', 0):,} replaced, last {str(v.get('last_at', '?'))[:16]}",
-                highlight=False, soft_wrap=True,
+                highlight=False,
+                soft_wrap=True,
             )
         if x.gaps.count:
-            console.print(f"  gaps, largest first: {'; '.join(x.gaps.examples)}", highlight=False, soft_wrap=True)
+            console.print(
+                f"  gaps, largest first: {'; '.join(x.gaps.examples)}",
+                highlight=False,
+                soft_wrap=True,
+            )
     return 1 if broken else None

@@ -24,10 +24,20 @@ DEMO_CHART = "window = 60\nheight = 48\nwidth = 64\nma_periods = [5, 20]\nbollin
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run everything offline against the loopback exchange (synthetic candles)")
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default ./demo-out)")
-    p.add_argument("--quick", action="store_true", help="smaller data and training budget (about a minute or two)")
-    p.add_argument("--ticks", type=int, default=None, help="paper daemon ticks (default 36, quick 24)")
+    p = sub.add_parser(
+        "demo", help="run everything offline against the loopback exchange (synthetic candles)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("demo-out"), help="output directory (default ./demo-out)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller data and training budget (about a minute or two)",
+    )
+    p.add_argument(
+        "--ticks", type=int, default=None, help="paper daemon ticks (default 36, quick 24)"
+    )
     p.add_argument("--force", action="store_true", help="replace an earlier demo in --out")
     p.set_defaults(func=_demo)
 
@@ -37,8 +47,20 @@ class _Plan:
         self.candles = 2600 if quick else 4000
         self.ticks = ticks or (24 if quick else 36)
         self.held_out = 400 if quick else 700  # backtested, never trained on
-        self.train_args = (["--epochs", "1", "--imitation-epochs", "1", "--max-steps-per-epoch", "150", "--num-envs", "4"]
-                           if quick else ["--epochs", "2", "--imitation-epochs", "1", "--max-steps-per-epoch", "300"])
+        self.train_args = (
+            [
+                "--epochs",
+                "1",
+                "--imitation-epochs",
+                "1",
+                "--max-steps-per-epoch",
+                "150",
+                "--num-envs",
+                "4",
+            ]
+            if quick
+            else ["--epochs", "2", "--imitation-epochs", "1", "--max-steps-per-epoch", "300"]
+        )
         self.speed = 3600.0  # one candle hour per wall second
 
 
@@ -83,8 +105,14 @@ def _demo(args: argparse.Namespace) -> int:
     if (data_dir / "ledger.sqlite").exists() or (data_dir / "candles").exists():
         from chartrl.errors import UsageError
 
-        if not (args.force and (out / "chartrl.toml").is_file() and "chartrl demo" in (out / "chartrl.toml").read_text()):
-            raise UsageError(f"{out} holds an earlier demo; pass --force to replace it, or another --out")
+        if not (
+            args.force
+            and (out / "chartrl.toml").is_file()
+            and "chartrl demo" in (out / "chartrl.toml").read_text()
+        ):
+            raise UsageError(
+                f"{out} holds an earlier demo; pass --force to replace it, or another --out"
+            )
         import shutil
 
         shutil.rmtree(out)
@@ -103,8 +131,14 @@ def _demo(args: argparse.Namespace) -> int:
     train_until = fetch_end - plan.held_out
     config = out / "chartrl.toml"
 
-    _say(console, "1/7", f"loopback exchange with {plan.candles:,} synthetic hourly candles (not real prices)")
-    clock = SimClock(int(to_ms(ts.iloc[fetch_end + 1])) + 1000)  # still: candle fetch_end has just closed
+    _say(
+        console,
+        "1/7",
+        f"loopback exchange with {plan.candles:,} synthetic hourly candles (not real prices)",
+    )
+    clock = SimClock(
+        int(to_ms(ts.iloc[fetch_end + 1])) + 1000
+    )  # still: candle fetch_end has just closed
     with ExchangeSim(candles, clock=clock) as sim:
         console.print(f"emulator at {sim.url}, clock {ts.iloc[fetch_end + 1]:%Y-%m-%d %H:%M} UTC")
         _write_config(config, data_dir, sim.url, f"{ts.iloc[0]:%Y-%m-%d}")
@@ -114,29 +148,66 @@ def _demo(args: argparse.Namespace) -> int:
         from chartrl.market.fetch import update_series
 
         summary = update_series(settings, progress=True)
-        console.print(f"stored {summary.count:,} candles {summary.first:%Y-%m-%d} .. {summary.last:%Y-%m-%d %H:%M} in {data_dir / 'candles'}")
+        console.print(
+            f"stored {summary.count:,} candles {summary.first:%Y-%m-%d} .. {summary.last:%Y-%m-%d %H:%M} in {data_dir / 'candles'}"
+        )
 
     model_dir = settings.model_dir
-    _say(console, "3/7", f"train a small cnnrnn on the candles up to {ts.iloc[train_until]:%Y-%m-%d} (imitation, then Double DQN)")
-    code = _cli(console, config, "train", "--out", str(model_dir), "--strategy", "cnnrnn", "--until", f"{ts.iloc[train_until]:%Y-%m-%dT%H:%M}",
-                *plan.train_args)
+    _say(
+        console,
+        "3/7",
+        f"train a small cnnrnn on the candles up to {ts.iloc[train_until]:%Y-%m-%d} (imitation, then Double DQN)",
+    )
+    code = _cli(
+        console,
+        config,
+        "train",
+        "--out",
+        str(model_dir),
+        "--strategy",
+        "cnnrnn",
+        "--until",
+        f"{ts.iloc[train_until]:%Y-%m-%dT%H:%M}",
+        *plan.train_args,
+    )
     if code != 0:
         console.print(f"[red]training failed (exit {code}); the demo stops here[/]")
         return code
 
-    _say(console, "4/7", f"backtest on the {plan.held_out} held-out candles after training, against the baselines")
+    _say(
+        console,
+        "4/7",
+        f"backtest on the {plan.held_out} held-out candles after training, against the baselines",
+    )
     reports = out / "reports"
     _backtests(console, config, model_dir, f"{ts.iloc[train_until + 1]:%Y-%m-%dT%H:%M}", reports)
 
-    _say(console, "5/7", f"paper daemon: {plan.ticks} ticks against the emulator, clock at {plan.speed:g}x (an hour a second)")
+    _say(
+        console,
+        "5/7",
+        f"paper daemon: {plan.ticks} ticks against the emulator, clock at {plan.speed:g}x (an hour a second)",
+    )
     try:
         _paper(console, candles, fetch_end, plan, config)
     except ChartrlError as exc:
         console.print(f"[red]paper daemon stopped: {exc}[/]")
         return exc.exit_code
 
-    _say(console, "6/7", "one retrain cycle, as the daemon runs it nightly: fine-tune, compare on held-out days")
-    code = _cli(console, config, "retrain", "--no-fetch", "--epochs", "1", "--max-steps", "100" if args.quick else "200")
+    _say(
+        console,
+        "6/7",
+        "one retrain cycle, as the daemon runs it nightly: fine-tune, compare on held-out days",
+    )
+    code = _cli(
+        console,
+        config,
+        "retrain",
+        "--no-fetch",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "100" if args.quick else "200",
+    )
     if code not in (0, 1):
         console.print(f"[yellow]retrain exited {code}; continuing[/]")
 
@@ -144,31 +215,55 @@ def _demo(args: argparse.Namespace) -> int:
     from chartrl.daemon.status import format_status, read_status
 
     settings = load_settings(config, env={})
-    console.print(format_status(read_status(settings.data_dir), halt_file=settings.halt_file), highlight=False)
+    console.print(
+        format_status(read_status(settings.data_dir), halt_file=settings.halt_file), highlight=False
+    )
 
     console.print(f"\n[bold green]demo finished in {time.monotonic() - t_start:.0f} s[/]")
     console.print(f"  config            {config}")
-    console.print(f"  model             {model_dir}  (training curves: {model_dir / 'history.csv'}, tensorboard: {model_dir / 'tb'})")
+    console.print(
+        f"  model             {model_dir}  (training curves: {model_dir / 'history.csv'}, tensorboard: {model_dir / 'tb'})"
+    )
     for name in ("model", "sma", "random"):
         if (reports / name / "report.md").exists():
-            console.print(f"  report ({name:<6})   {reports / name / 'report.md'}  (pictures: {reports / name}/*.png)")
+            console.print(
+                f"  report ({name:<6})   {reports / name / 'report.md'}  (pictures: {reports / name}/*.png)"
+            )
     console.print(f"  ledger            {data_dir / 'ledger.sqlite'}")
     console.print(f"  try: chartrl --config {config} status")
     return 0
 
 
-def _backtests(console: Any, config: Path, model_dir: Path, bt_from: str, reports: Path) -> list[str]:
+def _backtests(
+    console: Any, config: Path, model_dir: Path, bt_from: str, reports: Path
+) -> list[str]:
     """The model's backtest and the baselines' on the held-out candles; the ones that failed.
 
     Each runs whatever the others did: a failed model backtest still leaves the baselines to look at.
     """
     failed = []
-    for name, what in (("model", ["--model", str(model_dir)]), ("sma", ["--strategy", "sma"]), ("random", ["--strategy", "random"])):
-        code = _cli(console, config, "backtest", *what, "--from", bt_from, "--out", str(reports / name), "--no-progress")
+    for name, what in (
+        ("model", ["--model", str(model_dir)]),
+        ("sma", ["--strategy", "sma"]),
+        ("random", ["--strategy", "random"]),
+    ):
+        code = _cli(
+            console,
+            config,
+            "backtest",
+            *what,
+            "--from",
+            bt_from,
+            "--out",
+            str(reports / name),
+            "--no-progress",
+        )
         if code != 0:
             failed.append(f"{name} (exit {code})")
     if failed:
-        console.print(f"[yellow]backtest failed: {', '.join(failed)}; continuing with the paper daemon[/]")
+        console.print(
+            f"[yellow]backtest failed: {', '.join(failed)}; continuing with the paper daemon[/]"
+        )
     return failed
 
 
@@ -193,15 +288,30 @@ def _paper(console: Any, candles: Any, fetch_end: int, plan: _Plan, config: Path
 
         def show(r: Any) -> None:
             t = r.timings
-            act = "-" if r.final_action is None else {0: "hold", 1: "buy", 2: "sell"}[r.final_action]
+            act = (
+                "-" if r.final_action is None else {0: "hold", 1: "buy", 2: "sell"}[r.final_action]
+            )
             # Upper case when an order filled; a sell while flat (or a buy while long) trades nothing.
-            fill = f"{r.order['side'].upper()} {r.order['amount']:.5f} @ {r.order['price']:,.2f}" if r.order else ""
+            fill = (
+                f"{r.order['side'].upper()} {r.order['amount']:.5f} @ {r.order['price']:,.2f}"
+                if r.order
+                else ""
+            )
             console.print(
                 f"  {r.as_log()['candle'][:16]}  {r.status:<9} {act:<4}  close {r.price or 0:>10,.2f}  "
-                f"equity {r.equity or 0:>10,.2f}  tick {t.get('total_ms', 0):6.1f} ms  {fill}", highlight=False)
+                f"equity {r.equity or 0:>10,.2f}  tick {t.get('total_ms', 0):6.1f} ms  {fill}",
+                highlight=False,
+            )
 
         try:
-            counts = drive(ticker, clock, plan.speed, plan.ticks, int(settings.daemon.tick_delay_seconds * 1000), on_tick=show)
+            counts = drive(
+                ticker,
+                clock,
+                plan.speed,
+                plan.ticks,
+                int(settings.daemon.tick_delay_seconds * 1000),
+                on_tick=show,
+            )
         finally:
             ticker.close()
     console.print(f"ticks: {counts}")

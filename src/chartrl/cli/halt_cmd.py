@@ -21,18 +21,28 @@ HALTED_EXIT = 3  # `halt show --check` when halted: distinct from 1 (error) and 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("halt", help="stop, resume or inspect order sending (halt set | clear | show)")
-    p.add_argument("--data-dir", help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)")
+    p = sub.add_parser(
+        "halt", help="stop, resume or inspect order sending (halt set | clear | show)"
+    )
+    p.add_argument(
+        "--data-dir", help="data directory (default: $CHARTRL_DATA_DIR, else config data.dir)"
+    )
     hsub = p.add_subparsers(dest="halt_command", metavar="ACTION")
     hsub.required = True
     s = hsub.add_parser("set", help="halt trading now (recorded in the ledger)")
-    s.add_argument("reason", nargs="?", default="manual halt", help="why, shown by `halt show` and `status`")
+    s.add_argument(
+        "reason", nargs="?", default="manual halt", help="why, shown by `halt show` and `status`"
+    )
     s.set_defaults(func=_set)
     c = hsub.add_parser("clear", help="resume trading: clear ledger halts and remove the halt file")
     c.add_argument("--keep-file", action="store_true", help="leave the halt file in place")
     c.set_defaults(func=_clear)
     sh = hsub.add_parser("show", help="print the halts in force (with --check: exit 3 when halted)")
-    sh.add_argument("--check", action="store_true", help=f"for scripts: exit {HALTED_EXIT} when halted, 0 when not")
+    sh.add_argument(
+        "--check",
+        action="store_true",
+        help=f"for scripts: exit {HALTED_EXIT} when halted, 0 when not",
+    )
     sh.set_defaults(func=_show)
 
 
@@ -59,9 +69,15 @@ def _clear(args: argparse.Namespace) -> None:
     with ledger:
         cleared = ledger.clear_halts(f"cli:{getpass.getuser()}")
     for h in cleared:
-        print(f"cleared halt #{h.id} ({h.reason}, {_when(h.created_ms)}): {h.details or ''}".rstrip(": "))
+        print(
+            f"cleared halt #{h.id} ({h.reason}, {_when(h.created_ms)}): {h.details or ''}".rstrip(
+                ": "
+            )
+        )
     if any(h.reason == "balance_mismatch" for h in cleared):
-        print("the live account takes the exchange's balances as its new baseline at its next start")
+        print(
+            "the live account takes the exchange's balances as its new baseline at its next start"
+        )
     if s.halt_file.exists():
         if args.keep_file:
             print(f"halt file {s.halt_file} kept: trading stays halted until it is removed")
@@ -85,7 +101,9 @@ def _show(args: argparse.Namespace) -> int:
         with ledger:
             for h in ledger.active_halts():
                 halted = True
-                print(f"halt #{h.id} {h.reason} since {_when(h.created_ms)} by {h.source}: {h.details or ''}")
+                print(
+                    f"halt #{h.id} {h.reason} since {_when(h.created_ms)} by {h.source}: {h.details or ''}"
+                )
     if not halted:
         print("not halted")
     return HALTED_EXIT if halted and args.check else 0

@@ -20,29 +20,92 @@ def register(sub: argparse._SubParsersAction) -> None:
         "REST API, with a paper account and injectable faults. Point exchange.api_url at the URL it logs.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", type=Path, metavar="FILE", help="candles: a CryptoDataDownload-style or canonical CSV, or a store .parquet file")
-    src.add_argument("--synthetic", action="store_true", help="serve synthetic BTC-like candles (not real prices)")
-    p.add_argument("--candles", type=int, default=5000, help="number of synthetic candles (default 5000)")
+    src.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE",
+        help="candles: a CryptoDataDownload-style or canonical CSV, or a store .parquet file",
+    )
+    src.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="serve synthetic BTC-like candles (not real prices)",
+    )
+    p.add_argument(
+        "--candles", type=int, default=5000, help="number of synthetic candles (default 5000)"
+    )
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic candles (default 7)")
     p.add_argument("--symbol", help="symbol such as BTC/USDT (default: config market.symbol)")
-    p.add_argument("--timeframe", help="timeframe (default: inferred from --csv, else config market.timeframe)")
-    p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     p.add_argument(
-        "--allow-remote", action="store_true",
+        "--timeframe", help="timeframe (default: inferred from --csv, else config market.timeframe)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
         help="allow a --host that is not loopback (the emulator is a test fake with a well-known key: other machines could trade on it)",
     )
-    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
-    p.add_argument("--speed", type=float, help="run the clock at this multiple of wall time (3600: an hour per second); default: a still clock")
-    p.add_argument("--start", metavar="DATE", help="clock start, UTC (default: just after the last candle opened; with --speed, the middle of the data)")
-    p.add_argument("--faults", type=Path, metavar="FILE", help="TOML file of [[fault]] rules (see docs/emulator.md)")
-    p.add_argument("--balance", action="append", default=[], metavar="ASSET=AMOUNT", help="starting balance, repeatable (default USDT=10000)")
-    p.add_argument("--api-key", default=None, help="API key clients must send (default: sim-api-key)")
-    p.add_argument("--api-secret", default=None, help="API secret clients sign with (default: sim-api-secret)")
-    p.add_argument("--fee", type=float, default=0.001, help="taker and maker fee rate (default 0.001)")
-    p.add_argument("--slippage", type=float, default=0.0, help="market orders fill this fraction worse than the candle open (default 0)")
-    p.add_argument("--partial-fills", type=int, default=1, metavar="N", help="execute every order in N fills, one per request (default 1)")
-    p.add_argument("--commission", choices=["binance", "quote"], default="binance", help="fee asset: binance = the asset received; quote = always the quote")
-    p.add_argument("--state-file", type=Path, help="persist balances, orders and trades to this JSON file (restored on start)")
+    p.add_argument(
+        "--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        help="run the clock at this multiple of wall time (3600: an hour per second); default: a still clock",
+    )
+    p.add_argument(
+        "--start",
+        metavar="DATE",
+        help="clock start, UTC (default: just after the last candle opened; with --speed, the middle of the data)",
+    )
+    p.add_argument(
+        "--faults",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of [[fault]] rules (see docs/emulator.md)",
+    )
+    p.add_argument(
+        "--balance",
+        action="append",
+        default=[],
+        metavar="ASSET=AMOUNT",
+        help="starting balance, repeatable (default USDT=10000)",
+    )
+    p.add_argument(
+        "--api-key", default=None, help="API key clients must send (default: sim-api-key)"
+    )
+    p.add_argument(
+        "--api-secret", default=None, help="API secret clients sign with (default: sim-api-secret)"
+    )
+    p.add_argument(
+        "--fee", type=float, default=0.001, help="taker and maker fee rate (default 0.001)"
+    )
+    p.add_argument(
+        "--slippage",
+        type=float,
+        default=0.0,
+        help="market orders fill this fraction worse than the candle open (default 0)",
+    )
+    p.add_argument(
+        "--partial-fills",
+        type=int,
+        default=1,
+        metavar="N",
+        help="execute every order in N fills, one per request (default 1)",
+    )
+    p.add_argument(
+        "--commission",
+        choices=["binance", "quote"],
+        default="binance",
+        help="fee asset: binance = the asset received; quote = always the quote",
+    )
+    p.add_argument(
+        "--state-file",
+        type=Path,
+        help="persist balances, orders and trades to this JSON file (restored on start)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -57,7 +120,9 @@ def _balances(items: list[str]) -> dict[str, float] | None:
         except ValueError:
             value = -1.0
         if not sep or not asset.strip() or value < 0:
-            raise UsageError(f"--balance {item!r} must be ASSET=AMOUNT with a non-negative amount, e.g. USDT=10000")
+            raise UsageError(
+                f"--balance {item!r} must be ASSET=AMOUNT with a non-negative amount, e.g. USDT=10000"
+            )
         out[asset.strip().upper()] = value
     return out
 
@@ -69,7 +134,12 @@ def _check_options(args: argparse.Namespace) -> None:
         ("--partial-fills", args.partial_fills, args.partial_fills >= 1, "at least 1"),
         ("--speed", args.speed, args.speed is None or args.speed > 0, "above 0"),
         ("--fee", args.fee, 0 <= args.fee < 0.1, "a rate from 0 to below 0.1 (0.001 = 0.1%)"),
-        ("--slippage", args.slippage, 0 <= args.slippage < 0.1, "a fraction from 0 to below 0.1 (0.0005 = 5 bp)"),
+        (
+            "--slippage",
+            args.slippage,
+            0 <= args.slippage < 0.1,
+            "a fraction from 0 to below 0.1 (0.0005 = 5 bp)",
+        ),
         ("--port", args.port, 0 <= args.port <= 65535, "from 0 to 65535 (0 picks a free one)"),
     )
     for option, value, ok, allowed in checks:
@@ -101,7 +171,9 @@ def load_candles(path: Path, symbol: str, timeframe: str | None) -> tuple[Any, s
     from chartrl.market.validate import infer_timeframe, validate_candles
 
     if not path.is_file():
-        raise UsageError(f"{path} does not exist or is not a file; pass a candle CSV or .parquet file to --csv")
+        raise UsageError(
+            f"{path} does not exist or is not a file; pass a candle CSV or .parquet file to --csv"
+        )
     if path.suffix == ".parquet":
         try:
             raw = pd.read_parquet(path)
@@ -158,25 +230,47 @@ def _run(args: argparse.Namespace) -> int:
     else:
         start_ms = last_ms + 1000
     if not first_ms <= start_ms:
-        raise UsageError(f"--start {args.start} is before the first candle ({candles['timestamp'].iloc[0]:%Y-%m-%d %H:%M}); no price exists yet")
+        raise UsageError(
+            f"--start {args.start} is before the first candle ({candles['timestamp'].iloc[0]:%Y-%m-%d %H:%M}); no price exists yet"
+        )
     api_key, api_secret = args.api_key or DEFAULT_API_KEY, args.api_secret or DEFAULT_API_SECRET
     register_secret(api_secret)
     sim = ExchangeSim(
-        candles, symbol=symbol, timeframe=timeframe, port=args.port, clock=SimClock(start_ms, args.speed),
-        balances=_balances(args.balance), api_key=api_key, api_secret=api_secret, fee=args.fee,
-        state_file=args.state_file, host=args.host, slippage=args.slippage, partial_fills=args.partial_fills,
-        commission=args.commission, faults=faults,
+        candles,
+        symbol=symbol,
+        timeframe=timeframe,
+        port=args.port,
+        clock=SimClock(start_ms, args.speed),
+        balances=_balances(args.balance),
+        api_key=api_key,
+        api_secret=api_secret,
+        fee=args.fee,
+        state_file=args.state_file,
+        host=args.host,
+        slippage=args.slippage,
+        partial_fills=args.partial_fills,
+        commission=args.commission,
+        faults=faults,
     )
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         try:
             sim.start()
         except OSError as exc:
-            raise UsageError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port") from None
+            raise UsageError(
+                f"cannot listen on {args.host}:{args.port} ({exc.strerror}); pick another --port"
+            ) from None
         log.info(
-            "exchange emulator ready", api_url=sim.url, symbol=symbol, timeframe=timeframe, candles=len(candles),
-            source=source, clock="manual" if args.speed is None else f"x{args.speed:g}",
+            "exchange emulator ready",
+            api_url=sim.url,
+            symbol=symbol,
+            timeframe=timeframe,
+            candles=len(candles),
+            source=source,
+            clock="manual" if args.speed is None else f"x{args.speed:g}",
             clock_start=f"{pd.Timestamp(start_ms, unit='ms', tz='UTC'):%Y-%m-%d %H:%M:%S}",
             faults=len(faults.rules) if faults else 0,
             hint=f'set exchange.api_url = "{sim.url}" (or CHARTRL__EXCHANGE__API_URL={sim.url})',

@@ -37,35 +37,82 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, help="DQN epochs (total, also when resuming; default 10)")
     g.add_argument("--imitation-epochs", type=int, help="imitation epochs before DQN (default 3)")
     g.add_argument("--stages", help="comma list of stages to run: imitation, dqn (default both)")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto = CUDA when present (default: config model.device)")
-    g.add_argument("--validation-fraction", type=float, help="last fraction of candles used for validation (default 0.15)")
-    g.add_argument("--oracle-window", type=int, help="half-window in candles of the oracle labels (default 24)")
+    g.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="auto = CUDA when present (default: config model.device)",
+    )
+    g.add_argument(
+        "--validation-fraction",
+        type=float,
+        help="last fraction of candles used for validation (default 0.15)",
+    )
+    g.add_argument(
+        "--oracle-window", type=int, help="half-window in candles of the oracle labels (default 24)"
+    )
     g.add_argument("--num-envs", type=int, help="history lanes walked at once (default 8)")
-    g.add_argument("--learning-starts", type=int, help="transitions collected before the first DQN update (default 2000)")
-    g.add_argument("--eps-decay", type=float, metavar="N",
-                   help="epsilon's exponential decay constant in transitions after --learning-starts "
-                        "(default: a fifth of the planned DQN transitions, see docs/training.md)")
-    g.add_argument("--max-steps-per-epoch", type=int, help="cap environment steps / imitation updates per epoch (smoke runs)")
-    g.add_argument("--synthetic", type=int, metavar="N",
-                   help="train on N synthetic candles instead of the store (demos, smoke runs; series 'synthetic')")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is often faster on a busy machine)")
+    g.add_argument(
+        "--learning-starts",
+        type=int,
+        help="transitions collected before the first DQN update (default 2000)",
+    )
+    g.add_argument(
+        "--eps-decay",
+        type=float,
+        metavar="N",
+        help="epsilon's exponential decay constant in transitions after --learning-starts "
+        "(default: a fifth of the planned DQN transitions, see docs/training.md)",
+    )
+    g.add_argument(
+        "--max-steps-per-epoch",
+        type=int,
+        help="cap environment steps / imitation updates per epoch (smoke runs)",
+    )
+    g.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="train on N synthetic candles instead of the store (demos, smoke runs; series 'synthetic')",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's; 1 is often faster on a busy machine)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a chart policy (imitation of the oracle, then Double DQN)")
+    p = sub.add_parser(
+        "train", help="train a chart policy (imitation of the oracle, then Double DQN)"
+    )
     p.add_argument("--strategy", help="cnn, cnnrnn, gru or resnet (default: config model.strategy)")
     p.add_argument("--seed", type=int, help="random seed (default 1)")
-    p.add_argument("--out", type=Path, help="model directory to write (model.pt, model.json, history.csv, tb/)")
-    p.add_argument("--resume", type=Path, metavar="DIR",
-                   help="continue the run in DIR with its hyperparameters and data (weights, optimizer, counters)")
+    p.add_argument(
+        "--out", type=Path, help="model directory to write (model.pt, model.json, history.csv, tb/)"
+    )
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the run in DIR with its hyperparameters and data (weights, optimizer, counters)",
+    )
     _common(p)
     p.set_defaults(func=_train)
 
-    c = sub.add_parser("compare", help="train several policies on the same data and budget; plot and tabulate")
-    c.add_argument("--strategies", default="cnn,cnnrnn,gru,resnet", help="comma list of neural strategies")
+    c = sub.add_parser(
+        "compare", help="train several policies on the same data and budget; plot and tabulate"
+    )
+    c.add_argument(
+        "--strategies", default="cnn,cnnrnn,gru,resnet", help="comma list of neural strategies"
+    )
     c.add_argument("--seeds", type=int, default=3, help="seeds per strategy (default 3)")
-    c.add_argument("--out", type=Path, required=True, help="output directory (curves.png, compare.md, compare.json, runs/)")
+    c.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output directory (curves.png, compare.md, compare.json, runs/)",
+    )
     _common(c)
     c.set_defaults(func=_compare)
 
@@ -95,17 +142,21 @@ def _resume_config(args: argparse.Namespace, saved: dict[str, Any], given: dict[
     """The saved run's hyperparameters; an explicitly given option may only extend it."""
     from dataclasses import replace
 
-    from chartrl.backtest.dqn import train_config
+    from chartrl.train.dqn import train_config
 
     base = train_config(saved.get("hyperparameters") or {})
     for name, value in given.items():
         if name not in _RESUMABLE and value != getattr(base, name):
             opt = _OPTIONS[name][0]
-            raise UsageError(f"--resume {args.resume}: {opt} {value} but the run was trained with {name} = {getattr(base, name)}; "
-                             f"drop {opt} to continue it, or train anew into another --out")
+            raise UsageError(
+                f"--resume {args.resume}: {opt} {value} but the run was trained with {name} = {getattr(base, name)}; "
+                f"drop {opt} to continue it, or train anew into another --out"
+            )
     done = int((saved.get("counters") or {}).get("dqn_epochs", 0))
     if given.get("epochs", done) < done:
-        raise UsageError(f"--resume {args.resume}: --epochs {given['epochs']} but {done} DQN epochs are done; --epochs is a total")
+        raise UsageError(
+            f"--resume {args.resume}: --epochs {given['epochs']} but {done} DQN epochs are done; --epochs is a total"
+        )
     return replace(base, **given)
 
 
@@ -118,21 +169,30 @@ def _resume_data_args(args: argparse.Namespace, saved: dict[str, Any]) -> None:
         return
     if args.synthetic is not None:
         return  # another source: _check_resumed_data refuses it
-    defaults = {"exchange": series.get("exchange"), "symbol": series.get("symbol"), "timeframe": series.get("timeframe"),
-                "date_from": span.get("from"), "date_until": span.get("until")}
+    defaults = {
+        "exchange": series.get("exchange"),
+        "symbol": series.get("symbol"),
+        "timeframe": series.get("timeframe"),
+        "date_from": span.get("from"),
+        "date_until": span.get("until"),
+    }
     for attr, value in defaults.items():
         if getattr(args, attr, None) is None:
             setattr(args, attr, value)
 
 
-def _check_resumed_data(args: argparse.Namespace, saved: dict[str, Any], meta: dict[str, Any]) -> None:
+def _check_resumed_data(
+    args: argparse.Namespace, saved: dict[str, Any], meta: dict[str, Any]
+) -> None:
     """Refuse to resume on other candles than the run's (another series, range or length)."""
     was = {**(saved.get("series") or {}), **(saved.get("data_range") or {})}
     now = {**meta["series"], **meta["data_range"]}
     for key in ("exchange", "symbol", "timeframe", "candles", "from", "until"):
         if key in was and was[key] != now[key]:
-            raise UsageError(f"--resume {args.resume}: the run was trained on {key} {was[key]} but now loads {now[key]}; resume "
-                             f"without --exchange/--symbol/--timeframe/--from/--until/--synthetic, or train anew into another --out")
+            raise UsageError(
+                f"--resume {args.resume}: the run was trained on {key} {was[key]} but now loads {now[key]}; resume "
+                f"without --exchange/--symbol/--timeframe/--from/--until/--synthetic, or train anew into another --out"
+            )
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
@@ -146,22 +206,34 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         from chartrl.testing.synthetic import synthetic_candles
 
         if args.date_from or args.date_until:
-            raise UsageError("--from/--until select stored candles; --synthetic makes its own, so give one or the other")
+            raise UsageError(
+                "--from/--until select stored candles; --synthetic makes its own, so give one or the other"
+            )
         series = {"exchange": SYNTHETIC, "symbol": s.market.symbol, "timeframe": s.market.timeframe}
         candles = synthetic_candles(args.synthetic, seed=7, timeframe=s.market.timeframe)
         source = f"synthetic({args.synthetic}, seed=7)"
     else:
         from chartrl.market.store import CandleStore
 
-        series = {"exchange": s.exchange.id, "symbol": s.market.symbol, "timeframe": s.market.timeframe}
+        series = {
+            "exchange": s.exchange.id,
+            "symbol": s.market.symbol,
+            "timeframe": s.market.timeframe,
+        }
         start, end = date_range(args)
-        candles = CandleStore(s.data_dir).load(series["exchange"], series["symbol"], series["timeframe"], start, end)
+        candles = CandleStore(s.data_dir).load(
+            series["exchange"], series["symbol"], series["timeframe"], start, end
+        )
         source = f"store:{s.data_dir}"
     meta = {
         "chart_spec": s.chart,
         "series": series,
-        "data_range": {"from": candles["timestamp"].iloc[0].isoformat(), "until": candles["timestamp"].iloc[-1].isoformat(),
-                       "candles": len(candles), "source": source},
+        "data_range": {
+            "from": candles["timestamp"].iloc[0].isoformat(),
+            "until": candles["timestamp"].iloc[-1].isoformat(),
+            "candles": len(candles),
+            "source": source,
+        },
     }
     return s, candles, meta
 
@@ -183,22 +255,28 @@ def _rules(s: Any, meta: dict[str, Any]) -> Any:
 
 
 def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dict[str, Any]) -> Any:
-    from chartrl.backtest.env import prepare_data
+    from chartrl.train.env import prepare_data
 
     data = prepare_data(candles, s.chart, s.market.timeframe, cfg.validation_fraction)
     ts = candles["timestamp"]
-    meta["data_range"]["validation_from"] = ts.iloc[min(data.validation_start, len(ts) - 1)].isoformat() if len(data.validation) else None
+    meta["data_range"]["validation_from"] = (
+        ts.iloc[min(data.validation_start, len(ts) - 1)].isoformat()
+        if len(data.validation)
+        else None
+    )
     return data
 
 
 def _train(args: argparse.Namespace) -> int:
-    from chartrl.backtest import checkpoint as ckpt
-    from chartrl.backtest.distributed import cleanup, setup
-    from chartrl.backtest.dqn import TrainConfig, train
     from chartrl.strategies.registry import NEURAL_NAMES, available, is_neural
+    from chartrl.train import checkpoint as ckpt
+    from chartrl.train.distributed import cleanup, setup
+    from chartrl.train.dqn import TrainConfig, train
 
     if args.resume and args.out and args.out.resolve() != args.resume.resolve():
-        raise UsageError("--resume DIR continues in DIR; leave --out out or give the same directory")
+        raise UsageError(
+            "--resume DIR continues in DIR; leave --out out or give the same directory"
+        )
     out = args.resume or args.out
     if out is None:
         raise UsageError("give --out DIR for the new model (or --resume DIR)")
@@ -206,11 +284,15 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         saved = ckpt.read_meta(args.resume)
         if args.strategy and args.strategy != saved["strategy"]:
-            raise UsageError(f"--strategy {args.strategy} but {args.resume} holds a {saved['strategy']} model; drop --strategy to resume it")
+            raise UsageError(
+                f"--strategy {args.strategy} but {args.resume} holds a {saved['strategy']} model; drop --strategy to resume it"
+            )
         cfg = _resume_config(args, saved, given)
         _resume_data_args(args, saved)
     elif (out / ckpt.META_FILE).exists():
-        raise UsageError(f"{out} already holds a model; use --resume {out} to continue it or choose another --out")
+        raise UsageError(
+            f"{out} already holds a model; use --resume {out} to continue it or choose another --out"
+        )
     else:
         cfg = TrainConfig(**given)
     s, candles, meta = _load(args)
@@ -218,41 +300,74 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         _check_resumed_data(args, saved, meta)
     if not is_neural(strategy):
-        what = "is a rule baseline with nothing to train" if strategy in available() else "is unknown"
+        what = (
+            "is a rule baseline with nothing to train" if strategy in available() else "is unknown"
+        )
         raise UsageError(f"strategy {strategy!r} {what}; use one of {', '.join(NEURAL_NAMES)}")
     rules = _rules(s, meta)
     dist, device = setup(args.device or s.model.device)
     try:
         data = _prepare(args, s, candles, cfg, meta)
-        history = train(strategy, data, cfg, out, meta, device=device, dist=dist, rules=rules,
-                        initial_cash=s.trading.initial_cash, resume=bool(args.resume), progress=not args.no_progress).history
+        history = train(
+            strategy,
+            data,
+            cfg,
+            out,
+            meta,
+            device=device,
+            dist=dist,
+            rules=rules,
+            initial_cash=s.trading.initial_cash,
+            resume=bool(args.resume),
+            progress=not args.no_progress,
+        ).history
     finally:
         cleanup(dist)
     if dist.is_main:
         last = history[-1] if history else {}
-        val = ", ".join(f"{k[4:]} {'n/a' if v in (None, '') else f'{float(v):.4g}'}" for k, v in last.items() if k.startswith("val_"))
-        print(f"model written to {out} ({strategy}, {len(history)} epochs{'; validation: ' + val if val else ''})")
+        val = ", ".join(
+            f"{k[4:]} {'n/a' if v in (None, '') else f'{float(v):.4g}'}"
+            for k, v in last.items()
+            if k.startswith("val_")
+        )
+        print(
+            f"model written to {out} ({strategy}, {len(history)} epochs{'; validation: ' + val if val else ''})"
+        )
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from chartrl.backtest.compare import run_compare
-    from chartrl.backtest.distributed import pick_device
-    from chartrl.backtest.dqn import TrainConfig
     from chartrl.strategies.registry import NEURAL_NAMES
+    from chartrl.train.compare import run_compare
+    from chartrl.train.distributed import pick_device
+    from chartrl.train.dqn import TrainConfig
 
     strategies = [x.strip() for x in args.strategies.split(",") if x.strip()]
     bad = [x for x in strategies if x not in NEURAL_NAMES]
     if bad or not strategies:
-        raise UsageError(f"--strategies {args.strategies!r}: use a comma list of {', '.join(NEURAL_NAMES)}")
+        raise UsageError(
+            f"--strategies {args.strategies!r}: use a comma list of {', '.join(NEURAL_NAMES)}"
+        )
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     cfg = TrainConfig(**_given(args))
     s, candles, meta = _load(args)
     rules = _rules(s, meta)
     data = _prepare(args, s, candles, cfg, meta)
-    table = run_compare(strategies, args.seeds, data, cfg, args.out, meta, device=pick_device(args.device or s.model.device),
-                        rules=rules, initial_cash=s.trading.initial_cash, progress=not args.no_progress)
+    table = run_compare(
+        strategies,
+        args.seeds,
+        data,
+        cfg,
+        args.out,
+        meta,
+        device=pick_device(args.device or s.model.device),
+        rules=rules,
+        initial_cash=s.trading.initial_cash,
+        progress=not args.no_progress,
+    )
     print(table)
-    print(f"written: {args.out / 'curves.png'}, {args.out / 'compare.md'}, {args.out / 'compare.json'}")
+    print(
+        f"written: {args.out / 'curves.png'}, {args.out / 'compare.md'}, {args.out / 'compare.json'}"
+    )
     return 0

@@ -37,7 +37,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if len(parts) < 2:
-            raise ConfigError(f"{name}: expected {ENV_PREFIX}SECTION__KEY, e.g. CHARTRL__MARKET__SYMBOL", source="environment")
+            raise ConfigError(
+                f"{name}: expected {ENV_PREFIX}SECTION__KEY, e.g. CHARTRL__MARKET__SYMBOL",
+                source="environment",
+            )
         node = tree
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -78,7 +81,9 @@ def read_key_file(path: Path) -> dict[str, str]:
     try:
         st = path.stat()
     except OSError as exc:
-        raise ConfigError(f"exchange.key_file = {str(path)!r}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(
+            f"exchange.key_file = {str(path)!r}: cannot read it ({exc.strerror})"
+        ) from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             f"exchange.key_file = {str(path)!r}: readable by others (mode {stat.S_IMODE(st.st_mode):o}); run chmod 600 on it"
@@ -86,26 +91,40 @@ def read_key_file(path: Path) -> dict[str, str]:
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:  # a directory, or unreadable although stat worked
-        raise ConfigError(f"exchange.key_file = {str(path)!r}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(
+            f"exchange.key_file = {str(path)!r}: cannot read it ({exc.strerror})"
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"exchange.key_file = {str(path)!r}: not valid TOML ({exc}); write api_key = \"...\" and api_secret = \"...\"") from None
+        raise ConfigError(
+            f'exchange.key_file = {str(path)!r}: not valid TOML ({exc}); write api_key = "..." and api_secret = "..."'
+        ) from None
     unknown = set(data) - _SECRET_FIELDS
     if unknown:
-        raise ConfigError(f"exchange.key_file = {str(path)!r}: unknown keys {sorted(unknown)}; allowed: api_key, api_secret")
+        raise ConfigError(
+            f"exchange.key_file = {str(path)!r}: unknown keys {sorted(unknown)}; allowed: api_key, api_secret"
+        )
     return {k: str(v) for k, v in data.items()}
 
 
-def format_validation_error(exc: ValidationError, origins: Mapping[str, str] | None = None) -> list[str]:
+def format_validation_error(
+    exc: ValidationError, origins: Mapping[str, str] | None = None
+) -> list[str]:
     """One line per problem: field, value, what is allowed, and the variable or option that set it."""
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
         # A section-level check (field "chart") names every override inside it; a field names its own.
-        hits = [o for f, o in (origins or {}).items() if f == field or field.startswith(f + ".") or f.startswith(field + ".")]
+        hits = [
+            o
+            for f, o in (origins or {}).items()
+            if f == field or field.startswith(f + ".") or f.startswith(field + ".")
+        ]
         via = f" (set by {', '.join(dict.fromkeys(hits))})" if hits else ""
         if err["type"] == "extra_forbidden":
-            lines.append(f"{field}: unknown setting{via}; check the spelling (see `chartrl config show` for the known ones)")
+            lines.append(
+                f"{field}: unknown setting{via}; check the spelling (see `chartrl config show` for the known ones)"
+            )
             continue
         shown = "***" if any(s in field for s in _SECRET_FIELDS) else _shown(value)
         msg = err["msg"].removeprefix("Value error, ")
@@ -115,10 +134,14 @@ def format_validation_error(exc: ValidationError, origins: Mapping[str, str] | N
 
 def _shown(value: Any) -> str:
     """A value as the user wrote it: quoted text, plain numbers, and a TOML date as 2018-01-01 (not its repr)."""
-    return repr(value) if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+    return (
+        repr(value) if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+    )
 
 
-def config_path(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+def config_path(
+    path: Path | str | None = None, env: Mapping[str, str] | None = None
+) -> Path | None:
     """The file to read: the argument, else $CHARTRL_CONFIG, else none (built-in defaults)."""
     env = os.environ if env is None else env
     chosen = path or env.get(ENV_CONFIG)
@@ -138,7 +161,9 @@ def load_settings(
         try:
             data = tomllib.loads(source.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"config file {source} does not exist; pass --config PATH or unset {ENV_CONFIG}") from None
+            raise ConfigError(
+                f"config file {source} does not exist; pass --config PATH or unset {ENV_CONFIG}"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {source} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
@@ -157,11 +182,16 @@ def load_settings(
     key_file = data.get("exchange", {}).get("key_file")
     if key_file:
         secrets = read_key_file(Path(key_file))
-        data = _merge(data, {"exchange": {k: v for k, v in secrets.items() if not data["exchange"].get(k)}})
+        data = _merge(
+            data, {"exchange": {k: v for k, v in secrets.items() if not data["exchange"].get(k)}}
+        )
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, _origins(env, overrides)), source=str(source) if source else None) from None
+        raise ConfigError(
+            format_validation_error(exc, _origins(env, overrides)),
+            source=str(source) if source else None,
+        ) from None
     from chartrl.logs import register_secret
 
     for secret in (settings.exchange.api_key, settings.exchange.api_secret):

@@ -26,15 +26,29 @@ class ExchangeSettings(_Section):
         description="Base URL that replaces the exchange's REST hosts (the loopback emulator, e.g. "
         "http://127.0.0.1:8765). Empty for the real exchange.",
     )
-    timeout_ms: int = Field(10_000, ge=100, le=600_000, description="ccxt request timeout in milliseconds.")
-    api_key: SecretStr | None = Field(None, description="API key. Set CHARTRL__EXCHANGE__API_KEY or use key_file; never in the TOML.")
-    api_secret: SecretStr | None = Field(None, description="API secret. Set CHARTRL__EXCHANGE__API_SECRET or use key_file.")
+    timeout_ms: int = Field(
+        10_000, ge=100, le=600_000, description="ccxt request timeout in milliseconds."
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="API key. Set CHARTRL__EXCHANGE__API_KEY or use key_file; never in the TOML.",
+    )
+    api_secret: SecretStr | None = Field(
+        None, description="API secret. Set CHARTRL__EXCHANGE__API_SECRET or use key_file."
+    )
     key_file: Path | None = Field(
         None,
         description="TOML file with api_key and api_secret, readable by its owner only (chmod 600).",
     )
-    max_retries: int = Field(5, ge=0, le=50, description="Retries of a temporary exchange error before giving up.")
-    retry_base_delay: float = Field(1.0, ge=0, le=60, description="First retry delay in seconds; doubles each retry, with jitter.")
+    max_retries: int = Field(
+        5, ge=0, le=50, description="Retries of a temporary exchange error before giving up."
+    )
+    retry_base_delay: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="First retry delay in seconds; doubles each retry, with jitter.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -42,7 +56,9 @@ class ExchangeSettings(_Section):
         import ccxt
 
         if v not in ccxt.exchanges:
-            raise ValueError("unknown ccxt exchange id; use one of ccxt.exchanges, e.g. binance, kraken, upbit")
+            raise ValueError(
+                "unknown ccxt exchange id; use one of ccxt.exchanges, e.g. binance, kraken, upbit"
+            )
         return v
 
     @field_validator("api_url")
@@ -58,14 +74,20 @@ class ExchangeSettings(_Section):
         except ValueError:
             u = None
         if u is None or u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError("must be an http(s) URL such as http://127.0.0.1:8765; leave it unset for the real exchange")
+            raise ValueError(
+                "must be an http(s) URL such as http://127.0.0.1:8765; leave it unset for the real exchange"
+            )
         return v
 
 
 class MarketSettings(_Section):
     symbol: str = Field("BTC/USDT", description="Unified ccxt symbol BASE/QUOTE.")
-    timeframe: str = Field("1h", description="Candle timeframe (ccxt name: 1m, 5m, 15m, 1h, 4h, 1d...).")
-    since: str = Field("2017-08-01", description="First date fetched when nothing is stored yet (UTC).")
+    timeframe: str = Field(
+        "1h", description="Candle timeframe (ccxt name: 1m, 5m, 15m, 1h, 4h, 1d...)."
+    )
+    since: str = Field(
+        "2017-08-01", description="First date fetched when nothing is stored yet (UTC)."
+    )
 
     @field_validator("symbol")
     @classmethod
@@ -102,8 +124,14 @@ class MarketSettings(_Section):
 
 
 class DataSettings(_Section):
-    dir: Path = Field(Path("~/.local/share/chartrl"), description="Data directory: candles, ledger, models, reports.")
-    strict: bool = Field(False, description="Refuse any repair of incoming candles instead of repairing and logging it.")
+    dir: Path = Field(
+        Path("~/.local/share/chartrl"),
+        description="Data directory: candles, ledger, models, reports.",
+    )
+    strict: bool = Field(
+        False,
+        description="Refuse any repair of incoming candles instead of repairing and logging it.",
+    )
     spike_factor: float = Field(
         3.0,
         ge=0,
@@ -114,13 +142,26 @@ class DataSettings(_Section):
 
 
 class TradingSettings(_Section):
-    mode: Literal["paper", "live"] = Field("paper", description="paper (simulated fills) or live (real orders; also needs --live).")
-    initial_cash: float = Field(10_000.0, gt=0, description="Starting cash of a paper or backtest account, in the quote currency.")
-    fee: float | None = Field(
-        0.001, ge=0, lt=0.1, description="Taker fee per side as a fraction (0.001 = 0.1%); empty = the exchange's from market info."
+    mode: Literal["paper", "live"] = Field(
+        "paper", description="paper (simulated fills) or live (real orders; also needs --live)."
     )
-    slippage_bps: float = Field(5.0, ge=0, le=1000, description="Slippage against the fill price in basis points.")
-    position_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of equity a buy invests (1 = all-in/all-out).")
+    initial_cash: float = Field(
+        10_000.0,
+        gt=0,
+        description="Starting cash of a paper or backtest account, in the quote currency.",
+    )
+    fee: float | None = Field(
+        0.001,
+        ge=0,
+        lt=0.1,
+        description="Taker fee per side as a fraction (0.001 = 0.1%); empty = the exchange's from market info.",
+    )
+    slippage_bps: float = Field(
+        5.0, ge=0, le=1000, description="Slippage against the fill price in basis points."
+    )
+    position_fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of equity a buy invests (1 = all-in/all-out)."
+    )
     order_lookup_grace_seconds: float = Field(
         30.0,
         ge=0,
@@ -131,45 +172,92 @@ class TradingSettings(_Section):
 
 
 class RiskSettings(_Section):
-    max_position_value: float | None = Field(None, gt=0, description="Largest position value in the quote currency; empty = no limit.")
+    max_position_value: float | None = Field(
+        None, gt=0, description="Largest position value in the quote currency; empty = no limit."
+    )
     max_orders_per_day: int = Field(48, ge=1, description="Orders allowed per UTC day.")
-    max_daily_loss: float = Field(0.05, gt=0, le=1, description="Loss of equity since the UTC day's start that fires the kill switch.")
-    on_daily_loss: Literal["flatten", "stop_buying"] = Field("stop_buying", description="What the kill switch does.")
-    stale_after_timeframes: float = Field(2.0, gt=0, description="No trade when the newest closed candle is older than this many timeframes.")
-    halt_file: Path | None = Field(None, description="When this file exists, no order is sent (operator's manual halt). Empty = <data dir>/HALT.")
+    max_daily_loss: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Loss of equity since the UTC day's start that fires the kill switch.",
+    )
+    on_daily_loss: Literal["flatten", "stop_buying"] = Field(
+        "stop_buying", description="What the kill switch does."
+    )
+    stale_after_timeframes: float = Field(
+        2.0,
+        gt=0,
+        description="No trade when the newest closed candle is older than this many timeframes.",
+    )
+    halt_file: Path | None = Field(
+        None,
+        description="When this file exists, no order is sent (operator's manual halt). Empty = <data dir>/HALT.",
+    )
 
 
 class ModelSettings(_Section):
-    strategy: str = Field("cnnrnn", description="Policy: cnn, cnnrnn, gru, resnet, or a rule baseline (buyhold, sma, random).")
-    dir: Path | None = Field(None, description="Champion model directory (model.pt + model.json). Empty = <data dir>/models/champion.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when present, else CPU.")
+    strategy: str = Field(
+        "cnnrnn",
+        description="Policy: cnn, cnnrnn, gru, resnet, or a rule baseline (buyhold, sma, random).",
+    )
+    dir: Path | None = Field(
+        None,
+        description="Champion model directory (model.pt + model.json). Empty = <data dir>/models/champion.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto uses CUDA when present, else CPU."
+    )
 
 
 class DaemonSettings(_Section):
-    tick_delay_seconds: float = Field(5.0, ge=0, le=3600, description="Seconds after each candle close before the tick runs.")
-    retrain_cron: str = Field("0 3 * * *", description="When the nightly retrain runs (crontab fields, UTC).")
-    retrain_window_days: int = Field(180, ge=7, description="Days of recent candles the challenger is fine-tuned on.")
-    eval_days: int = Field(14, ge=1, description="Most recent held-out days on which champion and challenger are compared.")
-    promote_margin: float = Field(0.0, description="Challenger must beat the champion's Sharpe by this much to be promoted.")
+    tick_delay_seconds: float = Field(
+        5.0, ge=0, le=3600, description="Seconds after each candle close before the tick runs."
+    )
+    retrain_cron: str = Field(
+        "0 3 * * *", description="When the nightly retrain runs (crontab fields, UTC)."
+    )
+    retrain_window_days: int = Field(
+        180, ge=7, description="Days of recent candles the challenger is fine-tuned on."
+    )
+    eval_days: int = Field(
+        14,
+        ge=1,
+        description="Most recent held-out days on which champion and challenger are compared.",
+    )
+    promote_margin: float = Field(
+        0.0, description="Challenger must beat the champion's Sharpe by this much to be promoted."
+    )
     min_eval_trades: int = Field(
         1,
         ge=0,
         description="Trades (round trips; a position still open at the end counts as one) a model must make on the "
         "held-out days for its Sharpe to be compared; a challenger with fewer, or with no Sharpe, is never promoted.",
     )
-    heartbeat_seconds: float = Field(10.0, gt=0, description="Interval of the systemd watchdog heartbeat.")
+    heartbeat_seconds: float = Field(
+        10.0, gt=0, description="Interval of the systemd watchdog heartbeat."
+    )
     stuck_tick_seconds: float = Field(
         300.0,
         gt=0,
         description="A tick running longer than this stops the watchdog heartbeat, so systemd (WatchdogSec) restarts the service.",
     )
     retrain_enabled: bool = Field(True, description="Run the nightly retrain job.")
-    retrain_epochs: int = Field(2, ge=1, le=1000, description="DQN epochs the challenger is fine-tuned for on the recent window.")
+    retrain_epochs: int = Field(
+        2,
+        ge=1,
+        le=1000,
+        description="DQN epochs the challenger is fine-tuned for on the recent window.",
+    )
 
 
 class LogSettings(_Section):
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
-    format: Literal["auto", "json", "console"] = Field("auto", description="auto = console in a terminal, JSON lines otherwise.")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto = console in a terminal, JSON lines otherwise."
+    )
 
 
 class Settings(_Section):

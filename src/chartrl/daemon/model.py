@@ -103,10 +103,12 @@ class PolicyRunner:
 
             self.rule = build_rule(self.strategy)
             if getattr(self.rule, "cheating", False):
-                raise CheckpointError(f"model.strategy = {self.strategy!r} reads the future; it can only be a backtest baseline")
+                raise CheckpointError(
+                    f"model.strategy = {self.strategy!r} reads the future; it can only be a backtest baseline"
+                )
             self.spec, self.version = self.settings.chart, f"rule:{self.strategy}"
             return
-        from chartrl.backtest.checkpoint import load_model
+        from chartrl.train.checkpoint import load_model
 
         if not (self.model_dir / "model.pt").is_file():
             raise CheckpointError(
@@ -117,8 +119,12 @@ class PolicyRunner:
         self.spec = ChartSpec(**meta["chart_spec"])
         diff = self.spec.diff(self.settings.chart)
         if diff:
-            log.warning("model_spec_differs_from_config", model_dir=str(self.model_dir), differences=diff,
-                        using="the model's chart spec")
+            log.warning(
+                "model_spec_differs_from_config",
+                model_dir=str(self.model_dir),
+                differences=diff,
+                using="the model's chart spec",
+            )
         name = getattr(policy, "name", meta.get("strategy"))
         if name and name != self.strategy:
             log.warning("model_strategy_differs_from_config", model=name, config=self.strategy)
@@ -126,8 +132,14 @@ class PolicyRunner:
         self.meta = meta
         self.version = model_version(self.model_dir, meta)
         self._stamp = stamp
-        log.info("model_loaded", model_dir=str(self.model_dir), version=self.version, strategy=name,
-                 device=str(self.device), recurrent=self.recurrent)
+        log.info(
+            "model_loaded",
+            model_dir=str(self.model_dir),
+            version=self.version,
+            strategy=name,
+            device=str(self.device),
+            recurrent=self.recurrent,
+        )
 
     def _series(self) -> tuple[str, str, str]:
         s = self.settings
@@ -144,7 +156,9 @@ class PolicyRunner:
     def initial_hidden(self) -> Any:
         return self.policy.initial_hidden(1, self.device) if self.recurrent else None
 
-    def _frames(self, candles: pd.DataFrame, idx: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
+    def _frames(
+        self, candles: pd.DataFrame, idx: np.ndarray | None = None
+    ) -> tuple[Any, np.ndarray]:
         """Charts ending at ``idx`` (default: the last row); with ``idx`` None-safe for warm-up ranges."""
         import torch
 
@@ -181,7 +195,9 @@ class PolicyRunner:
             pos = torch.tensor([position], dtype=feats.dtype, device=self.device)
             q, hidden = self.policy.head(feats, pos, hidden if self.recurrent else None)
             action = int(q.argmax(dim=-1).item())  # .item() waits for the GPU: policy_ms is honest
-        return Decision(action, [float(x) for x in q[0].tolist()], hidden, round((t1 - t0) * 1000, 2), _ms(t1))
+        return Decision(
+            action, [float(x) for x in q[0].tolist()], hidden, round((t1 - t0) * 1000, 2), _ms(t1)
+        )
 
     def _rule_decide(self, candles: pd.DataFrame, position: tuple[float, float]) -> int:
         if self.strategy == "random":
@@ -195,7 +211,9 @@ class PolicyRunner:
         self.rule.prepare(candles)
         return int(self.rule.decide(len(candles) - 1, position))
 
-    def warm(self, candles: pd.DataFrame, steps: int, position: tuple[float, float], hidden: Any = None) -> Any:
+    def warm(
+        self, candles: pd.DataFrame, steps: int, position: tuple[float, float], hidden: Any = None
+    ) -> Any:
         """Step the recurrent state over the last ``steps`` rows of ``candles`` without trading.
 
         The position features are today's for every step (the past ones are not kept): an

@@ -62,9 +62,15 @@ class RetrainResult:
     def summary(self) -> str:
         if self.status == "failed":
             return f"retrain failed: {self.error}"
-        verb = "promoted: the challenger is the new champion" if self.status == "promoted" else "kept the champion"
-        return (f"retrain {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
-                f"challenger {_fmt(self.challenger_score)}; {self.reason}; {self.seconds:.0f} s)")
+        verb = (
+            "promoted: the challenger is the new champion"
+            if self.status == "promoted"
+            else "kept the champion"
+        )
+        return (
+            f"retrain {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
+            f"challenger {_fmt(self.challenger_score)}; {self.reason}; {self.seconds:.0f} s)"
+        )
 
 
 def _fmt(x: float | None) -> str:
@@ -88,7 +94,9 @@ def incomparable(metrics: dict[str, Any], min_trades: int) -> str | None:
     return None
 
 
-def decide(champion: dict[str, Any], challenger: dict[str, Any], margin: float, min_trades: int) -> tuple[bool, str]:
+def decide(
+    champion: dict[str, Any], challenger: dict[str, Any], margin: float, min_trades: int
+) -> tuple[bool, str]:
     """Whether to promote the challenger, and why, from both held-out metrics.
 
     Doing nothing has no Sharpe (or 0 under any convention that gives it one), which beats every
@@ -102,8 +110,14 @@ def decide(champion: dict[str, Any], challenger: dict[str, Any], margin: float, 
     if why:
         return True, f"champion not comparable: {why}"
     if score(challenger) > score(champion) + margin:  # type: ignore[operator]
-        return True, f"challenger's Sharpe beats the champion's by more than daemon.promote_margin = {margin:g}"
-    return False, f"challenger's Sharpe does not beat the champion's by more than daemon.promote_margin = {margin:g}"
+        return (
+            True,
+            f"challenger's Sharpe beats the champion's by more than daemon.promote_margin = {margin:g}",
+        )
+    return (
+        False,
+        f"challenger's Sharpe does not beat the champion's by more than daemon.promote_margin = {margin:g}",
+    )
 
 
 class RetrainAborted(BaseException):
@@ -137,7 +151,9 @@ class _SigtermAborts:
     def __exit__(self, *exc: object) -> None:
         if self._active:
             # None: a handler installed outside Python, which cannot be put back; the default then.
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+            signal.signal(
+                signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous
+            )
 
 
 # ------------------------------------------------------------------------------ directory swap
@@ -198,11 +214,11 @@ def fine_tune(
 ) -> dict[str, Any]:
     """Train a challenger in ``out`` from the champion's weights on ``candles``, under the fill
     ``rules`` it will trade under (from ``rules_source``, recorded in its model.json); its meta."""
-    from chartrl.backtest import checkpoint as ckpt
-    from chartrl.backtest.dqn import train, train_config
-    from chartrl.backtest.env import prepare_data
     from chartrl.chart.spec import ChartSpec
     from chartrl.market.markets import fill_parameters
+    from chartrl.train import checkpoint as ckpt
+    from chartrl.train.dqn import train, train_config
+    from chartrl.train.env import prepare_data
 
     meta = ckpt.read_meta(champion)
     cfg = train_config(meta.get("hyperparameters") or {})
@@ -213,7 +229,11 @@ def fine_tune(
         shutil.copytree(champion, out, ignore=shutil.ignore_patterns("tb"))
         cfg = replace(cfg, stages=("dqn",), epochs=int(counters.get("dqn_epochs", 0)) + epochs)
     else:
-        log.warning("retrain_from_scratch", champion=str(champion), why=f"no {ckpt.TRAIN_STATE_FILE} to continue from")
+        log.warning(
+            "retrain_from_scratch",
+            champion=str(champion),
+            why=f"no {ckpt.TRAIN_STATE_FILE} to continue from",
+        )
         cfg = replace(cfg, stages=("imitation", "dqn"), epochs=epochs)
     if max_steps is not None:
         cfg = replace(cfg, max_steps_per_epoch=max_steps)
@@ -222,13 +242,27 @@ def fine_tune(
     new_meta = {
         "chart_spec": spec,
         "series": meta["series"],
-        "data_range": {"from": candles["timestamp"].iloc[0].isoformat(), "until": candles["timestamp"].iloc[-1].isoformat(),
-                       "candles": len(candles), "source": f"store:{settings.data_dir}"},
+        "data_range": {
+            "from": candles["timestamp"].iloc[0].isoformat(),
+            "until": candles["timestamp"].iloc[-1].isoformat(),
+            "candles": len(candles),
+            "source": f"store:{settings.data_dir}",
+        },
         "parent": meta.get("weights_sha256", "")[:12] or None,
         "fills": fill_parameters(rules, rules_source),
     }
-    train(meta["strategy"], data, cfg, out, new_meta, device=device, rules=rules,
-          initial_cash=settings.trading.initial_cash, resume=resumable, progress=progress)
+    train(
+        meta["strategy"],
+        data,
+        cfg,
+        out,
+        new_meta,
+        device=device,
+        rules=rules,
+        initial_cash=settings.trading.initial_cash,
+        resume=resumable,
+        progress=progress,
+    )
     return ckpt.read_meta(out)
 
 
@@ -241,7 +275,9 @@ def min_eval_candles(timeframe: str) -> int:
     return max(7, _DAY_MS // timeframe_ms(timeframe))
 
 
-def _split(settings: Settings, candles: pd.DataFrame, window: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
+def _split(
+    settings: Settings, candles: pd.DataFrame, window: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     d, tf = settings.daemon, settings.market.timeframe
     step = timeframe_ms(tf)
     need = min_eval_candles(tf)
@@ -253,10 +289,12 @@ def _split(settings: Settings, candles: pd.DataFrame, window: int) -> tuple[pd.D
     last = candles["timestamp"].iloc[-1]
     eval_start = last - pd.Timedelta(days=d.eval_days) + pd.Timedelta(milliseconds=step)
     train_start = eval_start - pd.Timedelta(days=d.retrain_window_days)
-    train_part = candles[(candles["timestamp"] >= train_start) & (candles["timestamp"] < eval_start)].reset_index(drop=True)
+    train_part = candles[
+        (candles["timestamp"] >= train_start) & (candles["timestamp"] < eval_start)
+    ].reset_index(drop=True)
     # The evaluation's first charts need a window of history; those candles are drawn, not traded.
     first_eval = int(candles["timestamp"].searchsorted(eval_start))
-    eval_part = candles.iloc[max(first_eval - window - 150, 0):].reset_index(drop=True)
+    eval_part = candles.iloc[max(first_eval - window - 150, 0) :].reset_index(drop=True)
     if first_eval < window or len(candles) - first_eval < need:
         raise DataError(
             f"not enough candles for a retrain: {len(candles)} {tf} candles stored from {candles['timestamp'].iloc[0]:%Y-%m-%d}; "
@@ -285,11 +323,11 @@ def run_retrain(
     progress: bool = False,
 ) -> RetrainResult:
     """One cycle; never raises for an expected failure (recorded as ``failed`` instead)."""
-    from chartrl.backtest.checkpoint import load_model, read_meta
     from chartrl.backtest.walkforward import evaluate
     from chartrl.chart.spec import ChartSpec
     from chartrl.daemon.model import model_version, resolve_device
     from chartrl.market.markets import fill_parameters, market_rules
+    from chartrl.train.checkpoint import load_model, read_meta
 
     t0 = time.monotonic()
     champion = settings.model_dir
@@ -316,34 +354,72 @@ def run_retrain(
             train_part, eval_part, eval_start = _split(settings, candles, spec.window)
             in_sample = _trained_on(meta, eval_start)
             if in_sample:
-                log.warning("retrain_champion_in_sample", trained_until=in_sample, eval_from=eval_start.isoformat(),
-                            why="the champion was trained on some of the held-out days: its score there flatters it")
+                log.warning(
+                    "retrain_champion_in_sample",
+                    trained_until=in_sample,
+                    eval_from=eval_start.isoformat(),
+                    why="the champion was trained on some of the held-out days: its score there flatters it",
+                )
             device = resolve_device(settings.model.device)
             # The fills the daemon's paper account gets (stored market info, as `chartrl backtest`):
             # the challenger is trained, and both models judged, under them.
             rules, rules_source = market_rules(settings)
-            fine_tune(champion, challenger, train_part, settings, rules=rules, rules_source=rules_source,
-                      epochs=epochs or settings.daemon.retrain_epochs, max_steps=max_steps, device=device, progress=progress)
+            fine_tune(
+                champion,
+                challenger,
+                train_part,
+                settings,
+                rules=rules,
+                rules_source=rules_source,
+                epochs=epochs or settings.daemon.retrain_epochs,
+                max_steps=max_steps,
+                device=device,
+                progress=progress,
+            )
             cash = settings.trading.initial_cash
             scores: dict[str, Any] = {}
             for name, path in (("champion", champion), ("challenger", challenger)):
                 policy, m = load_model(path, device, expect_spec=spec, expect_series=(ex, sym, tf))
                 if name == "challenger":
                     result.challenger = model_version(path, m)
-                scores[name] = evaluate(policy, eval_part, spec, rules, start=eval_start, initial_cash=cash, device=device)
-            result.champion_score, result.challenger_score = score(scores["champion"]), score(scores["challenger"])
+                scores[name] = evaluate(
+                    policy,
+                    eval_part,
+                    spec,
+                    rules,
+                    start=eval_start,
+                    initial_cash=cash,
+                    device=device,
+                )
+            result.champion_score, result.challenger_score = (
+                score(scores["champion"]),
+                score(scores["challenger"]),
+            )
             d = settings.daemon
-            promoted, result.reason = decide(scores["champion"], scores["challenger"], d.promote_margin, d.min_eval_trades)
+            promoted, result.reason = decide(
+                scores["champion"], scores["challenger"], d.promote_margin, d.min_eval_trades
+            )
             buyhold = (scores["champion"].get("baselines") or {}).get("buyhold") or {}
             result.metrics = {
-                "champion_score": result.champion_score, "challenger_score": result.challenger_score,
-                "margin": d.promote_margin, "min_eval_trades": d.min_eval_trades, "reason": result.reason,
-                "eval_from": eval_start.isoformat(), "eval_days": d.eval_days,
-                "train_from": train_part["timestamp"].iloc[0].isoformat() if len(train_part) else None,
-                "champion_trained_until": (meta.get("data_range") or {}).get("until"), "champion_in_sample": bool(in_sample),
-                "champion": _brief(scores["champion"]), "challenger": _brief(scores["challenger"]),
+                "champion_score": result.champion_score,
+                "challenger_score": result.challenger_score,
+                "margin": d.promote_margin,
+                "min_eval_trades": d.min_eval_trades,
+                "reason": result.reason,
+                "eval_from": eval_start.isoformat(),
+                "eval_days": d.eval_days,
+                "train_from": train_part["timestamp"].iloc[0].isoformat()
+                if len(train_part)
+                else None,
+                "champion_trained_until": (meta.get("data_range") or {}).get("until"),
+                "champion_in_sample": bool(in_sample),
+                "champion": _brief(scores["champion"]),
+                "challenger": _brief(scores["challenger"]),
                 # Context for both scores: what simply holding the coin did over the same days.
-                "buyhold": {"sharpe": buyhold.get("sharpe"), "total_return": buyhold.get("total_return")},
+                "buyhold": {
+                    "sharpe": buyhold.get("sharpe"),
+                    "total_return": buyhold.get("total_return"),
+                },
                 "fills": fill_parameters(rules, rules_source),
             }
             log.info("retrain_compared", promote=promoted, reason=result.reason)
@@ -355,27 +431,54 @@ def run_retrain(
                 result.status = "kept"
         except (ChartrlError, ValueError, RuntimeError, OSError) as exc:
             # One line for the operator; the daemon keeps trading with the champion either way.
-            result.status, result.error = "failed", (str(exc).splitlines() or [type(exc).__name__])[0][:500]
+            result.status, result.error = (
+                "failed",
+                (str(exc).splitlines() or [type(exc).__name__])[0][:500],
+            )
             if isinstance(exc, CheckpointError) and rid is None:
                 result.error = f"no champion to retrain: {result.error}"
         except RetrainAborted as exc:
-            result.status, result.error = "failed", f"aborted by {exc} (the daemon is stopping?); the champion is unchanged"
+            result.status, result.error = (
+                "failed",
+                f"aborted by {exc} (the daemon is stopping?); the champion is unchanged",
+            )
         finally:
             sigterm.hold()
             shutil.rmtree(challenger, ignore_errors=True)
             result.seconds = round(time.monotonic() - t0, 1)
             if rid is None:
                 rid = ledger.start_retrain(result.champion)
-            ledger.finish_retrain(rid, status=result.status, challenger=result.challenger, promoted=result.status == "promoted",
-                                  metrics=result.metrics or None, error=result.error)
+            ledger.finish_retrain(
+                rid,
+                status=result.status,
+                challenger=result.challenger,
+                promoted=result.status == "promoted",
+                metrics=result.metrics or None,
+                error=result.error,
+            )
             ledger.close()
     level = log.error if result.status == "failed" else log.info
-    level("retrain_finished", status=result.status, champion=result.champion, challenger=result.challenger,
-          champion_score=result.champion_score, challenger_score=result.challenger_score, reason=result.reason,
-          error=result.error, seconds=result.seconds)
+    level(
+        "retrain_finished",
+        status=result.status,
+        champion=result.champion,
+        challenger=result.challenger,
+        champion_score=result.champion_score,
+        challenger_score=result.challenger_score,
+        reason=result.reason,
+        error=result.error,
+        seconds=result.seconds,
+    )
     return result
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("sharpe", "total_return", "max_drawdown", "trades", "open_position_at_end", "final_equity")
+    keys = (
+        "sharpe",
+        "total_return",
+        "max_drawdown",
+        "trades",
+        "open_position_at_end",
+        "final_equity",
+    )
     return {k: metrics.get(k) for k in keys}

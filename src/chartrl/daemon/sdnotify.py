@@ -46,7 +46,11 @@ class Notifier:
         except OSError as exc:
             # systemd gone or socket unwritable: trading must not stop for it; say so once.
             if not self._warned:
-                log.warning("sd_notify_failed", error=str(exc), socket=self.address if isinstance(self.address, str) else "@abstract")
+                log.warning(
+                    "sd_notify_failed",
+                    error=str(exc),
+                    socket=self.address if isinstance(self.address, str) else "@abstract",
+                )
                 self._warned = True
             return False
 

@@ -57,12 +57,24 @@ def tick_trigger(timeframe: str, delay_seconds: float) -> Any:
     whole = int(delay_seconds)  # cron has whole seconds; sub-second delays only matter for intraday
     if timeframe.endswith("w"):
         if seconds != 7 * 86400:
-            raise OperationalError(f"market.timeframe = {timeframe!r}: only 1w is supported among weekly timeframes")
-        return CronTrigger(day_of_week="mon", hour=whole // 3600, minute=whole // 60 % 60, second=whole % 60, timezone=UTC)
+            raise OperationalError(
+                f"market.timeframe = {timeframe!r}: only 1w is supported among weekly timeframes"
+            )
+        return CronTrigger(
+            day_of_week="mon",
+            hour=whole // 3600,
+            minute=whole // 60 % 60,
+            second=whole % 60,
+            timezone=UTC,
+        )
     if timeframe.endswith("M"):
         if timeframe != "1M":
-            raise OperationalError(f"market.timeframe = {timeframe!r}: only 1M is supported among monthly timeframes")
-        return CronTrigger(day=1, hour=whole // 3600, minute=whole // 60 % 60, second=whole % 60, timezone=UTC)
+            raise OperationalError(
+                f"market.timeframe = {timeframe!r}: only 1M is supported among monthly timeframes"
+            )
+        return CronTrigger(
+            day=1, hour=whole // 3600, minute=whole // 60 % 60, second=whole % 60, timezone=UTC
+        )
     return IntervalTrigger(seconds=seconds, start_date=_EPOCH + delay, timezone=UTC)
 
 
@@ -73,7 +85,9 @@ def retrain_trigger(cron: str) -> Any:
     try:
         return CronTrigger.from_crontab(cron, timezone=UTC)
     except ValueError as exc:
-        raise OperationalError(f"daemon.retrain_cron = {cron!r}: {exc}; use five crontab fields, e.g. '0 3 * * *'") from None
+        raise OperationalError(
+            f"daemon.retrain_cron = {cron!r}: {exc}; use five crontab fields, e.g. '0 3 * * *'"
+        ) from None
 
 
 def retrain_command(config: Path | None, overrides: Sequence[str] = ()) -> list[str]:
@@ -98,9 +112,13 @@ def start_with_retry(
         except TemporaryError as exc:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TemporaryError(f"{exc}; gave up after {budget_seconds:.0f} s of start-up retries") from exc
+                raise TemporaryError(
+                    f"{exc}; gave up after {budget_seconds:.0f} s of start-up retries"
+                ) from exc
             wait = min(delay, left)
-            log.warning("start_retry", error=str(exc), in_seconds=round(wait, 2), gives_up_in=round(left, 1))
+            log.warning(
+                "start_retry", error=str(exc), in_seconds=round(wait, 2), gives_up_in=round(left, 1)
+            )
             if stop.wait(wait):
                 return None
             delay = min(delay * 2, 30.0)
@@ -168,8 +186,15 @@ class Daemon:
         nxt = self.next_tick()
         if self.scheduler is None or (nxt is not None and when >= nxt - timedelta(seconds=tf / 2)):
             return  # too close to the next candle: that tick catches up
-        self.scheduler.add_job(self._tick_job, "date", run_date=when, args=[symbol], id=f"retry:{symbol}",
-                               replace_existing=True, misfire_grace_time=int(delay))
+        self.scheduler.add_job(
+            self._tick_job,
+            "date",
+            run_date=when,
+            args=[symbol],
+            id=f"retry:{symbol}",
+            replace_existing=True,
+            misfire_grace_time=int(delay),
+        )
         log.info("tick_retry_scheduled", symbol=symbol, at=when.isoformat())
 
     def _retrain_job(self) -> None:
@@ -189,11 +214,15 @@ class Daemon:
 
     def _on_missed(self, event: Any) -> None:
         if not str(event.job_id).startswith("tick:"):
-            log.warning("job_missed", job=event.job_id, scheduled=event.scheduled_run_time.isoformat())
+            log.warning(
+                "job_missed", job=event.job_id, scheduled=event.scheduled_run_time.isoformat()
+            )
             return
         self.ticks_missed += 1
         sched_ms = int(event.scheduled_run_time.timestamp() * 1000)
-        log.warning("tick_missed", symbol=event.job_id[5:], scheduled=event.scheduled_run_time.isoformat())
+        log.warning(
+            "tick_missed", symbol=event.job_id[5:], scheduled=event.scheduled_run_time.isoformat()
+        )
         try:
             if self.ticker is not None:
                 self.ticker.record_missed(sched_ms, reason="scheduler misfire")
@@ -248,7 +277,11 @@ class Daemon:
     def next_tick(self) -> datetime | None:
         if self.scheduler is None:
             return None
-        times = [j.next_run_time for j in self.scheduler.get_jobs() if j.id.startswith("tick:") and j.next_run_time]
+        times = [
+            j.next_run_time
+            for j in self.scheduler.get_jobs()
+            if j.id.startswith("tick:") and j.next_run_time
+        ]
         return min(times) if times else None
 
     def _write_state(self) -> None:
@@ -261,7 +294,9 @@ class Daemon:
             symbols=self.symbols,
             timeframe=self.settings.market.timeframe,
             next_tick=nxt.isoformat() if nxt else None,
-            next_retrain=retrain.next_run_time.isoformat() if retrain and retrain.next_run_time else None,
+            next_retrain=retrain.next_run_time.isoformat()
+            if retrain and retrain.next_run_time
+            else None,
             ticks_done=self.ticks_done,
             ticks_missed=self.ticks_missed,
         )
@@ -269,8 +304,11 @@ class Daemon:
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # embedded (tests): the owner calls request_stop()
+
         def stop(signum: int, _frame: Any) -> None:
-            log.info("signal", signal=signal.Signals(signum).name, action="stop after the running tick")
+            log.info(
+                "signal", signal=signal.Signals(signum).name, action="stop after the running tick"
+            )
             self._stop.set()
             self._wakeup.set()
 
@@ -301,7 +339,12 @@ class Daemon:
             old, self.ticker, self.settings = self.ticker, ticker, new
             old.close()
         self._schedule()
-        log.info("reloaded", mode=new.trading.mode, symbol=new.market.symbol, timeframe=new.market.timeframe)
+        log.info(
+            "reloaded",
+            mode=new.trading.mode,
+            symbol=new.market.symbol,
+            timeframe=new.market.timeframe,
+        )
         self._write_state()
 
     # ---------------------------------------------------------------- run
@@ -323,8 +366,14 @@ class Daemon:
         self.scheduler.start()
         self._write_state()
         nxt = self.next_tick()
-        log.info("daemon_started", mode=self.settings.trading.mode, symbols=self.symbols,
-                 timeframe=self.settings.market.timeframe, next_tick=nxt.isoformat() if nxt else None, pid=os.getpid())
+        log.info(
+            "daemon_started",
+            mode=self.settings.trading.mode,
+            symbols=self.symbols,
+            timeframe=self.settings.market.timeframe,
+            next_tick=nxt.isoformat() if nxt else None,
+            pid=os.getpid(),
+        )
         self.notifier.ready(self.ticker.status_text())
         beat = heartbeat_interval(self.notifier, self.settings.daemon.heartbeat_seconds)
         stuck_since: float | None = None  # the stuck tick already reported
@@ -343,8 +392,12 @@ class Daemon:
                     self.notifier.watchdog()
                 elif stuck_since != started:
                     stuck_since = started
-                    log.error("tick_stuck", seconds=round(time.monotonic() - started), limit=limit,
-                              action="watchdog pings stopped: systemd restarts the service after WatchdogSec")
+                    log.error(
+                        "tick_stuck",
+                        seconds=round(time.monotonic() - started),
+                        limit=limit,
+                        action="watchdog pings stopped: systemd restarts the service after WatchdogSec",
+                    )
         finally:
             self._shutdown()
         return 0
@@ -374,8 +427,15 @@ class Daemon:
                 self.scheduler.shutdown(wait=False)
             if self.ticker is not None:
                 self.ticker.close()
-        write_daemon_state(self.settings.data_dir, pid=None, mode=self.settings.trading.mode, symbols=self.symbols,
-                           timeframe=self.settings.market.timeframe, stopped=datetime.now(UTC).isoformat(),
-                           ticks_done=self.ticks_done, ticks_missed=self.ticks_missed)
+        write_daemon_state(
+            self.settings.data_dir,
+            pid=None,
+            mode=self.settings.trading.mode,
+            symbols=self.symbols,
+            timeframe=self.settings.market.timeframe,
+            stopped=datetime.now(UTC).isoformat(),
+            ticks_done=self.ticks_done,
+            ticks_missed=self.ticks_missed,
+        )
         log.info("daemon_stopped", ticks_done=self.ticks_done, ticks_missed=self.ticks_missed)
         self.notifier.close()

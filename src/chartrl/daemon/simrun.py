@@ -50,7 +50,9 @@ def drive(
         if end_ms is not None and close > end_ms:
             break
         if (last_close is not None and close <= last_close) or now < close + delay_ms:
-            due = (close + step if last_close is not None and close <= last_close else close) + delay_ms
+            due = (
+                close + step if last_close is not None and close <= last_close else close
+            ) + delay_ms
             stop.wait(min(max((due - now) / 1000.0 / speed, 0.001), 1.0))
             continue
         last_close = close
@@ -68,9 +70,16 @@ def drive(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m chartrl.daemon.simrun", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m chartrl.daemon.simrun", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--config", required=True, help="TOML config (exchange.api_url = the emulator)")
-    p.add_argument("--speed", type=float, required=True, help="the emulator clock's speed (multiple of wall time)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        required=True,
+        help="the emulator clock's speed (multiple of wall time)",
+    )
     p.add_argument("--ticks", type=int, default=1_000_000, help="stop after this many ticks")
     p.add_argument("--live", action="store_true", help="live account (the emulator's balances)")
     p.add_argument("--log-file", help="JSON log lines go here (default: stdout)")
@@ -93,14 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     # Half the request's round trip has passed on the exchange clock since it answered.
     clock = AcceleratedClock(start + int((time.monotonic() - t0) * 500 * args.speed), args.speed)
     try:
-        ticker = start_with_retry(lambda: Ticker(settings, clock=clock, exchange=exchange, live=args.live), stop)
+        ticker = start_with_retry(
+            lambda: Ticker(settings, clock=clock, exchange=exchange, live=args.live), stop
+        )
     except ChartrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     if ticker is None:
         return 0
     log.info("simrun_started", speed=args.speed, ticks=args.ticks, mode=settings.trading.mode)
-    counts = drive(ticker, clock, args.speed, args.ticks, int(settings.daemon.tick_delay_seconds * 1000), stop)
+    counts = drive(
+        ticker, clock, args.speed, args.ticks, int(settings.daemon.tick_delay_seconds * 1000), stop
+    )
     ticker.close()
     log.info("simrun_stopped", **counts)
     return 0

@@ -65,7 +65,15 @@ def _context() -> Any:
     # Children fork from a server that imported torch and chartrl once: a restart takes
     # milliseconds, so the kills test recovery rather than Python's start-up time.
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["chartrl.daemon.simrun", "chartrl.daemon.tick", "chartrl.backtest.checkpoint", "ccxt", "torch"])
+    ctx.set_forkserver_preload(
+        [
+            "chartrl.daemon.simrun",
+            "chartrl.daemon.tick",
+            "chartrl.train.checkpoint",
+            "ccxt",
+            "torch",
+        ]
+    )
     return ctx
 
 
@@ -90,9 +98,9 @@ def _rss_mb(pid: int) -> float | None:
 def _save_model(model_dir: Path) -> None:
     import torch
 
-    from chartrl.backtest.checkpoint import save_model
     from chartrl.chart.spec import ChartSpec
     from chartrl.strategies.registry import build_policy
+    from chartrl.train.checkpoint import save_model
 
     torch.manual_seed(3)
     spec = ChartSpec(**tomllib.loads(SPEC))
@@ -102,7 +110,14 @@ def _save_model(model_dir: Path) -> None:
     with torch.no_grad():
         policy.out.weight[:, -2] = torch.tensor([0.0, -10.0, 10.0])
         policy.out.bias[:] = torch.tensor([0.0, 5.0, 0.0])
-    save_model(model_dir, policy, {"chart_spec": spec, "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}})
+    save_model(
+        model_dir,
+        policy,
+        {
+            "chart_spec": spec,
+            "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},
+        },
+    )
 
 
 def _config(workdir: Path, url: str, strategy: str) -> Path:
@@ -115,7 +130,7 @@ def _config(workdir: Path, url: str, strategy: str) -> Path:
         f'[trading]\nmode = "live"\norder_lookup_grace_seconds = 2.0\nposition_fraction = 0.9\n\n'
         f'[model]\nstrategy = "{strategy}"\ndevice = "cpu"\n\n'
         "[risk]\nmax_orders_per_day = 100000\nmax_daily_loss = 1.0\nstale_after_timeframes = 1000\n\n"
-        "[daemon]\ntick_delay_seconds = 20.0\n\n[log]\nlevel = \"info\"\n"
+        '[daemon]\ntick_delay_seconds = 20.0\n\n[log]\nlevel = "info"\n'
     )
     return cfg
 
@@ -164,11 +179,21 @@ def run_soak(
     plan = FaultPlan(seed=seed)
     clock = SimClock(start_ms + 1000, speed=speed)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHARTRL", "NOTIFY_SOCKET"))}
-    env |= {"CHARTRL__EXCHANGE__API_KEY": DEFAULT_API_KEY, "CHARTRL__EXCHANGE__API_SECRET": DEFAULT_API_SECRET,
-            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env |= {
+        "CHARTRL__EXCHANGE__API_KEY": DEFAULT_API_KEY,
+        "CHARTRL__EXCHANGE__API_SECRET": DEFAULT_API_SECRET,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     t_wall = time.monotonic()
-    with ExchangeSim(candles, clock=clock, balances={"USDT": 10_000.0}, faults=plan, partial_fills=2,
-                     commission="quote") as sim:  # base-currency fees leave dust the policy reads as "long"
+    with ExchangeSim(
+        candles,
+        clock=clock,
+        balances={"USDT": 10_000.0},
+        faults=plan,
+        partial_fills=2,
+        commission="quote",
+    ) as sim:  # base-currency fees leave dust the policy reads as "long"
         cfg = _config(workdir, sim.url, strategy)
         if strategy == "cnnrnn":
             _save_model(workdir / "data" / "models" / "champion")
@@ -181,14 +206,24 @@ def run_soak(
         while clock.now_ms() < end_ms + 25_000:
             n += 1
             log_file = logs / f"child-{n:03d}.jsonl"
-            argv = ["--config", str(cfg), "--speed", str(speed), "--live", "--log-file", str(log_file)]
+            argv = [
+                "--config",
+                str(cfg),
+                "--speed",
+                str(speed),
+                "--live",
+                "--log-file",
+                str(log_file),
+            ]
             proc = ctx.Process(target=_child, args=(argv, env), daemon=True)
             proc.start()
             report.restarts += 1
             killing = clock.now_ms() < kill_until
             deadline = time.monotonic() + (rng.uniform(*kill_every) if killing else 1e9)
             samples: list[tuple[float, float]] = []
-            while proc.is_alive() and time.monotonic() < deadline and clock.now_ms() < end_ms + 25_000:
+            while (
+                proc.is_alive() and time.monotonic() < deadline and clock.now_ms() < end_ms + 25_000
+            ):
                 rss = _rss_mb(proc.pid)
                 if rss is not None:
                     samples.append((time.monotonic(), rss))
@@ -207,9 +242,13 @@ def run_soak(
                         proc.kill()
                         report.problems.append(f"child {n} did not stop within 60 s of SIGTERM")
                     elif proc.exitcode != 0:
-                        report.problems.append(f"child {n} exited {proc.exitcode} after SIGTERM (expected 0)")
+                        report.problems.append(
+                            f"child {n} exited {proc.exitcode} after SIGTERM (expected 0)"
+                        )
             elif proc.exitcode != 0:
-                report.problems.append(f"child {n} crashed with exit code {proc.exitcode} (see {log_file})")
+                report.problems.append(
+                    f"child {n} crashed with exit code {proc.exitcode} (see {log_file})"
+                )
             if not killing and samples:
                 _rss_check(samples, report)
         report.faults = len(plan.injected)
@@ -228,7 +267,9 @@ def _rss_check(samples: list[tuple[float, float]], report: SoakReport) -> None:
     last = sorted(r for _, r in steady[-q:])[q // 2]
     report.rss_start_mb, report.rss_end_mb = round(first, 1), round(last, 1)
     if last - first > max(25.0, 0.1 * first):
-        report.problems.append(f"RSS grew from {first:.0f} MB to {last:.0f} MB during the uninterrupted run")
+        report.problems.append(
+            f"RSS grew from {first:.0f} MB to {last:.0f} MB during the uninterrupted run"
+        )
 
 
 def _check(workdir: Path, sim: Any, start_ms: int, end_ms: int, report: SoakReport) -> None:
@@ -260,7 +301,9 @@ def _check(workdir: Path, sim: Any, start_ms: int, end_ms: int, report: SoakRepo
         per_decision = c.execute(
             "SELECT decision_id, count(*) FROM orders WHERE decision_id IS NOT NULL GROUP BY decision_id HAVING count(*) > 1"
         ).fetchall()
-        dup_candles = c.execute("SELECT candle_ms, count(*) FROM decisions GROUP BY candle_ms HAVING count(*) > 1").fetchall()
+        dup_candles = c.execute(
+            "SELECT candle_ms, count(*) FROM decisions GROUP BY candle_ms HAVING count(*) > 1"
+        ).fetchall()
     report.decisions, report.missed = len(decided), len(missed - decided)
     if not decided:
         report.problems.append("no decision was recorded")
@@ -270,9 +313,13 @@ def _check(workdir: Path, sim: Any, start_ms: int, end_ms: int, report: SoakRepo
     report.candles = len(expected)
     unaccounted = sorted(expected - decided - missed)
     if unaccounted:
-        report.problems.append(f"{len(unaccounted)} candles neither decided nor logged as missed, e.g. {unaccounted[:3]}")
+        report.problems.append(
+            f"{len(unaccounted)} candles neither decided nor logged as missed, e.g. {unaccounted[:3]}"
+        )
     if last < end_ms - 3 * step:
-        report.problems.append(f"the run stopped early: last decision {last}, expected up to {end_ms}")
+        report.problems.append(
+            f"the run stopped early: last decision {last}, expected up to {end_ms}"
+        )
     if per_decision:
         report.problems.append(f"decisions with more than one order: {per_decision[:3]}")
     if dup_candles:
@@ -282,7 +329,9 @@ def _check(workdir: Path, sim: Any, start_ms: int, end_ms: int, report: SoakRepo
         report.orders, report.fills = len(led.orders("live")), len(led.fills("live"))
         halts = led.active_halts()
     if halts:
-        report.problems.append(f"trading halted: {halts[0].reason} ({(halts[0].details or '')[:200]})")
+        report.problems.append(
+            f"trading halted: {halts[0].reason} ({(halts[0].details or '')[:200]})"
+        )
     if duplicates:
         report.problems.append(f"{duplicates} duplicate orders on the exchange")
     report.problems.extend(problems)

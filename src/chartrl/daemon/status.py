@@ -101,7 +101,9 @@ class Status:
 
 
 def _iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return (
+        None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    )
 
 
 def _one(conn: sqlite3.Connection, sql: str, *args: Any) -> sqlite3.Row | None:
@@ -160,25 +162,45 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
         st.last_reason = row["reason"]
         st.model_version = row["model_version"]
         st.last_price = row["price"]
-    mv = _one(conn, "SELECT version FROM model_versions" + (" WHERE symbol = ?" if st.symbol else "") + " ORDER BY id DESC LIMIT 1",
-              *((st.symbol,) if st.symbol else ()))
+    mv = _one(
+        conn,
+        "SELECT version FROM model_versions"
+        + (" WHERE symbol = ?" if st.symbol else "")
+        + " ORDER BY id DESC LIMIT 1",
+        *((st.symbol,) if st.symbol else ()),
+    )
     if mv is not None:
         st.model_version = mv["version"]
     if st.mode in (None, "paper"):
-        book = _one(conn, "SELECT * FROM paper_books" + (" WHERE symbol = ?" if st.symbol else "") + " LIMIT 1",
-                    *((st.symbol,) if st.symbol else ()))
+        book = _one(
+            conn,
+            "SELECT * FROM paper_books" + (" WHERE symbol = ?" if st.symbol else "") + " LIMIT 1",
+            *((st.symbol,) if st.symbol else ()),
+        )
         if book is not None:
-            st.position, st.cash, st.initial_equity = book["position"], book["cash"], book["initial_cash"]
+            st.position, st.cash, st.initial_equity = (
+                book["position"],
+                book["cash"],
+                book["initial_cash"],
+            )
             price = book["last_price"] or st.last_price
             if price is not None:
                 st.equity = book["cash"] + book["position"] * price
     if st.mode == "live" and st.symbol:
-        bal = _one(conn, "SELECT data FROM balances WHERE mode = 'live' AND kind = 'exchange' AND symbol = ? "
-                   "ORDER BY id DESC LIMIT 1", st.symbol)
+        bal = _one(
+            conn,
+            "SELECT data FROM balances WHERE mode = 'live' AND kind = 'exchange' AND symbol = ? "
+            "ORDER BY id DESC LIMIT 1",
+            st.symbol,
+        )
         # "vs start" is the first baseline's value when it was taken (in the quote currency), not
         # its amounts revalued at today's price, which would hide every gain or loss of the price.
-        base = _one(conn, "SELECT equity FROM balances WHERE mode = 'live' AND kind = 'baseline' AND symbol = ? "
-                    "AND equity IS NOT NULL ORDER BY id ASC LIMIT 1", st.symbol)
+        base = _one(
+            conn,
+            "SELECT equity FROM balances WHERE mode = 'live' AND kind = 'baseline' AND symbol = ? "
+            "AND equity IS NOT NULL ORDER BY id ASC LIMIT 1",
+            st.symbol,
+        )
         if bal is not None:
             b, q = base_quote(st.symbol)
             data = json.loads(bal["data"])
@@ -200,11 +222,20 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             "error": rr["error"],
         }
     st.open_orders = [
-        {k: r[k] for k in ("client_order_id", "symbol", "side", "amount", "filled", "state")} | {"created": _iso(r["created_ms"])}
-        for r in _all(conn, "SELECT * FROM orders WHERE state NOT IN ('filled', 'canceled', 'rejected') ORDER BY created_ms")
+        {k: r[k] for k in ("client_order_id", "symbol", "side", "amount", "filled", "state")}
+        | {"created": _iso(r["created_ms"])}
+        for r in _all(
+            conn,
+            "SELECT * FROM orders WHERE state NOT IN ('filled', 'canceled', 'rejected') ORDER BY created_ms",
+        )
     ]
     st.halts = [
-        {"since": _iso(r["created_ms"]), "reason": r["reason"], "source": r["source"], "details": r["details"]}
+        {
+            "since": _iso(r["created_ms"]),
+            "reason": r["reason"],
+            "source": r["source"],
+            "details": r["details"],
+        }
         for r in _all(conn, "SELECT * FROM halts WHERE cleared_ms IS NULL ORDER BY id")
     ]
 
@@ -218,10 +249,16 @@ def format_status(st: Status, halt_file: Path | None = None) -> str:
     lines = []
     state = f"running (pid {st.pid})" if st.running else "not running"
     lines.append(f"daemon        {state}")
-    lines.append(f"mode          {st.mode or '-'}   {st.symbol or '-'} {st.timeframe or ''}".rstrip())
+    lines.append(
+        f"mode          {st.mode or '-'}   {st.symbol or '-'} {st.timeframe or ''}".rstrip()
+    )
     lines.append(f"model         {st.model_version or '-'}")
     if st.position is not None:
-        lines.append(f"position      {st.position:.8f}   cash {st.cash:,.2f}" if st.cash is not None else f"position      {st.position:.8f}")
+        lines.append(
+            f"position      {st.position:.8f}   cash {st.cash:,.2f}"
+            if st.cash is not None
+            else f"position      {st.position:.8f}"
+        )
     if st.equity is not None:
         vs = ""
         if st.initial_equity:
@@ -230,7 +267,14 @@ def format_status(st: Status, halt_file: Path | None = None) -> str:
     lines.append(f"last tick     {st.last_tick or '-'}   candle {st.last_candle or '-'}")
     if st.last_decision:
         lines.append(f"decision      {st.last_decision}   ({st.last_reason})")
-    lines.append(f"next tick     {st.next_tick or '-'}" + (f"   ticks done {st.ticks_done}, missed {st.ticks_missed}" if st.ticks_done is not None else ""))
+    lines.append(
+        f"next tick     {st.next_tick or '-'}"
+        + (
+            f"   ticks done {st.ticks_done}, missed {st.ticks_missed}"
+            if st.ticks_done is not None
+            else ""
+        )
+    )
     if st.next_retrain:
         lines.append(f"next retrain  {st.next_retrain}")
     if st.last_retrain:
@@ -241,15 +285,22 @@ def format_status(st: Status, halt_file: Path | None = None) -> str:
             scores = f"   Sharpe: champion {_num(m.get('champion_score'))} vs challenger {_num(m.get('challenger_score'))}"
         if m.get("reason"):
             scores += f" ({m['reason']})"
-        lines.append(f"last retrain  {r['status']} at {r['finished'] or r['started']}{scores}" + (f"   error: {r['error']}" if r.get("error") else ""))
+        lines.append(
+            f"last retrain  {r['status']} at {r['finished'] or r['started']}{scores}"
+            + (f"   error: {r['error']}" if r.get("error") else "")
+        )
     else:
         lines.append("last retrain  -")
     lines.append(f"open orders   {len(st.open_orders)}")
     for o in st.open_orders:
-        lines.append(f"  {o['client_order_id']} {o['side']} {o['amount']} {o['symbol']} {o['state']} since {o['created']}")
+        lines.append(
+            f"  {o['client_order_id']} {o['side']} {o['amount']} {o['symbol']} {o['state']} since {o['created']}"
+        )
     halts = list(st.halts)
     if halts or (halt_file is not None and halt_file.exists()):
-        lines.append(f"halts         {len(halts) + (1 if halt_file is not None and halt_file.exists() else 0)}")
+        lines.append(
+            f"halts         {len(halts) + (1 if halt_file is not None and halt_file.exists() else 0)}"
+        )
         for h in halts:
             lines.append(f"  {h['reason']} since {h['since']} ({h['source']})")
         if halt_file is not None and halt_file.exists():

@@ -89,14 +89,28 @@ class Ticker:
         self.ledger = ledger or Ledger.for_data_dir(settings.data_dir)
         self._own_ledger = ledger is None
         self.runner = PolicyRunner(settings, device)
-        self.ledger.record_model_version(self.symbol, self.runner.version, str(self.runner.model_dir),
-                                         {"strategy": self.runner.strategy, "event": "start"})
+        self.ledger.record_model_version(
+            self.symbol,
+            self.runner.version,
+            str(self.runner.model_dir),
+            {"strategy": self.runner.strategy, "event": "start"},
+        )
         self.account = self._make_account(live)
-        self.risk = RiskGuard(settings.risk, self.ledger, symbol=self.symbol, timeframe=self.timeframe, mode=self.mode,
-                              halt_file=settings.halt_file)
+        self.risk = RiskGuard(
+            settings.risk,
+            self.ledger,
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            mode=self.mode,
+            halt_file=settings.halt_file,
+        )
         self.hidden: Any = None
         self.hidden_ms: int | None = None
-        saved = self.ledger.load_hidden(self.symbol, self.runner.device) if self.runner.recurrent else None
+        saved = (
+            self.ledger.load_hidden(self.symbol, self.runner.device)
+            if self.runner.recurrent
+            else None
+        )
         if saved is not None and saved[2] == self.runner.version:
             self.hidden, self.hidden_ms = saved[0], saved[1]
         self.last: TickResult | None = None
@@ -109,16 +123,27 @@ class Ticker:
         from chartrl.market.markets import market_rules
 
         rules, source = market_rules(self.settings, self.exchange)
-        self.log.info("market_rules", source=source, fee=rules.fee, amount_step=rules.amount_step,
-                      min_amount=rules.min_amount, min_notional=rules.min_notional)
+        self.log.info(
+            "market_rules",
+            source=source,
+            fee=rules.fee,
+            amount_step=rules.amount_step,
+            min_amount=rules.min_amount,
+            min_notional=rules.min_notional,
+        )
         return rules
 
     def _make_account(self, live: bool) -> Any:
         if self.mode == "paper":
             from chartrl.account.paper import PaperAccount
 
-            return PaperAccount(self.ledger, symbol=self.symbol, initial_cash=self.settings.trading.initial_cash,
-                                rules=self._market_rules(), clock=self.clock.now_ms)
+            return PaperAccount(
+                self.ledger,
+                symbol=self.symbol,
+                initial_cash=self.settings.trading.initial_cash,
+                rules=self._market_rules(),
+                clock=self.clock.now_ms,
+            )
         from chartrl.account.live import LiveAccount
 
         account = LiveAccount(self.settings, self.ledger, live=live, exchange=self.exchange)
@@ -150,34 +175,65 @@ class Ticker:
         try:
             from chartrl.market.fetch import update_series
 
-            update_series(self.settings, progress=False, exchange=self.exchange, store=self.store, now_ms=lambda: now)
+            update_series(
+                self.settings,
+                progress=False,
+                exchange=self.exchange,
+                store=self.store,
+                now_ms=lambda: now,
+            )
         except TemporaryError as exc:
-            fetch_error = str(exc)  # stored candles may still hold the target; else the tick is missed
+            fetch_error = str(
+                exc
+            )  # stored candles may still hold the target; else the tick is missed
         timings["fetch_ms"] = _ms(t0)
 
         t0 = time.perf_counter()
         history = self.runner.history_needed()
         try:
-            candles = self.store.load(self.settings.exchange.id, self.symbol, self.timeframe,
-                                      start=pd.Timestamp(shift_open_ms(target, self.timeframe, -history), unit="ms", tz="UTC"),
-                                      end=pd.Timestamp(target, unit="ms", tz="UTC"))
+            candles = self.store.load(
+                self.settings.exchange.id,
+                self.symbol,
+                self.timeframe,
+                start=pd.Timestamp(
+                    shift_open_ms(target, self.timeframe, -history), unit="ms", tz="UTC"
+                ),
+                end=pd.Timestamp(target, unit="ms", tz="UTC"),
+            )
         except DataError as exc:  # nothing stored in that range (yet)
-            return self._missed(target, "fetch_failed" if fetch_error else "no_candles", fetch_error or str(exc),
-                                timings | {"total_ms": _ms(t_start)})
+            return self._missed(
+                target,
+                "fetch_failed" if fetch_error else "no_candles",
+                fetch_error or str(exc),
+                timings | {"total_ms": _ms(t_start)},
+            )
         last_ms = int(to_ms(candles["timestamp"].iloc[-1]))
         load_ms = _ms(t0)
         if last_ms != target:
-            return self._missed(target, "fetch_failed" if fetch_error else "candle_not_available", fetch_error,
-                                timings | {"total_ms": _ms(t_start)})
+            return self._missed(
+                target,
+                "fetch_failed" if fetch_error else "candle_not_available",
+                fetch_error,
+                timings | {"total_ms": _ms(t_start)},
+            )
 
         previous = self._last_decision()
         if previous is not None and previous["candle_ms"] >= target:
             return self._replay(previous, candles, timings, t_start)
-        gap = 0 if previous is None else candles_between(previous["candle_ms"], target, self.timeframe) - 1
+        gap = (
+            0
+            if previous is None
+            else candles_between(previous["candle_ms"], target, self.timeframe) - 1
+        )
         if gap > 0:
             self.missed += gap
-            self.log.warning("tick_missed", count=gap, first=_iso(candle_close_ms(previous["candle_ms"], self.timeframe)),
-                             last=_iso(shift_open_ms(target, self.timeframe, -1)), reason="no tick while these candles closed")
+            self.log.warning(
+                "tick_missed",
+                count=gap,
+                first=_iso(candle_close_ms(previous["candle_ms"], self.timeframe)),
+                last=_iso(shift_open_ms(target, self.timeframe, -1)),
+                reason="no tick while these candles closed",
+            )
 
         close = float(candles["close"].iloc[-1])
         position = self.account.position_features(close)
@@ -189,14 +245,27 @@ class Ticker:
         equity = self.account.equity(close)
         pos_value = self.account.position * close
         budget = min(self.account.cash, equity * self.settings.trading.position_fraction)
-        verdict = self.risk.check(decision.action, candle_ms=target, equity=equity, position_value=pos_value,
-                                  buy_budget=budget, now_ms=now)
+        verdict = self.risk.check(
+            decision.action,
+            candle_ms=target,
+            equity=equity,
+            position_value=pos_value,
+            buy_budget=budget,
+            now_ms=now,
+        )
         details = {"q": decision.q, **verdict.as_details(), "position_features": list(position)}
         with self.ledger.transaction():
             decision_id = self.ledger.record_decision(
-                symbol=self.symbol, mode=self.mode, candle_ms=target, action=decision.action,
-                final_action=verdict.action, reason=verdict.reason, model_version=self.runner.version,
-                price=close, details=details)
+                symbol=self.symbol,
+                mode=self.mode,
+                candle_ms=target,
+                action=decision.action,
+                final_action=verdict.action,
+                reason=verdict.reason,
+                model_version=self.runner.version,
+                price=close,
+                details=details,
+            )
             if self.runner.recurrent:
                 self.ledger.save_hidden(self.symbol, decision.hidden, target, self.runner.version)
         self.hidden, self.hidden_ms = decision.hidden, target
@@ -205,8 +274,20 @@ class Ticker:
         order = self._execute(verdict.action, target, close, verdict.max_notional, decision_id)
         timings["order_ms"] = _ms(t0)
         timings["total_ms"] = _ms(t_start)
-        result = TickResult(self.symbol, target, "done", decision.action, verdict.action, verdict.reason, close,
-                            self.account.equity(), self.account.position, order, gap, timings)
+        result = TickResult(
+            self.symbol,
+            target,
+            "done",
+            decision.action,
+            verdict.action,
+            verdict.reason,
+            close,
+            self.account.equity(),
+            self.account.position,
+            order,
+            gap,
+            timings,
+        )
         return self._finish(result)
 
     # ------------------------------------------------------------------------ pieces
@@ -214,7 +295,9 @@ class Ticker:
         rows = [d for d in self.ledger.decisions(self.symbol, limit=20) if d["mode"] == self.mode]
         return rows[0] if rows else None
 
-    def _hidden_before(self, target: int, candles: pd.DataFrame, position: tuple[float, float]) -> Any:
+    def _hidden_before(
+        self, target: int, candles: pd.DataFrame, position: tuple[float, float]
+    ) -> Any:
         """The recurrent state after candle target-1: carried, stepped over a gap, or re-warmed."""
         if not self.runner.recurrent:
             return None
@@ -225,8 +308,14 @@ class Ticker:
                 return self.hidden
             if 0 < gap <= WARMUP_CANDLES:
                 return self.runner.warm(before, gap, position, self.hidden)
-        self.log.info("hidden_rewarmed", candles=WARMUP_CANDLES, version=self.runner.version,
-                      why="no saved state for this model" if self.hidden is None else "gap longer than the warm-up")
+        self.log.info(
+            "hidden_rewarmed",
+            candles=WARMUP_CANDLES,
+            version=self.runner.version,
+            why="no saved state for this model"
+            if self.hidden is None
+            else "gap longer than the warm-up",
+        )
         return self.runner.warm(before, WARMUP_CANDLES, position, None)
 
     def _reload_model(self) -> None:
@@ -238,9 +327,15 @@ class Ticker:
             self.log.error("model_reload_failed", error=str(exc), kept=old)
             return
         self.runner = runner
-        self.hidden = self.hidden_ms = None  # re-warmed over recent candles before the next decision
-        self.ledger.record_model_version(self.symbol, self.runner.version, str(self.runner.model_dir),
-                                         {"strategy": self.runner.strategy, "event": "reload", "previous": old})
+        self.hidden = self.hidden_ms = (
+            None  # re-warmed over recent candles before the next decision
+        )
+        self.ledger.record_model_version(
+            self.symbol,
+            self.runner.version,
+            str(self.runner.model_dir),
+            {"strategy": self.runner.strategy, "event": "reload", "previous": old},
+        )
         self.log.info("model_reloaded", previous=old, version=self.runner.version)
 
     def _fill_candle(self, target: int, close: float, action: int) -> Candle:
@@ -253,15 +348,23 @@ class Ticker:
                 if rows and int(rows[0][0]) == nxt:
                     price = float(rows[0][1])
             except Exception as exc:  # noqa: BLE001 - the close of t is the open of t+1 up to a tick
-                self.log.warning("next_open_unavailable", error=str(exc)[:200], using="close of the decided candle")
+                self.log.warning(
+                    "next_open_unavailable",
+                    error=str(exc)[:200],
+                    using="close of the decided candle",
+                )
         return Candle(nxt, price, price, price, price, 0.0)
 
-    def _execute(self, action: int, target: int, close: float, max_notional: float | None, decision_id: int) -> dict[str, Any] | None:
+    def _execute(
+        self, action: int, target: int, close: float, max_notional: float | None, decision_id: int
+    ) -> dict[str, Any] | None:
         # Every tick executes, HOLD too: paper marks and persists its book, live reconciles and
         # compares balances (a mismatch halts) even when nothing is sent.
         candle = self._fill_candle(target, close, action)
         try:
-            fill = self.account.execute(action, candle, max_notional=max_notional, decision_id=decision_id)
+            fill = self.account.execute(
+                action, candle, max_notional=max_notional, decision_id=decision_id
+            )
         except TradingHalted as exc:
             # The halt is in the ledger (the account logged it): later ticks hold, the daemon runs on.
             self.log.warning("execution_halted", error=str(exc), sent="nothing")
@@ -273,18 +376,30 @@ class Ticker:
     def _executed(self, decision: dict[str, Any]) -> bool:
         if self.mode == "paper":
             last = getattr(self.account, "last_candle_ms", None)
-            return last is not None and last >= candle_close_ms(decision["candle_ms"], self.timeframe)
+            return last is not None and last >= candle_close_ms(
+                decision["candle_ms"], self.timeframe
+            )
         if decision["final_action"] == Action.HOLD:
             return True
-        rows = self.ledger._query("SELECT 1 FROM orders WHERE decision_id = ? LIMIT 1", (decision["id"],))
+        rows = self.ledger._query(
+            "SELECT 1 FROM orders WHERE decision_id = ? LIMIT 1", (decision["id"],)
+        )
         return bool(rows)
 
-    def _replay(self, previous: dict[str, Any], candles: pd.DataFrame, timings: dict[str, float], t_start: float) -> TickResult:
+    def _replay(
+        self,
+        previous: dict[str, Any],
+        candles: pd.DataFrame,
+        timings: dict[str, float],
+        t_start: float,
+    ) -> TickResult:
         target = previous["candle_ms"]
         close = float(candles["close"].iloc[-1])
         if self._executed(previous):
             self.log.debug("tick_already_done", candle=_iso(target))
-            return TickResult(self.symbol, target, "skipped", timings=timings | {"total_ms": _ms(t_start)})
+            return TickResult(
+                self.symbol, target, "skipped", timings=timings | {"total_ms": _ms(t_start)}
+            )
         # Recorded before a crash, never executed: execute it now (the fill is still at t+1's open),
         # under the same position cap, unless a halt arrived meanwhile.
         details = json.loads(previous["details"] or "{}")
@@ -294,11 +409,25 @@ class Ticker:
         order = self._execute(action, target, close, details.get("max_notional"), previous["id"])
         timings["order_ms"] = _ms(t0)
         timings["total_ms"] = _ms(t_start)
-        result = TickResult(self.symbol, target, "recovered", previous["final_action"], action,
-                            halt or "recovered", close, self.account.equity(), self.account.position, order, 0, timings)
+        result = TickResult(
+            self.symbol,
+            target,
+            "recovered",
+            previous["final_action"],
+            action,
+            halt or "recovered",
+            close,
+            self.account.equity(),
+            self.account.position,
+            order,
+            0,
+            timings,
+        )
         return self._finish(result)
 
-    def _missed(self, target: int, reason: str, error: str | None, timings: dict[str, float]) -> TickResult:
+    def _missed(
+        self, target: int, reason: str, error: str | None, timings: dict[str, float]
+    ) -> TickResult:
         self.missed += 1
         self.log.warning("tick_missed", candle=_iso(target), count=1, reason=reason, error=error)
         result = TickResult(self.symbol, target, "missed", reason=reason, missed=1, timings=timings)
@@ -310,7 +439,12 @@ class Ticker:
     def record_missed(self, scheduled_ms: int, reason: str) -> None:
         """The scheduler skipped a run (too late): logged here, caught up by the next tick's gap check."""
         self.missed += 1
-        self.log.warning("tick_missed", candle=_iso(last_closed_open_ms(scheduled_ms, self.timeframe)), count=1, reason=reason)
+        self.log.warning(
+            "tick_missed",
+            candle=_iso(last_closed_open_ms(scheduled_ms, self.timeframe)),
+            count=1,
+            reason=reason,
+        )
 
     def _finish(self, result: TickResult) -> TickResult:
         self.ticks += 1
@@ -323,7 +457,11 @@ class Ticker:
         r = self.last
         pos = f"pos {self.account.position:.6g}"
         eq = f"equity {self.account.equity():,.2f}"
-        last = f"last {_iso(r.candle_ms)} {ACTIONS.get(r.final_action, r.status)}" if r else "no tick yet"
+        last = (
+            f"last {_iso(r.candle_ms)} {ACTIONS.get(r.final_action, r.status)}"
+            if r
+            else "no tick yet"
+        )
         text = f"{self.mode} {self.symbol} {self.timeframe} | {pos} | {eq} | {last}"
         halt = self.risk.halted()
         if halt == "ledger_halt":

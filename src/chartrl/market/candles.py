@@ -26,4 +26,6 @@ def to_ms(ts: pd.Series | pd.Timestamp) -> pd.Series | int:
 
 
 def from_ms(ms: pd.Series | list[int]) -> pd.Series:
-    return pd.to_datetime(pd.Series(ms, dtype="int64"), unit="ms", utc=True).astype("datetime64[ns, UTC]")
+    return pd.to_datetime(pd.Series(ms, dtype="int64"), unit="ms", utc=True).astype(
+        "datetime64[ns, UTC]"
+    )

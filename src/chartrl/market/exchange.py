@@ -24,6 +24,7 @@ T = TypeVar("T")
 class ExchangeRefusedError(TemporaryError):
     """The exchange answered a request with an error that is neither a network fault nor our mistake."""
 
+
 _log = get_logger("chartrl.market.exchange")
 
 
@@ -33,7 +34,15 @@ def _redirect(urls: Any, base: str) -> Any:
     if isinstance(urls, str) and urls.startswith(("http://", "https://")):
         b = urlsplit(base)
         u = urlsplit(urls)
-        return urlunsplit((b.scheme, b.netloc, (b.path.rstrip("/") + u.path) if b.path else u.path, u.query, u.fragment))
+        return urlunsplit(
+            (
+                b.scheme,
+                b.netloc,
+                (b.path.rstrip("/") + u.path) if b.path else u.path,
+                u.query,
+                u.fragment,
+            )
+        )
     return urls
 
 
@@ -44,7 +53,11 @@ def make_exchange(cfg: ExchangeSettings, **options: Any) -> Any:
     cls = getattr(ccxt, cfg.id, None)
     if cls is None:
         raise UsageError(f"exchange {cfg.id!r} is not a ccxt exchange id")
-    params: dict[str, Any] = {"enableRateLimit": True, "timeout": cfg.timeout_ms, "options": dict(options)}
+    params: dict[str, Any] = {
+        "enableRateLimit": True,
+        "timeout": cfg.timeout_ms,
+        "options": dict(options),
+    }
     if cfg.api_key is not None:
         params["apiKey"] = cfg.api_key.get_secret_value()
     if cfg.api_secret is not None:
@@ -57,7 +70,9 @@ def make_exchange(cfg: ExchangeSettings, **options: Any) -> Any:
     exchange = cls(params)
     if cfg.api_url:
         exchange.urls["api"] = _redirect(exchange.urls["api"], cfg.api_url)
-        exchange.rateLimit = min(exchange.rateLimit, 5)  # loopback: no need to pace like the real API
+        exchange.rateLimit = min(
+            exchange.rateLimit, 5
+        )  # loopback: no need to pace like the real API
     return exchange
 
 
@@ -83,8 +98,13 @@ def call_with_retry(
     import ccxt
 
     retryable = (
-        ccxt.NetworkError, ccxt.RequestTimeout, ccxt.ExchangeNotAvailable, ccxt.RateLimitExceeded, ccxt.DDoSProtection,
-        ccxt.BadResponse, ccxt.NullResponse,
+        ccxt.NetworkError,
+        ccxt.RequestTimeout,
+        ccxt.ExchangeNotAvailable,
+        ccxt.RateLimitExceeded,
+        ccxt.DDoSProtection,
+        ccxt.BadResponse,
+        ccxt.NullResponse,
     )
     for attempt in range(max_retries + 1):
         try:
@@ -95,7 +115,9 @@ def call_with_retry(
                 "API_SECRET or exchange.key_file)"
             ) from None
         except ccxt.BadSymbol as exc:
-            raise UsageError(f"{what}: unknown symbol ({short_error(exc)}); check --symbol / market.symbol") from None
+            raise UsageError(
+                f"{what}: unknown symbol ({short_error(exc)}); check --symbol / market.symbol"
+            ) from None
         except retryable as exc:
             if attempt >= max_retries:
                 raise TemporaryError(
@@ -106,14 +128,27 @@ def call_with_retry(
             if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
                 # Binance bans an IP (HTTP 418) that keeps calling before its Retry-After.
                 delay = max(delay, _retry_after(getattr(fn, "__self__", None)))
-            _log.warning("exchange_retry", what=what, attempt=attempt + 1, of=max_retries + 1, delay_s=round(delay, 3), error=short_error(exc))
+            _log.warning(
+                "exchange_retry",
+                what=what,
+                attempt=attempt + 1,
+                of=max_retries + 1,
+                delay_s=round(delay, 3),
+                error=short_error(exc),
+            )
             sleep(delay)
-        except ccxt.BadRequest as exc:  # after BadSymbol: the request itself is wrong, a retry repeats it
+        except (
+            ccxt.BadRequest
+        ) as exc:  # after BadSymbol: the request itself is wrong, a retry repeats it
             raise UsageError(
                 f"{what} was refused as a bad request: {short_error(exc)}; check --symbol, --timeframe and the dates"
             ) from None
-        except ccxt.ExchangeError as exc:  # the exchange answered, with an error ccxt has no class for
-            raise ExchangeRefusedError(f"{what} failed: {short_error(exc)}; retry later, or check the exchange's status page") from None
+        except (
+            ccxt.ExchangeError
+        ) as exc:  # the exchange answered, with an error ccxt has no class for
+            raise ExchangeRefusedError(
+                f"{what} failed: {short_error(exc)}; retry later, or check the exchange's status page"
+            ) from None
     raise AssertionError("unreachable")  # the loop either returns or raises
 
 

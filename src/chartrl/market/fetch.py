@@ -38,7 +38,10 @@ DEFAULT_PAGE_LIMIT = 500
 
 
 def _retry_opts(settings: Settings) -> dict[str, Any]:
-    return {"max_retries": settings.exchange.max_retries, "base_delay": settings.exchange.retry_base_delay}
+    return {
+        "max_retries": settings.exchange.max_retries,
+        "base_delay": settings.exchange.retry_base_delay,
+    }
 
 
 def page_limit(exchange: Any) -> int:
@@ -53,7 +56,9 @@ def page_limit(exchange: Any) -> int:
 def check_market(exchange: Any, symbol: str, timeframe: str, **retry: Any) -> None:
     """Load markets (retried) and refuse an unknown symbol or timeframe with close matches."""
     markets = call_with_retry(exchange.load_markets, what=f"{exchange.id} load_markets", **retry)
-    if not markets:  # an outage or a proxy answering 200 with nothing: no reason to blame the symbol
+    if (
+        not markets
+    ):  # an outage or a proxy answering 200 with nothing: no reason to blame the symbol
         raise TemporaryError(
             f"{exchange.id} returned no markets from {_api_url(exchange)}; the exchange or exchange.api_url may be "
             "down or misconfigured, retry later"
@@ -64,7 +69,9 @@ def check_market(exchange: Any, symbol: str, timeframe: str, **retry: Any) -> No
         raise UsageError(f"{exchange.id} has no market {symbol!r}; {hint}")
     timeframes = getattr(exchange, "timeframes", None) or {}
     if timeframes and timeframe not in timeframes:
-        raise UsageError(f"{exchange.id} has no {timeframe!r} candles; use one of {', '.join(list(timeframes)[:12])}")
+        raise UsageError(
+            f"{exchange.id} has no {timeframe!r} candles; use one of {', '.join(list(timeframes)[:12])}"
+        )
 
 
 def _api_url(exchange: Any) -> str:
@@ -81,7 +88,9 @@ def exchange_now_ms(exchange: Any, **retry: Any) -> int:
 
     if exchange.has.get("fetchTime"):
         try:
-            return int(call_with_retry(exchange.fetch_time, what=f"{exchange.id} fetch_time", **retry))
+            return int(
+                call_with_retry(exchange.fetch_time, what=f"{exchange.id} fetch_time", **retry)
+            )
         except (ccxt.BaseError, ExchangeRefusedError, UsageError, ValueError, TypeError) as exc:
             log.debug("exchange_time_unavailable", exchange=exchange.id, error=short_error(exc))
     return int(exchange.milliseconds())
@@ -104,7 +113,9 @@ def fetch_range(
     longer than a page with nothing, and stopping there would restart at the same place forever.
     The window is skipped (logged once per run of empty pages; the store reports it as a gap).
     """
-    step = timeframe_ms(timeframe)  # months: a nominal 30 days, for the progress bar and empty pages only
+    step = timeframe_ms(
+        timeframe
+    )  # months: a nominal 30 days, for the progress bar and empty pages only
     limit = limit or page_limit(exchange)
     rows: list[list[float]] = []
     since = start_ms
@@ -114,7 +125,11 @@ def fetch_range(
     try:
         while since <= end_ms:
             page = call_with_retry(
-                exchange.fetch_ohlcv, symbol, timeframe, since=since, limit=limit,
+                exchange.fetch_ohlcv,
+                symbol,
+                timeframe,
+                since=since,
+                limit=limit,
                 what=f"{exchange.id} fetch_ohlcv {symbol} {timeframe} since {fmt_ts(pd.Timestamp(since, unit='ms'))}",
                 **retry,
             )
@@ -132,7 +147,9 @@ def fetch_range(
             last = int(page[-1][0])
             if bar is not None:
                 bar.update(task, completed=min((last - start_ms) // step + 1, total))
-            since = candle_close_ms(last, timeframe)  # the next candle's open (calendar months differ in length)
+            since = candle_close_ms(
+                last, timeframe
+            )  # the next candle's open (calendar months differ in length)
     finally:
         if bar is not None:
             bar.update(task, completed=total)
@@ -144,8 +161,12 @@ def fetch_range(
 
 def _log_empty(exchange: Any, symbol: str, timeframe: str, start_ms: int, stop_ms: int) -> None:
     log.warning(
-        "fetch_window_empty", exchange=exchange.id, symbol=symbol, timeframe=timeframe,
-        start=fmt_ts(pd.Timestamp(start_ms, unit="ms")), before=fmt_ts(pd.Timestamp(stop_ms, unit="ms")),
+        "fetch_window_empty",
+        exchange=exchange.id,
+        symbol=symbol,
+        timeframe=timeframe,
+        start=fmt_ts(pd.Timestamp(start_ms, unit="ms")),
+        before=fmt_ts(pd.Timestamp(stop_ms, unit="ms")),
         meaning="the exchange served no candles in this window (an outage?); skipped, it shows as a gap",
     )
 
@@ -161,7 +182,13 @@ def _progress(enabled: bool, label: str, total: int) -> tuple[Any, Any]:
         TimeRemainingColumn,
     )
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
     task = bar.add_task(label, total=total)
     bar.start()
     return bar, task
@@ -171,8 +198,13 @@ def _store_market(settings: Settings, exchange: Any) -> None:
     """Keep the market info beside the candles: a backtest then fills under the same precision and
     limits as the paper account, offline (see chartrl.market.markets)."""
     try:
-        save_market(settings.data_dir, settings.exchange.id, settings.market.symbol,
-                    exchange.markets[settings.market.symbol], getattr(exchange, "precisionMode", TICK_SIZE))
+        save_market(
+            settings.data_dir,
+            settings.exchange.id,
+            settings.market.symbol,
+            exchange.markets[settings.market.symbol],
+            getattr(exchange, "precisionMode", TICK_SIZE),
+        )
     except (OSError, TypeError, ValueError) as exc:  # a cache only: never fail a fetch for it
         log.warning("market_info_not_saved", error=str(exc)[:200])
 
@@ -204,12 +236,16 @@ def update_series(
     store = store or CandleStore(settings.data_dir)
     exchange = exchange or make_exchange(settings.exchange)
     retry = _retry_opts(settings)
-    if symbol not in (getattr(exchange, "markets", None) or {}):  # loaded once per exchange instance
+    if symbol not in (
+        getattr(exchange, "markets", None) or {}
+    ):  # loaded once per exchange instance
         check_market(exchange, symbol, tf, **retry)
     _store_market(settings, exchange)
     last = store.last_timestamp(ex_id, symbol, tf)
     if last is not None and since is None:
-        start = candle_close_ms(_utc_ms(last), tf)  # the next candle's open, a calendar month on for 1M
+        start = candle_close_ms(
+            _utc_ms(last), tf
+        )  # the next candle's open, a calendar month on for 1M
     else:
         start = candle_open_ms(_utc_ms(since if since is not None else settings.market.since), tf)
     now = now_ms() if now_ms is not None else exchange_now_ms(exchange, **retry)
@@ -220,10 +256,21 @@ def update_series(
             f"--since {fmt_ts(pd.Timestamp(start, unit='ms'))} is after the newest closed {symbol} {tf} candle "
             f"({fmt_ts(pd.Timestamp(newest_closed, unit='ms'))}); nothing can be fetched from there yet"
         )
-    rows = fetch_range(exchange, symbol, tf, start, end, progress=progress, **retry) if start <= end else []
+    rows = (
+        fetch_range(exchange, symbol, tf, start, end, progress=progress, **retry)
+        if start <= end
+        else []
+    )
     # The exchange serves the still-open candle last; it changes until it closes, so never store it.
     rows = [r for r in rows if candle_close_ms(int(r[0]), tf) <= now]
-    log.info("candles_fetched", exchange=ex_id, symbol=symbol, timeframe=tf, rows=len(rows), start=fmt_ts(pd.Timestamp(start, unit="ms")))
+    log.info(
+        "candles_fetched",
+        exchange=ex_id,
+        symbol=symbol,
+        timeframe=tf,
+        rows=len(rows),
+        start=fmt_ts(pd.Timestamp(start, unit="ms")),
+    )
     if not rows:
         if last is None:
             raise DataError(
@@ -234,5 +281,11 @@ def update_series(
     df = pd.DataFrame([r[:6] for r in rows], columns=COLUMNS)
     df["timestamp"] = from_ms(df["timestamp"].astype("int64"))
     return store.ingest(
-        ex_id, symbol, tf, df, source=f"ccxt:{ex_id}", strict=settings.data.strict, spike_factor=settings.data.spike_factor
+        ex_id,
+        symbol,
+        tf,
+        df,
+        source=f"ccxt:{ex_id}",
+        strict=settings.data.strict,
+        spike_factor=settings.data.spike_factor,
     )

@@ -68,14 +68,23 @@ def _find_header(path: Path) -> int:
         with open(path, encoding="utf-8-sig", errors="strict", newline="") as fh:
             lines = [fh.readline() for _ in range(HEADER_SCAN_LINES)]
     except UnicodeDecodeError:
-        raise DataError(f"{path} is not a text CSV file; expected a candle CSV (timestamp, open, high, low, close, volume)") from None
+        raise DataError(
+            f"{path} is not a text CSV file; expected a candle CSV (timestamp, open, high, low, close, volume)"
+        ) from None
     for i, line in enumerate(lines):
         names = {_norm(c) for c in next(csv.reader([line]), [])}
         if names & {"open", "close"} and names & set(UNIX_NAMES + DATE_NAMES):
             return i
     first = next((ln.strip() for ln in lines if ln.strip()), "")
     found = ", ".join(next(csv.reader([first]), [])[:8]) if first else "an empty file"
-    other_sep = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if sep in first), None)
+    other_sep = next(
+        (
+            name
+            for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+            if sep in first
+        ),
+        None,
+    )
     hint = f"; its columns look separated by {other_sep}: save it with commas" if other_sep else ""
     raise DataError(
         f"{path} is not a candle CSV: no header with a time column (unix/timestamp/date) and open/high/low/close/volume "
@@ -149,10 +158,14 @@ def read_candle_csv(path: Path | str, symbol: str | None = None) -> ParsedCSV:
     if path.is_dir():
         raise UsageError(f"{path} is a directory; pass one candle CSV file")
     if not path.is_file():
-        raise UsageError(f"{path} does not exist or is not a file; pass the path of a candle CSV file")
+        raise UsageError(
+            f"{path} does not exist or is not a file; pass the path of a candle CSV file"
+        )
     header = _find_header(path)
     try:
-        raw = pd.read_csv(path, skiprows=header, dtype=str, keep_default_na=False, skipinitialspace=True)
+        raw = pd.read_csv(
+            path, skiprows=header, dtype=str, keep_default_na=False, skipinitialspace=True
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]})") from None
     cols = {}
@@ -167,10 +180,28 @@ def read_candle_csv(path: Path | str, symbol: str | None = None) -> ParsedCSV:
     if vol_col is None:
         missing.append("volume (Volume, Volume <base>)")
     if missing:
-        raise DataError(f"{path} is not a candle CSV: missing columns {', '.join(missing)} (found: {', '.join(map(str, raw.columns))})")
+        raise DataError(
+            f"{path} is not a candle CSV: missing columns {', '.join(missing)} (found: {', '.join(map(str, raw.columns))})"
+        )
 
-    used_cols = list(dict.fromkeys(c for c in (unix_col, date_col, vol_col, cols.get("symbol"), *(cols[p] for p in PRICE_COLUMNS)) if c))
-    raw = raw[used_cols].apply(lambda s: s.str.strip()).mask(lambda d: d.apply(lambda s: s.str.lower().isin(NULLS)))
+    used_cols = list(
+        dict.fromkeys(
+            c
+            for c in (
+                unix_col,
+                date_col,
+                vol_col,
+                cols.get("symbol"),
+                *(cols[p] for p in PRICE_COLUMNS),
+            )
+            if c
+        )
+    )
+    raw = (
+        raw[used_cols]
+        .apply(lambda s: s.str.strip())
+        .mask(lambda d: d.apply(lambda s: s.str.lower().isin(NULLS)))
+    )
     notes: list[str] = []
     _check_symbol(path, raw, cols, symbol)
     ts = _parse_time(raw[unix_col]) if unix_col else parse_dates(raw[date_col])
@@ -179,7 +210,9 @@ def read_candle_csv(path: Path | str, symbol: str | None = None) -> ParsedCSV:
         fill = ts.isna() & alt.notna()
         if fill.any():
             ts[fill] = alt[fill]
-            notes.append(f"{int(fill.sum())} rows had no usable {unix_col!r}; their {date_col!r} was used")
+            notes.append(
+                f"{int(fill.sum())} rows had no usable {unix_col!r}; their {date_col!r} was used"
+            )
         both = ts.notna() & alt.notna() & ~fill
         differ = both & (ts != alt)
         if differ.any():
@@ -194,9 +227,15 @@ def read_candle_csv(path: Path | str, symbol: str | None = None) -> ParsedCSV:
         frame[c] = pd.to_numeric(raw[cols[c]], errors="coerce")
     frame["volume"] = pd.to_numeric(raw[vol_col], errors="coerce")
     # Among duplicated hours, the more precise export wins over a rounded one.
-    frame["priority"] = np.maximum(_decimals(raw[cols["close"]].fillna("")), _decimals(raw[vol_col].fillna("")))
+    frame["priority"] = np.maximum(
+        _decimals(raw[cols["close"]].fillna("")), _decimals(raw[vol_col].fillna(""))
+    )
     frame["source_row"] = np.arange(len(frame)) + header + 2
-    used = {"timestamp": unix_col or date_col, **{c: cols[c] for c in PRICE_COLUMNS}, "volume": vol_col}
+    used = {
+        "timestamp": unix_col or date_col,
+        **{c: cols[c] for c in PRICE_COLUMNS},
+        "volume": vol_col,
+    }
     return ParsedCSV(path=path, frame=frame, columns=used, notes=notes)
 
 
@@ -210,7 +249,9 @@ def _check_symbol(path: Path, raw: pd.DataFrame, cols: dict[str, str], symbol: s
     want = _symbol_key(symbol)
     if not (keys == want).mean() >= 0.5:
         seen = values.iloc[0]
-        raise DataError(f"{path} holds {seen} candles, not {symbol}; pass --symbol to match the file")
+        raise DataError(
+            f"{path} holds {seen} candles, not {symbol}; pass --symbol to match the file"
+        )
 
 
 def import_csv(
@@ -228,13 +269,21 @@ def import_csv(
         raise DataError(f"{parsed.path} has a header but no candle rows; nothing was imported")
     seen = infer_timeframe(parsed.frame["timestamp"])
     if seen and seen != timeframe:
-        raise DataError(f"{parsed.path} holds {seen} candles (most common spacing), not {timeframe}; pass --timeframe {seen}")
+        raise DataError(
+            f"{parsed.path} holds {seen} candles (most common spacing), not {timeframe}; pass --timeframe {seen}"
+        )
     for note in parsed.notes:
         log.warning("import_note", file=str(parsed.path), note=note)
     # require_rows: with no usable row exit 0 would tell a script the import worked.
     summary = store.ingest(
-        exchange, symbol, timeframe, parsed.frame, source=f"csv:{parsed.path.name}", strict=strict,
-        spike_factor=spike_factor, require_rows=True,
+        exchange,
+        symbol,
+        timeframe,
+        parsed.frame,
+        source=f"csv:{parsed.path.name}",
+        strict=strict,
+        spike_factor=spike_factor,
+        require_rows=True,
     )
     if summary.report is not None:
         summary.report.notes[:0] = parsed.notes

@@ -41,10 +41,17 @@ class MarketInfo:
 
 
 def market_path(data_dir: Path | str, exchange_id: str, symbol: str) -> Path:
-    return Path(data_dir).expanduser() / "markets" / safe_name(exchange_id) / f"{safe_name(symbol)}.json"
+    return (
+        Path(data_dir).expanduser()
+        / "markets"
+        / safe_name(exchange_id)
+        / f"{safe_name(symbol)}.json"
+    )
 
 
-def save_market(data_dir: Path | str, exchange_id: str, symbol: str, market: dict[str, Any], precision_mode: int) -> bool:
+def save_market(
+    data_dir: Path | str, exchange_id: str, symbol: str, market: dict[str, Any], precision_mode: int
+) -> bool:
     """Store the market info unless the stored copy already says the same; True when written.
 
     Called at every tick, so an unchanged market costs one small read, not a write and an fsync.
@@ -53,9 +60,17 @@ def save_market(data_dir: Path | str, exchange_id: str, symbol: str, market: dic
     old = load_market(data_dir, exchange_id, symbol)
     if old is not None and (old.market, old.precision_mode) == (info.market, info.precision_mode):
         return False
-    doc = {"exchange": exchange_id, "symbol": symbol, "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-           "precision_mode": info.precision_mode, "market": info.market}
-    atomic_write(market_path(data_dir, exchange_id, symbol), lambda fh: fh.write(json.dumps(doc, indent=2).encode()))
+    doc = {
+        "exchange": exchange_id,
+        "symbol": symbol,
+        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "precision_mode": info.precision_mode,
+        "market": info.market,
+    }
+    atomic_write(
+        market_path(data_dir, exchange_id, symbol),
+        lambda fh: fh.write(json.dumps(doc, indent=2).encode()),
+    )
     return True
 
 
@@ -64,7 +79,9 @@ def load_market(data_dir: Path | str, exchange_id: str, symbol: str) -> MarketIn
     path = market_path(data_dir, exchange_id, symbol)
     try:
         doc = json.loads(path.read_text())
-        return MarketInfo(dict(doc["market"]), int(doc["precision_mode"]), str(doc.get("saved_at", "")))
+        return MarketInfo(
+            dict(doc["market"]), int(doc["precision_mode"]), str(doc.get("saved_at", ""))
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -93,7 +110,9 @@ def _from_exchange(settings: Settings, exchange: Any = None) -> MarketInfo | Non
         save_market(settings.data_dir, ex_id, symbol, market, mode)
     except OSError as exc:
         log.warning("market_info_not_saved", error=str(exc)[:200])
-    return MarketInfo({k: market.get(k) for k in _KEYS}, mode, datetime.now(UTC).isoformat(timespec="seconds"))
+    return MarketInfo(
+        {k: market.get(k) for k in _KEYS}, mode, datetime.now(UTC).isoformat(timespec="seconds")
+    )
 
 
 def market_rules(settings: Settings, exchange: Any = None) -> tuple[MarketRules, str]:
@@ -121,9 +140,15 @@ def market_rules(settings: Settings, exchange: Any = None) -> tuple[MarketRules,
             f"trading.fee is empty and no {ex_id} market info for {symbol} is stored or reachable; "
             "pass --fee F or set trading.fee, or run `chartrl fetch` once to store it"
         )
-    log.warning("market_info_unavailable", exchange=ex_id, symbol=symbol,
-                consequence="no amount precision, minimum amount or minimum notional: fills may differ from paper/live")
-    return rules_from_settings(t), "none (config fee; no amount precision or minimums: fills may differ from paper/live)"
+    log.warning(
+        "market_info_unavailable",
+        exchange=ex_id,
+        symbol=symbol,
+        consequence="no amount precision, minimum amount or minimum notional: fills may differ from paper/live",
+    )
+    return rules_from_settings(
+        t
+    ), "none (config fee; no amount precision or minimums: fills may differ from paper/live)"
 
 
 SYNTHETIC_SOURCE = "none: synthetic candles have no market (config fee and slippage; no amount precision or minimums)"
@@ -133,5 +158,12 @@ SYNTHETIC_SOURCE = "none: synthetic candles have no market (config fee and slipp
 def fill_parameters(rules: MarketRules, source: str) -> dict[str, Any]:
     """The fill rules of a run and their origin, as a backtest report, model.json and a retrain
     result record them (the same keys everywhere, so runs compare)."""
-    return {"market_info": source, "fee": rules.fee, "slippage_bps": rules.slippage_bps, "amount_step": rules.amount_step,
-            "min_amount": rules.min_amount, "min_notional": rules.min_notional, "position_fraction": rules.position_fraction}
+    return {
+        "market_info": source,
+        "fee": rules.fee,
+        "slippage_bps": rules.slippage_bps,
+        "amount_step": rules.amount_step,
+        "min_amount": rules.min_amount,
+        "min_notional": rules.min_notional,
+        "position_fraction": rules.position_fraction,
+    }

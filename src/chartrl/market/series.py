@@ -53,7 +53,9 @@ def safe_name(part: str) -> str:
     return part.replace("/", "-").replace(":", "_").replace(os.sep, "_")
 
 
-def summary_from_meta(path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str) -> SeriesSummary:
+def summary_from_meta(
+    path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str
+) -> SeriesSummary:
     return SeriesSummary(
         exchange=meta.get("exchange", exchange),
         symbol=meta.get("symbol", symbol),
@@ -85,10 +87,17 @@ def updated_meta(
         repairs[rule] = repairs.get(rule, 0) + n
     sources = dict(meta.get("sources", {}))
     # Aggregated per source name: the daemon merges every candle, a list would grow forever.
-    s = dict(sources.get(report.source, {"merges": 0, "rows_in": 0, "added": 0, "replaced": 0, "first_at": now}))
+    s = dict(
+        sources.get(
+            report.source, {"merges": 0, "rows_in": 0, "added": 0, "replaced": 0, "first_at": now}
+        )
+    )
     s.update(
-        merges=s["merges"] + 1, rows_in=s["rows_in"] + report.rows_in, added=s["added"] + added,
-        replaced=s["replaced"] + replaced, last_at=now,
+        merges=s["merges"] + 1,
+        rows_in=s["rows_in"] + report.rows_in,
+        added=s["added"] + added,
+        replaced=s["replaced"] + replaced,
+        last_at=now,
     )
     sources[report.source] = s
     return {
@@ -107,20 +116,32 @@ def updated_meta(
 
 
 def unreadable(path: Path, exc: BaseException | str) -> DataError:
-    reason = exc if isinstance(exc, str) else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return DataError(f"{path} is unreadable ({reason}); move it aside and run `chartrl fetch` or `chartrl import` again")
+    reason = (
+        exc if isinstance(exc, str) else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    )
+    return DataError(
+        f"{path} is unreadable ({reason}); move it aside and run `chartrl fetch` or `chartrl import` again"
+    )
 
 
-def checked_meta(path: Path, schema: pa.Schema, exchange: str, symbol: str, timeframe: str) -> dict[str, Any]:
+def checked_meta(
+    path: Path, schema: pa.Schema, exchange: str, symbol: str, timeframe: str
+) -> dict[str, Any]:
     """The file's chartrl metadata, after refusing a file that is not a candle file of this series.
 
     Checked on the footer, so `chartrl data` flags a foreign Parquet file instead of listing it as
     healthy, and a load or merge refuses it before pandas fails on a missing column.
     """
     missing = [c for c in COLUMNS if c not in schema.names]
-    mistyped = [c for c in COLUMNS if c in schema.names and not _column_type_ok(c, schema.field(c).type)]
+    mistyped = [
+        c for c in COLUMNS if c in schema.names and not _column_type_ok(c, schema.field(c).type)
+    ]
     if missing or mistyped:
-        what = f"no column {', '.join(missing)}" if missing else f"column {', '.join(mistyped)} of the wrong type"
+        what = (
+            f"no column {', '.join(missing)}"
+            if missing
+            else f"column {', '.join(mistyped)} of the wrong type"
+        )
         raise unreadable(path, f"not a candle file: {what}")
     try:
         raw = (schema.metadata or {}).get(META_KEY)
@@ -132,13 +153,21 @@ def checked_meta(path: Path, schema: pa.Schema, exchange: str, symbol: str, time
 
 
 def _column_type_ok(name: str, type_: pa.DataType) -> bool:
-    return pa.types.is_timestamp(type_) if name == "timestamp" else pa.types.is_floating(type_) or pa.types.is_integer(type_)
+    return (
+        pa.types.is_timestamp(type_)
+        if name == "timestamp"
+        else pa.types.is_floating(type_) or pa.types.is_integer(type_)
+    )
 
 
-def _check_series(path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str) -> None:
+def _check_series(
+    path: Path, meta: dict[str, Any], exchange: str, symbol: str, timeframe: str
+) -> None:
     """Refuse a file whose metadata names another series: it was copied or moved to the wrong place."""
     held = tuple(meta.get(k) for k in ("exchange", "symbol", "timeframe"))
-    if not all(held) or tuple(map(safe_name, held)) == tuple(map(safe_name, (exchange, symbol, timeframe))):
+    if not all(held) or tuple(map(safe_name, held)) == tuple(
+        map(safe_name, (exchange, symbol, timeframe))
+    ):
         return
     raise DataError(
         f"{path} holds {' '.join(held)} candles, not {exchange} {symbol} {timeframe} (a copied or moved file?); "

@@ -97,7 +97,11 @@ class CandleStore:
             mask &= (df["timestamp"] <= _utc(end)).to_numpy()
         out = df[mask].reset_index(drop=True)
         if out.empty:
-            stored = f"{fmt_ts(df['timestamp'].iloc[0])} to {fmt_ts(df['timestamp'].iloc[-1])}" if len(df) else "none"
+            stored = (
+                f"{fmt_ts(df['timestamp'].iloc[0])} to {fmt_ts(df['timestamp'].iloc[-1])}"
+                if len(df)
+                else "none"
+            )
             raise DataError(
                 f"no {exchange} {symbol} {timeframe} candles between {fmt_ts(start) if start is not None else 'the start'} "
                 f"and {fmt_ts(end) if end is not None else 'the end'} (stored: {stored}); choose another range or fetch more"
@@ -109,7 +113,11 @@ class CandleStore:
         df = table.select(COLUMNS).to_pandas()
         ts = df["timestamp"]
         # to_datetime on a column that already is datetime64 walks it in Python: convert directly.
-        ts = ts.dt.tz_localize("UTC") if getattr(ts.dt, "tz", None) is None else ts.dt.tz_convert("UTC")
+        ts = (
+            ts.dt.tz_localize("UTC")
+            if getattr(ts.dt, "tz", None) is None
+            else ts.dt.tz_convert("UTC")
+        )
         df["timestamp"] = ts.astype("datetime64[ns, UTC]")
         for c in PRICE_COLUMNS + ["volume"]:
             df[c] = df[c].astype("float64")
@@ -128,20 +136,30 @@ class CandleStore:
 
     def summary(self, exchange: str, symbol: str, timeframe: str) -> SeriesSummary:
         path = self.path(exchange, symbol, timeframe)
-        return summary_from_meta(path, self._meta(path, exchange, symbol, timeframe), exchange, symbol, timeframe)
+        return summary_from_meta(
+            path, self._meta(path, exchange, symbol, timeframe), exchange, symbol, timeframe
+        )
 
-    def list_series(self, exchange: str | None = None, symbol: str | None = None, timeframe: str | None = None) -> list[SeriesSummary]:
+    def list_series(
+        self, exchange: str | None = None, symbol: str | None = None, timeframe: str | None = None
+    ) -> list[SeriesSummary]:
         """The stored series (those matching the given parts), sorted by exchange/symbol/timeframe, from the file footers.
 
         A file that cannot be read is listed with ``error`` set instead of hiding the others.
         """
         for d in (self.data_dir, self.root):
             if d.exists() and not d.is_dir():
-                raise DataError(f"{d} is not a directory; check --data-dir / data.dir / CHARTRL_DATA_DIR")
+                raise DataError(
+                    f"{d} is not a directory; check --data-dir / data.dir / CHARTRL_DATA_DIR"
+                )
         parts = [glob.escape(_safe(p)) if p else "*" for p in (exchange, symbol, timeframe)]
         out = []
         for path in sorted(self.root.glob(f"{parts[0]}/{parts[1]}/{parts[2]}.parquet")):
-            exchange, symbol, timeframe = path.parent.parent.name, path.parent.name.replace("-", "/"), path.stem
+            exchange, symbol, timeframe = (
+                path.parent.parent.name,
+                path.parent.name.replace("-", "/"),
+                path.stem,
+            )
             try:
                 meta = self._meta(path, exchange, symbol, timeframe)
             except DataError as exc:
@@ -166,7 +184,9 @@ class CandleStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _stored(self, path: Path, exchange: str, symbol: str, timeframe: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    def _stored(
+        self, path: Path, exchange: str, symbol: str, timeframe: str
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The stored frame and its metadata from one read (empty when nothing is stored)."""
         if not path.is_file():
             return empty_candles(), {}
@@ -208,7 +228,9 @@ class CandleStore:
                 raise DataError(
                     f"{source}: none of its {report.rows_in:,} rows is a usable candle ({report.describe()}); nothing was stored"
                 )
-            summary = self._merge_locked(path, old, meta, exchange, symbol, timeframe, clean, report, strict)
+            summary = self._merge_locked(
+                path, old, meta, exchange, symbol, timeframe, clean, report, strict
+            )
         summary.report = report
         return summary
 
@@ -229,7 +251,9 @@ class CandleStore:
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
             old, meta = self._stored(path, exchange, symbol, timeframe)
-            return self._merge_locked(path, old, meta, exchange, symbol, timeframe, new_df, report, strict)
+            return self._merge_locked(
+                path, old, meta, exchange, symbol, timeframe, new_df, report, strict
+            )
 
     def _merge_locked(
         self,
@@ -246,19 +270,26 @@ class CandleStore:
         new = new_df[COLUMNS]
         overlap = old.merge(new, on="timestamp", suffixes=("_old", ""))
         cols = PRICE_COLUMNS + ["volume"]
-        changed = ~same_values(overlap[[c + "_old" for c in cols]].to_numpy(), overlap[cols].to_numpy())
+        changed = ~same_values(
+            overlap[[c + "_old" for c in cols]].to_numpy(), overlap[cols].to_numpy()
+        )
         replaced = int(changed.sum())
         added = len(new) - len(overlap)
         if replaced:
             ex = overlap[changed].head(3)
-            examples = [f"{fmt_ts(r.timestamp)} close {r.close_old:.10g} -> {r.close:.10g}" for r in ex.itertuples(index=False)]
+            examples = [
+                f"{fmt_ts(r.timestamp)} close {r.close_old:.10g} -> {r.close:.10g}"
+                for r in ex.itertuples(index=False)
+            ]
             if strict:
                 raise DataError(
                     f"--strict: {report.source} changes {replaced} stored {exchange} {symbol} {timeframe} "
                     f"candles (e.g. {examples[0]}); rerun without --strict to accept the newer values"
                 )
             report.add("replaced_stored", replaced, examples)
-            log.warning("stored_candles_replaced", source=report.source, rows=replaced, examples=examples)
+            log.warning(
+                "stored_candles_replaced", source=report.source, rows=replaced, examples=examples
+            )
         if not added and not replaced:
             if old.empty or not report.repairs:
                 return summary_from_meta(path, meta, exchange, symbol, timeframe)
@@ -266,21 +297,31 @@ class CandleStore:
         elif old.empty:
             merged = new.reset_index(drop=True)
         else:
-            merged = pd.concat([old[~old["timestamp"].isin(new["timestamp"])], new], ignore_index=True)
+            merged = pd.concat(
+                [old[~old["timestamp"].isin(new["timestamp"])], new], ignore_index=True
+            )
             merged = merged.sort_values("timestamp", kind="stable").reset_index(drop=True)
         meta = updated_meta(meta, exchange, symbol, timeframe, merged, report, added, replaced)
         self._write(path, merged, meta)
         summary = summary_from_meta(path, meta, exchange, symbol, timeframe)
         summary.added, summary.replaced = added, replaced
         log.info(
-            "candles_stored", series=summary.series, source=report.source, added=added, replaced=replaced,
-            count=summary.count, last=fmt_ts(summary.last), repairs=report.counts(),
+            "candles_stored",
+            series=summary.series,
+            source=report.source,
+            added=added,
+            replaced=replaced,
+            count=summary.count,
+            last=fmt_ts(summary.last),
+            repairs=report.counts(),
         )
         return summary
 
     def _write(self, path: Path, df: pd.DataFrame, meta: dict[str, Any]) -> None:
         table = pa.Table.from_pandas(df[COLUMNS], preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
+        )
         try:
             atomic_write_table(table, path)
         except OSError as exc:  # disk full, read-only mount: the old file is intact, say so

@@ -118,7 +118,10 @@ class ValidationReport:
 
     def describe(self) -> str:
         """One line: the rules that fired with counts and an example each."""
-        parts = [f"{h.rule} {h.count} (e.g. {h.examples[0]})" if h.examples else f"{h.rule} {h.count}" for h in self.repairs.values()]
+        parts = [
+            f"{h.rule} {h.count} (e.g. {h.examples[0]})" if h.examples else f"{h.rule} {h.count}"
+            for h in self.repairs.values()
+        ]
         return "; ".join(parts) if parts else "no repairs"
 
 
@@ -126,10 +129,16 @@ def fmt_ts(ts: Any) -> str:
     return pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M") if pd.notna(ts) else "NaT"
 
 
-def _describe_rows(df: pd.DataFrame, limit: int = MAX_EXAMPLES, why: pd.Series | None = None) -> list[str]:
+def _describe_rows(
+    df: pd.DataFrame, limit: int = MAX_EXAMPLES, why: pd.Series | None = None
+) -> list[str]:
     out = []
     for i, (_, row) in enumerate(df.head(limit).iterrows()):
-        where = f"line {int(row['source_row'])} " if "source_row" in df.columns and pd.notna(row.get("source_row")) else ""
+        where = (
+            f"line {int(row['source_row'])} "
+            if "source_row" in df.columns and pd.notna(row.get("source_row"))
+            else ""
+        )
         vals = " ".join(f"{c[0]}={row[c]:.10g}" for c in PRICE_COLUMNS + ["volume"])
         extra = f" ({why.iloc[i]})" if why is not None else ""
         out.append(f"{where}{fmt_ts(row['timestamp'])} {vals}{extra}")
@@ -164,7 +173,9 @@ def same_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise DataError(f"candle frame lacks columns {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+        raise DataError(
+            f"candle frame lacks columns {', '.join(missing)}; expected {', '.join(COLUMNS)}"
+        )
     out = df.copy()
     ts = out["timestamp"]
     if not pd.api.types.is_datetime64_any_dtype(ts):
@@ -187,17 +198,23 @@ def find_gaps(timestamps: pd.Series, timeframe: str, max_examples: int = 5) -> G
     if not len(idx):
         return GapReport()
     order = idx[np.argsort(-missing[idx], kind="stable")]
-    ts = timestamps.reset_index(drop=True)  # only a few are formatted: no object array of all of them
+    ts = timestamps.reset_index(
+        drop=True
+    )  # only a few are formatted: no object array of all of them
     return GapReport(
         count=int(len(idx)),
         missing=int(missing[idx].sum()),
         largest=int(missing[order[0]]),
         largest_after=fmt_ts(ts.iloc[order[0]]),
-        examples=[f"{int(missing[i])} missing after {fmt_ts(ts.iloc[i])}" for i in order[:max_examples]],
+        examples=[
+            f"{int(missing[i])} missing after {fmt_ts(ts.iloc[i])}" for i in order[:max_examples]
+        ],
     )
 
 
-def _spike_mask(df: pd.DataFrame, factor: float, context: pd.DataFrame | None) -> tuple[np.ndarray, pd.Series]:
+def _spike_mask(
+    df: pd.DataFrame, factor: float, context: pd.DataFrame | None
+) -> tuple[np.ndarray, pd.Series]:
     """Rows of ``df`` (sorted, unique) that are isolated outliers, and for each the closes it was held against.
 
     A row is one when a price of it is more than ``factor`` times away from both the previous and the
@@ -224,8 +241,16 @@ def _spike_mask(df: pd.DataFrame, factor: float, context: pd.DataFrame | None) -
         ratio = prices / ref[:, None]
         return np.maximum(ratio, 1 / ratio)
 
-    mask = ~np.isnan(next_close) & (np.minimum(away(prev_close), away(next_close)).max(axis=1) > factor)
-    why = pd.Series([f"previous close {p:.10g}, next close {n:.10g}" for p, n in zip(prev_close, next_close, strict=True)], dtype=object)
+    mask = ~np.isnan(next_close) & (
+        np.minimum(away(prev_close), away(next_close)).max(axis=1) > factor
+    )
+    why = pd.Series(
+        [
+            f"previous close {p:.10g}, next close {n:.10g}"
+            for p, n in zip(prev_close, next_close, strict=True)
+        ],
+        dtype=object,
+    )
     return mask, why
 
 
@@ -259,7 +284,9 @@ def validate_candles(
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
             bad = work[mask]
-            report.add(rule, int(mask.sum()), _describe_rows(bad, why=None if why is None else why[mask]))
+            report.add(
+                rule, int(mask.sum()), _describe_rows(bad, why=None if why is None else why[mask])
+            )
             work = work[~mask].reset_index(drop=True)
 
     drop("bad_timestamp", work["timestamp"].isna())
@@ -277,7 +304,9 @@ def validate_candles(
 
     if not work["timestamp"].is_monotonic_increasing:
         report.notes.append("rows were not in ascending time order; sorted (nothing lost)")
-    work = work.sort_values(["timestamp", "priority", "_order"], kind="stable").reset_index(drop=True)
+    work = work.sort_values(["timestamp", "priority", "_order"], kind="stable").reset_index(
+        drop=True
+    )
     dup = work["timestamp"].duplicated(keep="last").to_numpy()
     if dup.any():
         kept = work[~dup].set_index("timestamp")
@@ -290,7 +319,9 @@ def validate_candles(
         drop_mask = pd.Series(conflict)
         why = pd.Series([""] * len(work), dtype=object)
         for pos, r in zip(np.flatnonzero(conflict), ref[~same], strict=True):
-            why.iloc[pos] = "kept " + " ".join(f"{c[0]}={v:.10g}" for c, v in zip(PRICE_COLUMNS + ["volume"], r, strict=True))
+            why.iloc[pos] = "kept " + " ".join(
+                f"{c[0]}={v:.10g}" for c, v in zip(PRICE_COLUMNS + ["volume"], r, strict=True)
+            )
         report.add("duplicate", int(plain.sum()), _describe_rows(work[plain]))
         drop("conflicting_duplicate", drop_mask, why)
         work = work[~work["timestamp"].duplicated(keep="last")].reset_index(drop=True)
@@ -301,7 +332,14 @@ def validate_candles(
     if timeframe:
         report.gaps = find_gaps(work["timestamp"], timeframe)
     for hit in report.repairs.values():
-        log.warning("candles_repaired", source=source, rule=hit.rule, rows=hit.count, examples=hit.examples, strict=strict)
+        log.warning(
+            "candles_repaired",
+            source=source,
+            rule=hit.rule,
+            rows=hit.count,
+            examples=hit.examples,
+            strict=strict,
+        )
     if strict and report.repairs:
         raise DataError(
             f"--strict: {report.repaired} rows of {source} need repair: {report.describe()}; "

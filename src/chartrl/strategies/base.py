@@ -17,7 +17,15 @@ from torch import nn
 
 from chartrl.actions import N_ACTIONS, Action
 
-__all__ = ["N_ACTIONS", "N_POSITION_FEATURES", "Action", "Hidden", "Policy", "frames_to_float", "frozen_bn_stats"]
+__all__ = [
+    "N_ACTIONS",
+    "N_POSITION_FEATURES",
+    "Action",
+    "Hidden",
+    "Policy",
+    "frames_to_float",
+    "frozen_bn_stats",
+]
 
 N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
 
@@ -76,9 +84,13 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     normalised by them hands the learned steps a hidden state from features on another scale (on
     the BTC history that left a cnnrnn seed stuck at chance for a whole imitation run).
     """
-    saved = [(m, m.momentum, m.num_batches_tracked.clone())
-             for m in module.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.num_batches_tracked is not None]
+    saved = [
+        (m, m.momentum, m.num_batches_tracked.clone())
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and m.num_batches_tracked is not None
+    ]
     for m, _, _ in saved:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
     try:

@@ -30,17 +30,28 @@ class ConvEncoder(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, height: int, width: int, widths: tuple[int, ...] = (16, 32, 32), feat_dim: int = 128
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        widths: tuple[int, ...] = (16, 32, 32),
+        feat_dim: int = 128,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c, h, w = in_channels, height, width
         for i, out in enumerate(widths):
             k = 5 if i == 0 else 3
-            layers += [nn.Conv2d(c, out, k, stride=2, padding=k // 2, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(c, out, k, stride=2, padding=k // 2, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
             c, h, w = out, _conv_out(h, k, 2, k // 2), _conv_out(w, k, 2, k // 2)
         self.conv = nn.Sequential(*layers)
-        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, feat_dim), nn.ReLU(inplace=True))
+        self.proj = nn.Sequential(
+            nn.Flatten(), nn.Linear(c * h * w, feat_dim), nn.ReLU(inplace=True)
+        )
         self.feat_dim = feat_dim
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -55,8 +66,11 @@ class QHead(nn.Module):
         super().__init__()
         n_in = feat_dim + N_POSITION_FEATURES
         self.net: nn.Module = (
-            nn.Linear(n_in, N_ACTIONS) if hidden == 0
-            else nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, N_ACTIONS))
+            nn.Linear(n_in, N_ACTIONS)
+            if hidden == 0
+            else nn.Sequential(
+                nn.Linear(n_in, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, N_ACTIONS)
+            )
         )
 
     def forward(self, feats: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
@@ -80,7 +94,11 @@ class CNNPolicy(Policy):
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
-            "in_channels": in_channels, "height": height, "width": width, "widths": list(widths), "feat_dim": feat_dim,
+            "in_channels": in_channels,
+            "height": height,
+            "width": width,
+            "widths": list(widths),
+            "feat_dim": feat_dim,
         }
         self.encoder = ConvEncoder(in_channels, height, width, tuple(widths), feat_dim)
         self.q = QHead(feat_dim)
@@ -88,6 +106,8 @@ class CNNPolicy(Policy):
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.encoder(frames)
 
-    def head(self, feats: torch.Tensor, position: torch.Tensor, hidden: Hidden = None) -> tuple[torch.Tensor, Hidden]:
+    def head(
+        self, feats: torch.Tensor, position: torch.Tensor, hidden: Hidden = None
+    ) -> tuple[torch.Tensor, Hidden]:
         # Works for (B, F) and (B, T, F) alike: every step is independent.
         return self.q(feats, position), None

@@ -33,8 +33,12 @@ class _RecurrentPolicy(Policy):
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
-            "in_channels": in_channels, "height": height, "width": width,
-            "widths": list(widths), "feat_dim": feat_dim, "hidden_size": hidden_size,
+            "in_channels": in_channels,
+            "height": height,
+            "width": width,
+            "widths": list(widths),
+            "feat_dim": feat_dim,
+            "hidden_size": hidden_size,
         }
         self.encoder = ConvEncoder(in_channels, height, width, tuple(widths), feat_dim)
         self.hidden_size = hidden_size
@@ -51,7 +55,9 @@ class _RecurrentPolicy(Policy):
     def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         return torch.zeros(1, batch, self.hidden_size, device=device)
 
-    def head(self, feats: torch.Tensor, position: torch.Tensor, hidden: Hidden = None) -> tuple[torch.Tensor, Hidden]:
+    def head(
+        self, feats: torch.Tensor, position: torch.Tensor, hidden: Hidden = None
+    ) -> tuple[torch.Tensor, Hidden]:
         single = feats.dim() == 2
         if single:
             feats, position = feats.unsqueeze(1), position.unsqueeze(1)

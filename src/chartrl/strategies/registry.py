@@ -60,7 +60,9 @@ def policy_class(name: str) -> type:
     return neural[name]
 
 
-def build_policy(name: str, spec: ChartSpec | None = None, config: dict[str, Any] | None = None, **overrides: Any):
+def build_policy(
+    name: str, spec: ChartSpec | None = None, config: dict[str, Any] | None = None, **overrides: Any
+):
     """A fresh neural policy: from ``spec`` (its input shape) or from a saved ``config`` dict."""
     cls = policy_class(name)
     if config is not None:

@@ -22,16 +22,23 @@ class ResNetPolicy(Policy):
     name = "resnet"
     recurrent = False
 
-    def __init__(self, in_channels: int, height: int, width: int, stem_stride: int = 2, head_hidden: int = 64) -> None:
+    def __init__(
+        self, in_channels: int, height: int, width: int, stem_stride: int = 2, head_hidden: int = 64
+    ) -> None:
         super().__init__()
         from torchvision.models import resnet18
 
         self.config: dict[str, Any] = {
-            "in_channels": in_channels, "height": height, "width": width,
-            "stem_stride": stem_stride, "head_hidden": head_hidden,
+            "in_channels": in_channels,
+            "height": height,
+            "width": width,
+            "stem_stride": stem_stride,
+            "head_hidden": head_hidden,
         }
         net = resnet18(weights=None)
-        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=stem_stride, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(
+            in_channels, 64, kernel_size=3, stride=stem_stride, padding=1, bias=False
+        )
         net.maxpool = nn.Identity()
         feat_dim = net.fc.in_features
         net.fc = nn.Identity()
@@ -41,5 +48,7 @@ class ResNetPolicy(Policy):
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.backbone(frames_to_float(frames))
 
-    def head(self, feats: torch.Tensor, position: torch.Tensor, hidden: Hidden = None) -> tuple[torch.Tensor, Hidden]:
+    def head(
+        self, feats: torch.Tensor, position: torch.Tensor, hidden: Hidden = None
+    ) -> tuple[torch.Tensor, Hidden]:
         return self.q(feats, position), None

@@ -42,21 +42,37 @@ class RuleStrategy(ABC):
         """The rule's parameters, for reports."""
         return {}
 
-    def initial_hidden(self, batch: int, device: torch.device | str = "cpu", start: int = 0) -> torch.Tensor:
+    def initial_hidden(
+        self, batch: int, device: torch.device | str = "cpu", start: int = 0
+    ) -> torch.Tensor:
         """The state of ``batch`` runs whose first decision is at candle ``start``: that index."""
         return torch.full((batch,), start, dtype=torch.int64, device=device)
 
-    def forward(self, frames: object, position: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, frames: object, position: torch.Tensor, hidden: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The policy interface: ``position`` (B, 2) or (B, T, 2) -> one-hot Q (B[, T], 3) of
         ``decide`` at candles ``hidden`` (B,) onwards, and the candle index after the last step."""
         if hidden is None:
-            raise ValueError(f"rule {self.name!r} needs the candle index as its state: pass initial_hidden(batch, start=t)")
+            raise ValueError(
+                f"rule {self.name!r} needs the candle index as its state: pass initial_hidden(batch, start=t)"
+            )
         single = position.dim() == 2
         pos = (position.unsqueeze(1) if single else position).detach().cpu().numpy()
         t0 = hidden.detach().cpu().numpy()
-        actions = np.array([[self.decide(int(t0[b]) + k, (float(pos[b, k, 0]), float(pos[b, k, 1]))) for k in range(pos.shape[1])]
-                            for b in range(pos.shape[0])], dtype=np.int64).reshape(pos.shape[:2])
-        q = torch.nn.functional.one_hot(torch.from_numpy(actions), N_ACTIONS).to(position.device, torch.float32)
+        actions = np.array(
+            [
+                [
+                    self.decide(int(t0[b]) + k, (float(pos[b, k, 0]), float(pos[b, k, 1])))
+                    for k in range(pos.shape[1])
+                ]
+                for b in range(pos.shape[0])
+            ],
+            dtype=np.int64,
+        ).reshape(pos.shape[:2])
+        q = torch.nn.functional.one_hot(torch.from_numpy(actions), N_ACTIONS).to(
+            position.device, torch.float32
+        )
         return (q.squeeze(1) if single else q), hidden + pos.shape[1]
 
     __call__ = forward
@@ -152,13 +168,24 @@ class OracleStrategy(RuleStrategy):
 
 
 # The one registry of rule baselines (chartrl.strategies.registry builds from it).
-RULES: dict[str, type[RuleStrategy]] = {"buyhold": BuyHold, "sma": SMACrossover, "random": RandomStrategy, "oracle": OracleStrategy}
+RULES: dict[str, type[RuleStrategy]] = {
+    "buyhold": BuyHold,
+    "sma": SMACrossover,
+    "random": RandomStrategy,
+    "oracle": OracleStrategy,
+}
 
 
-def make_rule(name: str, sma: tuple[int, int] = (5, 20), seed: int = 0, oracle_window: int = 24) -> RuleStrategy:
+def make_rule(
+    name: str, sma: tuple[int, int] = (5, 20), seed: int = 0, oracle_window: int = 24
+) -> RuleStrategy:
     """A rule by name (through the registry) with the backtest command's knobs, each passed to the
     rule it belongs to."""
     from chartrl.strategies.registry import build_rule
 
-    kwargs = {"sma": {"fast": sma[0], "slow": sma[1]}, "random": {"seed": seed}, "oracle": {"window": oracle_window}}
+    kwargs = {
+        "sma": {"fast": sma[0], "slow": sma[1]},
+        "random": {"seed": seed},
+        "oracle": {"window": oracle_window},
+    }
     return build_rule(name, **kwargs.get(name, {}))

@@ -74,12 +74,22 @@ def _quiet_logs(log_file: str) -> None:
 
 
 # -- live -------------------------------------------------------------------------------------------
-def live_worker(url: str, ledger_file: str, target_orders: int, pause_at: str | None, occurrence: int, price: float,
-                log_file: str, conn: Any) -> None:
+def live_worker(
+    url: str,
+    ledger_file: str,
+    target_orders: int,
+    pause_at: str | None,
+    occurrence: int,
+    price: float,
+    log_file: str,
+    conn: Any,
+) -> None:
     """Trade until ``target_orders`` orders are filled; pause forever at the n-th ``pause_at`` point."""
     _quiet_logs(log_file)
     settings = Settings(
-        exchange=ExchangeSettings(api_url=url, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET, timeout_ms=5000),
+        exchange=ExchangeSettings(
+            api_url=url, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET, timeout_ms=5000
+        ),
         trading=TradingSettings(mode="live", order_lookup_grace_seconds=GRACE_SECONDS),
     )
     seen = {"n": 0}
@@ -109,8 +119,15 @@ def live_worker(url: str, ledger_file: str, target_orders: int, pause_at: str | 
     conn.send(("done", None))
 
 
-def _run_child(ctx: Any, target: Any, args: tuple, kill_at: str | None, delay: float | None, timeout: float = 60.0,
-               delay_from_ready: bool = False) -> bool:
+def _run_child(
+    ctx: Any,
+    target: Any,
+    args: tuple,
+    kill_at: str | None,
+    delay: float | None,
+    timeout: float = 60.0,
+    delay_from_ready: bool = False,
+) -> bool:
     """Start a child, kill it when it pauses (or after ``delay``); True if it was killed.
 
     ``delay_from_ready``: the delay counts from the child's "ready" message, not from its start, so
@@ -129,7 +146,9 @@ def _run_child(ctx: Any, target: Any, args: tuple, kill_at: str | None, delay: f
             if waiting:
                 p.kill()
                 p.join()
-                raise RuntimeError(f"kill run: child did not reach {kill_at!r} within {timeout:.0f}s")
+                raise RuntimeError(
+                    f"kill run: child did not reach {kill_at!r} within {timeout:.0f}s"
+                )
             p.kill()
             killed = True
             break
@@ -161,33 +180,51 @@ def verify_live(ledger: Ledger, sim: ExchangeSim) -> tuple[int, list[str]]:
     cids = [o["clientOrderId"] for o in remote]
     duplicates = len(cids) - len(set(cids))
     sides = [o["side"] for o in remote]
-    duplicates += sum(1 for a, b in zip(sides, sides[1:], strict=False) if a == b)  # the loop alternates buy/sell
+    duplicates += sum(
+        1 for a, b in zip(sides, sides[1:], strict=False) if a == b
+    )  # the loop alternates buy/sell
     local = {o.client_order_id: o for o in ledger.orders("live")}
     for o in remote:
         mine = local.get(o["clientOrderId"])
         if mine is None:
             problems.append(f"exchange order {o['clientOrderId']} missing from the ledger")
             continue
-        if mine.exchange_order_id != str(o["orderId"]) or Decimal(str(mine.filled)) != Decimal(o["executedQty"]):
-            problems.append(f"order {mine.client_order_id}: ledger {mine.exchange_order_id}/{mine.filled} vs {o['orderId']}/{o['executedQty']}")
-        if (mine.state, o["status"]) not in (("filled", "FILLED"), ("partially_filled", "PARTIALLY_FILLED"), ("open", "NEW")):
-            problems.append(f"order {mine.client_order_id}: ledger {mine.state}, exchange {o['status']}")
+        if mine.exchange_order_id != str(o["orderId"]) or Decimal(str(mine.filled)) != Decimal(
+            o["executedQty"]
+        ):
+            problems.append(
+                f"order {mine.client_order_id}: ledger {mine.exchange_order_id}/{mine.filled} vs {o['orderId']}/{o['executedQty']}"
+            )
+        if (mine.state, o["status"]) not in (
+            ("filled", "FILLED"),
+            ("partially_filled", "PARTIALLY_FILLED"),
+            ("open", "NEW"),
+        ):
+            problems.append(
+                f"order {mine.client_order_id}: ledger {mine.state}, exchange {o['status']}"
+            )
     for cid, mine in local.items():
         if cid not in set(cids) and mine.state != "rejected":
             problems.append(f"ledger order {cid} ({mine.state}) is not on the exchange")
     trades = {str(t["id"]): t for t in sim.trades()}
     fills = {f.trade_id: f for f in ledger.fills("live")}
     if set(trades) != set(fills):
-        problems.append(f"trades differ: exchange-only {sorted(set(trades) - set(fills))}, ledger-only {sorted(set(fills) - set(trades))}")
+        problems.append(
+            f"trades differ: exchange-only {sorted(set(trades) - set(fills))}, ledger-only {sorted(set(fills) - set(trades))}"
+        )
     for tid in set(trades) & set(fills):
-        if Decimal(str(fills[tid].amount)) != Decimal(trades[tid]["qty"]) or Decimal(str(fills[tid].fee)) != Decimal(trades[tid]["commission"]):
+        if Decimal(str(fills[tid].amount)) != Decimal(trades[tid]["qty"]) or Decimal(
+            str(fills[tid].fee)
+        ) != Decimal(trades[tid]["commission"]):
             problems.append(f"trade {tid} differs")
     baseline = ledger.latest_balances("live", "baseline")
     if baseline is None:
         problems.append("no balance baseline in the ledger")
     else:
         rowid = int(ledger.get_flag(BASELINE_FILL_ROWID) or 0)
-        expected = expected_balances(baseline[1], ledger.fills_after_rowid("live", "BTC/USDT", rowid), "BTC", "USDT")
+        expected = expected_balances(
+            baseline[1], ledger.fills_after_rowid("live", "BTC/USDT", rowid), "BTC", "USDT"
+        )
         actual = sim.balances()
         for c in ("BTC", "USDT"):
             if abs(expected[c] - actual.get(c, 0.0)) > 1e-8:
@@ -195,8 +232,15 @@ def verify_live(ledger: Ledger, sim: ExchangeSim) -> tuple[int, list[str]]:
     return duplicates, problems
 
 
-def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int = 2, max_delay: float = 0.6,
-                   on_run: Callable[[], None] | None = None, faults: bool = False) -> KillReport:
+def run_live_kills(
+    runs: int,
+    workdir: Path,
+    seed: int = 0,
+    partial_fills: int = 2,
+    max_delay: float = 0.6,
+    on_run: Callable[[], None] | None = None,
+    faults: bool = False,
+) -> KillReport:
     """``runs`` killed runs of the live loop, one clean final run, then the ledger-vs-exchange check.
 
     ``faults`` also makes the emulator drop order responses after placing them, answer 503 after
@@ -210,8 +254,12 @@ def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int =
     price = float(candles["open"].iloc[-1])
     with ExchangeSim(candles, partial_fills=partial_fills) as sim:
         if faults:
-            sim.faults.add("/api/v3/order", "drop_response", count=None, probability=0.15, method="POST")
-            sim.faults.add("/api/v3/order", "503", count=None, probability=0.1, method="POST", process=True)
+            sim.faults.add(
+                "/api/v3/order", "drop_response", count=None, probability=0.15, method="POST"
+            )
+            sim.faults.add(
+                "/api/v3/order", "503", count=None, probability=0.1, method="POST", process=True
+            )
             sim.faults.add("/api/v3/order", "reset", count=None, probability=0.1, method="POST")
             sim.faults.add("/api/v3/order", "500", count=None, probability=0.1, method="GET")
         points = [*LIVE_POINTS, "random"]
@@ -219,9 +267,23 @@ def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int =
             point = points[i % len(points)]
             # Enough work left that the kill lands before the run finishes on its own.
             target = len(sim.orders()) + 3
-            args = (sim.url, ledger_file, target, None if point == "random" else point, rng.randint(1, 2), price, log_file)
+            args = (
+                sim.url,
+                ledger_file,
+                target,
+                None if point == "random" else point,
+                rng.randint(1, 2),
+                price,
+                log_file,
+            )
             before = len(sim.trades())
-            killed = _run_child(ctx, live_worker, args, point, rng.uniform(0.0, max_delay) if point == "random" else None)
+            killed = _run_child(
+                ctx,
+                live_worker,
+                args,
+                point,
+                rng.uniform(0.0, max_delay) if point == "random" else None,
+            )
             rep.runs += 1
             if killed:
                 rep.kills += 1
@@ -231,7 +293,13 @@ def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int =
                 on_run()
         sim.faults.clear()
         final_target = len(sim.orders()) + 2
-        _run_child(ctx, live_worker, (sim.url, ledger_file, final_target, None, 0, price, log_file), None, None)
+        _run_child(
+            ctx,
+            live_worker,
+            (sim.url, ledger_file, final_target, None, 0, price, log_file),
+            None,
+            None,
+        )
         with Ledger(ledger_file) as ledger:
             rep.duplicates, rep.mismatches = verify_live(ledger, sim)
         rep.orders = len(sim.orders())
@@ -242,11 +310,16 @@ def run_live_kills(runs: int, workdir: Path, seed: int = 0, partial_fills: int =
 # -- paper ------------------------------------------------------------------------------------------
 def paper_candles(n: int, seed: int) -> list[Candle]:
     frame = synthetic_candles(n, seed=seed)
-    return [Candle(int(ts.value // 1_000_000), o, h, lo, c, v) for ts, o, h, lo, c, v in frame.itertuples(index=False)]
+    return [
+        Candle(int(ts.value // 1_000_000), o, h, lo, c, v)
+        for ts, o, h, lo, c, v in frame.itertuples(index=False)
+    ]
 
 
 def paper_action(i: int, seed: int) -> int:
-    return random.Random(seed * 1_000_003 + i).choice([Action.HOLD, Action.HOLD, Action.BUY, Action.SELL])
+    return random.Random(seed * 1_000_003 + i).choice(
+        [Action.HOLD, Action.HOLD, Action.BUY, Action.SELL]
+    )
 
 
 def paper_worker(ledger_file: str, n: int, seed: int, log_file: str, conn: Any) -> None:
@@ -269,8 +342,14 @@ def _paper_progress(ledger_file: str) -> int:
     return -1 if book is None or book["last_candle_ms"] is None else int(book["last_candle_ms"])
 
 
-def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int | None = None, max_delay: float = 0.3,
-                    on_run: Callable[[], None] | None = None) -> KillReport:
+def run_paper_kills(
+    runs: int,
+    workdir: Path,
+    seed: int = 0,
+    n: int | None = None,
+    max_delay: float = 0.3,
+    on_run: Callable[[], None] | None = None,
+) -> KillReport:
     """Random-delay kills of the paper loop, a final clean run, then book and fills vs an uninterrupted run.
 
     ``n`` candles (default: enough that every run still has candles left when it is killed; the
@@ -285,8 +364,14 @@ def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int | None = Non
     for _ in range(runs):
         rep.runs += 1
         before = _paper_progress(ledger_file)
-        if _run_child(ctx, paper_worker, (ledger_file, n, seed, log_file), "random", rng.uniform(0.0, max_delay),
-                      delay_from_ready=True):
+        if _run_child(
+            ctx,
+            paper_worker,
+            (ledger_file, n, seed, log_file),
+            "random",
+            rng.uniform(0.0, max_delay),
+            delay_from_ready=True,
+        ):
             rep.kills += 1
             rep.progressed += _paper_progress(ledger_file) > before
             rep.kills_by_point["random"] = rep.kills_by_point.get("random", 0) + 1
@@ -299,7 +384,9 @@ def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int | None = Non
     with Ledger(ledger_file) as ledger:
         acc = PaperAccount(ledger, symbol="BTC/USDT", initial_cash=1.0, rules=PAPER_RULES)
         if acc.book != reference.book:
-            rep.mismatches.append(f"paper book {acc.book.cash}/{acc.book.position} != reference {reference.book.cash}/{reference.book.position}")
+            rep.mismatches.append(
+                f"paper book {acc.book.cash}/{acc.book.position} != reference {reference.book.cash}/{reference.book.position}"
+            )
         orders = ledger.orders("paper")
         rep.orders = len(orders)
         rep.duplicates = len(orders) - len(reference.book.fills)
@@ -307,7 +394,9 @@ def run_paper_kills(runs: int, workdir: Path, seed: int = 0, n: int | None = Non
     return rep
 
 
-def main(argv: list[str] | None = None) -> None:  # python -m chartrl.testing.killrun [live|paper] RUNS DIR
+def main(
+    argv: list[str] | None = None,
+) -> None:  # python -m chartrl.testing.killrun [live|paper] RUNS DIR
     args = (argv if argv is not None else sys.argv[1:]) or ["live", "10", "/tmp/chartrl-kill"]
     kind, runs, workdir = args[0], int(args[1]), Path(args[2])
     rep = (run_live_kills if kind == "live" else run_paper_kills)(runs, workdir)

@@ -44,7 +44,18 @@ def synthetic_candles(
     high = np.maximum(open_, close) * np.exp(spread * rng.uniform(0.2, 0.8, n))
     low = np.minimum(open_, close) * np.exp(-spread * rng.uniform(0.2, 0.8, n))
     volume = 800 * scale**2 * (1 + 40 * np.abs(rets)) * rng.lognormal(0, 0.35, n)
-    ts = pd.date_range(pd.Timestamp(start, tz="UTC"), periods=n, freq=pd.Timedelta(seconds=timeframe_seconds(timeframe)))
+    ts = pd.date_range(
+        pd.Timestamp(start, tz="UTC"),
+        periods=n,
+        freq=pd.Timedelta(seconds=timeframe_seconds(timeframe)),
+    )
     return pd.DataFrame(
-        {"timestamp": ts.astype("datetime64[ns, UTC]"), "open": open_, "high": high, "low": low, "close": close, "volume": volume}
+        {
+            "timestamp": ts.astype("datetime64[ns, UTC]"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+        }
     )

@@ -11,4 +11,12 @@ from chartrl.testing.exchange_sim.faults import FaultPlan
 from chartrl.testing.exchange_sim.market import SymbolRules
 from chartrl.testing.exchange_sim.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSim
 
-__all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "FAULT_KINDS", "ExchangeSim", "FaultPlan", "SimClock", "SymbolRules"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_API_SECRET",
+    "FAULT_KINDS",
+    "ExchangeSim",
+    "FaultPlan",
+    "SimClock",
+    "SymbolRules",
+]

@@ -21,7 +21,7 @@ def _strip_signature(raw: str) -> tuple[str, str | None]:
     kept, signature = [], None
     for part in raw.split("&") if raw else []:
         if part.startswith("signature="):
-            signature = part[len("signature="):]
+            signature = part[len("signature=") :]
         else:
             kept.append(part)
     return "&".join(kept), signature
@@ -33,7 +33,9 @@ class Auth:
         self._secret = api_secret.encode()
         self._sim_now = sim_now
 
-    def check(self, headers: Mapping[str, str], query: str, body: str, params: dict[str, str]) -> None:
+    def check(
+        self, headers: Mapping[str, str], query: str, body: str, params: dict[str, str]
+    ) -> None:
         key = headers.get("X-MBX-APIKEY")
         if not key:
             raise ApiError(401, -2014, "API-key format invalid.")
@@ -52,7 +54,10 @@ class Auth:
         assert timestamp is not None and recv_window is not None
         if recv_window > 60_000 or recv_window <= 0:
             raise ApiError(400, -1131, "recvWindow must be less than 60000")
-        if not any(self._fresh(timestamp, recv_window, now) for now in (int(time.time() * 1000), self._sim_now())):
+        if not any(
+            self._fresh(timestamp, recv_window, now)
+            for now in (int(time.time() * 1000), self._sim_now())
+        ):
             raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
 
     @staticmethod

@@ -16,7 +16,9 @@ class SimClock:
 
     def __init__(self, start_ms: int, speed: float | None = None) -> None:
         if speed is not None and speed <= 0:
-            raise ValueError(f"SimClock speed must be positive (got {speed}); use None for a manual clock")
+            raise ValueError(
+                f"SimClock speed must be positive (got {speed}); use None for a manual clock"
+            )
         self._lock = threading.Lock()
         self._base_ms = int(start_ms)
         self._speed = speed

@@ -52,11 +52,17 @@ class Fault:
     def __post_init__(self) -> None:
         self.kind = str(self.kind)
         if self.kind not in KINDS:
-            raise ConfigError(f"fault kind {self.kind!r} for path {self.path!r} is unknown; use one of {', '.join(KINDS)}")
+            raise ConfigError(
+                f"fault kind {self.kind!r} for path {self.path!r} is unknown; use one of {', '.join(KINDS)}"
+            )
         if self.count is not None and self.count < 0:
-            raise ConfigError(f"fault count for {self.path!r} must be >= 0 or None (forever), got {self.count}")
+            raise ConfigError(
+                f"fault count for {self.path!r} must be >= 0 or None (forever), got {self.count}"
+            )
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
-            raise ConfigError(f"fault probability for {self.path!r} must be within 0..1, got {self.probability}")
+            raise ConfigError(
+                f"fault probability for {self.path!r} must be within 0..1, got {self.probability}"
+            )
         if self.ms is None:
             self.ms = _DEFAULT_MS.get(self.kind, 0)
         if self.method is not None:
@@ -124,7 +130,14 @@ class FaultPlan:
                     continue
                 fault.fired += 1
                 self.injected.append(FiredFault(fault.kind, method, path))
-                log.warning("fault injected", kind=fault.kind, method=method, path=path, fired=fault.fired, count=fault.count)
+                log.warning(
+                    "fault injected",
+                    kind=fault.kind,
+                    method=method,
+                    path=path,
+                    fired=fault.fired,
+                    count=fault.count,
+                )
                 return fault
         return None
 
@@ -145,19 +158,27 @@ class FaultPlan:
                 continue
             missing = [k for k in ("path", "kind") if k not in entry]
             if missing:
-                problems.append(f"fault #{n}: missing {' and '.join(missing)}; every fault needs path and kind")
+                problems.append(
+                    f"fault #{n}: missing {' and '.join(missing)}; every fault needs path and kind"
+                )
                 continue
             unknown = set(entry) - _FIELDS
             if unknown:
-                problems.append(f"fault #{n}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")
+                problems.append(
+                    f"fault #{n}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}"
+                )
                 continue
             try:
                 count = entry.get("count", 1)
                 plan.add(
-                    str(entry["path"]), str(entry["kind"]),
+                    str(entry["path"]),
+                    str(entry["kind"]),
                     None if count in (None, "forever", -1) else _typed(entry, "count", int, 1),
-                    _typed(entry, "probability", float, None), method=entry.get("method"), ms=_typed(entry, "ms", int, None),
-                    retry_after=_typed(entry, "retry_after", int, 1), process=_typed(entry, "process", bool, False),
+                    _typed(entry, "probability", float, None),
+                    method=entry.get("method"),
+                    ms=_typed(entry, "ms", int, None),
+                    retry_after=_typed(entry, "retry_after", int, 1),
+                    process=_typed(entry, "process", bool, False),
                 )
             except ConfigError as exc:
                 problems.extend(f"fault #{n}: {p}" for p in exc.problems)
@@ -185,7 +206,9 @@ class FaultPlan:
             else:
                 data = tomllib.loads(text)
         except ValueError as exc:
-            raise ConfigError(f"not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}", str(p)) from None
+            raise ConfigError(
+                f"not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}", str(p)
+            ) from None
         return cls.from_dict(data, str(p))
 
 

@@ -13,7 +13,24 @@ from chartrl.testing.exchange_sim.protocol import ApiError, fmt, int_param, limi
 from chartrl.testing.exchange_sim.series import CandleSeries
 
 # Binance interval names equal ccxt's timeframe names for the ones Binance supports.
-_INTERVALS = {"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"}
+_INTERVALS = {
+    "1s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1M",
+}
 
 
 @dataclass(frozen=True)
@@ -32,13 +49,48 @@ class SymbolRules:
 
     def filters(self) -> list[dict[str, Any]]:
         return [
-            {"filterType": "PRICE_FILTER", "minPrice": fmt(self.min_price), "maxPrice": fmt(self.max_price), "tickSize": fmt(self.tick_size)},
-            {"filterType": "LOT_SIZE", "minQty": fmt(self.min_qty), "maxQty": fmt(self.max_qty), "stepSize": fmt(self.step_size)},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": fmt(self.min_price),
+                "maxPrice": fmt(self.max_price),
+                "tickSize": fmt(self.tick_size),
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": fmt(self.min_qty),
+                "maxQty": fmt(self.max_qty),
+                "stepSize": fmt(self.step_size),
+            },
             {"filterType": "ICEBERG_PARTS", "limit": 10},
-            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": fmt(self.market_max_qty), "stepSize": "0.00000000"},
-            {"filterType": "TRAILING_DELTA", "minTrailingAboveDelta": 10, "maxTrailingAboveDelta": 2000, "minTrailingBelowDelta": 10, "maxTrailingBelowDelta": 2000},
-            {"filterType": "PERCENT_PRICE_BY_SIDE", "bidMultiplierUp": "5", "bidMultiplierDown": "0.2", "askMultiplierUp": "5", "askMultiplierDown": "0.2", "avgPriceMins": 5},
-            {"filterType": "NOTIONAL", "minNotional": fmt(self.min_notional), "applyMinToMarket": True, "maxNotional": fmt(self.max_notional), "applyMaxToMarket": False, "avgPriceMins": 5},
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": "0.00000000",
+                "maxQty": fmt(self.market_max_qty),
+                "stepSize": "0.00000000",
+            },
+            {
+                "filterType": "TRAILING_DELTA",
+                "minTrailingAboveDelta": 10,
+                "maxTrailingAboveDelta": 2000,
+                "minTrailingBelowDelta": 10,
+                "maxTrailingBelowDelta": 2000,
+            },
+            {
+                "filterType": "PERCENT_PRICE_BY_SIDE",
+                "bidMultiplierUp": "5",
+                "bidMultiplierDown": "0.2",
+                "askMultiplierUp": "5",
+                "askMultiplierDown": "0.2",
+                "avgPriceMins": 5,
+            },
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": fmt(self.min_notional),
+                "applyMinToMarket": True,
+                "maxNotional": fmt(self.max_notional),
+                "applyMaxToMarket": False,
+                "avgPriceMins": 5,
+            },
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
             {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
         ]
@@ -85,7 +137,12 @@ class Market:
             "permissions": [],
             "permissionSets": [["SPOT"]],
             "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-            "allowedSelfTradePreventionModes": ["NONE", "EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+            "allowedSelfTradePreventionModes": [
+                "NONE",
+                "EXPIRE_TAKER",
+                "EXPIRE_MAKER",
+                "EXPIRE_BOTH",
+            ],
         }
 
     # -- endpoints ----------------------------------------------------------------------------
@@ -101,10 +158,20 @@ class Market:
             "timezone": "UTC",
             "serverTime": now,
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": 6000,
+                },
                 {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
                 {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
-                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+                {
+                    "rateLimitType": "RAW_REQUESTS",
+                    "interval": "MINUTE",
+                    "intervalNum": 5,
+                    "limit": 61000,
+                },
             ],
             "exchangeFilters": [],
             "symbols": [self.symbol_info()],
@@ -119,7 +186,9 @@ class Market:
             raise ApiError(400, -1120, "Invalid interval.")
         if interval != self.series.timeframe:
             # A different interval would need resampling the emulator does not do; say so loudly.
-            raise ApiError(400, -1120, f"Invalid interval. (the emulator serves {self.series.timeframe} only)")
+            raise ApiError(
+                400, -1120, f"Invalid interval. (the emulator serves {self.series.timeframe} only)"
+            )
         limit = limit_param(params, 500, 1000)
         start = int_param(params, "startTime")
         end = int_param(params, "endTime")
@@ -141,7 +210,20 @@ class Market:
         o, hi, lo, c, v, _closed = self.series.candle_as_of(i, now)
         t = int(self.series.open_ms[i])
         quote_volume = v * (o + c) / 2
-        return [t, fmt(o), fmt(hi), fmt(lo), fmt(c), fmt(v), t + self.series.tf_ms - 1, fmt(quote_volume), int(v * 10) + 1, fmt(v / 2), fmt(quote_volume / 2), "0"]
+        return [
+            t,
+            fmt(o),
+            fmt(hi),
+            fmt(lo),
+            fmt(c),
+            fmt(v),
+            t + self.series.tf_ms - 1,
+            fmt(quote_volume),
+            int(v * 10) + 1,
+            fmt(v / 2),
+            fmt(quote_volume / 2),
+            "0",
+        ]
 
     def _last(self, now: int) -> float:
         price = self.series.price_at(now)
@@ -162,7 +244,13 @@ class Market:
         self.check_symbol(params, required=False)
         last = Decimal(fmt(self._last(now)))
         tick = self.rules.tick_size
-        row = {"symbol": self.symbol_id, "bidPrice": fmt(last - tick), "bidQty": "1.00000000", "askPrice": fmt(last), "askQty": "1.00000000"}
+        row = {
+            "symbol": self.symbol_id,
+            "bidPrice": fmt(last - tick),
+            "bidQty": "1.00000000",
+            "askPrice": fmt(last),
+            "askQty": "1.00000000",
+        }
         return row if "symbol" in params else [row]
 
     def ticker_24hr(self, params: dict[str, str], now: int) -> Any:
@@ -178,13 +266,27 @@ class Market:
         volume = sum(r[4] for r in rows)
         tick = float(self.rules.tick_size)
         row = {
-            "symbol": self.symbol_id, "priceChange": fmt(abs(last - open_)) if last >= open_ else "-" + fmt(open_ - last),
-            "priceChangePercent": f"{(last / open_ - 1) * 100:.3f}", "weightedAvgPrice": fmt((high + low + last) / 3),
-            "prevClosePrice": fmt(open_), "lastPrice": fmt(last), "lastQty": "0.01000000",
-            "bidPrice": fmt(max(last - tick, tick)), "bidQty": "1.00000000", "askPrice": fmt(last), "askQty": "1.00000000",
-            "openPrice": fmt(open_), "highPrice": fmt(high), "lowPrice": fmt(low), "volume": fmt(volume),
-            "quoteVolume": fmt(volume * last), "openTime": now - 86_400_000, "closeTime": now,
-            "firstId": 1, "lastId": 1 + len(rows), "count": len(rows),
+            "symbol": self.symbol_id,
+            "priceChange": fmt(abs(last - open_)) if last >= open_ else "-" + fmt(open_ - last),
+            "priceChangePercent": f"{(last / open_ - 1) * 100:.3f}",
+            "weightedAvgPrice": fmt((high + low + last) / 3),
+            "prevClosePrice": fmt(open_),
+            "lastPrice": fmt(last),
+            "lastQty": "0.01000000",
+            "bidPrice": fmt(max(last - tick, tick)),
+            "bidQty": "1.00000000",
+            "askPrice": fmt(last),
+            "askQty": "1.00000000",
+            "openPrice": fmt(open_),
+            "highPrice": fmt(high),
+            "lowPrice": fmt(low),
+            "volume": fmt(volume),
+            "quoteVolume": fmt(volume * last),
+            "openTime": now - 86_400_000,
+            "closeTime": now,
+            "firstId": 1,
+            "lastId": 1 + len(rows),
+            "count": len(rows),
         }
         return row if "symbol" in params else [row]
 

@@ -59,7 +59,13 @@ class Order:
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> Order:
         kinds = {f.name: f.type for f in fields(cls)}
-        return cls(**{k: (Decimal(v) if kinds[k] == "Decimal" else v) for k, v in data.items() if k in kinds})
+        return cls(
+            **{
+                k: (Decimal(v) if kinds[k] == "Decimal" else v)
+                for k, v in data.items()
+                if k in kinds
+            }
+        )
 
     def json(self, symbol_id: str) -> dict[str, Any]:
         """The order as GET /api/v3/order answers it."""
@@ -88,11 +94,35 @@ class Order:
 
     def placed_json(self, symbol_id: str, resp_type: str, fills: list[Trade]) -> dict[str, Any]:
         """The order as POST /api/v3/order answers it (ACK, RESULT or FULL)."""
-        ack = {"symbol": symbol_id, "orderId": self.order_id, "orderListId": -1, "clientOrderId": self.client_id, "transactTime": self.time}
+        ack = {
+            "symbol": symbol_id,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "clientOrderId": self.client_id,
+            "transactTime": self.time,
+        }
         if resp_type == "ACK":
             return ack
         full = self.json(symbol_id)
-        result = {**ack, **{k: full[k] for k in ("price", "origQty", "executedQty", "origQuoteOrderQty", "cummulativeQuoteQty", "status", "timeInForce", "type", "side", "workingTime", "selfTradePreventionMode")}}
+        result = {
+            **ack,
+            **{
+                k: full[k]
+                for k in (
+                    "price",
+                    "origQty",
+                    "executedQty",
+                    "origQuoteOrderQty",
+                    "cummulativeQuoteQty",
+                    "status",
+                    "timeInForce",
+                    "type",
+                    "side",
+                    "workingTime",
+                    "selfTradePreventionMode",
+                )
+            },
+        }
         if resp_type == "FULL":
             result["fills"] = [t.fill_json() for t in fills]
         return result
@@ -117,10 +147,22 @@ class Trade:
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> Trade:
         kinds = {f.name: f.type for f in fields(cls)}
-        return cls(**{k: (Decimal(v) if kinds[k] == "Decimal" else v) for k, v in data.items() if k in kinds})
+        return cls(
+            **{
+                k: (Decimal(v) if kinds[k] == "Decimal" else v)
+                for k, v in data.items()
+                if k in kinds
+            }
+        )
 
     def fill_json(self) -> dict[str, Any]:
-        return {"price": fmt(self.price), "qty": fmt(self.qty), "commission": fmt(self.commission), "commissionAsset": self.commission_asset, "tradeId": self.trade_id}
+        return {
+            "price": fmt(self.price),
+            "qty": fmt(self.qty),
+            "commission": fmt(self.commission),
+            "commissionAsset": self.commission_asset,
+            "tradeId": self.trade_id,
+        }
 
     def json(self, symbol_id: str) -> dict[str, Any]:
         """The trade as GET /api/v3/myTrades answers it."""

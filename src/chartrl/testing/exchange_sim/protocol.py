@@ -29,7 +29,9 @@ class ApiError(Exception):
 def mandatory(params: dict[str, str], name: str) -> str:
     value = params.get(name)
     if value is None or value == "":
-        raise ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+        raise ApiError(
+            400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+        )
     return value
 
 
@@ -40,7 +42,9 @@ def decimal_param(params: dict[str, str], name: str, required: bool = False) -> 
         return None
     if not _NUMBER.match(raw):
         raise ApiError(
-            400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'."
+            400,
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.",
         )
     try:
         return Decimal(raw)
@@ -48,14 +52,20 @@ def decimal_param(params: dict[str, str], name: str, required: bool = False) -> 
         raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'.") from None
 
 
-def int_param(params: dict[str, str], name: str, default: int | None = None, required: bool = False) -> int | None:
+def int_param(
+    params: dict[str, str], name: str, default: int | None = None, required: bool = False
+) -> int | None:
     raw = mandatory(params, name) if required else params.get(name)
     if raw is None or raw == "":
         return default
     try:
         return int(raw)
     except ValueError:
-        raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") from None
+        raise ApiError(
+            400,
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+        ) from None
 
 
 def limit_param(params: dict[str, str], default: int, maximum: int) -> int:

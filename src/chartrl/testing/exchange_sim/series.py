@@ -24,7 +24,9 @@ class CandleSeries:
     def __init__(self, candles: pd.DataFrame, timeframe: str) -> None:
         missing = [c for c in _REQUIRED if c not in candles.columns]
         if missing:
-            raise DataError(f"exchange emulator candles lack column(s) {missing}; pass the canonical candle frame")
+            raise DataError(
+                f"exchange emulator candles lack column(s) {missing}; pass the canonical candle frame"
+            )
         if len(candles) == 0:
             raise DataError("exchange emulator got no candles; pass at least one")
         ts = pd.to_datetime(candles["timestamp"], utc=True)
@@ -36,7 +38,9 @@ class CandleSeries:
         off_grid = np.diff(ms) % self.tf_ms != 0
         if off_grid.any():
             at = int(np.argmax(off_grid)) + 1
-            raise DataError(f"exchange emulator candles are not {timeframe} apart (row {at}: {pd.Timestamp(int(ms[at]), unit='ms', tz='UTC')}); pass the timeframe of the data")
+            raise DataError(
+                f"exchange emulator candles are not {timeframe} apart (row {at}: {pd.Timestamp(int(ms[at]), unit='ms', tz='UTC')}); pass the timeframe of the data"
+            )
         self.open_ms = ms
         self.o = candles["open"].to_numpy(dtype=float)
         self.h = candles["high"].to_numpy(dtype=float)
@@ -45,7 +49,9 @@ class CandleSeries:
         self.v = candles["volume"].to_numpy(dtype=float)
         bad = ~(np.isfinite(self.o) & np.isfinite(self.c) & (self.l > 0) & (self.h >= self.l))
         if bad.any():
-            raise DataError(f"exchange emulator candles have {int(bad.sum())} invalid row(s) (first at index {int(np.argmax(bad))}); validate them first")
+            raise DataError(
+                f"exchange emulator candles have {int(bad.sum())} invalid row(s) (first at index {int(np.argmax(bad))}); validate them first"
+            )
 
     def __len__(self) -> int:
         return len(self.open_ms)

@@ -79,20 +79,35 @@ class ExchangeSim:
         self._recent: deque[float] = deque()
         self._warned_end = False
         self.engine = Engine(
-            self.market, {quote: 10_000.0} if balances is None else balances, fee, slippage, partial_fills,
-            commission, market_price, on_change=self._persist,
+            self.market,
+            {quote: 10_000.0} if balances is None else balances,
+            fee,
+            slippage,
+            partial_fills,
+            commission,
+            market_price,
+            on_change=self._persist,
         )
         if self.state_file is not None:
             saved = load_state(self.state_file)
             if saved is not None:
                 try:
                     self.engine.restore(saved)
-                except (KeyError, TypeError, ValueError, ArithmeticError) as exc:  # Decimal raises ArithmeticError kin
+                except (
+                    KeyError,
+                    TypeError,
+                    ValueError,
+                    ArithmeticError,
+                ) as exc:  # Decimal raises ArithmeticError kin
                     raise DataError(
                         f"emulator state file {self.state_file} is damaged ({type(exc).__name__}: {exc}); "
                         "delete it to start from the configured balances"
                     ) from None
-                log.info("emulator state restored", file=str(self.state_file), orders=len(self.engine.orders))
+                log.info(
+                    "emulator state restored",
+                    file=str(self.state_file),
+                    orders=len(self.engine.orders),
+                )
         self.auth = Auth(api_key, api_secret, self.clock.now_ms)
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
@@ -134,9 +149,17 @@ class ExchangeSim:
         self._stopping.clear()
         self._server = ThreadingHTTPServer((self._host, self._port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="exchange-sim", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="exchange-sim", daemon=True
+        )
         self._thread.start()
-        log.info("exchange emulator listening", url=self.url, symbol=self.symbol, timeframe=self.series.timeframe, candles=len(self.series))
+        log.info(
+            "exchange emulator listening",
+            url=self.url,
+            symbol=self.symbol,
+            timeframe=self.series.timeframe,
+            candles=len(self.series),
+        )
         return self
 
     def stop(self) -> None:
@@ -159,7 +182,9 @@ class ExchangeSim:
     @property
     def port(self) -> int:
         if self._server is None:
-            raise RuntimeError("the exchange emulator is not started; use it as a context manager or call start()")
+            raise RuntimeError(
+                "the exchange emulator is not started; use it as a context manager or call start()"
+            )
         return int(self._server.server_address[1])
 
     @property
@@ -180,26 +205,38 @@ class ExchangeSim:
     def balances(self) -> dict[str, float]:
         """Total (free + locked) per asset, the same shape as the ``balances`` argument."""
         with self._lock:
-            return {a: float(self.engine.free[a] + self.engine.locked[a]) for a in sorted(self.engine.free)}
+            return {
+                a: float(self.engine.free[a] + self.engine.locked[a])
+                for a in sorted(self.engine.free)
+            }
 
     def balance_detail(self) -> dict[str, dict[str, float]]:
         """{asset: {"free", "locked"}} as the account endpoint reports them."""
         with self._lock:
-            return {a: {"free": float(self.engine.free[a]), "locked": float(self.engine.locked[a])} for a in sorted(self.engine.free)}
+            return {
+                a: {"free": float(self.engine.free[a]), "locked": float(self.engine.locked[a])}
+                for a in sorted(self.engine.free)
+            }
 
     def _persist(self) -> None:
         if self.state_file is not None:
             save_state(self.state_file, {"clock_ms": self.clock.now_ms(), **self.engine.state()})
 
     # -- request handling --------------------------------------------------------------------
-    def dispatch(self, method: str, path: str, query: str, body: str, headers: Any) -> tuple[int, Any]:
+    def dispatch(
+        self, method: str, path: str, query: str, body: str, headers: Any
+    ) -> tuple[int, Any]:
         """Route one request; returns (HTTP status, JSON-able payload)."""
         params = dict(parse_qsl(query, keep_blank_values=True))
         params.update(parse_qsl(body, keep_blank_values=True))
         now = self.clock.now_ms()
         if not self._warned_end and now >= self.series.last_ms + self.series.tf_ms:
             self._warned_end = True
-            log.warning("emulator clock is past the last candle; prices stay at its close", last_candle_ms=self.series.last_ms, now_ms=now)
+            log.warning(
+                "emulator clock is past the last candle; prices stay at its close",
+                last_candle_ms=self.series.last_ms,
+                now_ms=now,
+            )
         key = (method, path)
         try:
             with self._lock:
@@ -214,7 +251,10 @@ class ExchangeSim:
             return exc.status, exc.body()
         except Exception:  # noqa: BLE001 - a bug in the emulator must not look like a network fault
             log.exception("emulator error", method=method, path=path)
-            return 500, {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+            return 500, {
+                "code": -1000,
+                "msg": "An unknown error occurred while processing the request.",
+            }
         log.warning("unsupported endpoint", method=method, path=path)
         return 404, None
 
@@ -260,7 +300,13 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode() if length else ""
-        params = {k: v for k, v in parse_qsl(split.query + ("&" + body if body else ""), keep_blank_values=True) if k != "signature"}
+        params = {
+            k: v
+            for k, v in parse_qsl(
+                split.query + ("&" + body if body else ""), keep_blank_values=True
+            )
+            if k != "signature"
+        }
         sim = self.sim
         self.weight = sim.record(method, split.path, params)
         fault = sim.faults.pick(method, split.path)
@@ -277,7 +323,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "timeout":
             # The answer comes too late either way; the request lands at once (process=True) or
             # only after the wait, when the client may already be looking for it.
-            result = sim.dispatch(method, path, query, body, self.headers) if fault.process else None
+            result = (
+                sim.dispatch(method, path, query, body, self.headers) if fault.process else None
+            )
             sim.sleep(int(fault.ms or 0))
             self._respond(*(result or sim.dispatch(method, path, query, body, self.headers)))
         elif kind == "reset":
@@ -295,9 +343,15 @@ class _Handler(BaseHTTPRequestHandler):
                     if status == 429
                     else "Way too much request weight used; IP banned until 0. Please use the websocket for live updates to avoid bans."
                 )
-                self._respond(status, {"code": -1003, "msg": msg}, {"Retry-After": str(fault.retry_after)})
+                self._respond(
+                    status, {"code": -1003, "msg": msg}, {"Retry-After": str(fault.retry_after)}
+                )
             else:
-                self._respond(status, _ERROR_PAGE.get(status, f"{status} Error"), {"Retry-After": str(fault.retry_after)} if status == 503 else None)
+                self._respond(
+                    status,
+                    _ERROR_PAGE.get(status, f"{status} Error"),
+                    {"Retry-After": str(fault.retry_after)} if status == 503 else None,
+                )
 
     def _respond(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         if status == 404 and payload is None:
@@ -305,7 +359,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(payload, str):
             data, ctype = f"<html><body><h1>{payload}</h1></body></html>".encode(), "text/html"
         else:
-            data, ctype = json.dumps(payload, separators=(",", ":")).encode(), "application/json;charset=UTF-8"
+            data, ctype = (
+                json.dumps(payload, separators=(",", ":")).encode(),
+                "application/json;charset=UTF-8",
+            )
         try:
             self.send_response(status)
             self.send_header("Content-Type", ctype)

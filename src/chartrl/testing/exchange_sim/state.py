@@ -26,11 +26,17 @@ def load_state(path: Path) -> dict[str, Any] | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DataError(f"emulator state file {path} cannot be read ({reason}); pass a JSON file path to --state-file") from None
+        raise DataError(
+            f"emulator state file {path} cannot be read ({reason}); pass a JSON file path to --state-file"
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise DataError(f"emulator state file {path} is not valid JSON ({exc}); delete it to start from the configured balances") from None
+        raise DataError(
+            f"emulator state file {path} is not valid JSON ({exc}); delete it to start from the configured balances"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise DataError(f"emulator state file {path} has an unknown format; delete it to start from the configured balances")
+        raise DataError(
+            f"emulator state file {path} has an unknown format; delete it to start from the configured balances"
+        )
     return data

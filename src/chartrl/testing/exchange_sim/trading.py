@@ -86,7 +86,10 @@ class Engine:
     # -- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {
-            "balances": {a: {"free": str(self.free[a]), "locked": str(self.locked[a])} for a in sorted(self.free)},
+            "balances": {
+                a: {"free": str(self.free[a]), "locked": str(self.locked[a])}
+                for a in sorted(self.free)
+            },
             "orders": [o.to_state() for o in self.orders],
             "trades": [t.to_state() for t in self.trades],
             "next_order_id": self.next_order_id,
@@ -113,7 +116,9 @@ class Engine:
         base = c if closed or reference == "now" else o
         tick = self.market.rules.tick_size
         if side == "BUY":
-            return (Decimal(str(base)) * (1 + self.slippage) / tick).to_integral_value(rounding=ROUND_CEILING) * tick
+            return (Decimal(str(base)) * (1 + self.slippage) / tick).to_integral_value(
+                rounding=ROUND_CEILING
+            ) * tick
         return floor_to(Decimal(str(base)) * (1 - self.slippage), tick)
 
     # -- placing -----------------------------------------------------------------------------
@@ -122,14 +127,27 @@ class Engine:
         m.check_symbol(params)
         side = mandatory(params, "side")
         if side not in ("BUY", "SELL"):
-            raise ApiError(400, -1100, "Illegal characters found in parameter 'side'; legal range is 'BUY, SELL'.")
+            raise ApiError(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'side'; legal range is 'BUY, SELL'.",
+            )
         otype = mandatory(params, "type")
         if otype not in ("MARKET", "LIMIT", "LIMIT_MAKER"):
             raise ApiError(400, -1116, "Invalid orderType.")
-        client_id = params.get("newClientOrderId") or ("sim" + secrets.token_urlsafe(16).replace("-", "x").replace("_", "y"))[:22]
+        client_id = (
+            params.get("newClientOrderId")
+            or ("sim" + secrets.token_urlsafe(16).replace("-", "x").replace("_", "y"))[:22]
+        )
         if not _CLIENT_ID.match(client_id):
-            raise ApiError(400, -1100, "Illegal characters found in parameter 'newClientOrderId'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
-        resp_type = params.get("newOrderRespType") or ("FULL" if otype in ("MARKET", "LIMIT") else "ACK")
+            raise ApiError(
+                400,
+                -1100,
+                "Illegal characters found in parameter 'newClientOrderId'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.",
+            )
+        resp_type = params.get("newOrderRespType") or (
+            "FULL" if otype in ("MARKET", "LIMIT") else "ACK"
+        )
         if resp_type not in ("ACK", "RESULT", "FULL"):
             raise ApiError(400, -1100, "Illegal characters found in parameter 'newOrderRespType'.")
         qty = decimal_param(params, "quantity")
@@ -138,7 +156,11 @@ class Engine:
         crosses = True
         if otype == "MARKET":
             if (qty is None) == (quote_qty is None):
-                raise ApiError(400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty or both were sent!")
+                raise ApiError(
+                    400,
+                    -1102,
+                    "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty or both were sent!",
+                )
             price = ZERO
             fill_price = self._taker_price(side, now, self.market_price)
             if qty is None:
@@ -153,16 +175,28 @@ class Engine:
             if otype == "LIMIT":
                 tif = mandatory(params, "timeInForce")
                 if tif not in ("GTC", "IOC", "FOK"):
-                    raise ApiError(400, -1100, "Illegal characters found in parameter 'timeInForce'.")
-            if price < rules.min_price or price > rules.max_price or (price - rules.min_price) % rules.tick_size != 0:
+                    raise ApiError(
+                        400, -1100, "Illegal characters found in parameter 'timeInForce'."
+                    )
+            if (
+                price < rules.min_price
+                or price > rules.max_price
+                or (price - rules.min_price) % rules.tick_size != 0
+            ):
                 raise _filter("PRICE_FILTER")
             # Limits meet the price as it is now: the candle's open may already be history.
             taker = self._taker_price(side, now, "now")
             crosses = price >= taker if side == "BUY" else price <= taker
             if otype == "LIMIT_MAKER" and crosses:
                 raise ApiError(400, -2010, "Order would immediately match and take.")
-            fill_price = (min(price, taker) if side == "BUY" else max(price, taker)) if crosses else price
-        if qty < rules.min_qty or qty > rules.max_qty or (qty - rules.min_qty) % rules.step_size != 0:
+            fill_price = (
+                (min(price, taker) if side == "BUY" else max(price, taker)) if crosses else price
+            )
+        if (
+            qty < rules.min_qty
+            or qty > rules.max_qty
+            or (qty - rules.min_qty) % rules.step_size != 0
+        ):
             raise _filter("LOT_SIZE")
         notional = qty * (price or fill_price)
         if notional < rules.min_notional or (otype != "MARKET" and notional > rules.max_notional):
@@ -171,7 +205,9 @@ class Engine:
             raise ApiError(400, -2010, "Duplicate order sent.")
         if side == "BUY":
             lock_asset = m.quote
-            lock_per_qty = (price or fill_price) * ((1 + self.fee) if self.commission == "quote" else 1)
+            lock_per_qty = (price or fill_price) * (
+                (1 + self.fee) if self.commission == "quote" else 1
+            )
         else:
             lock_asset, lock_per_qty = m.base, Decimal(1)
         if self.free.get(lock_asset, ZERO) < qty * lock_per_qty:
@@ -179,9 +215,21 @@ class Engine:
         if test:
             return {}
         order = Order(
-            order_id=self.next_order_id, client_id=client_id, side=side, type=otype, time_in_force=tif, price=price,
-            orig_qty=qty, orig_quote_qty=quote_qty or ZERO, time=now, update_time=now, parts=self.parts,
-            fill_price=fill_price, lock_asset=lock_asset, lock_per_qty=lock_per_qty, watch_from=now,
+            order_id=self.next_order_id,
+            client_id=client_id,
+            side=side,
+            type=otype,
+            time_in_force=tif,
+            price=price,
+            orig_qty=qty,
+            orig_quote_qty=quote_qty or ZERO,
+            time=now,
+            update_time=now,
+            parts=self.parts,
+            fill_price=fill_price,
+            lock_asset=lock_asset,
+            lock_per_qty=lock_per_qty,
+            watch_from=now,
             is_maker=not crosses,
         )
         self.next_order_id += 1
@@ -193,7 +241,15 @@ class Engine:
             fills.append(self._fill_part(order, now, whole=tif in ("IOC", "FOK")))
         elif tif in ("IOC", "FOK"):
             self._close(order, "EXPIRED", now)
-        log.info("order placed", order_id=order.order_id, client_order_id=client_id, side=side, type=otype, qty=fmt(qty), status=order.status)
+        log.info(
+            "order placed",
+            order_id=order.order_id,
+            client_order_id=client_id,
+            side=side,
+            type=otype,
+            qty=fmt(qty),
+            status=order.status,
+        )
         self.on_change()
         return order.placed_json(m.symbol_id, resp_type, fills)
 
@@ -227,7 +283,18 @@ class Engine:
             fee, fee_asset = (quote * self.fee).quantize(EIGHT, ROUND_HALF_UP), m.quote
             self.free[m.base] -= qty
             self.free[m.quote] += quote - fee
-        trade = Trade(self.next_trade_id, order.order_id, price, qty, quote, fee, fee_asset, now, order.side == "BUY", order.is_maker)
+        trade = Trade(
+            self.next_trade_id,
+            order.order_id,
+            price,
+            qty,
+            quote,
+            fee,
+            fee_asset,
+            now,
+            order.side == "BUY",
+            order.is_maker,
+        )
         self.next_trade_id += 1
         self.trades.append(trade)
         order.executed_qty += qty
@@ -235,7 +302,15 @@ class Engine:
         order.parts_done += 1
         order.update_time = now
         order.status = "FILLED" if order.remaining <= 0 else "PARTIALLY_FILLED"
-        log.info("order fill", order_id=order.order_id, client_order_id=order.client_id, side=order.side, qty=fmt(qty), price=fmt(price), status=order.status)
+        log.info(
+            "order fill",
+            order_id=order.order_id,
+            client_order_id=order.client_id,
+            side=order.side,
+            qty=fmt(qty),
+            price=fmt(price),
+            status=order.status,
+        )
         return trade
 
     def _close(self, order: Order, status: str, now: int) -> None:
@@ -258,7 +333,9 @@ class Engine:
             if ext is None:
                 continue
             low, high = ext
-            if (order.side == "BUY" and Decimal(str(low)) <= order.price) or (order.side == "SELL" and Decimal(str(high)) >= order.price):
+            if (order.side == "BUY" and Decimal(str(low)) <= order.price) or (
+                order.side == "SELL" and Decimal(str(high)) >= order.price
+            ):
                 order.executable = True
                 self._fill_part(order, now)
                 changed = True
@@ -270,16 +347,24 @@ class Engine:
         order_id = int_param(params, "orderId")
         client_id = params.get("origClientOrderId")
         if order_id is None and not client_id:
-            raise ApiError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+            raise ApiError(
+                400,
+                -1102,
+                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+            )
         # A client id may be reused once its order is closed; the newest order carrying it wins.
         for order in reversed(self.orders):
-            if (order_id is None or order.order_id == order_id) and (not client_id or order.client_id == client_id):
+            if (order_id is None or order.order_id == order_id) and (
+                not client_id or order.client_id == client_id
+            ):
                 return order
         raise not_found
 
     def get_order(self, params: dict[str, str], _now: int) -> dict[str, Any]:
         self.market.check_symbol(params)
-        return self._find(params, ApiError(400, -2013, "Order does not exist.")).json(self.market.symbol_id)
+        return self._find(params, ApiError(400, -2013, "Order does not exist.")).json(
+            self.market.symbol_id
+        )
 
     def cancel(self, params: dict[str, str], now: int) -> dict[str, Any]:
         self.market.check_symbol(params)
@@ -293,8 +378,26 @@ class Engine:
         log.info("order canceled", order_id=order.order_id, client_order_id=order.client_id)
         self.on_change()
         view = order.json(self.market.symbol_id)
-        keep = ("symbol", "orderId", "orderListId", "price", "origQty", "executedQty", "cummulativeQuoteQty", "status", "timeInForce", "type", "side", "selfTradePreventionMode")
-        return {"origClientOrderId": order.client_id, "clientOrderId": cancel_id or "sim-cancel-" + str(order.order_id), "transactTime": now, **{k: view[k] for k in keep}}
+        keep = (
+            "symbol",
+            "orderId",
+            "orderListId",
+            "price",
+            "origQty",
+            "executedQty",
+            "cummulativeQuoteQty",
+            "status",
+            "timeInForce",
+            "type",
+            "side",
+            "selfTradePreventionMode",
+        )
+        return {
+            "origClientOrderId": order.client_id,
+            "clientOrderId": cancel_id or "sim-cancel-" + str(order.order_id),
+            "transactTime": now,
+            **{k: view[k] for k in keep},
+        }
 
     def cancel_all(self, params: dict[str, str], now: int) -> list[dict[str, Any]]:
         self.market.check_symbol(params)
@@ -322,7 +425,13 @@ class Engine:
         return [t.json(self.market.symbol_id) for t in rows]
 
     @staticmethod
-    def _window(rows: list[Any], params: dict[str, str], key: Callable[[Any], int], when: Callable[[Any], int], id_param: str) -> list[Any]:
+    def _window(
+        rows: list[Any],
+        params: dict[str, str],
+        key: Callable[[Any], int],
+        when: Callable[[Any], int],
+        id_param: str,
+    ) -> list[Any]:
         """Binance paging: from an id, or within [startTime, endTime], else the latest ``limit``."""
         limit = limit_param(params, 500, 1000)
         from_id = int_param(params, id_param)
@@ -330,7 +439,11 @@ class Engine:
         if from_id is not None:
             return [r for r in rows if key(r) >= from_id][:limit]
         if start is not None or end is not None:
-            picked = [r for r in rows if (start is None or when(r) >= start) and (end is None or when(r) <= end)]
+            picked = [
+                r
+                for r in rows
+                if (start is None or when(r) >= start) and (end is None or when(r) <= end)
+            ]
             return picked[:limit] if start is not None else picked[-limit:]
         return rows[-limit:]
 
@@ -344,9 +457,25 @@ class Engine:
         rate = fmt(self.fee)
         bps = int(self.fee * 10_000)
         return {
-            "makerCommission": bps, "takerCommission": bps, "buyerCommission": 0, "sellerCommission": 0,
-            "commissionRates": {"maker": rate, "taker": rate, "buyer": "0.00000000", "seller": "0.00000000"},
-            "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
-            "requireSelfTradePrevention": False, "preventSor": False, "updateTime": now,
-            "accountType": "SPOT", "balances": balances, "permissions": ["SPOT"], "uid": 1000001,
+            "makerCommission": bps,
+            "takerCommission": bps,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "commissionRates": {
+                "maker": rate,
+                "taker": rate,
+                "buyer": "0.00000000",
+                "seller": "0.00000000",
+            },
+            "canTrade": True,
+            "canWithdraw": True,
+            "canDeposit": True,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "preventSor": False,
+            "updateTime": now,
+            "accountType": "SPOT",
+            "balances": balances,
+            "permissions": ["SPOT"],
+            "uid": 1000001,
         }

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from chartrl.account.fills import MarketRules
-from chartrl.backtest.dqn import TrainConfig, train
-from chartrl.backtest.env import TrainData
-from chartrl.backtest.evaluation import VALIDATION_METRICS as METRICS
-from chartrl.backtest.evaluation import GreedyRun, run_metrics
+from chartrl.train.dqn import TrainConfig, train
+from chartrl.train.env import TrainData
+from chartrl.train.evaluation import VALIDATION_METRICS as METRICS
+from chartrl.train.evaluation import GreedyRun, run_metrics
 
 
 def buy_and_hold(data: TrainData, rules: MarketRules, cash: float) -> dict[str, float | None]:
@@ -29,7 +29,14 @@ def buy_and_hold(data: TrainData, rules: MarketRules, cash: float) -> dict[str, 
     from chartrl.strategies.rules import BuyHold
 
     v = data.validation
-    res = run_backtest(BuyHold(), data.candles, data.spec, rules, initial_cash=cash, span=(int(v[0]), int(v[-1]) + 1))
+    res = run_backtest(
+        BuyHold(),
+        data.candles,
+        data.spec,
+        rules,
+        initial_cash=cash,
+        span=(int(v[0]), int(v[-1]) + 1),
+    )
     return run_metrics(GreedyRun(res.actions, res.equity, res.position, res.fills), data.timeframe)
 
 
@@ -49,9 +56,11 @@ def summarize(histories: dict[str, list[list[dict[str, Any]]]]) -> dict[str, dic
         for m in (*METRICS, "loss"):
             key = m if m == "loss" else f"val_{m}"
             vals = np.array([_f(f.get(key)) for f in finals], dtype=np.float64)
-            row[m] = {"mean": float(np.nanmean(vals)) if np.isfinite(vals).any() else None,
-                      "std": float(np.nanstd(vals)) if np.isfinite(vals).any() else None,
-                      "values": [None if not np.isfinite(v) else float(v) for v in vals]}
+            row[m] = {
+                "mean": float(np.nanmean(vals)) if np.isfinite(vals).any() else None,
+                "std": float(np.nanstd(vals)) if np.isfinite(vals).any() else None,
+                "values": [None if not np.isfinite(v) else float(v) for v in vals],
+            }
         out[name] = row
     return out
 
@@ -64,17 +73,25 @@ def markdown_table(summary: dict[str, dict[str, Any]], reference: dict[str, floa
         text = f"{d['mean'] * k:.2f} ± {d['std'] * k:.2f}"
         known = sum(v is not None for v in d["values"])
         # A seed whose policy never traded has no Sharpe: say so rather than hide it in the mean.
-        return text if known == len(d["values"]) else f"{text} ({known} of {len(d['values'])} seeds)"
+        return (
+            text if known == len(d["values"]) else f"{text} ({known} of {len(d['values'])} seeds)"
+        )
 
-    lines = ["| strategy | seeds | val return % | val Sharpe | val max DD % | val round trips | final loss |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| strategy | seeds | val return % | val Sharpe | val max DD % | val round trips | final loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in summary.items():
-        lines.append(f"| {name} | {r['seeds']} | {cell(r['total_return'], True)} | {cell(r['sharpe'], False)} | "
-                     f"{cell(r['max_drawdown'], True)} | {cell(r['trades'], False)} | {cell(r['loss'], False)} |")
+        lines.append(
+            f"| {name} | {r['seeds']} | {cell(r['total_return'], True)} | {cell(r['sharpe'], False)} | "
+            f"{cell(r['max_drawdown'], True)} | {cell(r['trades'], False)} | {cell(r['loss'], False)} |"
+        )
     if reference:
         sharpe = "n/a" if reference["sharpe"] is None else f"{reference['sharpe']:.2f}"
-        lines.append(f"| buy & hold (reference) | - | {reference['total_return'] * 100:.2f} | {sharpe} | "
-                     f"{reference['max_drawdown'] * 100:.2f} | {reference['trades']:.0f} | - |")
+        lines.append(
+            f"| buy & hold (reference) | - | {reference['total_return'] * 100:.2f} | {sharpe} | "
+            f"{reference['max_drawdown'] * 100:.2f} | {reference['trades']:.0f} | - |"
+        )
     return "\n".join(lines)
 
 
@@ -86,8 +103,11 @@ def plot_curves(histories: dict[str, list[list[dict[str, Any]]]], path: Path) ->
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    panels = [("imitation", "loss", "imitation loss (weighted CE)"), ("dqn", "loss", "DQN loss (Huber TD)"),
-              (None, "val_total_return", "validation total return")]
+    panels = [
+        ("imitation", "loss", "imitation loss (weighted CE)"),
+        ("dqn", "loss", "DQN loss (Huber TD)"),
+        (None, "val_total_return", "validation total return"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
     for ax, (stage, key, title) in zip(axes, panels, strict=True):
         for name, runs in histories.items():
@@ -96,13 +116,17 @@ def plot_curves(histories: dict[str, list[list[dict[str, Any]]]], path: Path) ->
             if n == 0:
                 continue
             y = np.array([[_f(r[i].get(key)) for i in range(n)] for r in rows])
-            if not np.isfinite(y).any():  # e.g. no DQN update happened (learning_starts not reached)
+            if not np.isfinite(
+                y
+            ).any():  # e.g. no DQN update happened (learning_starts not reached)
                 continue
             x = np.arange(1, n + 1)
             mean = np.nanmean(y, axis=0)
             (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
             if len(rows) > 1:
-                ax.fill_between(x, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=line.get_color(), alpha=0.2)
+                ax.fill_between(
+                    x, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=line.get_color(), alpha=0.2
+                )
         ax.set_title(title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (imitation then DQN)" if stage is None else f"{stage} epoch")
@@ -139,22 +163,46 @@ def run_compare(
                 import shutil
 
                 shutil.rmtree(run_dir)  # a compare run is one experiment: start its runs fresh
-            h = train(name, data, replace(cfg, seed=seed), run_dir, meta, device=device, rules=rules,
-                      initial_cash=initial_cash, progress=progress).history
+            h = train(
+                name,
+                data,
+                replace(cfg, seed=seed),
+                run_dir,
+                meta,
+                device=device,
+                rules=rules,
+                initial_cash=initial_cash,
+                progress=progress,
+            ).history
             histories.setdefault(name, []).append(h)
     reference = buy_and_hold(data, rules, initial_cash) if len(data.validation) else None
     summary = summarize(histories)
     table = markdown_table(summary, reference)
     plot_curves(histories, out / "curves.png")
-    budget = (f"{cfg.imitation_epochs if 'imitation' in cfg.stages else 0} imitation + {cfg.epochs if 'dqn' in cfg.stages else 0} DQN epochs"
-              + (f", at most {cfg.max_steps_per_epoch} steps/epoch" if cfg.max_steps_per_epoch else ""))
+    budget = (
+        f"{cfg.imitation_epochs if 'imitation' in cfg.stages else 0} imitation + {cfg.epochs if 'dqn' in cfg.stages else 0} DQN epochs"
+        + (f", at most {cfg.max_steps_per_epoch} steps/epoch" if cfg.max_steps_per_epoch else "")
+    )
     r = meta["data_range"]
     where = f"{r.get('source')}, {r.get('candles')} candles {r.get('from')} .. {r.get('until')} (validation from {r.get('validation_from')})"
-    header = (f"# Policy comparison\n\nData: {where}; {len(data.train)} training / {len(data.validation)} validation "
-              f"decisions; budget per run: {budget}; seeds 1..{seeds}. Values: mean ± std over seeds of the last epoch; 'k of n seeds' where a seed has no value "
-              "(a policy that never traded has no Sharpe).\n\n")
+    header = (
+        f"# Policy comparison\n\nData: {where}; {len(data.train)} training / {len(data.validation)} validation "
+        f"decisions; budget per run: {budget}; seeds 1..{seeds}. Values: mean ± std over seeds of the last epoch; 'k of n seeds' where a seed has no value "
+        "(a policy that never traded has no Sharpe).\n\n"
+    )
     (out / "compare.md").write_text(header + table + "\n\n![learning curves](curves.png)\n")
-    (out / "compare.json").write_text(json.dumps({"summary": summary, "reference_buy_and_hold": reference, "budget": budget,
-                                                  "data_range": meta["data_range"], "fills": meta.get("fills"),
-                                                  "histories": histories}, indent=2, default=str))
+    (out / "compare.json").write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "reference_buy_and_hold": reference,
+                "budget": budget,
+                "data_range": meta["data_range"],
+                "fills": meta.get("fills"),
+                "histories": histories,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return table

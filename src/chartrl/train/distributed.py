@@ -60,7 +60,9 @@ def wrap(policy: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
         return policy
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(policy, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(
+        policy, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def sync_buffers(policy: nn.Module, info: DistInfo) -> None:

@@ -27,17 +27,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from chartrl.account.fills import MarketRules
-from chartrl.backtest import checkpoint as ckpt
-from chartrl.backtest.distributed import DistInfo, barrier, sync_buffers, wrap
-from chartrl.backtest.env import FrameCache, ReplayEnv, TrainData, max_lanes
-from chartrl.backtest.evaluation import greedy_run, run_metrics
-from chartrl.backtest.imitation import class_weights, imitation_epoch
-from chartrl.backtest.replay import SequenceBatch, SequenceReplay
 from chartrl.errors import UsageError
 from chartrl.logs import get_logger
 from chartrl.strategies.base import frozen_bn_stats
 from chartrl.strategies.oracle import oracle_labels
 from chartrl.strategies.registry import build_policy
+from chartrl.train import checkpoint as ckpt
+from chartrl.train.distributed import DistInfo, barrier, sync_buffers, wrap
+from chartrl.train.env import FrameCache, ReplayEnv, TrainData, max_lanes
+from chartrl.train.evaluation import greedy_run, run_metrics
+from chartrl.train.imitation import class_weights, imitation_epoch
+from chartrl.train.replay import SequenceBatch, SequenceReplay
 
 log = get_logger(__name__)
 
@@ -134,8 +134,14 @@ def train_config(saved: dict[str, Any]) -> TrainConfig:
 
 
 def td_loss(
-    batch: SequenceBatch, frames: FrameCache, policy: nn.Module, model: nn.Module, target: nn.Module,
-    burn_in: int, gamma: float, device: torch.device,
+    batch: SequenceBatch,
+    frames: FrameCache,
+    policy: nn.Module,
+    model: nn.Module,
+    target: nn.Module,
+    burn_in: int,
+    gamma: float,
+    device: torch.device,
 ) -> torch.Tensor:
     """Double-DQN Huber loss on the steps after the burn-in: the online network picks the next
     action, the target network values it. A terminated step (bankruptcy) has no next value; a
@@ -156,7 +162,9 @@ def td_loss(
                 h = policy(x[:, :b], pos[:, :b], h0)[1] if b else h0
         q, h_end = model(x[:, b:steps], pos[:, b:steps], h)
         with torch.no_grad(), frozen_bn_stats(policy):
-            q_last, _ = policy(x[:, steps:], pos[:, steps:], h_end.detach() if h_end is not None else None)
+            q_last, _ = policy(
+                x[:, steps:], pos[:, steps:], h_end.detach() if h_end is not None else None
+            )
     q, q_target, q_last = q.float(), q_target.float(), q_last.float()
     next_online = torch.cat([q[:, 1:].detach(), q_last], dim=1)
     next_value = q_target[:, b + 1 :].gather(-1, next_online.argmax(-1, keepdim=True)).squeeze(-1)
@@ -166,7 +174,13 @@ def td_loss(
     return F.smooth_l1_loss(q_sa, y)
 
 
-def _step(loss: torch.Tensor, policy: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip: float) -> None:
+def _step(
+    loss: torch.Tensor,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    clip: float,
+) -> None:
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
@@ -175,7 +189,9 @@ def _step(loss: torch.Tensor, policy: nn.Module, optimizer: torch.optim.Optimize
     scaler.update()
 
 
-def _validate(policy: nn.Module, data: TrainData, rules: MarketRules, cash: float, device: torch.device) -> dict[str, float]:
+def _validate(
+    policy: nn.Module, data: TrainData, rules: MarketRules, cash: float, device: torch.device
+) -> dict[str, float]:
     if len(data.validation) == 0:
         return {}
     run = greedy_run(policy, data.frames, data.arrays, data.validation, cash, rules, device)
@@ -225,17 +241,30 @@ def train(
         TimeRemainingColumn,
     )
 
-    out_dir, device, dist, rules = Path(out_dir), torch.device(device), dist or DistInfo(), rules or MarketRules()
+    out_dir, device, dist, rules = (
+        Path(out_dir),
+        torch.device(device),
+        dist or DistInfo(),
+        rules or MarketRules(),
+    )
     main = dist.is_main
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, dist.rank])
     series = tuple(meta["series"][k] for k in ("exchange", "symbol", "timeframe"))
     most = max_lanes(len(data.train)) // dist.world_size
-    if "dqn" in cfg.stages and cfg.num_envs > most:  # refused before minutes of imitation, not after
-        raise UsageError(f"--num-envs {cfg.num_envs}: {len(data.train)} training candles feed at most {most} lanes per process; "
-                         f"use --num-envs {most} or less, or load more candles")
-    if resume:  # the saved network, whatever policy_kwargs built it; refused if spec or series differ
-        policy = ckpt.load_model(out_dir, "cpu", expect_spec=data.spec, expect_series=series)[0].to(device)
+    if (
+        "dqn" in cfg.stages and cfg.num_envs > most
+    ):  # refused before minutes of imitation, not after
+        raise UsageError(
+            f"--num-envs {cfg.num_envs}: {len(data.train)} training candles feed at most {most} lanes per process; "
+            f"use --num-envs {most} or less, or load more candles"
+        )
+    if (
+        resume
+    ):  # the saved network, whatever policy_kwargs built it; refused if spec or series differ
+        policy = ckpt.load_model(out_dir, "cpu", expect_spec=data.spec, expect_series=series)[0].to(
+            device
+        )
     else:
         policy = build_policy(strategy, data.spec, **cfg.policy_kwargs).to(device)
     target = copy.deepcopy(policy).eval().requires_grad_(False)
@@ -265,18 +294,47 @@ def train(
     def checkpoint(metrics: dict[str, float]) -> None:
         if main:
             buf = io.BytesIO()
-            torch.save({"target": target.state_dict(), "dqn_optimizer": dqn_opt.state_dict(),
-                        "imitation_optimizer": imit_opt.state_dict(), "counters": counters,
-                        "numpy_rng": rng.bit_generator.state}, buf)
-            full = {**meta, "strategy": strategy, "hyperparameters": asdict(cfg), "metrics": metrics, "counters": dict(counters)}
-            ckpt.save_model(out_dir, policy, full, extra_files={ckpt.TRAIN_STATE_FILE: buf.getvalue(), "history.csv": _history_bytes(history)})
+            torch.save(
+                {
+                    "target": target.state_dict(),
+                    "dqn_optimizer": dqn_opt.state_dict(),
+                    "imitation_optimizer": imit_opt.state_dict(),
+                    "counters": counters,
+                    "numpy_rng": rng.bit_generator.state,
+                },
+                buf,
+            )
+            full = {
+                **meta,
+                "strategy": strategy,
+                "hyperparameters": asdict(cfg),
+                "metrics": metrics,
+                "counters": dict(counters),
+            }
+            ckpt.save_model(
+                out_dir,
+                policy,
+                full,
+                extra_files={
+                    ckpt.TRAIN_STATE_FILE: buf.getvalue(),
+                    "history.csv": _history_bytes(history),
+                },
+            )
         barrier(dist)
 
-    def record(stage: str, epoch: int, loss: float, seconds: float, extra: dict[str, Any]) -> dict[str, float]:
+    def record(
+        stage: str, epoch: int, loss: float, seconds: float, extra: dict[str, Any]
+    ) -> dict[str, float]:
         sync_buffers(policy, dist)  # every rank validates and saves the very same network
         metrics = _validate(policy, data, rules, initial_cash, device)
-        row = {"stage": stage, "epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in metrics.items()},
-               "seconds": round(seconds, 3), **extra}
+        row = {
+            "stage": stage,
+            "epoch": epoch,
+            "loss": loss,
+            **{f"val_{k}": v for k, v in metrics.items()},
+            "seconds": round(seconds, 3),
+            **extra,
+        }
         history.append(row)
         if writer is not None:
             for k, v in row.items():
@@ -287,7 +345,14 @@ def train(
         checkpoint(metrics)
         return metrics
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, disable=not (progress and main), transient=False) as bar:
         # ---- stage 1: imitation of the oracle -------------------------------------------------
         if "imitation" in cfg.stages and counters["imitation_epochs"] < cfg.imitation_epochs:
@@ -295,25 +360,63 @@ def train(
             weights = class_weights(labels[data.train])
             for epoch in range(counters["imitation_epochs"], cfg.imitation_epochs):
                 t0, r0 = time.perf_counter(), data.frames.render_seconds
-                task = bar.add_task(f"imitation {epoch + 1}/{cfg.imitation_epochs}", total=None, info="")
+                task = bar.add_task(
+                    f"imitation {epoch + 1}/{cfg.imitation_epochs}", total=None, info=""
+                )
                 loss = imitation_epoch(
-                    policy, model, imit_opt, scaler, data.frames, data.arrays.close, data.train, labels, weights,
-                    batch_size=cfg.batch_size, seq_len=cfg.seq_len, burn_in=cfg.burn_in, fee=rules.fee,
-                    max_grad_norm=cfg.max_grad_norm, rng=rng, device=device, max_updates=cfg.max_steps_per_epoch,
-                    on_update=lambda v, task=task: bar.update(task, advance=1, info=f"loss {v:.4f}"),
+                    policy,
+                    model,
+                    imit_opt,
+                    scaler,
+                    data.frames,
+                    data.arrays.close,
+                    data.train,
+                    labels,
+                    weights,
+                    batch_size=cfg.batch_size,
+                    seq_len=cfg.seq_len,
+                    burn_in=cfg.burn_in,
+                    fee=rules.fee,
+                    max_grad_norm=cfg.max_grad_norm,
+                    rng=rng,
+                    device=device,
+                    max_updates=cfg.max_steps_per_epoch,
+                    on_update=lambda v, task=task: bar.update(
+                        task, advance=1, info=f"loss {v:.4f}"
+                    ),
                 )
                 counters["imitation_epochs"] = epoch + 1
-                record("imitation", epoch + 1, loss, time.perf_counter() - t0, {"render_seconds": round(data.frames.render_seconds - r0, 3)})
+                record(
+                    "imitation",
+                    epoch + 1,
+                    loss,
+                    time.perf_counter() - t0,
+                    {"render_seconds": round(data.frames.render_seconds - r0, 3)},
+                )
             target.load_state_dict(policy.state_dict())
 
         # ---- stage 2: Double DQN ------------------------------------------------------------------
         if "dqn" in cfg.stages and counters["dqn_epochs"] < cfg.epochs:
             lanes = cfg.num_envs
-            env = ReplayEnv(data.arrays, data.train, lanes, initial_cash, rules, lane_offset=dist.rank * lanes, total_lanes=lanes * dist.world_size)
-            rb = SequenceReplay(cfg.buffer_size, lanes, hidden_size, seed=int(rng.integers(1 << 31)))
+            env = ReplayEnv(
+                data.arrays,
+                data.train,
+                lanes,
+                initial_cash,
+                rules,
+                lane_offset=dist.rank * lanes,
+                total_lanes=lanes * dist.world_size,
+            )
+            rb = SequenceReplay(
+                cfg.buffer_size, lanes, hidden_size, seed=int(rng.integers(1 << 31))
+            )
             b, t = (cfg.burn_in, cfg.seq_len) if policy.recurrent else (0, 1)
             n_seq = cfg.batch_size if policy.recurrent else cfg.batch_size * cfg.seq_len
-            steps = env.steps_per_epoch if cfg.max_steps_per_epoch is None else min(env.steps_per_epoch, cfg.max_steps_per_epoch)
+            steps = (
+                env.steps_per_epoch
+                if cfg.max_steps_per_epoch is None
+                else min(env.steps_per_epoch, cfg.max_steps_per_epoch)
+            )
             # Rebinding cfg stores the schedule actually used in model.json (checkpoint() reads cfg).
             cfg = replace(cfg, eps_decay=eps_decay_for(cfg, cfg.epochs * steps * lanes))
             eps = epsilon_at(cfg, counters["transitions"], cfg.eps_decay)
@@ -327,25 +430,59 @@ def train(
                 for step in range(steps):
                     eps = epsilon_at(cfg, counters["transitions"], cfg.eps_decay)
                     policy.eval()  # acting: BatchNorm on running statistics (see strategies/cnn.py)
-                    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                        q, next_hidden = policy(data.frames.get(obs_idx).to(device), torch.from_numpy(obs_pos).to(device), hidden)
+                    with (
+                        torch.no_grad(),
+                        torch.autocast(
+                            device.type, dtype=torch.float16, enabled=device.type == "cuda"
+                        ),
+                    ):
+                        q, next_hidden = policy(
+                            data.frames.get(obs_idx).to(device),
+                            torch.from_numpy(obs_pos).to(device),
+                            hidden,
+                        )
                     actions = q.argmax(-1).cpu().numpy()
                     explore = rng.random(lanes) < eps
                     actions[explore] = rng.integers(0, 3, int(explore.sum()))
                     tr = env.step(actions)
-                    rb.add(obs_idx, obs_pos, actions, tr["reward"] * cfg.reward_scale, tr["terminated"], tr["next_idx"], tr["next_pos"],
-                           tr["episode"], hidden[0].float().cpu().numpy() if hidden is not None else None, valid=tr["valid"])
+                    rb.add(
+                        obs_idx,
+                        obs_pos,
+                        actions,
+                        tr["reward"] * cfg.reward_scale,
+                        tr["terminated"],
+                        tr["next_idx"],
+                        tr["next_pos"],
+                        tr["episode"],
+                        hidden[0].float().cpu().numpy() if hidden is not None else None,
+                        valid=tr["valid"],
+                    )
                     rewards += float(tr["reward"].sum())
                     hidden = next_hidden
                     ended = tr["terminated"] | tr["truncated"]
                     if hidden is not None and ended.any():
                         hidden = hidden.clone()
-                        hidden[:, torch.from_numpy(ended).to(device)] = 0.0  # a new episode starts from scratch
+                        hidden[:, torch.from_numpy(ended).to(device)] = (
+                            0.0  # a new episode starts from scratch
+                        )
                     obs_idx, obs_pos = env.observe()
                     counters["transitions"] += lanes
-                    if counters["transitions"] >= cfg.learning_starts and step % cfg.train_frequency == 0 and rb.can_sample(b + t):
+                    if (
+                        counters["transitions"] >= cfg.learning_starts
+                        and step % cfg.train_frequency == 0
+                        and rb.can_sample(b + t)
+                    ):
                         policy.train()
-                        loss = td_loss(rb.sample(n_seq, b + t), data.frames, policy, model, target, b, cfg.gamma, device)
+                        loss = td_loss(
+                            rb.sample(n_seq, b + t),
+                            data.frames,
+                            policy,
+                            model,
+                            target,
+                            b,
+                            cfg.gamma,
+                            device,
+                        )
                         _step(loss, policy, dqn_opt, scaler, cfg.max_grad_norm)
                         losses.append(float(loss.item()))
                         counters["updates"] += 1
@@ -353,12 +490,25 @@ def train(
                             target.load_state_dict(policy.state_dict())
                         if writer is not None and counters["updates"] % 50 == 0:
                             writer.add_scalar("dqn/td_loss", losses[-1], counters["updates"])
-                    bar.update(task, advance=1, info=f"eps {eps:.2f} loss {np.mean(losses[-20:]) if losses else float('nan'):.4f}")
+                    bar.update(
+                        task,
+                        advance=1,
+                        info=f"eps {eps:.2f} loss {np.mean(losses[-20:]) if losses else float('nan'):.4f}",
+                    )
                 counters["dqn_epochs"] = epoch + 1
-                record("dqn", epoch + 1, float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - t0, {
-                    "epsilon": round(eps, 4), "updates": counters["updates"], "transitions": steps * lanes,
-                    "train_log_return": round(rewards / lanes, 6), "render_seconds": round(data.frames.render_seconds - r0, 3),
-                })
+                record(
+                    "dqn",
+                    epoch + 1,
+                    float(np.mean(losses)) if losses else float("nan"),
+                    time.perf_counter() - t0,
+                    {
+                        "epsilon": round(eps, 4),
+                        "updates": counters["updates"],
+                        "transitions": steps * lanes,
+                        "train_log_return": round(rewards / lanes, 6),
+                        "render_seconds": round(data.frames.render_seconds - r0, 3),
+                    },
+                )
     if writer is not None:
         writer.close()
     return TrainResult(history, policy)

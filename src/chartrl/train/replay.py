@@ -88,7 +88,9 @@ class SequenceReplay:
     def sample(self, batch: int, length: int) -> SequenceBatch:
         """``batch`` sequences of ``length`` consecutive steps of one lane and one episode."""
         if not self.can_sample(length):
-            raise ValueError(f"replay holds {self.size} steps per lane, fewer than the sequence length {length}")
+            raise ValueError(
+                f"replay holds {self.size} steps per lane, fewer than the sequence length {length}"
+            )
         oldest = (self.write - self.size) % self.cap
         lanes = np.empty(batch, np.int64)
         starts = np.empty(batch, np.int64)
@@ -99,14 +101,18 @@ class SequenceReplay:
             rel = self.rng.integers(0, self.size - length + 1, n)
             first = (oldest + rel) % self.cap
             last = (oldest + rel + length - 1) % self.cap
-            ok = (self.episode[first, lane] == self.episode[last, lane]) & (self.episode[first, lane] >= 0)
+            ok = (self.episode[first, lane] == self.episode[last, lane]) & (
+                self.episode[first, lane] >= 0
+            )
             k = int(ok.sum())
             lanes[got : got + k], starts[got : got + k] = lane[ok], first[ok]
             got += k
             if got == batch:
                 break
         else:
-            raise RuntimeError("could not sample sequences inside one episode; episodes are shorter than the sequence length")
+            raise RuntimeError(
+                "could not sample sequences inside one episode; episodes are shorter than the sequence length"
+            )
         rows = (starts[:, None] + np.arange(length)[None, :]) % self.cap  # (B, T)
         cols = lanes[:, None]
         last = rows[:, -1]

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from chartrl.backtest.env import FrameCache
 from chartrl.strategies.base import N_ACTIONS, frozen_bn_stats
+from chartrl.train.env import FrameCache
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -30,15 +30,24 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def imitation_positions(close: np.ndarray, idx: np.ndarray, rng: np.random.Generator, fee: float) -> torch.Tensor:
+def imitation_positions(
+    close: np.ndarray, idx: np.ndarray, rng: np.random.Generator, fee: float
+) -> torch.Tensor:
     """(B, T, 2) position features from the past only: per sequence flat, or long since idx[:, 0]."""
     long = rng.random(idx.shape[0]) < 0.5
     entry = close[idx[:, 0]] * (1 + fee)
     ur = np.log(close[idx] / entry[:, None]) * long[:, None]
-    return torch.from_numpy(np.stack([np.broadcast_to(long[:, None], idx.shape).astype(np.float32), ur.astype(np.float32)], -1))
+    return torch.from_numpy(
+        np.stack(
+            [np.broadcast_to(long[:, None], idx.shape).astype(np.float32), ur.astype(np.float32)],
+            -1,
+        )
+    )
 
 
-def sample_windows(decisions: np.ndarray, batch: int, length: int, rng: np.random.Generator) -> np.ndarray:
+def sample_windows(
+    decisions: np.ndarray, batch: int, length: int, rng: np.random.Generator
+) -> np.ndarray:
     """(batch, length) runs of consecutive candles drawn from ``decisions``."""
     starts = rng.integers(0, len(decisions) - length + 1, batch)
     return decisions[starts[:, None] + np.arange(length)[None, :]]

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from chartrl.account.fills import Fill, MarketRules
-from chartrl.backtest.env import CandleArrays, FrameCache, new_account
 from chartrl.backtest.metrics import compute_metrics
 from chartrl.strategies.base import Policy
 from chartrl.timeframe import periods_per_year
+from chartrl.train.env import CandleArrays, FrameCache, new_account
 
 VALIDATION_METRICS = ("total_return", "sharpe", "max_drawdown", "trades")
 """The validation figures of training (history.csv ``val_*``, model.json, compare): the backtest's."""
@@ -50,7 +50,10 @@ def greedy_run(
     policy.eval()
     try:
         feats = torch.cat(
-            [policy.features(frames.get(decisions[i : i + feature_batch]).to(device)).float() for i in range(0, len(decisions), feature_batch)]
+            [
+                policy.features(frames.get(decisions[i : i + feature_batch]).to(device)).float()
+                for i in range(0, len(decisions), feature_batch)
+            ]
         )
         account = new_account(arrays, int(decisions[0]), initial_cash, rules)
         hidden = policy.initial_hidden(1, device)
@@ -58,7 +61,11 @@ def greedy_run(
         equity = np.full(len(decisions) + 1, float(initial_cash))
         position = np.zeros(len(decisions) + 1)
         for i, t in enumerate(decisions):
-            pos = torch.tensor([account.position_features(float(arrays.close[t]))], dtype=torch.float32, device=device)
+            pos = torch.tensor(
+                [account.position_features(float(arrays.close[t]))],
+                dtype=torch.float32,
+                device=device,
+            )
             q, hidden = policy.head(feats[i : i + 1], pos, hidden)
             a = int(q.argmax(dim=-1).item())
             account.execute(a, arrays.candle(int(t) + 1))

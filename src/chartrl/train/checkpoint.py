@@ -66,18 +66,29 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def save_model(dir: Path | str, policy: torch.nn.Module, meta: dict[str, Any], extra_files: dict[str, bytes] | None = None) -> Path:
+def save_model(
+    dir: Path | str,
+    policy: torch.nn.Module,
+    meta: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
     """Write ``policy``'s weights and ``meta`` (must hold ``chart_spec`` and ``series``) to ``dir``."""
     from chartrl import __version__
 
     dir = Path(dir)
     if "chart_spec" not in meta or "series" not in meta:
-        raise ValueError("checkpoint meta needs 'chart_spec' and 'series' (exchange, symbol, timeframe)")
+        raise ValueError(
+            "checkpoint meta needs 'chart_spec' and 'series' (exchange, symbol, timeframe)"
+        )
     module = getattr(policy, "module", policy)  # unwrap DistributedDataParallel
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buf)
     weights = buf.getvalue()
-    spec = meta["chart_spec"] if isinstance(meta["chart_spec"], ChartSpec) else ChartSpec(**meta["chart_spec"])
+    spec = (
+        meta["chart_spec"]
+        if isinstance(meta["chart_spec"], ChartSpec)
+        else ChartSpec(**meta["chart_spec"])
+    )
     full = {
         "format": 1,
         "strategy": getattr(module, "name", meta.get("strategy")),
@@ -114,7 +125,9 @@ def read_meta(dir: Path | str) -> dict[str, Any]:
     dir = Path(dir)
     missing = [n for n in (MODEL_FILE, META_FILE) if not (dir / n).is_file()]
     if missing:
-        raise CheckpointError(f"not a chartrl model dir: {dir} ({', '.join(missing)} missing); train one with `chartrl train --out {dir}`")
+        raise CheckpointError(
+            f"not a chartrl model dir: {dir} ({', '.join(missing)} missing); train one with `chartrl train --out {dir}`"
+        )
     try:
         meta = json.loads((dir / META_FILE).read_text())
         if not isinstance(meta, dict):
@@ -141,7 +154,9 @@ def load_model(
     try:
         saved_spec = ChartSpec(**meta["chart_spec"])
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"corrupt/truncated checkpoint {dir / META_FILE}: chart_spec invalid ({exc})") from None
+        raise CheckpointError(
+            f"corrupt/truncated checkpoint {dir / META_FILE}: chart_spec invalid ({exc})"
+        ) from None
     if expect_spec is not None:
         diffs = saved_spec.diff(expect_spec)
         if diffs:
@@ -151,9 +166,15 @@ def load_model(
     series = meta["series"]
     if expect_series is not None:
         got = (series.get("exchange"), series.get("symbol"), series.get("timeframe"))
-        diffs = [f"{k}: {a!r} != {b!r}" for k, a, b in zip(("exchange", "symbol", "timeframe"), got, expect_series, strict=True) if a != b]
+        diffs = [
+            f"{k}: {a!r} != {b!r}"
+            for k, a, b in zip(("exchange", "symbol", "timeframe"), got, expect_series, strict=True)
+            if a != b
+        ]
         if diffs:
-            raise CheckpointError(f"model {dir} was trained on another series (model != expected): {'; '.join(diffs)}")
+            raise CheckpointError(
+                f"model {dir} was trained on another series (model != expected): {'; '.join(diffs)}"
+            )
     raw = (dir / MODEL_FILE).read_bytes()
     digest = meta.get("weights_sha256")
     if digest and hashlib.sha256(raw).hexdigest() != digest:
@@ -166,9 +187,13 @@ def load_model(
     try:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - any unpickling failure means the same thing to the operator
-        raise CheckpointError(f"corrupt/truncated checkpoint {dir / MODEL_FILE}: not a readable weights file; {fix}") from None
+        raise CheckpointError(
+            f"corrupt/truncated checkpoint {dir / MODEL_FILE}: not a readable weights file; {fix}"
+        ) from None
     try:
-        policy = build_policy(meta["strategy"], config=meta.get("policy_config") or None, spec=saved_spec)
+        policy = build_policy(
+            meta["strategy"], config=meta.get("policy_config") or None, spec=saved_spec
+        )
     except CheckpointError:
         raise
     except Exception:  # noqa: BLE001
@@ -191,7 +216,9 @@ def load_train_state(dir: Path | str) -> dict[str, Any]:
     """Optimizer, target network and counters saved beside the model for ``--resume``."""
     path = Path(dir) / TRAIN_STATE_FILE
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing: {dir} cannot be resumed (it was not written by `chartrl train`); start a new --out")
+        raise CheckpointError(
+            f"{path} is missing: {dir} cannot be resumed (it was not written by `chartrl train`); start a new --out"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - as in load_model: our message, not torch's

@@ -54,7 +54,9 @@ class FrameCache:
         self.renderer = renderer
         self.chunk = chunk
         self.max_bytes = max_bytes
-        self.valid = np.zeros(int(renderer.valid_indices.max()) + 1 if len(renderer.valid_indices) else 0, dtype=bool)
+        self.valid = np.zeros(
+            int(renderer.valid_indices.max()) + 1 if len(renderer.valid_indices) else 0, dtype=bool
+        )
         self.valid[renderer.valid_indices] = True
         self._chunks: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._bytes = 0
@@ -84,7 +86,9 @@ class FrameCache:
     def get(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 frames ``(N, C, H, W)`` for candle ``indices`` (any shape is flattened)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(self.valid) or not self.valid[idx].all()):
+        if len(idx) and (
+            idx.min() < 0 or idx.max() >= len(self.valid) or not self.valid[idx].all()
+        ):
             bad = idx[(idx < 0) | (idx >= len(self.valid))]
             bad = bad if len(bad) else idx[~self.valid[idx]]
             raise IndexError(f"no complete chart window ends at candle index {int(bad[0])}")
@@ -114,16 +118,22 @@ class CandleArrays:
         step = np.diff(self.ts)
         # Candles are missing after t when the next one opens later than the series' period (its
         # median spacing); the last candle has no next one at all.
-        self.break_after = np.append(step > np.median(step), True) if len(step) else np.ones(len(self.ts), bool)
+        self.break_after = (
+            np.append(step > np.median(step), True) if len(step) else np.ones(len(self.ts), bool)
+        )
 
     def __len__(self) -> int:
         return len(self.close)
 
     def candle(self, t: int) -> Candle:
-        return Candle(int(self.ts[t]), self.open[t], self.high[t], self.low[t], self.close[t], self.volume[t])
+        return Candle(
+            int(self.ts[t]), self.open[t], self.high[t], self.low[t], self.close[t], self.volume[t]
+        )
 
 
-def new_account(arrays: CandleArrays, t: int, initial_cash: float, rules: MarketRules) -> SimAccount:
+def new_account(
+    arrays: CandleArrays, t: int, initial_cash: float, rules: MarketRules
+) -> SimAccount:
     """A flat account marked at the close of candle ``t`` (so the first reward is close t -> t+1)."""
     account = SimAccount(initial_cash, rules)
     account.last_price = float(arrays.close[t])
@@ -154,14 +164,23 @@ class ReplayEnv:
         total = total_lanes or num_lanes
         decisions = np.asarray(decisions, dtype=np.int64)
         if total > max_lanes(len(decisions)):
-            raise ValueError(f"{len(decisions)} decision candles are too few for {total} lanes (need >= {2 * total})")
+            raise ValueError(
+                f"{len(decisions)} decision candles are too few for {total} lanes (need >= {2 * total})"
+            )
         if decisions.max() + 1 >= len(arrays):
-            raise ValueError(f"decision candle {int(decisions.max())} has no next candle to fill at")
+            raise ValueError(
+                f"decision candle {int(decisions.max())} has no next candle to fill at"
+            )
         per = len(decisions) // total
         # Drop the remainder at the start so every lane has the same length and epochs end together.
         start = len(decisions) - per * total
         self.segments = decisions[start:].reshape(total, per)[lane_offset : lane_offset + num_lanes]
-        self.arrays, self.num_lanes, self.initial_cash, self.rules = arrays, num_lanes, initial_cash, rules
+        self.arrays, self.num_lanes, self.initial_cash, self.rules = (
+            arrays,
+            num_lanes,
+            initial_cash,
+            rules,
+        )
         self.steps_per_epoch = per - 1
         self._episode_counter = 0
         self.reset()
@@ -172,7 +191,10 @@ class ReplayEnv:
 
     def reset(self) -> tuple[np.ndarray, np.ndarray]:
         self.ptr = np.zeros(self.num_lanes, dtype=np.int64)
-        self.accounts = [new_account(self.arrays, int(s[0]), self.initial_cash, self.rules) for s in self.segments]
+        self.accounts = [
+            new_account(self.arrays, int(s[0]), self.initial_cash, self.rules)
+            for s in self.segments
+        ]
         self.episode = np.arange(self.num_lanes, dtype=np.int64) + self._episode_counter
         self._episode_counter += self.num_lanes
         return self.observe()
@@ -200,16 +222,30 @@ class ReplayEnv:
             fills[k] = account.execute(int(actions[k]), self.arrays.candle(t + 1)) is not None
             rewards[k] = account.last_reward
             self.ptr[k] += 1
-            valid[k] = int(self.segments[k, self.ptr[k]]) == t + 1 and not self.arrays.break_after[t]
+            valid[k] = (
+                int(self.segments[k, self.ptr[k]]) == t + 1 and not self.arrays.break_after[t]
+            )
             terminated[k] = account.bankrupt
             truncated[k] = not terminated[k] and (self.ptr[k] >= last or not valid[k])
         next_idx, next_pos = self.observe()
-        for k in np.flatnonzero((terminated | truncated) & (self.ptr < last)):  # restart flat, new episode
-            self.accounts[k] = new_account(self.arrays, int(self.segments[k, self.ptr[k]]), self.initial_cash, self.rules)
+        for k in np.flatnonzero(
+            (terminated | truncated) & (self.ptr < last)
+        ):  # restart flat, new episode
+            self.accounts[k] = new_account(
+                self.arrays, int(self.segments[k, self.ptr[k]]), self.initial_cash, self.rules
+            )
             self.episode[k] = self._episode_counter
             self._episode_counter += 1
-        return {"reward": rewards, "terminated": terminated, "truncated": truncated, "valid": valid,
-                "next_idx": next_idx, "next_pos": next_pos, "fills": fills, "episode": episode}
+        return {
+            "reward": rewards,
+            "terminated": terminated,
+            "truncated": truncated,
+            "valid": valid,
+            "next_idx": next_idx,
+            "next_pos": next_pos,
+            "fills": fills,
+            "episode": episode,
+        }
 
 
 @dataclass
@@ -257,4 +293,6 @@ def prepare_data(
             f"{validation_fraction:.0%} of {n} candles; load a longer range or lower the validation fraction"
         )
     frames = FrameCache(renderer, max_bytes=cache_mb << 20)
-    return TrainData(candles, spec, timeframe, CandleArrays(candles), frames, train, validation, val_start)
+    return TrainData(
+        candles, spec, timeframe, CandleArrays(candles), frames, train, validation, val_start
+    )
