@@ -193,7 +193,8 @@ def compute_metrics(
 
 def result_metrics(result, periods_per_year: float, trials: int | None = None) -> dict:
     """``compute_metrics`` of a :class:`chartrl.backtest.runner.BacktestResult` (annualised with
-    ``periods_per_year``); with ``trials`` also the probabilistic / deflated Sharpe."""
+    ``periods_per_year``); with ``trials`` also the probabilistic / deflated Sharpe; and the skill
+    test (``skill_p_value``, ``skill_percentile``, chartrl.backtest.skill) under its fill model."""
     out = compute_metrics(
         result.equity,
         result.position,
@@ -202,6 +203,10 @@ def result_metrics(result, periods_per_year: float, trials: int | None = None) -
         start=result.start.isoformat(),
         end=result.end.isoformat(),
     )
+    if result.rules is not None:
+        from chartrl.backtest.skill import result_skill
+
+        out.update(result_skill(result, result.rules.fee, result.rules.slippage_bps))
     if trials is not None:
         out["deflated_sharpe"] = deflated_sharpe(period_returns(result.equity), trials)
     return out

@@ -101,6 +101,17 @@ def _table(columns: Sequence[tuple[str, dict]]) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def _skill_lines(m: dict) -> list[str]:
+    if m.get("skill_p_value") is None:
+        return ["Skill test: not run (no fill model recorded with this backtest)."]
+    return [
+        f"Skill test: p-value **{m['skill_p_value']:.4f}**, percentile **{m['skill_percentile']:.1f}** "
+        f"against {m['skill_sims']:,} random policies with the same round trips and time in the "
+        f"market, same costs (seed {m['skill_seed']}). Below 0.05 the timing beats chance; a "
+        "policy that only sits in the market longer than its rivals does not pass it.",
+    ]
+
+
 def _dsr_lines(d: dict | None) -> list[str]:
     if not d or d.get("dsr") is None:
         return ["Deflated Sharpe ratio: not defined (fewer than 3 returns or flat equity)."]
@@ -175,6 +186,8 @@ def _markdown(
         _table([(name, metrics), ("buy and hold", metrics["baselines"]["buyhold"])]),
         "",
         *_dsr_lines(metrics.get("deflated_sharpe")),
+        "",
+        *_skill_lines(metrics),
         "",
     ]
     if folds:

@@ -55,6 +55,8 @@ class BacktestResult:
     fill_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """For each fill, the index (into ``candles``) of the candle whose open filled it."""
     params: dict[str, Any] = field(default_factory=dict)
+    rules: MarketRules | None = None
+    """The fill model it ran under (the skill test prices random policies with it)."""
 
     @property
     def start(self) -> pd.Timestamp:
@@ -347,6 +349,7 @@ def run_backtest(
         fills=list(account.book.fills),
         fill_index=np.asarray(fill_index, dtype=np.int64),
         params=params,
+        rules=rules,
     )
 
 

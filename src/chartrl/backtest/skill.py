@@ -1,0 +1,114 @@
+"""Skill test: the model's return against random policies with its own trips and exposure.
+
+A policy that only sits in the market longer than its rivals earns the drift, not skill. So the
+null here keeps everything but the timing: each of ``sims`` random policies makes the same round
+trips (the same durations, so the same number of trips and the same time in the market), placed at
+random over the same candles, and pays the same costs under the same fill model (fill at the open,
+slippage and taker fee on both sides; a trip still open at the end is marked at the last close,
+without exit costs, as the equity curve marks it).
+
+The model's own return is recomputed with that same formula from its fills, so both sides are
+priced alike (full-budget sizing; amount rounding and exchange minimums are ignored on both).
+p-value = (1 + #{random >= model}) / (1 + sims), the usual add-one Monte Carlo p-value: it is never
+0 and a tie counts against the model. Percentile = share of random returns below the model, ties
+counted half. Placement: the trip order is a random permutation and the free candles between
+trips (at least one, since a sell and the next buy cannot share a candle) are cut at ``m`` points
+drawn uniformly. Seeded: the same inputs and seed give the same figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from chartrl.account.fills import Fill
+
+SIMS = 1000
+SEED = 0
+
+
+def trip_blocks(fills: Sequence[Fill], fill_index: np.ndarray, n_fills: int) -> np.ndarray:
+    """(entry, exit) fill indices of each trip; an open trip at the end exits at ``n_fills + 1``
+    (the mark at the last close). Fill indices run 1..n_fills (candle k's open fills index k)."""
+    blocks: list[tuple[int, int]] = []
+    entry = None
+    for f, i in zip(fills, fill_index, strict=True):
+        if f.side == "buy":
+            entry = int(i)
+        elif f.side == "sell" and entry is not None:
+            blocks.append((entry, int(i)))
+            entry = None
+    if entry is not None:
+        blocks.append((entry, n_fills + 1))
+    return np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
+
+
+def _log_prices(
+    opens: np.ndarray, last_close: float, fee: float, slip: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log entry and exit price with costs, indexed by fill index (0 unused, n+1 the final mark)."""
+    lo = np.log(np.asarray(opens, dtype=np.float64))
+    entry = np.concatenate([[np.nan], lo[1:] + math.log((1 + slip) * (1 + fee)), [np.nan]])
+    exit_ = np.concatenate(
+        [[np.nan], lo[1:] + math.log((1 - slip) * (1 - fee)), [math.log(last_close)]]
+    )
+    return entry, exit_
+
+
+def skill_test(
+    opens: np.ndarray,
+    last_close: float,
+    blocks: np.ndarray,
+    fee: float,
+    slippage_bps: float,
+    sims: int = SIMS,
+    seed: int = SEED,
+) -> dict:
+    """p-value and percentile of the trips ``blocks`` against ``sims`` random placements of them.
+
+    ``opens[k]`` is the open that fill index k fills at (``opens[0]``, the first decision candle's
+    open, is never traded); ``last_close`` marks a trip open at the end.
+    """
+    n = len(opens) - 1
+    entry_lp, exit_lp = _log_prices(opens, last_close, fee, slippage_bps / 1e4)
+    blocks = np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
+    m = len(blocks)
+    model = float(np.sum(exit_lp[blocks[:, 1]] - entry_lp[blocks[:, 0]])) if m else 0.0
+    out = {"skill_sims": sims, "skill_seed": seed, "skill_log_return": model}
+    if m == 0:
+        # No trip: every random policy is the same empty policy; nothing to tell apart.
+        return {**out, "skill_p_value": 1.0, "skill_percentile": 50.0, "skill_null_mean": 0.0}
+    dur = blocks[:, 1] - blocks[:, 0]
+    slack = n - int(dur.sum()) - (m - 1)
+    if slack < 0:
+        raise ValueError("trips overlap or exceed the candles; cannot place them at random")
+    rng = np.random.default_rng(seed)
+    d = rng.permuted(np.broadcast_to(dur, (sims, m)), axis=1)
+    cuts = np.sort(rng.integers(0, slack + 1, size=(sims, m)), axis=1)
+    before = np.cumsum(d, axis=1) - d  # candles held by earlier trips
+    starts = 1 + cuts + before + np.arange(m)
+    ends = starts + d
+    rand = np.sum(exit_lp[ends] - entry_lp[starts], axis=1)
+    # A float tie (same trips, same places) must count as a tie, not as luck either way.
+    tol = 1e-12 * max(1.0, abs(model))
+    above = int(np.sum(rand >= model - tol))
+    below = int(np.sum(rand < model - tol))
+    ties = sims - below - int(np.sum(rand > model + tol))
+    return {
+        **out,
+        "skill_p_value": (1 + above) / (1 + sims),
+        "skill_percentile": 100.0 * (below + 0.5 * ties) / sims,
+        "skill_null_mean": float(np.mean(rand)),
+    }
+
+
+def result_skill(
+    result, fee: float, slippage_bps: float, sims: int = SIMS, seed: int = SEED
+) -> dict:
+    """``skill_test`` of a :class:`chartrl.backtest.runner.BacktestResult`."""
+    opens = result.candles["open"].to_numpy(np.float64)
+    last_close = float(result.candles["close"].iloc[-1])
+    blocks = trip_blocks(result.fills, result.fill_index, len(opens) - 1)
+    return skill_test(opens, last_close, blocks, fee, slippage_bps, sims, seed)
