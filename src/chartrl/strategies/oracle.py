@@ -29,3 +29,51 @@ def oracle_labels(close: np.ndarray, window: int = 24) -> np.ndarray:
     labels[close >= hi] = int(Action.SELL)
     labels[close <= lo] = int(Action.BUY)
     return labels
+
+
+def optimal_values(
+    open_: np.ndarray,
+    close: np.ndarray,
+    fee: float = 0.001,
+    slippage_bps: float = 5.0,
+    trade_penalty: float = 0.0,
+) -> np.ndarray:
+    """Hindsight action values of a long/flat account under the backtest's fill model.
+
+    Returns float64 ``q[t, p, a]``: the highest log equity gain reachable from the close of candle t
+    in position p (0 flat, 1 long) when action a (0 hold, 1 buy, 2 sell) is decided at that close
+    and fills at the open of t+1, paying ``fee`` and ``slippage_bps`` on both sides and
+    ``trade_penalty`` (log-return units) per entry, i.e. per round trip. A buy while long or a sell
+    while flat does nothing, as in the fill model. No decision at the last candle (no next open), so
+    its values are the gap-free zero.
+    """
+    o = np.asarray(open_, dtype=np.float64)
+    c = np.asarray(close, dtype=np.float64)
+    n = len(c)
+    if len(o) != n:
+        raise ValueError(f"open and close differ in length: {len(o)} != {n}")
+    slip = slippage_bps / 1e4
+    buy_cost = np.log((1 + slip) * (1 + fee)) + trade_penalty  # log equity lost entering
+    sell_cost = -np.log((1 - slip) * (1 - fee))  # log equity lost leaving
+    q = np.zeros((n, 2, 3))
+    v = np.zeros(2)  # best value at the close of t+1, per position held after its decision
+    for t in range(n - 2, -1, -1):
+        gap = np.log(o[t + 1] / c[t])  # close t -> open t+1: earned by the position held at t
+        intra = np.log(c[t + 1] / o[t + 1])  # open t+1 -> close t+1: by the position after the fill
+        stay_flat = v[0]
+        go_long = -buy_cost + intra + v[1]
+        stay_long = gap + intra + v[1]
+        go_flat = gap - sell_cost + v[0]
+        q[t, 0] = (stay_flat, go_long, stay_flat)
+        q[t, 1] = (stay_long, stay_long, go_flat)
+        v = np.array([max(stay_flat, go_long), max(stay_long, go_flat)])
+    return q
+
+
+def optimal_actions(q: np.ndarray) -> np.ndarray:
+    """int64 ``[t, p]``: the optimal action from flat (hold or buy) and from long (hold or sell);
+    ties hold, so the oracle never trades for nothing."""
+    acts = np.full(q.shape[:2], int(Action.HOLD), dtype=np.int64)
+    acts[:, 0][q[:, 0, 1] > q[:, 0, 0]] = int(Action.BUY)
+    acts[:, 1][q[:, 1, 2] > q[:, 1, 0]] = int(Action.SELL)
+    return acts
