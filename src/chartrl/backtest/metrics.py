@@ -46,23 +46,36 @@ def drawdown_series(equity: np.ndarray) -> np.ndarray:
     return e / np.maximum.accumulate(e) - 1.0
 
 
-def round_trips(fills: Sequence[Fill]) -> list[tuple[float, float]]:
-    """(profit in quote, net return) of each closed round trip: sell proceeds after fee against the
-    buy cost with fee.
+def pair_fills(fills: Sequence[Fill]) -> list[tuple[int, int | None]]:
+    """Positions in ``fills`` of each round trip's buy and sell (sell None: still open at the end).
 
     The fill model never buys while long, so a buy on an open position starts the next of several
     chained runs (walk-forward folds): the earlier run ended long, which is not a trade, exactly
     as that run's own metrics count it. Merging the two buys would invent a losing round trip.
     """
-    out: list[tuple[float, float]] = []
-    cost = 0.0
-    for f in fills:
+    out: list[tuple[int, int | None]] = []
+    entry: int | None = None
+    for k, f in enumerate(fills):
         if f.side == "buy":
-            cost = f.notional + f.fee
-        elif f.side == "sell" and cost > 0:
-            proceeds = f.notional - f.fee
-            out.append((proceeds - cost, proceeds / cost - 1.0))
-            cost = 0.0
+            entry = k
+        elif f.side == "sell" and entry is not None:
+            out.append((entry, k))
+            entry = None
+    if entry is not None:
+        out.append((entry, None))
+    return out
+
+
+def round_trips(fills: Sequence[Fill]) -> list[tuple[float, float]]:
+    """(profit in quote, net return) of each closed round trip (``pair_fills``): sell proceeds
+    after fee against the buy cost with fee."""
+    out: list[tuple[float, float]] = []
+    for b, s in pair_fills(fills):
+        if s is None:
+            continue
+        cost = fills[b].notional + fills[b].fee
+        proceeds = fills[s].notional - fills[s].fee
+        out.append((proceeds - cost, proceeds / cost - 1.0))
     return out
 
 
@@ -206,7 +219,7 @@ def result_metrics(result, periods_per_year: float, trials: int | None = None) -
     if result.rules is not None:
         from chartrl.backtest.skill import result_skill
 
-        out.update(result_skill(result, result.rules.fee, result.rules.slippage_bps))
+        out.update(result_skill(result))
     if trials is not None:
         out["deflated_sharpe"] = deflated_sharpe(period_returns(result.equity), trials)
     return out

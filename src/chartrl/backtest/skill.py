@@ -24,24 +24,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from chartrl.account.fills import Fill
+from chartrl.backtest.metrics import pair_fills
 
 SIMS = 1000
 SEED = 0
 
 
 def trip_blocks(fills: Sequence[Fill], fill_index: np.ndarray, n_fills: int) -> np.ndarray:
-    """(entry, exit) fill indices of each trip; an open trip at the end exits at ``n_fills + 1``
-    (the mark at the last close). Fill indices run 1..n_fills (candle k's open fills index k)."""
-    blocks: list[tuple[int, int]] = []
-    entry = None
-    for f, i in zip(fills, fill_index, strict=True):
-        if f.side == "buy":
-            entry = int(i)
-        elif f.side == "sell" and entry is not None:
-            blocks.append((entry, int(i)))
-            entry = None
-    if entry is not None:
-        blocks.append((entry, n_fills + 1))
+    """(entry, exit) fill indices of each trip (``pair_fills``); an open trip at the end exits at
+    ``n_fills + 1`` (the mark at the last close). Fill indices run 1..n_fills (candle k's open
+    fills index k)."""
+    idx = np.asarray(fill_index, dtype=np.int64)
+    if len(idx) != len(fills):
+        raise ValueError(f"{len(fills)} fills but {len(idx)} fill indices")
+    blocks = [(idx[b], n_fills + 1 if s is None else idx[s]) for b, s in pair_fills(fills)]
     return np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
 
 
@@ -104,11 +100,11 @@ def skill_test(
     }
 
 
-def result_skill(
-    result, fee: float, slippage_bps: float, sims: int = SIMS, seed: int = SEED
-) -> dict:
-    """``skill_test`` of a :class:`chartrl.backtest.runner.BacktestResult`."""
+def result_skill(result, sims: int = SIMS, seed: int = SEED) -> dict:
+    """``skill_test`` of a :class:`chartrl.backtest.runner.BacktestResult`, priced under the fill
+    model it ran under (``result.rules``)."""
     opens = result.candles["open"].to_numpy(np.float64)
     last_close = float(result.candles["close"].iloc[-1])
     blocks = trip_blocks(result.fills, result.fill_index, len(opens) - 1)
+    fee, slippage_bps = result.rules.fee, result.rules.slippage_bps
     return skill_test(opens, last_close, blocks, fee, slippage_bps, sims, seed)
