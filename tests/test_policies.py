@@ -224,6 +224,9 @@ def test_make_rule_builds_from_the_one_registry() -> None:
     assert isinstance(rules.make_rule("sma", sma=(3, 9)), rules.SMACrossover) and rules.make_rule(
         "sma", sma=(3, 9)
     ).params() == {"fast": 3, "slow": 9}
-    assert rules.make_rule("oracle", oracle_window=5).params() == {"window": 5}
+    assert rules.make_rule("oracle", oracle="extrema", oracle_window=5).params() == {
+        "method": "extrema",
+        "window": 5,
+    }
     with pytest.raises(UsageError, match="unknown strategy 'nope'"):
         rules.make_rule("nope")

@@ -106,7 +106,12 @@ def test_smoke_imitation_learns_the_oracle_and_validation_scores_the_saved_model
         synthetic_candles(800, seed=5), SPEC, "1h", validation_fraction=0.3
     )  # 200 validation candles
     cfg = tiny_cfg(
-        stages=("imitation",), imitation_epochs=3, max_steps_per_epoch=None, oracle_window=3
+        stages=("imitation",),
+        imitation_epochs=3,
+        max_steps_per_epoch=None,
+        oracle_window=3,
+        oracle="extrema",  # the old labels and weights: this checks the stage fits what it is given
+        imitation_weights="inverse",
     )
     torch.manual_seed(cfg.seed)
     untrained = build_policy("cnnrnn", SPEC, **cfg.policy_kwargs)  # the trainer's initial weights

@@ -110,7 +110,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=24,
         metavar="N",
-        help="oracle: candles either side of a turning point",
+        help="oracle extrema: candles either side of a turning point",
+    )
+    p.add_argument(
+        "--oracle",
+        choices=["dp", "extrema"],
+        default="dp",
+        help="oracle: dp = fee-aware optimal path from the actual position (default), "
+        "extrema = the article's window-extrema labeller",
+    )
+    p.add_argument(
+        "--oracle-trade-penalty",
+        type=float,
+        metavar="P",
+        help="oracle dp: penalty per round trip in log-return units (default 0.02, docs/training.md)",
     )
     p.add_argument(
         "--device",
@@ -198,6 +211,15 @@ def _load_candles(s: Any, start: Any, end: Any) -> Any:
     )
 
 
+def _penalty(args: argparse.Namespace) -> dict[str, float]:
+    pen = args.oracle_trade_penalty
+    if pen is None:
+        return {}
+    if not pen >= 0:
+        raise UsageError(f"--oracle-trade-penalty must be >= 0 (log-return units), got {pen}")
+    return {"oracle_trade_penalty": pen}
+
+
 def handle(args: argparse.Namespace) -> int:
     _check_args(args)
     trading: dict[str, Any] = {}
@@ -233,6 +255,9 @@ def handle(args: argparse.Namespace) -> int:
             sma=_sma_periods(args, spec),
             seed=args.seed,
             oracle_window=args.oracle_window,
+            oracle=args.oracle,
+            rules=rules,
+            **_penalty(args),
         )
         name = args.strategy
     else:

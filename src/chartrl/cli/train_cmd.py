@@ -22,6 +22,22 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "imitation_epochs": ("--imitation-epochs", lambda v: v >= 0, ">= 0"),
     "validation_fraction": ("--validation-fraction", lambda v: 0 <= v < 0.9, "in [0, 0.9)"),
     "oracle_window": ("--oracle-window", lambda v: v >= 1, ">= 1"),
+    "oracle": ("--oracle", lambda v: v in ("dp", "extrema"), "dp or extrema"),
+    "oracle_trade_penalty": (
+        "--oracle-trade-penalty",
+        lambda v: 0 <= v < 1,
+        "in [0, 1) (log-return units per round trip)",
+    ),
+    "imitation_target": (
+        "--imitation-target",
+        lambda v: v in ("labels", "values"),
+        "labels or values",
+    ),
+    "imitation_weights": (
+        "--imitation-weights",
+        lambda v: v in ("none", "inverse"),
+        "none or inverse",
+    ),
     "num_envs": ("--num-envs", lambda v: v >= 1, ">= 1"),
     "learning_starts": ("--learning-starts", lambda v: v >= 0, ">= 0"),
     "max_steps_per_epoch": ("--max-steps-per-epoch", lambda v: v >= 1, ">= 1"),
@@ -48,7 +64,29 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="last fraction of candles used for validation (default 0.15)",
     )
     g.add_argument(
-        "--oracle-window", type=int, help="half-window in candles of the oracle labels (default 24)"
+        "--oracle-window",
+        type=int,
+        help="--oracle extrema: half-window in candles of the labels (default 24)",
+    )
+    g.add_argument(
+        "--oracle",
+        help="imitation targets: dp = fee-aware optimal action from the position held (default), "
+        "extrema = the article's window-extrema labels",
+    )
+    g.add_argument(
+        "--oracle-trade-penalty",
+        type=float,
+        metavar="P",
+        help="dp oracle's penalty per round trip, log-return units (default 0.02: ~4 a week on BTC)",
+    )
+    g.add_argument(
+        "--imitation-target",
+        help="labels = cross-entropy on the oracle's action (default); "
+        "values = regress Q to the dp oracle's action values x reward_scale",
+    )
+    g.add_argument(
+        "--imitation-weights",
+        help="cross-entropy class weights: none (default) or inverse frequency (the old imitation)",
     )
     g.add_argument("--num-envs", type=int, help="history lanes walked at once (default 8)")
     g.add_argument(
@@ -135,6 +173,10 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
             if not ok(value):
                 raise UsageError(f"{opt} must be {rule}, got {value}")
             given[name] = value
+    if given.get("imitation_target") == "values" and given.get("oracle") == "extrema":
+        raise UsageError(
+            "--imitation-target values needs the dp oracle's action values; drop --oracle extrema"
+        )
     return given
 
 

@@ -1,7 +1,8 @@
-"""The oracle labeller: buy at a window minimum, sell at a window maximum, hold otherwise.
+"""The oracles: the fee-aware optimal long/flat path (dynamic programming over the candles) and the
+article's window-extrema labeller (buy at a window minimum, sell at a maximum, hold otherwise).
 
-It looks ahead (the window is centred on t), so it is a training label and an upper-bound baseline
-only. It must never reach a model's input: nothing under chart/ or the policies imports it.
+Both look ahead, so they are training targets and an upper-bound baseline only. They must never
+reach a model's input: nothing under chart/ or the policies imports this module.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def optimal_values(
     fee: float = 0.001,
     slippage_bps: float = 5.0,
     trade_penalty: float = 0.0,
+    gamma: float = 1.0,
 ) -> np.ndarray:
     """Hindsight action values of a long/flat account under the backtest's fill model.
 
@@ -45,7 +47,9 @@ def optimal_values(
     and fills at the open of t+1, paying ``fee`` and ``slippage_bps`` on both sides and
     ``trade_penalty`` (log-return units) per entry, i.e. per round trip. A buy while long or a sell
     while flat does nothing, as in the fill model. No decision at the last candle (no next open), so
-    its values are the gap-free zero.
+    its values are the gap-free zero. ``gamma`` < 1 discounts each candle's log return as the DQN
+    stage does (``q * reward_scale`` is then the hindsight Q* of the DQN's rewards, the penalty
+    aside); the default 1 is the final log equity.
     """
     o = np.asarray(open_, dtype=np.float64)
     c = np.asarray(close, dtype=np.float64)
@@ -60,10 +64,10 @@ def optimal_values(
     for t in range(n - 2, -1, -1):
         gap = np.log(o[t + 1] / c[t])  # close t -> open t+1: earned by the position held at t
         intra = np.log(c[t + 1] / o[t + 1])  # open t+1 -> close t+1: by the position after the fill
-        stay_flat = v[0]
-        go_long = -buy_cost + intra + v[1]
-        stay_long = gap + intra + v[1]
-        go_flat = gap - sell_cost + v[0]
+        stay_flat = gamma * v[0]
+        go_long = -buy_cost + intra + gamma * v[1]
+        stay_long = gap + intra + gamma * v[1]
+        go_flat = gap - sell_cost + gamma * v[0]
         q[t, 0] = (stay_flat, go_long, stay_flat)
         q[t, 1] = (stay_long, stay_long, go_flat)
         v = np.array([max(stay_flat, go_long), max(stay_long, go_flat)])
@@ -77,3 +81,27 @@ def optimal_actions(q: np.ndarray) -> np.ndarray:
     acts[:, 0][q[:, 0, 1] > q[:, 0, 0]] = int(Action.BUY)
     acts[:, 1][q[:, 1, 2] > q[:, 1, 0]] = int(Action.SELL)
     return acts
+
+
+def oracle_path(actions: np.ndarray, start_long: bool = False) -> np.ndarray:
+    """int64 position (0 flat, 1 long) held after each decision when the optimal ``actions[t, p]``
+    are followed from ``start_long``: the oracle's own trajectory, as the backtest replays it."""
+    pos = np.empty(len(actions), dtype=np.int64)
+    p = int(start_long)
+    for t in range(len(actions)):
+        a = actions[t, p]
+        p = 1 if a == int(Action.BUY) else 0 if a == int(Action.SELL) else p
+        pos[t] = p
+    return pos
+
+
+def path_stats(open_: np.ndarray, close: np.ndarray, pos: np.ndarray, hours: float = 1.0) -> dict:
+    """Round trips per week, exposure and trade count of a position path (``pos[t]`` held from the
+    open of t+1), as the benchmark and the docs report the oracle's trade rate."""
+    entries = int(np.count_nonzero(np.diff(np.r_[0, pos]) == 1))
+    weeks = max(len(pos) * hours / (24 * 7), 1e-9)
+    return {
+        "round_trips": entries,
+        "round_trips_per_week": entries / weeks,
+        "exposure": float(np.mean(pos)) if len(pos) else 0.0,
+    }

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from chartrl.account.fills import MarketRules
 from chartrl.strategies.base import N_ACTIONS, Action
 
 
@@ -145,26 +146,68 @@ class RandomStrategy(RuleStrategy):
         return {"seed": self.seed, "trade_prob": self.trade_prob}
 
 
+ORACLE_METHODS = ("dp", "extrema")
+DEFAULT_TRADE_PENALTY = 0.02
+"""The oracle's default penalty per round trip (log-return units): about 4 round trips a week on
+hourly BTC/USDT 2017-2021 and ETC/BTC 2017-2020 (benchmarks/oracle_penalty.py, docs/training.md)."""
+
+
 class OracleStrategy(RuleStrategy):
-    """The oracle labeller's actions: buy at local minima, sell at local maxima. CHEATS (reads ahead)."""
+    """The hindsight upper bound. CHEATS (reads ahead).
+
+    ``dp`` (default): the fee-aware optimal long/flat path (``strategies.oracle.optimal_values``)
+    under the fill model's fee and slippage, acting from the account's actual position, with
+    ``trade_penalty`` per round trip. ``extrema``: the article's labeller, buy at a window minimum,
+    sell at a maximum, whatever the position.
+    """
 
     name = "oracle"
     cheating = True
 
-    def __init__(self, window: int = 24) -> None:
-        self.window = window
-        self._labels = np.zeros(0, dtype=np.int64)
+    def __init__(
+        self,
+        window: int = 24,
+        method: str = "dp",
+        trade_penalty: float = DEFAULT_TRADE_PENALTY,
+        fee: float = 0.001,
+        slippage_bps: float = 5.0,
+    ) -> None:
+        if method not in ORACLE_METHODS:
+            raise ValueError(f"oracle method {method!r}: use one of {', '.join(ORACLE_METHODS)}")
+        if trade_penalty < 0:
+            raise ValueError(f"oracle trade_penalty must be >= 0, got {trade_penalty}")
+        self.window, self.method, self.trade_penalty = window, method, trade_penalty
+        self.fee, self.slippage_bps = fee, slippage_bps
+        self._labels = np.zeros((0, 2), dtype=np.int64)
 
     def prepare(self, candles: pd.DataFrame) -> None:
-        from chartrl.strategies.oracle import oracle_labels
+        from chartrl.strategies.oracle import optimal_actions, optimal_values, oracle_labels
 
-        self._labels = oracle_labels(candles["close"].to_numpy(), self.window)
+        if self.method == "extrema":
+            labels = oracle_labels(candles["close"].to_numpy(), self.window)
+            self._labels = np.stack([labels, labels], axis=1)
+            return
+        q = optimal_values(
+            candles["open"].to_numpy(np.float64),
+            candles["close"].to_numpy(np.float64),
+            self.fee,
+            self.slippage_bps,
+            self.trade_penalty,
+        )
+        self._labels = optimal_actions(q)
 
     def decide(self, t: int, position: tuple[float, float]) -> int:
-        return int(self._labels[t])
+        return int(self._labels[t, int(position[0] >= 0.5)])
 
     def params(self) -> dict:
-        return {"window": self.window}
+        if self.method == "extrema":
+            return {"method": "extrema", "window": self.window}
+        return {
+            "method": "dp",
+            "trade_penalty": self.trade_penalty,
+            "fee": self.fee,
+            "slippage_bps": self.slippage_bps,
+        }
 
 
 # The one registry of rule baselines (chartrl.strategies.registry builds from it).
@@ -177,15 +220,29 @@ RULES: dict[str, type[RuleStrategy]] = {
 
 
 def make_rule(
-    name: str, sma: tuple[int, int] = (5, 20), seed: int = 0, oracle_window: int = 24
+    name: str,
+    sma: tuple[int, int] = (5, 20),
+    seed: int = 0,
+    oracle_window: int = 24,
+    oracle: str = "dp",
+    oracle_trade_penalty: float = DEFAULT_TRADE_PENALTY,
+    rules: MarketRules | None = None,
 ) -> RuleStrategy:
     """A rule by name (through the registry) with the backtest command's knobs, each passed to the
-    rule it belongs to."""
+    rule it belongs to; the oracle prices its path with ``rules``' fee and slippage (the fills the
+    backtest will charge), defaults when none are given."""
     from chartrl.strategies.registry import build_rule
 
+    rules = rules or MarketRules()
     kwargs = {
         "sma": {"fast": sma[0], "slow": sma[1]},
         "random": {"seed": seed},
-        "oracle": {"window": oracle_window},
+        "oracle": {
+            "window": oracle_window,
+            "method": oracle,
+            "trade_penalty": oracle_trade_penalty,
+            "fee": rules.fee,
+            "slippage_bps": rules.slippage_bps,
+        },
     }
     return build_rule(name, **kwargs.get(name, {}))
