@@ -173,13 +173,72 @@ def test_dp_labels_differ_by_position() -> None:
     flat, long = t.labels[:, 0], t.labels[:, 1]
     assert set(flat) == {HOLD, BUY} and set(long) == {HOLD, SELL}
     assert 0.5 < np.mean(flat == HOLD) < 0.999 and 0.5 < np.mean(long == HOLD) < 0.999
-    # The values rank the actions as the labels do, on the discounted scale DQN uses.
-    assert (
-        np.array_equal(optimal_actions(t.values.astype(np.float64))[:, 0] == BUY, flat == BUY)
-        or np.mean(optimal_actions(t.values.astype(np.float64)) == t.labels) > 0.9
-    )
+    # The discounted values (the distillation target) rank the actions almost as the labels do.
+    assert np.mean(optimal_actions(t.values.astype(np.float64)) == t.labels) > 0.95
     ext = imitation_targets(c["open"].to_numpy(), c["close"].to_numpy(), "extrema")
     assert np.array_equal(ext.labels[:, 0], ext.labels[:, 1]) and ext.values is None
+
+
+def test_values_target_regresses_q_to_the_scaled_dp_values() -> None:
+    """--imitation-target values: Q moves to the DP's discounted action values x reward_scale."""
+    c = synthetic_candles(N, seed=4)
+    o, cl = c["open"].to_numpy(), c["close"].to_numpy()
+    targets = imitation_targets(o, cl, "dp", trade_penalty=0.01)
+    cache = _source(None)
+    torch.manual_seed(0)
+    policy = build_policy("cnn", SPEC, feat_dim=16)
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    rng, losses = np.random.default_rng(0), []
+    for _ in range(4):
+        losses.append(
+            imitation_epoch(
+                policy,
+                policy,
+                opt,
+                torch.amp.GradScaler("cpu", enabled=False),
+                cache,
+                cl,
+                np.arange(2000),
+                targets,
+                None,
+                batch_size=8,
+                seq_len=4,
+                burn_in=0,
+                fee=0.001,
+                max_grad_norm=10.0,
+                rng=rng,
+                device=torch.device("cpu"),
+                open_=o,
+                target="values",
+                reward_scale=100.0,
+                max_updates=50,
+            )
+        )
+    assert losses[-1] < 0.5 * losses[0], losses
+    with torch.no_grad():
+        q, _ = policy.eval()(cache.get(np.arange(2000)), torch.zeros(2000, 2))
+    want = 100.0 * targets.values[:2000, 0].mean(0)
+    assert np.allclose(q.mean(0).numpy(), want, atol=0.3 * np.abs(want).max())
+    with pytest.raises(ValueError, match="needs the dp oracle"):
+        imitation_epoch(
+            policy,
+            policy,
+            opt,
+            torch.amp.GradScaler("cpu", enabled=False),
+            cache,
+            cl,
+            np.arange(2000),
+            imitation_targets(o, cl, "extrema"),
+            None,
+            batch_size=8,
+            seq_len=4,
+            burn_in=0,
+            fee=0.001,
+            max_grad_norm=10.0,
+            rng=rng,
+            device=torch.device("cpu"),
+            target="values",
+        )
 
 
 def test_rollout_follows_the_policys_own_actions() -> None:
