@@ -494,8 +494,10 @@ def train(
                         )
                     obs_idx, obs_pos = env.observe()
                     counters["transitions"] += lanes
+                    # This run's replay, not the restored counter: a resumed run (and every
+                    # nightly fine-tune) starts from an empty memory and must refill it first.
                     if (
-                        counters["transitions"] >= cfg.learning_starts
+                        len(rb) >= min(cfg.learning_starts, rb.capacity)
                         and step % cfg.train_frequency == 0
                         and rb.can_sample(b + t)
                     ):

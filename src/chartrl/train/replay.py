@@ -58,6 +58,11 @@ class SequenceReplay:
     def __len__(self) -> int:
         return self.size * self.lanes
 
+    @property
+    def capacity(self) -> int:
+        """Transitions it holds when full (all lanes)."""
+        return self.cap * self.lanes
+
     def add(
         self,
         idx: np.ndarray,
