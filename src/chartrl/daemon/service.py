@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from chartrl.config.settings import Settings
+from chartrl.daemon import lock
+from chartrl.daemon.lock import child_env
 from chartrl.daemon.sdnotify import Notifier, heartbeat_interval
 from chartrl.daemon.status import write_daemon_state
 from chartrl.errors import ChartrlError, OperationalError, TemporaryError
@@ -151,6 +153,7 @@ class Daemon:
         self._lock = threading.Lock()  # one tick at a time; reload swaps the ticker under it
         self._tick_started: float | None = None
         self._retrain_proc: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
         self.ticks_done = 0
         self.ticks_missed = 0
 
@@ -203,7 +206,14 @@ class Daemon:
         t0 = time.monotonic()
         try:
             # The child lowers its own priority (--nice): the trading process keeps the CPU.
-            self._retrain_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+            # The child works under our data-dir lock: it inherits the locked descriptor.
+            fd = self._lock_fd
+            self._retrain_proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(fd,) if fd is not None else (),
+                env=child_env(fd) if fd is not None else None,
+            )
             code = self._retrain_proc.wait()
         except OSError as exc:
             log.error("retrain_not_started", error=str(exc))
@@ -350,6 +360,16 @@ class Daemon:
     # ---------------------------------------------------------------- run
     def run(self) -> int:
         """Start-up checks, then serve until a stop signal; returns the exit code."""
+        # One writer per data dir: a second daemon (or a fetch, import, retrain) is refused here.
+        data_dir = self.settings.data_dir
+        self._lock_fd = lock.acquire(data_dir, "chartrl run")
+        try:
+            return self._serve()
+        finally:
+            lock.release(data_dir)
+            self._lock_fd = None
+
+    def _serve(self) -> int:
         from apscheduler.events import EVENT_JOB_MISSED
         from apscheduler.schedulers.background import BackgroundScheduler
 

@@ -1,0 +1,124 @@
+"""Issue 12: live trading you can trust. One daemon per data dir, only its own coins, a reload that
+cannot kill the daemon, a status that never lies. Everything against the loopback emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chartrl.cli import main
+from chartrl.testing.exchange_sim import ExchangeSim
+from chartrl.testing.synthetic import synthetic_candles
+
+
+def _cli(*argv: str) -> int:
+    try:
+        main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _wait(cond, timeout: float = 60.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CHARTRL", "NOTIFY_SOCKET", "WATCHDOG"))
+    }
+
+
+# -- 1. one writer per data dir ---------------------------------------------------------------------
+def test_a_second_writer_of_a_data_dir_is_refused_naming_the_pid(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    csv = tmp_path / "c.csv"
+    synthetic_candles(50, seed=3).assign(
+        date=lambda d: d.timestamp.dt.strftime("%Y-%m-%d %H:%M:%S")
+    )[["date", "open", "high", "low", "close", "volume"]].to_csv(csv, index=False)
+    with ExchangeSim(synthetic_candles(300, seed=1)) as sim:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(
+            f'[exchange]\napi_url = "{sim.url}"\n[data]\ndir = "{data}"\n'
+            '[model]\nstrategy = "buyhold"\n[daemon]\nheartbeat_seconds = 0.2\n'
+            "retrain_enabled = false\n"
+        )
+        first = subprocess.Popen(
+            [sys.executable, "-m", "chartrl", "--config", str(cfg), "run"],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+
+            def started() -> bool:
+                try:
+                    return json.loads((data / "daemon.json").read_text()).get("pid") == first.pid
+                except (OSError, ValueError):
+                    return False
+
+            assert _wait(started), "the first daemon did not start"
+            second = subprocess.run(
+                [sys.executable, "-m", "chartrl", "--config", str(cfg), "run"],
+                env=_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert second.returncode == 2, second.stderr
+            err = second.stderr.strip().splitlines()
+            assert len(err) == 1 and f"pid {first.pid}" in err[0] and str(data) in err[0], err
+            capsys.readouterr()
+            # fetch, import and retrain refuse too, in this (another) process.
+            for argv in (
+                ["fetch"],
+                ["import", str(csv)],
+                ["retrain", "--no-fetch"],
+            ):
+                assert _cli("--config", str(cfg), *argv) == 2, argv
+                msg = capsys.readouterr().err
+                assert f"pid {first.pid}" in msg and "in use" in msg, (argv, msg)
+        finally:
+            first.terminate()
+            first.wait(60)
+    # The holder gone, the lock is free again (the kernel dropped it with the process).
+    from chartrl.daemon import lock
+
+    lock.acquire(data, "test")
+    lock.release(data)
+
+
+def test_the_daemons_retrain_child_works_under_the_daemons_lock(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from chartrl.account.ledger import Ledger
+    from chartrl.config.settings import Settings
+    from chartrl.daemon import lock
+    from chartrl.daemon.sdnotify import Notifier
+    from chartrl.daemon.service import Daemon
+
+    data = tmp_path / "data"
+    settings = Settings.model_validate({"data": {"dir": str(data)}})
+    daemon = Daemon(
+        settings, lambda s: None, notifier=Notifier({}), cli_overrides=["--data-dir", str(data)]
+    )
+    daemon._lock_fd = lock.acquire(data, "chartrl run")
+    try:
+        with capture_logs() as logs:
+            daemon._retrain_job()  # no champion: the child records a failed cycle, exit 1 (not 2)
+    finally:
+        lock.release(data)
+    assert [e["exit_code"] for e in logs if e["event"] == "retrain_finished"] == [1]
+    with Ledger.for_data_dir(data) as led:
+        assert "no champion" in led.retrain_results()[0]["error"]
