@@ -10,7 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from chartrl.account.base import Candle
+from chartrl.account.ledger import Ledger
+from chartrl.account.live import LiveAccount
 from chartrl.cli import main
+from chartrl.config.settings import Settings
+from chartrl.strategies.base import Action
 from chartrl.testing.exchange_sim import ExchangeSim
 from chartrl.testing.synthetic import synthetic_candles
 
@@ -122,3 +129,63 @@ def test_the_daemons_retrain_child_works_under_the_daemons_lock(tmp_path: Path) 
     assert [e["exit_code"] for e in logs if e["event"] == "retrain_finished"] == [1]
     with Ledger.for_data_dir(data) as led:
         assert "no champion" in led.retrain_results()[0]["error"]
+
+
+# -- 2. only its own coins --------------------------------------------------------------------------
+CANDLES = synthetic_candles(120, seed=5)
+
+
+def _live(url: str, data_dir: Path | None = None, **trading) -> Settings:
+    from chartrl.testing.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+    return Settings.model_validate(
+        {
+            "exchange": {
+                "api_url": url,
+                "api_key": DEFAULT_API_KEY,
+                "api_secret": DEFAULT_API_SECRET,
+            },
+            "trading": {"mode": "live", "order_lookup_grace_seconds": 0.0, **trading},
+            **({"data": {"dir": str(data_dir)}} if data_dir else {}),
+        }
+    )
+
+
+def _candle(i: int = -1) -> Candle:
+    r = CANDLES.iloc[i]
+    return Candle(int(r.timestamp.value // 1_000_000), r.open, r.high, r.low, r.close, r.volume)
+
+
+def _account(settings: Settings, ledger: Ledger) -> LiveAccount:
+    acc = LiveAccount(settings, ledger, live=True, sleep=lambda s: time.sleep(min(s, 0.05)))
+    acc.start()
+    return acc
+
+
+@pytest.mark.parametrize("max_quote", [None, 300.0])
+def test_live_trades_only_its_own_coins_within_its_budget(tmp_path: Path, max_quote) -> None:
+    from chartrl.daemon.status import format_status, read_status
+
+    with ExchangeSim(CANDLES, balances={"USDT": 1000.0, "BTC": 5.0}) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url, max_quote=max_quote), led)
+        assert acc.position == 0.0 and acc.external()["BTC"] == 5.0
+        # The operator's 5 BTC are not a position: a BUY buys, with the budget only.
+        fill = acc.execute(Action.BUY, _candle())
+        assert fill is not None and fill.side == "buy"
+        budget = max_quote or 1000.0
+        assert fill.amount * fill.price <= budget * (1 + 1e-9)
+        assert fill.amount * fill.price > 0.9 * budget
+        bought = acc.position
+        assert bought > 0 and abs(sim.balances()["BTC"] - 5.0 - bought) < 1e-9
+        st = read_status(tmp_path, symbol="BTC/USDT", mode="live")
+        assert abs(st.position - bought) < 1e-12 and abs(st.external["BTC"] - 5.0) < 1e-9
+        assert "external      BTC 5" in format_status(st)
+        # A SELL sells what the bot bought (to the amount step), never the operator's holdings.
+        fill = acc.execute(Action.SELL, _candle())
+        assert fill is not None and fill.side == "sell"
+        assert fill.amount <= bought and bought - fill.amount < 1e-5  # the rest is dust
+        assert 5.0 - 1e-12 <= sim.balances()["BTC"] < 5.0 + 1e-5
+        assert acc.execute(Action.SELL, _candle()) is None  # flat (dust): the 5 BTC stay
+        assert 5.0 - 1e-12 <= sim.balances()["BTC"] < 5.0 + 1e-5
+        led.close()

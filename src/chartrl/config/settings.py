@@ -162,6 +162,12 @@ class TradingSettings(_Section):
     position_fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of equity a buy invests (1 = all-in/all-out)."
     )
+    max_quote: float | None = Field(
+        None,
+        gt=0,
+        description="Live: the quote budget the bot trades with (its own cash, plus what its own fills made "
+        "or lost). Empty = the quote balance at the first live start. Holdings it did not buy are never sold.",
+    )
     order_lookup_grace_seconds: float = Field(
         30.0,
         ge=0,

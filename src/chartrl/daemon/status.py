@@ -92,6 +92,8 @@ class Status:
     last_retrain: dict[str, Any] | None = None
     open_orders: list[dict[str, Any]] = field(default_factory=list)
     halts: list[dict[str, Any]] = field(default_factory=list)
+    external: dict[str, float] | None = None
+    """Live: holdings on the exchange account the bot did not buy (it never sells them)."""
     ticks_done: int | None = None
     ticks_missed: int | None = None
     ledger: str | None = None
@@ -201,10 +203,23 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             "AND equity IS NOT NULL ORDER BY id ASC LIMIT 1",
             st.symbol,
         )
+        own = _one(
+            conn,
+            "SELECT data FROM balances WHERE mode = 'live' AND kind = 'own' AND symbol = ? "
+            "ORDER BY id DESC LIMIT 1",
+            st.symbol,
+        )
         if bal is not None:
             b, q = base_quote(st.symbol)
             data = json.loads(bal["data"])
             st.position, st.cash = data.get(b), data.get(q)
+            if own is not None:  # the bot's own book; the rest of the account is not its own
+                mine = json.loads(own["data"])
+                st.position, st.cash = mine.get(b, 0.0), mine.get(q, 0.0)
+                st.external = {
+                    c: max(0.0, float(data.get(c) or 0.0) - float(mine.get(c) or 0.0))
+                    for c in (b, q)
+                }
             if st.last_price is not None and st.position is not None and st.cash is not None:
                 st.equity = st.cash + st.position * st.last_price
         if base is not None:
@@ -259,6 +274,9 @@ def format_status(st: Status, halt_file: Path | None = None) -> str:
             if st.cash is not None
             else f"position      {st.position:.8f}"
         )
+    if st.external and any(v > 1e-12 for v in st.external.values()):
+        held = ", ".join(f"{c} {v:.8g}" for c, v in st.external.items() if v > 1e-12)
+        lines.append(f"external      {held}   (not bought by the bot: never traded)")
     if st.equity is not None:
         vs = ""
         if st.initial_equity:
