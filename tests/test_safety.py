@@ -189,3 +189,104 @@ def test_live_trades_only_its_own_coins_within_its_budget(tmp_path: Path, max_qu
         assert acc.execute(Action.SELL, _candle()) is None  # flat (dust): the 5 BTC stay
         assert 5.0 - 1e-12 <= sim.balances()["BTC"] < 5.0 + 1e-5
         led.close()
+
+
+# -- 3. config check refuses what the daemon refuses; a failed reload keeps the old config ----------
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        ('[daemon]\nretrain_cron = "every night"\n', "daemon.retrain_cron"),
+        ('[market]\ntimeframe = "2w"\n', "market.timeframe"),
+        (
+            '[trading]\nmode = "live"\norder_lookup_grace_seconds = 3.0\n',
+            "trading.order_lookup_grace_seconds",
+        ),
+    ],
+)
+def test_config_check_refuses_what_the_daemon_refuses(
+    tmp_path: Path, capsys, monkeypatch, toml, field
+) -> None:
+    monkeypatch.setenv("CHARTRL__EXCHANGE__API_KEY", "k")
+    monkeypatch.setenv("CHARTRL__EXCHANGE__API_SECRET", "s")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    assert _cli("--config", str(cfg), "config", "check") == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err, err
+    # ... and `chartrl run` refuses the same before it starts anything.
+    assert _cli("--config", str(cfg), "run", *(["--live"] if "live" in toml else [])) == 2
+    assert field in capsys.readouterr().err
+
+
+class _Ticker:
+    built: list[str] = []
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        _Ticker.built.append(settings.market.timeframe)
+
+    def tick(self) -> None:
+        pass
+
+    def status_text(self) -> str:
+        return "test"
+
+    def record_missed(self, *_a) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_reload_that_fails_for_any_reason_keeps_the_old_configuration(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import threading
+
+    from structlog.testing import capture_logs
+
+    from chartrl.daemon import service
+    from chartrl.daemon.sdnotify import Notifier
+
+    base = {"data": {"dir": str(tmp_path)}, "daemon": {"heartbeat_seconds": 0.05}}
+    edits = iter(
+        [
+            {"daemon": {"heartbeat_seconds": 0.05, "retrain_cron": "every night"}},
+            {"market": {"timeframe": "4h"}},  # valid, but scheduling it fails below
+        ]
+    )
+
+    def reload() -> Settings:
+        return Settings.model_validate(base | next(edits))
+
+    real = service.tick_trigger
+
+    def flaky(tf: str, delay: float):
+        if tf == "4h" and threading.current_thread().name != "MainThread":
+            raise RuntimeError("scheduler exploded")
+        return real(tf, delay)
+
+    monkeypatch.setattr(service, "tick_trigger", flaky)
+    daemon = service.Daemon(
+        Settings.model_validate(base), _Ticker, reload_settings=reload, notifier=Notifier({})
+    )
+    codes: list[int] = []
+    th = threading.Thread(target=lambda: codes.append(daemon.run()))
+    with capture_logs() as logs:
+        th.start()
+        try:
+            assert _wait(lambda: daemon.scheduler is not None and daemon.scheduler.running, 20)
+            for n in (1, 2):
+                daemon.request_reload()
+                assert _wait(lambda n=n: sum(e["event"] == "reload_failed" for e in logs) == n, 20)
+            assert th.is_alive()
+            assert daemon.settings.daemon.retrain_cron == "0 3 * * *"
+            assert daemon.settings.market.timeframe == "1h"
+            assert daemon.scheduler.get_job("tick:BTC/USDT").name == "tick BTC/USDT 1h"
+            assert daemon.scheduler.get_job("retrain") is not None
+        finally:
+            daemon.request_stop()
+            th.join(20)
+    assert codes == [0]
+    failed = [e for e in logs if e["event"] == "reload_failed"]
+    assert "retrain_cron" in failed[0]["error"] and "scheduler exploded" in failed[1]["error"]

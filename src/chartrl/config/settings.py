@@ -29,6 +29,13 @@ class ExchangeSettings(_Section):
     timeout_ms: int = Field(
         10_000, ge=100, le=600_000, description="ccxt request timeout in milliseconds."
     )
+    recv_window_ms: int | None = Field(
+        None,
+        ge=1,
+        le=60_000,
+        description="Receive window of signed requests in milliseconds (a request arriving later is refused "
+        "by the exchange); empty = ccxt's default (binance 10000). The live order lookup grace must exceed it plus timeout_ms.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="API key. Set CHARTRL__EXCHANGE__API_KEY or use key_file; never in the TOML.",

@@ -31,65 +31,16 @@ from chartrl.daemon import lock
 from chartrl.daemon.lock import child_env
 from chartrl.daemon.sdnotify import Notifier, heartbeat_interval
 from chartrl.daemon.status import write_daemon_state
-from chartrl.errors import ChartrlError, OperationalError, TemporaryError
+from chartrl.daemon.triggers import retrain_trigger, tick_trigger
+from chartrl.errors import ChartrlError, ConfigError, OperationalError, TemporaryError
 from chartrl.logs import get_logger
 from chartrl.timeframe import timeframe_seconds
 
 log = get_logger("chartrl.daemon")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 START_RETRY_SECONDS = 180.0
 """Longest the start-up waits out temporary failures. The units' TimeoutStartSec (300 s) must leave
 room beyond it for the last attempt and the model load (tests/test_systemd.py checks the two)."""
-
-
-def tick_trigger(timeframe: str, delay_seconds: float) -> Any:
-    """APScheduler trigger firing ``delay_seconds`` after every candle close of ``timeframe``.
-
-    Exchanges align candles to the epoch for minutes, hours and days, so an interval anchored at
-    the epoch hits every close. Weeks start on Monday 00:00 UTC and months on the 1st, which an
-    interval cannot express: those get a cron trigger.
-    """
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    seconds = timeframe_seconds(timeframe)
-    delay = timedelta(seconds=delay_seconds)
-    whole = int(delay_seconds)  # cron has whole seconds; sub-second delays only matter for intraday
-    if timeframe.endswith("w"):
-        if seconds != 7 * 86400:
-            raise OperationalError(
-                f"market.timeframe = {timeframe!r}: only 1w is supported among weekly timeframes"
-            )
-        return CronTrigger(
-            day_of_week="mon",
-            hour=whole // 3600,
-            minute=whole // 60 % 60,
-            second=whole % 60,
-            timezone=UTC,
-        )
-    if timeframe.endswith("M"):
-        if timeframe != "1M":
-            raise OperationalError(
-                f"market.timeframe = {timeframe!r}: only 1M is supported among monthly timeframes"
-            )
-        return CronTrigger(
-            day=1, hour=whole // 3600, minute=whole // 60 % 60, second=whole % 60, timezone=UTC
-        )
-    return IntervalTrigger(seconds=seconds, start_date=_EPOCH + delay, timezone=UTC)
-
-
-def retrain_trigger(cron: str) -> Any:
-    """A UTC cron trigger from the five crontab fields of ``daemon.retrain_cron``."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    try:
-        return CronTrigger.from_crontab(cron, timezone=UTC)
-    except ValueError as exc:
-        raise OperationalError(
-            f"daemon.retrain_cron = {cron!r}: {exc}; use five crontab fields, e.g. '0 3 * * *'"
-        ) from None
 
 
 def retrain_command(config: Path | None, overrides: Sequence[str] = ()) -> list[str]:
@@ -331,24 +282,41 @@ class Daemon:
         signal.signal(signal.SIGHUP, reload)
 
     def _do_reload(self) -> None:
+        """Re-read the configuration; any failure keeps the old one running (``reload_failed``)."""
         if self.reload_settings is None:
             log.warning("reload_ignored", reason="no configuration source")
             return
+        from chartrl.daemon.checks import check_daemon_settings
+
         try:
             new = self.reload_settings()
-        except ChartrlError as exc:
-            # A broken edit must not stop a running daemon: keep the old configuration.
-            log.error("reload_failed", error=str(exc), kept="previous configuration")
+            check_daemon_settings(new)
+            if new.data_dir != self.settings.data_dir:
+                raise ConfigError(
+                    f"data.dir changed to {new.data_dir}: the daemon holds {self.settings.data_dir} "
+                    "(and its lock); restart it to move"
+                )
+        except Exception as exc:  # noqa: BLE001 - a broken edit must not stop a running daemon
+            self._reload_failed(exc)
             return
         with self._lock:
             try:
                 ticker = self.ticker_factory(new)
-            except ChartrlError as exc:
-                log.error("reload_failed", error=str(exc), kept="previous configuration")
+            except Exception as exc:  # noqa: BLE001 - same: the old ticker trades on
+                self._reload_failed(exc)
                 return
-            old, self.ticker, self.settings = self.ticker, ticker, new
-            old.close()
-        self._schedule()
+            old_settings, old_ticker = self.settings, self.ticker
+            self.ticker, self.settings = ticker, new
+        try:
+            self._schedule()
+        except Exception as exc:  # noqa: BLE001 - put the old configuration back, jobs included
+            with self._lock:
+                self.ticker, self.settings = old_ticker, old_settings
+            ticker.close()
+            self._schedule()
+            self._reload_failed(exc)
+            return
+        old_ticker.close()
         log.info(
             "reloaded",
             mode=new.trading.mode,
@@ -357,9 +325,16 @@ class Daemon:
         )
         self._write_state()
 
+    def _reload_failed(self, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, ChartrlError) else f"{type(exc).__name__}: {exc}"
+        log.error("reload_failed", error=msg, kept="previous configuration")
+
     # ---------------------------------------------------------------- run
     def run(self) -> int:
         """Start-up checks, then serve until a stop signal; returns the exit code."""
+        from chartrl.daemon.checks import check_daemon_settings
+
+        check_daemon_settings(self.settings)  # exit 2 on what `chartrl config check` refuses
         # One writer per data dir: a second daemon (or a fetch, import, retrain) is refused here.
         data_dir = self.settings.data_dir
         self._lock_fd = lock.acquire(data_dir, "chartrl run")
