@@ -290,3 +290,52 @@ def test_a_reload_that_fails_for_any_reason_keeps_the_old_configuration(
     assert codes == [0]
     failed = [e for e in logs if e["event"] == "reload_failed"]
     assert "retrain_cron" in failed[0]["error"] and "scheduler exploded" in failed[1]["error"]
+
+
+# -- 10. status never says "all clear" when it could not read -----------------------------------------
+def test_status_on_a_missing_unreadable_or_corrupt_ledger_exits_1_naming_the_file(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import sqlite3
+
+    from chartrl.account.ledger import ledger_path
+    from chartrl.daemon import status
+
+    def one_line_error(*argv: str) -> str:
+        assert _cli("status", *argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "unexpected" not in err[0] and "halts" not in err[0], err
+        return err[0]
+
+    missing = tmp_path / "nonexistent"
+    assert str(missing) in one_line_error("--data-dir", str(missing))
+    data = tmp_path / "data"
+    data.mkdir()
+    assert str(ledger_path(data)) in one_line_error("--data-dir", str(data))
+    with Ledger.for_data_dir(data) as led:
+        led.set_halt("balance_mismatch", "live", "test")
+    assert _cli("status", "--data-dir", str(data)) == 0
+    assert "balance_mismatch" in capsys.readouterr().out
+
+    # Unreadable (what a read-only data dir gives SQLite in WAL mode): an error, not "halts none".
+    class Unreadable:  # SQLite opens lazily: the failure comes with the first query
+        def execute(self, *_a):
+            raise sqlite3.OperationalError("unable to open database file")
+
+        def close(self) -> None:
+            pass
+
+    real = status.open_readonly
+    for fake in (
+        lambda p: Unreadable(),
+        lambda p: real(tmp_path / "no-such-dir" / "ledger.sqlite"),
+    ):
+        monkeypatch.setattr(status, "open_readonly", fake)
+        line = one_line_error("--data-dir", str(data))
+        assert str(ledger_path(data)) in line and "cannot read" in line
+    monkeypatch.setattr(status, "open_readonly", real)
+    ledger_path(data).write_bytes(b"this is not sqlite" * 100)
+    for suffix in ("-wal", "-shm"):
+        Path(str(ledger_path(data)) + suffix).unlink(missing_ok=True)
+    line = one_line_error("--data-dir", str(data))
+    assert str(ledger_path(data)) in line and "corrupt" in line and "backup" in line
