@@ -339,3 +339,39 @@ def test_status_on_a_missing_unreadable_or_corrupt_ledger_exits_1_naming_the_fil
         Path(str(ledger_path(data)) + suffix).unlink(missing_ok=True)
     line = one_line_error("--data-dir", str(data))
     assert str(ledger_path(data)) in line and "corrupt" in line and "backup" in line
+
+
+# -- 6. an all-in buy survives slippage --------------------------------------------------------------
+@pytest.mark.parametrize("by_cost", [True, False])
+def test_an_all_in_buy_with_slippage_fills_and_never_halts(tmp_path: Path, by_cost: bool) -> None:
+    with ExchangeSim(CANDLES, slippage=0.003) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url), led)
+        if not by_cost:  # an exchange without quoteOrderQty: sized from the ticker with a margin
+            acc.exchange.has["createMarketBuyOrderWithCost"] = False
+        fill = acc.execute(Action.BUY, _candle())
+        assert fill is not None and fill.side == "buy"
+        assert led.active_halts() == []
+        spent = 10_000.0 - sim.balances()["USDT"]
+        assert 0.99 * 10_000 < spent <= 10_000.0
+        sent = [p for m, path, p in sim.requests if m == "POST" and path == "/api/v3/order"]
+        assert ("quoteOrderQty" in sent[0]) == by_cost
+        led.close()
+
+
+# -- 14. operational errors inside execute() record a halt ------------------------------------------
+def test_an_authentication_failure_inside_execute_records_a_halt(tmp_path: Path) -> None:
+    from chartrl.errors import OperationalError, TradingHalted
+
+    with ExchangeSim(CANDLES) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url), led)
+        acc.exchange.secret = "revoked"  # every signed request now fails authentication
+        with pytest.raises(OperationalError) as err:
+            acc.execute(Action.BUY, _candle())
+        assert isinstance(err.value, TradingHalted)
+        halts = led.active_halts()
+        assert [h.reason for h in halts] == ["operational_error"]
+        assert "fetch balance" in halts[0].details and "revoked" not in halts[0].details
+        assert sim.orders() == []
+        led.close()

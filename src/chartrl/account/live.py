@@ -276,8 +276,9 @@ class LiveAccount(Reconciler, Account):
 
     def _size(
         self, action: int, price: float, max_notional: float | None
-    ) -> tuple[str, float] | None:
-        """(side, amount) to send, or None when the action trades nothing; reasons are logged."""
+    ) -> tuple[str, float, float | None] | None:
+        """(side, amount, quote cost of a buy by cost) to send, or None when the action trades
+        nothing; reasons are logged."""
         limits = self.market.get("limits") or {}
         min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
         min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
@@ -291,8 +292,22 @@ class LiveAccount(Reconciler, Account):
             budget = min(free_quote, self.equity(price) * self.settings.trading.position_fraction)
             if max_notional is not None:
                 budget = min(budget, max_notional)
-            # Market buys fill above the reference price: leave room for the slippage and the fee.
-            margin = (1 + self.fee_rate) * (1 + self.settings.trading.slippage_bps / 1e4)
+            if self.exchange.has.get("createMarketBuyOrderWithCost"):
+                # Buy by quote amount (Binance quoteOrderQty): slippage changes what we get, never
+                # what we spend. The fee's room covers an exchange that charges it in the quote.
+                cost = float(
+                    self.exchange.cost_to_precision(self.symbol, budget / (1 + self.fee_rate))
+                )
+                amount = self._amount(cost / price)  # what the ledger records: an estimate
+                if amount * price < min_cost:
+                    return self._skip("below_min_notional", notional=cost, min_notional=min_cost)
+                return ("buy", amount, cost) if cost > 0 else self._skip("no_quote_budget")
+            # Sized from the ticker now, not the candle's open, with room for the move meanwhile.
+            price = self._ask(price)
+            margin = (1 + self.fee_rate) * (
+                1
+                + (self.settings.trading.slippage_bps + self.settings.trading.buy_margin_bps) / 1e4
+            )
             amount = self._amount(budget / (price * margin))
             if amount * price * margin > free_quote + 1e-9:
                 return self._skip(
@@ -309,7 +324,11 @@ class LiveAccount(Reconciler, Account):
             return self._skip("below_min_amount", amount=amount, min_amount=min_amount)
         if amount * price < min_cost:
             return self._skip("below_min_notional", notional=amount * price, min_notional=min_cost)
-        return side, amount
+        return side, amount, None
+
+    def _ask(self, fallback: float) -> float:
+        ticker = self._call("fetch ticker", self.exchange.fetch_ticker, self.symbol)
+        return float(ticker.get("ask") or ticker.get("last") or fallback)
 
     def _skip(self, reason: str, **kw: Any) -> None:
         self.log.info("order_skipped", reason=reason, **kw)
@@ -323,7 +342,21 @@ class LiveAccount(Reconciler, Account):
         max_notional: float | None = None,
         decision_id: int | None = None,
     ) -> Fill | None:
-        """Send a market order for ``action`` (priced for sizing at ``candle.open``); the fill, or None."""
+        """Send a market order for ``action`` (priced for sizing at ``candle.open``); the fill, or None.
+
+        An operational error on the way (rejected keys, a balance that cannot be read) records a
+        halt with its reason before it is raised, as every other reason to stop trading does."""
+        try:
+            return self._execute(action, candle, max_notional, decision_id)
+        except TradingHalted:
+            raise
+        except OperationalError as exc:
+            self._halt("operational_error", str(exc))
+            raise  # unreachable: _halt raises
+
+    def _execute(
+        self, action: int, candle: Candle, max_notional: float | None, decision_id: int | None
+    ) -> Fill | None:
         if not self.started:
             self.start()  # first use, or the account halted since: reconcile everything first
         if self.reconcile():
@@ -336,7 +369,7 @@ class LiveAccount(Reconciler, Account):
         sized = self._size(int(action), float(candle.open), max_notional)
         if sized is None:
             return None
-        side, amount = sized
+        side, amount, cost = sized
         cid = new_client_order_id()
         self.ledger.create_order(
             cid, symbol=self.symbol, mode=MODE, side=side, amount=amount, decision_id=decision_id
@@ -345,9 +378,14 @@ class LiveAccount(Reconciler, Account):
         self.on_point("order_recorded")
         try:
             # ccxt's unified clientOrderId (newClientOrderId on Binance).
-            remote = self.exchange.create_order(
-                self.symbol, "market", side, amount, None, {"clientOrderId": cid}
-            )
+            if cost is not None:
+                remote = self.exchange.create_market_buy_order_with_cost(
+                    self.symbol, cost, {"clientOrderId": cid}
+                )
+            else:
+                remote = self.exchange.create_order(
+                    self.symbol, "market", side, amount, None, {"clientOrderId": cid}
+                )
         except Exception as exc:  # noqa: BLE001 - mapped below
             err = ccxt_errors.translate(exc, f"send order {cid}")
             if ccxt_errors.is_ambiguous(exc):
@@ -360,6 +398,16 @@ class LiveAccount(Reconciler, Account):
                     ) from exc
             else:
                 self.ledger.update_order(cid, state="rejected", error=str(err)[:300])
+                if side == "buy" and ccxt_errors.is_insufficient_funds(exc):
+                    # The price moved past our headroom: nothing was bought. Not a reason to stop
+                    # trading; the next decision sizes from fresh balances.
+                    self.log.warning(
+                        "order_refused",
+                        client_order_id=cid,
+                        reason="insufficient_funds",
+                        error=str(err),
+                    )
+                    return None
                 if isinstance(err, OperationalError):
                     self._halt("operational_error", str(err))
                 raise err from exc

@@ -169,6 +169,13 @@ class TradingSettings(_Section):
     position_fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of equity a buy invests (1 = all-in/all-out)."
     )
+    buy_margin_bps: float = Field(
+        50.0,
+        ge=0,
+        le=1000,
+        description="Live, on an exchange that cannot buy by quote amount: headroom in basis points (beyond "
+        "slippage_bps and the fee) left when a market buy is sized from the ticker.",
+    )
     max_quote: float | None = Field(
         None,
         gt=0,
