@@ -375,3 +375,46 @@ def test_an_authentication_failure_inside_execute_records_a_halt(tmp_path: Path)
         assert "fetch balance" in halts[0].details and "revoked" not in halts[0].details
         assert sim.orders() == []
         led.close()
+
+
+# -- 12 and 16. paper: the market is checked at start, and API keys are never sent ------------------
+def _paper(tmp_path: Path, sim: ExchangeSim, **market) -> Settings:
+    from chartrl.testing.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+    return Settings.model_validate(
+        {
+            "exchange": {
+                "api_url": sim.url,
+                "api_key": DEFAULT_API_KEY,
+                "api_secret": DEFAULT_API_SECRET,
+                "max_retries": 0,
+            },
+            "market": {"since": "2020-01-01", **market},
+            "data": {"dir": str(tmp_path / "data")},
+            "model": {"strategy": "buyhold", "device": "cpu"},
+        }
+    )
+
+
+def test_paper_refuses_a_market_the_exchange_does_not_list(tmp_path: Path) -> None:
+    from chartrl.daemon.tick import Ticker
+    from chartrl.errors import UsageError
+
+    with ExchangeSim(CANDLES) as sim:
+        with pytest.raises(UsageError, match="no market 'FOO/BAR'"):
+            Ticker(_paper(tmp_path, sim, symbol="FOO/BAR"))
+        Ticker(_paper(tmp_path, sim)).close()  # the listed one starts
+
+
+def test_paper_never_sends_api_keys(tmp_path: Path) -> None:
+    from chartrl.daemon.tick import Ticker
+
+    with ExchangeSim(CANDLES) as sim:
+        t = Ticker(_paper(tmp_path, sim))
+        try:
+            assert not t.exchange.apiKey and not t.exchange.secret
+            t.tick()
+        finally:
+            t.close()
+        signed = [p for _m, _path, p in sim.requests if "signature" in p or "timestamp" in p]
+        assert signed == []
