@@ -418,3 +418,81 @@ def test_paper_never_sends_api_keys(tmp_path: Path) -> None:
             t.close()
         signed = [p for _m, _path, p in sim.requests if "signature" in p or "timestamp" in p]
         assert signed == []
+
+
+# -- 15. the watchdog pings only while ticks make progress ------------------------------------------
+def test_the_watchdog_stops_pinging_when_the_scheduler_stops_firing(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from structlog.testing import capture_logs
+
+    from chartrl.daemon.sdnotify import Notifier
+    from chartrl.daemon.service import Daemon
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "n.sock"))
+    sock.settimeout(10)
+    settings = Settings.model_validate(
+        {"data": {"dir": str(tmp_path)}, "daemon": {"heartbeat_seconds": 0.05}}
+    )
+    daemon = Daemon(
+        settings, _Ticker, notifier=Notifier({"NOTIFY_SOCKET": str(tmp_path / "n.sock")})
+    )
+    th = threading.Thread(target=daemon.run)
+    with capture_logs() as logs:
+        th.start()
+        try:
+            assert sock.recv(4096).startswith(b"READY=1")
+            assert sock.recv(4096) == b"WATCHDOG=1"
+            daemon.scheduler.pause()  # the scheduler stops firing ...
+            daemon._last_progress -= (
+                3 * 3600
+            )  # ... and three hours pass without a tick (1h candles)
+            assert _wait(lambda: any(e["event"] == "ticks_stalled" for e in logs), 10)
+            sock.settimeout(0.5)
+            while True:  # drain what was sent before the stall was seen
+                try:
+                    sock.recv(4096)
+                except TimeoutError:
+                    break
+            time.sleep(0.3)  # six heartbeats
+            with pytest.raises(TimeoutError):
+                sock.recv(4096)
+        finally:
+            daemon.request_stop()
+            th.join(20)
+            sock.close()
+
+
+# -- 13. the retrain child is bounded in time and memory ------------------------------------------
+def test_a_hung_retrain_child_is_stopped_and_runs_with_limits(tmp_path: Path, monkeypatch) -> None:
+    from structlog.testing import capture_logs
+
+    from chartrl.daemon import service
+    from chartrl.daemon.sdnotify import Notifier
+
+    out = tmp_path / "limits"
+    probe = (
+        "import resource,time,pathlib;"
+        f"pathlib.Path({str(out)!r}).write_text("
+        "open('/proc/self/oom_score_adj').read().strip()+' '"
+        "+str(resource.getrlimit(resource.RLIMIT_AS)[0]));time.sleep(90)"
+    )
+    monkeypatch.setattr(service, "retrain_command", lambda *_a: [sys.executable, "-c", probe])
+    settings = Settings.model_validate(
+        {
+            "data": {"dir": str(tmp_path)},
+            "daemon": {"retrain_timeout": 2.0, "retrain_memory_mb": 4096},
+        }
+    )
+    daemon = service.Daemon(settings, _Ticker, notifier=Notifier({}))
+    t0 = time.monotonic()
+    with capture_logs() as logs:
+        daemon._retrain_job()
+    assert time.monotonic() - t0 < 30
+    assert [e for e in logs if e["event"] == "retrain_timeout"]
+    done = [e for e in logs if e["event"] == "retrain_finished"]
+    assert done and done[0]["exit_code"] != 0
+    oom, cap = out.read_text().split()
+    assert int(oom) >= 500 and int(cap) == 4096 * 1024 * 1024

@@ -263,6 +263,18 @@ class DaemonSettings(_Section):
         description="A tick running longer than this stops the watchdog heartbeat, so systemd (WatchdogSec) restarts the service.",
     )
     retrain_enabled: bool = Field(True, description="Run the nightly retrain job.")
+    retrain_timeout: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Seconds a retrain child may run; then it is stopped (SIGTERM, SIGKILL 30 s later) and "
+        "the next night's retrain can run.",
+    )
+    retrain_memory_mb: int | None = Field(
+        None,
+        ge=256,
+        description="Address-space limit (RLIMIT_AS) of the retrain child in MiB; empty = none (CUDA reserves "
+        "far more address space than it uses: on a GPU prefer the systemd slice setting in docs/daemon.md).",
+    )
     retrain_epochs: int = Field(
         2,
         ge=1,

@@ -52,6 +52,25 @@ def retrain_command(config: Path | None, overrides: Sequence[str] = ()) -> list[
     return [*cmd, "retrain", "--nice", "10", *overrides]
 
 
+def child_limits(memory_mb: int | None) -> Callable[[], None]:
+    """Run in the retrain child before exec: the kernel's OOM killer picks it before the trading
+    process, and its address space is capped when ``memory_mb`` is set."""
+
+    def limit() -> None:
+        import resource
+
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("500")
+        except OSError:
+            pass  # not Linux, or no /proc: the limit below still holds
+        if memory_mb is not None:
+            cap = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    return limit
+
+
 def start_with_retry(
     build: Callable[[], Any], stop: threading.Event, budget_seconds: float = START_RETRY_SECONDS
 ) -> Any:
@@ -103,6 +122,8 @@ class Daemon:
         self._wakeup = threading.Event()  # interrupts the heartbeat wait (signal, stop request)
         self._lock = threading.Lock()  # one tick at a time; reload swaps the ticker under it
         self._tick_started: float | None = None
+        self._last_progress = time.monotonic()
+        """When the last tick finished (or the start): a scheduler that stopped firing shows here."""
         self._retrain_proc: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None
         self.ticks_done = 0
@@ -130,6 +151,7 @@ class Daemon:
                 log.exception("tick_crashed", symbol=symbol, error=f"{type(exc).__name__}: {exc}")
             finally:
                 self._tick_started = None
+                self._last_progress = time.monotonic()
                 self._write_state()
 
     def _schedule_retry(self, symbol: str) -> None:
@@ -159,19 +181,34 @@ class Daemon:
             # The child lowers its own priority (--nice): the trading process keeps the CPU.
             # The child works under our data-dir lock: it inherits the locked descriptor.
             fd = self._lock_fd
-            self._retrain_proc = subprocess.Popen(
+            proc = self._retrain_proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(fd,) if fd is not None else (),
                 env=child_env(fd) if fd is not None else None,
+                preexec_fn=child_limits(self.settings.daemon.retrain_memory_mb),  # noqa: PLW1509
             )
-            code = self._retrain_proc.wait()
+            code = self._wait_retrain(proc, self.settings.daemon.retrain_timeout)
         except OSError as exc:
             log.error("retrain_not_started", error=str(exc))
             return
         finally:
             self._retrain_proc = None
         log.info("retrain_finished", exit_code=code, seconds=round(time.monotonic() - t0, 1))
+
+    def _wait_retrain(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
+        """The child's exit code; past ``timeout`` it is stopped, so a hung retrain cannot block
+        every later one (the job has max_instances=1)."""
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("retrain_timeout", seconds=timeout, action="stopping the retrain child")
+            proc.terminate()
+            try:
+                return proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
 
     def _on_missed(self, event: Any) -> None:
         if not str(event.job_id).startswith("tick:"):
@@ -372,6 +409,8 @@ class Daemon:
         self.notifier.ready(self.ticker.status_text())
         beat = heartbeat_interval(self.notifier, self.settings.daemon.heartbeat_seconds)
         stuck_since: float | None = None  # the stuck tick already reported
+        stalled_since: float | None = None  # the stall already reported
+        self._last_progress = time.monotonic()
         try:
             while not self._stop.is_set():
                 self._wakeup.wait(beat)
@@ -382,9 +421,21 @@ class Daemon:
                 started = self._tick_started
                 limit = self.settings.daemon.stuck_tick_seconds
                 # Only a healthy daemon pings. A tick is seconds; one hung far longer (a wedged
-                # socket, a deadlock) is fixed by a restart, whatever the timeframe.
-                if started is None or time.monotonic() - started < limit:
+                # socket, a deadlock) is fixed by a restart, whatever the timeframe. So is a
+                # scheduler that stopped firing: no tick finished for two timeframes + the grace.
+                idle = time.monotonic() - self._last_progress
+                stalled = started is None and idle > self._progress_limit()
+                if (started is None or time.monotonic() - started < limit) and not stalled:
                     self.notifier.watchdog()
+                elif stalled:
+                    if stalled_since != self._last_progress:
+                        stalled_since = self._last_progress
+                        log.error(
+                            "ticks_stalled",
+                            seconds=round(idle),
+                            limit=round(self._progress_limit()),
+                            action="watchdog pings stopped: systemd restarts the service after WatchdogSec",
+                        )
                 elif stuck_since != started:
                     stuck_since = started
                     log.error(
@@ -396,6 +447,13 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _progress_limit(self) -> float:
+        """Longest a healthy daemon goes without finishing a tick: two timeframes, plus the start
+        grace (the tick delay and the longest a tick may run)."""
+        d = self.settings.daemon
+        tf = timeframe_seconds(self.settings.market.timeframe)
+        return 2 * tf + d.tick_delay_seconds + d.stuck_tick_seconds
 
     def request_stop(self) -> None:
         self._stop.set()
