@@ -39,7 +39,9 @@ def live_settings(
         exchange=ExchangeSettings(
             api_url=url, api_key=key, api_secret=secret, timeout_ms=timeout_ms
         ),
-        trading=TradingSettings(mode=mode, order_lookup_grace_seconds=grace),
+        trading=TradingSettings(
+            mode=mode, order_lookup_grace_seconds=grace, order_lost_deadline_seconds=0
+        ),
     )
 
 

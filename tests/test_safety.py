@@ -496,3 +496,73 @@ def test_a_hung_retrain_child_is_stopped_and_runs_with_limits(tmp_path: Path, mo
     assert done and done[0]["exit_code"] != 0
     oom, cap = out.read_text().split()
     assert int(oom) >= 500 and int(cap) == 4096 * 1024 * 1024
+
+
+# -- 7. a lost order is looked up until the exchange knows it; halt clear imports its fills ---------
+def _late_order_sim() -> ExchangeSim:
+    from chartrl.testing.exchange_sim.faults import FaultPlan
+
+    plan = FaultPlan()
+    # The request lands 3 s late, after the client (1 s timeout) gave up on it.
+    plan.add("/api/v3/order", "timeout", 1, None, method="POST", ms=3000)
+    return ExchangeSim(CANDLES, faults=plan)
+
+
+def _wait_for_fill(sim: ExchangeSim) -> None:
+    assert _wait(lambda: len(sim.trades()) == 1, 20)
+
+
+def test_a_late_order_is_found_by_later_lookups_not_declared_lost(tmp_path: Path) -> None:
+    from chartrl.errors import TemporaryError
+
+    with _late_order_sim() as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        settings = _live(sim.url, order_lost_deadline_seconds=120.0)
+        settings = settings.model_copy(
+            update={"exchange": settings.exchange.model_copy(update={"timeout_ms": 1000})}
+        )
+        acc = _account(settings, led)
+        with pytest.raises(TemporaryError):
+            acc.execute(Action.BUY, _candle())
+        assert led.orders("live")[0].state == "unknown"
+        with pytest.raises(TemporaryError):  # still lost: nothing new is sent meanwhile
+            acc.execute(Action.BUY, _candle())
+        _wait_for_fill(sim)
+        deadline = time.monotonic() + 30
+        while True:  # the backoff decides when the next look-up is due
+            try:
+                acc.execute(Action.HOLD, _candle())
+                break
+            except TemporaryError:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        assert led.orders("live")[0].state == "filled" and len(led.fills("live")) == 1
+        assert led.active_halts() == [] and acc.position > 0
+        assert len(sim.orders()) == 1
+        led.close()
+
+
+def test_halt_clear_after_a_mismatch_imports_the_fills_of_a_given_up_order(
+    tmp_path: Path, capsys
+) -> None:
+    from chartrl.errors import OperationalError
+
+    with _late_order_sim() as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        settings = _live(sim.url, order_lost_deadline_seconds=0.0)  # gives up at the grace
+        settings = settings.model_copy(
+            update={"exchange": settings.exchange.model_copy(update={"timeout_ms": 1000})}
+        )
+        acc = _account(settings, led)
+        assert acc.execute(Action.BUY, _candle()) is None  # declared never-arrived (too early)
+        assert led.orders("live")[0].state == "rejected"
+        _wait_for_fill(sim)
+        with pytest.raises(OperationalError, match="balance_mismatch"):
+            acc.execute(Action.HOLD, _candle())
+        assert _cli("halt", "--data-dir", str(tmp_path), "clear") == 0
+        capsys.readouterr()
+        assert acc.execute(Action.HOLD, _candle()) is None  # restarts: imports, then re-baselines
+        assert led.orders("live")[0].state == "filled" and len(led.fills("live")) == 1
+        bought = led.fills("live")[0].amount
+        assert acc.position > 0.99 * bought and led.active_halts() == []
+        led.close()

@@ -51,6 +51,10 @@ BUDGET_FILL_ROWID = "live.budget_fill_rowid:"
 """+ symbol: the last fill the budget already includes; later fills add to it or spend it."""
 
 
+class OrdersUnresolved(TemporaryError):
+    """An order the exchange has not confirmed yet: trading waits for it (and the daemon runs on)."""
+
+
 def require_live(settings: Settings, live: bool) -> None:
     """Refuse live trading unless the config says live AND the caller passed --live; and keys are set."""
     if settings.trading.mode != "live":
@@ -100,6 +104,9 @@ class LiveAccount(Reconciler, Account):
         self.on_point = on_point or (lambda _name: None)
         self.sleep = sleep
         self.grace_ms = int(settings.trading.order_lookup_grace_seconds * 1000)
+        self.lost_deadline_ms = int(settings.trading.order_lost_deadline_seconds * 1000)
+        self._lookups: dict[str, tuple[float, float]] = {}
+        """Lost orders: client id -> (monotonic time of the next look-up, current backoff)."""
         self.log = get_logger("chartrl.live", symbol=self.symbol, exchange=settings.exchange.id)
         self.market: dict[str, Any] = {}
         self.fee_rate = settings.trading.fee or 0.0
@@ -131,10 +138,6 @@ class LiveAccount(Reconciler, Account):
         if self.settings.trading.fee is None:
             self.fee_rate = float(self.market.get("taker") or 0.0)
         pending = self.reconcile(wait=True)
-        if pending:
-            raise TemporaryError(
-                f"orders {', '.join(o.client_order_id for o in pending)} are still unresolved; will retry"
-            )
         # Balances and a price first: even a start that halts below leaves the account able to
         # report its equity (status line, risk checks) while it holds.
         self.refresh_balances()
@@ -142,6 +145,13 @@ class LiveAccount(Reconciler, Account):
         ticker = self._call("fetch ticker", self.exchange.fetch_ticker, self.symbol)
         price = ticker.get("last") or ticker.get("close")
         self.last_price = float(price) if price else self.last_price
+        if pending:
+            # No balance check (an order in flight explains a difference) and no new order: every
+            # later execute() starts again, looking the orders up until they resolve.
+            raise OrdersUnresolved(
+                f"orders {', '.join(o.client_order_id for o in pending)} are still unresolved; "
+                "looking them up again, no new order until then"
+            )
         self.check_open_orders()
         self.check_balances()
         self.started = True
@@ -204,6 +214,11 @@ class LiveAccount(Reconciler, Account):
         """Compare exchange balances with baseline + recorded fills; halt on a mismatch beyond the fees."""
         rebase = self.ledger.get_flag("live.rebaseline") is not None
         baseline = self.ledger.latest_balances(MODE, "baseline")
+        if rebase:
+            # `halt clear` of a mismatch: first the fills of orders we had given up on, so the new
+            # baseline does not swallow them (the position would be missing what they bought).
+            self.recover_orders()
+            self.refresh_balances()
         if baseline is None or rebase:
             # The baseline covers every fill recorded so far; later fills are added to it.
             data = {c: self.total.get(c, 0.0) for c in (self.base, self.quote)}

@@ -7,6 +7,7 @@ so the order protocol and the reconciliation each read in one sitting.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from chartrl.account import ccxt_errors
@@ -33,9 +34,17 @@ class Reconciler:
         """
         left = []
         for order in self.ledger.unfinished_orders(MODE, self.symbol):
+            if (
+                order.state == "unknown"
+                and time.monotonic() < self._lookups.get(order.client_order_id, (0.0, 0.0))[0]
+            ):
+                left.append(order)  # lost: its next look-up is not due yet (backoff)
+                continue
             resolved = self._resolve(order)
             while not resolved.final and wait and resolved.state in ("pending", "unknown"):
                 remaining = resolved.created_ms + self.grace_ms - now_ms()
+                if remaining <= 0:
+                    break  # lost: looked up again with backoff, never waited out here
                 self.sleep(max(0.05, min(remaining / 1000, 2.0)))
                 resolved = self._resolve(resolved)
             if resolved.state in ("open", "partially_filled"):
@@ -59,15 +68,54 @@ class Reconciler:
                     "order_vanished",
                     f"order {cid} was {order.state} and the exchange no longer knows it",
                 )
-            if now_ms() - order.created_ms >= self.grace_ms:
+            age = now_ms() - order.created_ms
+            if age >= max(self.grace_ms, self.lost_deadline_ms):
                 self.ledger.update_order(
                     cid, state="rejected", error="not on the exchange: the request never arrived"
                 )
-                self.log.warning("order_never_arrived", client_order_id=cid)
-            elif order.state == "pending":
+                self._lookups.pop(cid, None)
+                self.log.warning("order_never_arrived", client_order_id=cid, age_s=age / 1000)
+                return self.ledger.order(cid)  # type: ignore[return-value]
+            if order.state == "pending":
                 self.ledger.update_order(cid, state="unknown")
+            if age >= self.grace_ms:
+                # Lost, not gone: a delayed request can still land (hummingbot's lost orders).
+                delay = min(max(1.0, 2 * self._lookups.get(cid, (0.0, 0.5))[1]), 300.0)
+                self._lookups[cid] = (time.monotonic() + delay, delay)
+                self.log.warning(
+                    "order_lost",
+                    client_order_id=cid,
+                    age_s=round(age / 1000, 1),
+                    next_lookup_s=delay,
+                    gives_up_in_s=round((self.lost_deadline_ms - age) / 1000),
+                )
             return self.ledger.order(cid)  # type: ignore[return-value]
+        self._lookups.pop(cid, None)
         return self._apply(order, remote)
+
+    def recover_orders(self, limit: int = 50) -> int:
+        """Look up the recent orders the ledger holds as rejected or unresolved, and record what
+        the exchange did with them. Run before a re-baseline (``chartrl halt clear`` of a balance
+        mismatch), so a fill we gave up on enters the ledger instead of the new baseline."""
+        found = 0
+        candidates = self.ledger.orders(
+            MODE, self.symbol, states=("rejected", "unknown", "pending")
+        )
+        for order in candidates[-limit:]:
+            try:
+                remote = self.exchange.fetch_order(
+                    None, self.symbol, {"clientOrderId": order.client_order_id}
+                )
+            except Exception as exc:  # noqa: BLE001 - not found is the usual answer
+                if ccxt_errors.is_not_found(exc):
+                    continue
+                raise ccxt_errors.translate(exc, f"look up order {order.client_order_id}") from exc
+            self.log.warning(
+                "order_recovered", client_order_id=order.client_order_id, was=order.state
+            )
+            self._apply(order, remote)
+            found += 1
+        return found
 
     def check_open_orders(self) -> None:
         """An open order with our client id prefix that the ledger does not know means a lost ledger: halt."""

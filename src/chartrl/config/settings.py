@@ -189,6 +189,14 @@ class TradingSettings(_Section):
         description="Live: an order the exchange does not know is declared never-arrived only this long after it was "
         "recorded (must exceed the request's recvWindow, 10 s in ccxt's binance), so a delayed request cannot double it.",
     )
+    order_lost_deadline_seconds: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="Live: an order still unknown to the exchange after the lookup grace is looked up again, "
+        "with backoff, until this long after it was recorded; only then is it declared never-arrived. No new "
+        "order is sent meanwhile.",
+    )
 
 
 class RiskSettings(_Section):

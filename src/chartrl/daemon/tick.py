@@ -145,7 +145,7 @@ class Ticker:
                 rules=self._market_rules(),
                 clock=self.clock.now_ms,
             )
-        from chartrl.account.live import LiveAccount
+        from chartrl.account.live import LiveAccount, OrdersUnresolved
 
         account = LiveAccount(self.settings, self.ledger, live=live, exchange=self.exchange)
         try:
@@ -155,6 +155,9 @@ class Ticker:
             # order starts the account again. Exiting instead would only make systemd restart us
             # into the same halt until it gives up.
             self.log.error("started_halted", error=str(exc))
+        except OrdersUnresolved as exc:
+            # A lost order is looked up again at every tick (with backoff) until it resolves.
+            self.log.warning("started_with_unresolved_orders", error=str(exc))
         return account
 
     def _check_market(self) -> None:
