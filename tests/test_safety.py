@@ -566,3 +566,69 @@ def test_halt_clear_after_a_mismatch_imports_the_fills_of_a_given_up_order(
         bought = led.fills("live")[0].amount
         assert acc.position > 0.99 * bought and led.active_halts() == []
         led.close()
+
+
+# -- 11. a malformed new champion keeps the old model trading ------------------------------------
+def test_a_malformed_new_champion_is_refused_and_the_old_model_trades_on(tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    from structlog.testing import capture_logs
+
+    from chartrl.chart.spec import ChartSpec
+    from chartrl.daemon.retrain import promote
+    from chartrl.daemon.tick import Ticker
+    from chartrl.strategies.registry import build_policy
+    from chartrl.testing.exchange_sim.clock import SimClock
+    from chartrl.train.checkpoint import save_model
+
+    spec = {"window": 30, "height": 32, "width": 32, "ma_periods": [5, 10]}
+    spec |= {"bollinger_period": 10, "rsi_period": 6}
+    candles = synthetic_candles(400, seed=5)
+    open_ms = int(candles["timestamp"].iloc[300].value // 1_000_000)
+    with ExchangeSim(candles, clock=SimClock(open_ms + 3_600_000 + 5_000)) as sim:
+        settings = Settings.model_validate(
+            {
+                "exchange": {"api_url": sim.url, "retry_base_delay": 0.0, "max_retries": 1},
+                "market": {"since": "2020-01-01"},
+                "data": {"dir": str(tmp_path / "data")},
+                "chart": spec,
+                "model": {"strategy": "cnn", "device": "cpu"},
+            }
+        )
+        torch.manual_seed(0)
+        policy = build_policy("cnn", ChartSpec(**spec), widths=(4, 8), feat_dim=16)
+        series = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
+        save_model(settings.model_dir, policy, {"chart_spec": ChartSpec(**spec), "series": series})
+        t = Ticker(settings, clock=sim.clock)
+        try:
+            assert t.tick().status == "done"
+            old = t.runner.version
+            bad = settings.model_dir.with_name(".challenger")
+            shutil.copytree(settings.model_dir, bad)
+            meta = json.loads((bad / "model.json").read_text())
+            (bad / "model.json").write_text(json.dumps(meta | {"series": "BTC/USDT"}))
+            promote(bad, settings.model_dir)
+            sim.clock.advance(3_600_000)
+            with capture_logs() as logs:
+                result = t.tick()
+            assert result.status == "done" and result.action is not None
+            assert t.runner.version == old
+            failed = [e for e in logs if e["event"] == "model_reload_failed"]
+            assert failed and "model.json" in failed[0]["error"] and "series" in failed[0]["error"]
+        finally:
+            t.close()
+
+
+# -- 9. status shows the balances after the last order ---------------------------------------------
+def test_status_shows_the_position_right_after_a_live_buy(tmp_path: Path) -> None:
+    from chartrl.daemon.status import read_status
+
+    with ExchangeSim(CANDLES) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url), led)
+        assert acc.execute(Action.BUY, _candle()) is not None
+        st = read_status(tmp_path, symbol="BTC/USDT", mode="live")
+        assert st.position == pytest.approx(sim.balances()["BTC"]) and st.position > 0
+        assert st.cash == pytest.approx(sim.balances()["USDT"])
+        led.close()

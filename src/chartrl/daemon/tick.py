@@ -341,9 +341,10 @@ class Ticker:
         old = self.runner.version
         try:
             runner = PolicyRunner(self.settings, self.runner.device)
-        except ChartrlError as exc:
-            # Mid-swap or a broken new model: keep trading with the loaded one, try again next tick.
-            self.log.error("model_reload_failed", error=str(exc), kept=old)
+        except Exception as exc:  # noqa: BLE001 - any broken new model: keep trading with the old
+            # Mid-swap or a malformed champion: keep the loaded one, try again next tick.
+            msg = str(exc) if isinstance(exc, ChartrlError) else f"{type(exc).__name__}: {exc}"
+            self.log.error("model_reload_failed", error=msg[:500], kept=old)
             return
         self.runner = runner
         self.hidden = self.hidden_ms = (
