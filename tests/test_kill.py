@@ -54,7 +54,9 @@ def test_verifier_catches_a_doubled_order(tmp_path: Path) -> None:
             exchange=ExchangeSettings(
                 api_url=sim.url, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET
             ),
-            trading=TradingSettings(mode="live", order_lookup_grace_seconds=0),
+            trading=TradingSettings(
+                mode="live", order_lookup_grace_seconds=0, order_lost_deadline_seconds=0
+            ),
         )
         acc = LiveAccount(s, ledger, live=True, sleep=lambda x: time.sleep(min(x, 0.05)))
         acc.start()

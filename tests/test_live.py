@@ -39,7 +39,9 @@ def live_settings(
         exchange=ExchangeSettings(
             api_url=url, api_key=key, api_secret=secret, timeout_ms=timeout_ms
         ),
-        trading=TradingSettings(mode=mode, order_lookup_grace_seconds=grace),
+        trading=TradingSettings(
+            mode=mode, order_lookup_grace_seconds=grace, order_lost_deadline_seconds=0
+        ),
     )
 
 
@@ -243,7 +245,9 @@ def test_min_notional_and_min_amount_skip_without_sending(ledger: Ledger, tmp_pa
         assert sim.orders() == []
 
 
-def test_insufficient_funds_from_exchange_halts(ledger: Ledger) -> None:
+def test_insufficient_funds_on_a_buy_is_a_refusal_and_the_withdrawal_then_halts(
+    ledger: Ledger,
+) -> None:
     with make_sim() as sim:
         acc = account(sim, ledger)
 
@@ -252,10 +256,15 @@ def test_insufficient_funds_from_exchange_halts(ledger: Ledger) -> None:
                 sim.engine.free["USDT"] = Decimal("1")
 
         acc.on_point = withdraw
-        with pytest.raises(OperationalError, match="insufficient funds"):
-            acc.execute(Action.BUY, last_candle())
+        # The buy is refused (issue 12, item 6: a price move past the headroom is no reason to stop).
+        assert acc.execute(Action.BUY, last_candle()) is None
         assert ledger.orders("live")[0].state == "rejected"
-        assert [h.reason for h in ledger.active_halts()] == ["operational_error"]
+        assert ledger.active_halts() == []
+        # What did stop trading is the withdrawal, which the next balance check sees.
+        acc.on_point = lambda _p: None
+        with pytest.raises(OperationalError, match="balance_mismatch"):
+            acc.execute(Action.HOLD, last_candle())
+        assert [h.reason for h in ledger.active_halts()] == ["balance_mismatch"]
         guard = RiskGuard(RiskSettings(), ledger, symbol="BTC/USDT", timeframe="1h", mode="live")
         assert guard.halted() == "ledger_halt"
 

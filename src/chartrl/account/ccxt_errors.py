@@ -38,6 +38,10 @@ def is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, _ccxt().OrderNotFound)
 
 
+def is_insufficient_funds(exc: BaseException) -> bool:
+    return isinstance(exc, _ccxt().InsufficientFunds)
+
+
 def is_temporary(exc: BaseException) -> bool:
     ccxt = _ccxt()
     return isinstance(

@@ -29,23 +29,30 @@ from typing import Any
 from chartrl.account import ccxt_errors
 from chartrl.account.base import Account, Candle
 from chartrl.account.fills import Fill
-from chartrl.account.ledger import Ledger, OrderRow, now_ms
-from chartrl.account.live_books import BalanceCheck, compare_balances, entry_price
+from chartrl.account.ledger import Ledger, OrderRow
+from chartrl.account.live_books import (
+    BalanceCheck,
+    compare_balances,
+    entry_price,
+    expected_balances,
+)
+from chartrl.account.live_reconcile import CLIENT_ID_PREFIX, MODE, Reconciler
 from chartrl.actions import Action
 from chartrl.config.settings import Settings
 from chartrl.errors import ConfigError, OperationalError, TemporaryError, TradingHalted, UsageError
 from chartrl.logs import get_logger
 from chartrl.symbols import base_quote
 
-MODE = "live"
-CLIENT_ID_PREFIX = "crl-"
+__all__ = ["CLIENT_ID_PREFIX", "MODE", "LiveAccount", "new_client_order_id", "require_live"]
 BASELINE_FILL_ROWID = "live.baseline_fill_rowid"
-_CCXT_STATE = {
-    "closed": "filled",
-    "canceled": "canceled",
-    "expired": "canceled",
-    "rejected": "rejected",
-}
+BUDGET = "live.max_quote:"
+"""+ symbol: the quote budget fixed at the first live start (when trading.max_quote is empty)."""
+BUDGET_FILL_ROWID = "live.budget_fill_rowid:"
+"""+ symbol: the last fill the budget already includes; later fills add to it or spend it."""
+
+
+class OrdersUnresolved(TemporaryError):
+    """An order the exchange has not confirmed yet: trading waits for it (and the daemon runs on)."""
 
 
 def require_live(settings: Settings, live: bool) -> None:
@@ -73,7 +80,7 @@ def new_client_order_id() -> str:
     return CLIENT_ID_PREFIX + uuid.uuid4().hex[:28]
 
 
-class LiveAccount(Account):
+class LiveAccount(Reconciler, Account):
     """Market orders on a ccxt exchange for one symbol, long-only spot, all recorded in the ledger."""
 
     def __init__(
@@ -97,11 +104,16 @@ class LiveAccount(Account):
         self.on_point = on_point or (lambda _name: None)
         self.sleep = sleep
         self.grace_ms = int(settings.trading.order_lookup_grace_seconds * 1000)
+        self.lost_deadline_ms = int(settings.trading.order_lost_deadline_seconds * 1000)
+        self._lookups: dict[str, tuple[float, float]] = {}
+        """Lost orders: client id -> (monotonic time of the next look-up, current backoff)."""
         self.log = get_logger("chartrl.live", symbol=self.symbol, exchange=settings.exchange.id)
         self.market: dict[str, Any] = {}
         self.fee_rate = settings.trading.fee or 0.0
         self.total: dict[str, float] = {}
         self.free: dict[str, float] = {}
+        self.own: dict[str, float] = {}
+        """The bot's own book: base its fills bought (less sold), quote left of its budget."""
         self.last_price: float | None = None
         self.started = False
         """start() completed without a halt since the last halt: orders may be sent."""
@@ -126,16 +138,20 @@ class LiveAccount(Account):
         if self.settings.trading.fee is None:
             self.fee_rate = float(self.market.get("taker") or 0.0)
         pending = self.reconcile(wait=True)
-        if pending:
-            raise TemporaryError(
-                f"orders {', '.join(o.client_order_id for o in pending)} are still unresolved; will retry"
-            )
         # Balances and a price first: even a start that halts below leaves the account able to
         # report its equity (status line, risk checks) while it holds.
         self.refresh_balances()
+        self._fix_budget()
         ticker = self._call("fetch ticker", self.exchange.fetch_ticker, self.symbol)
         price = ticker.get("last") or ticker.get("close")
         self.last_price = float(price) if price else self.last_price
+        if pending:
+            # No balance check (an order in flight explains a difference) and no new order: every
+            # later execute() starts again, looking the orders up until they resolve.
+            raise OrdersUnresolved(
+                f"orders {', '.join(o.client_order_id for o in pending)} are still unresolved; "
+                "looking them up again, no new order until then"
+            )
         self.check_open_orders()
         self.check_balances()
         self.started = True
@@ -149,133 +165,60 @@ class LiveAccount(Account):
         bal = self._call("fetch balance", self.exchange.fetch_balance)
         self.total = {k: float(v or 0.0) for k, v in (bal.get("total") or {}).items()}
         self.free = {k: float(v or 0.0) for k, v in (bal.get("free") or {}).items()}
+        self.own = self._own_book()
 
-    # -- reconciliation -----------------------------------------------------------------------------
-    def reconcile(self, wait: bool = False) -> list[OrderRow]:
-        """Resolve every unfinished order with the exchange; the ones still unresolved.
-
-        ``wait`` sleeps out the lookup grace of a not-found order instead of leaving it unknown.
-        """
-        left = []
-        for order in self.ledger.unfinished_orders(MODE, self.symbol):
-            resolved = self._resolve(order)
-            while not resolved.final and wait and resolved.state in ("pending", "unknown"):
-                remaining = resolved.created_ms + self.grace_ms - now_ms()
-                self.sleep(max(0.05, min(remaining / 1000, 2.0)))
-                resolved = self._resolve(resolved)
-            if resolved.state in ("open", "partially_filled"):
-                resolved = self._settle(resolved)
-            if not resolved.final:
-                left.append(resolved)
-        return left
-
-    def _resolve(self, order: OrderRow) -> OrderRow:
-        cid = order.client_order_id
-        try:
-            remote = self.exchange.fetch_order(
-                order.exchange_order_id, self.symbol, {"clientOrderId": cid}
-            )
-        except Exception as exc:  # noqa: BLE001 - mapped below
-            if not ccxt_errors.is_not_found(exc):
-                raise ccxt_errors.translate(exc, f"look up order {cid}") from exc
-            if order.state in ("sent", "open", "partially_filled"):
-                # We saw it live before; vanishing is not something we can explain: stop.
-                self._halt(
-                    "order_vanished",
-                    f"order {cid} was {order.state} and the exchange no longer knows it",
-                )
-            if now_ms() - order.created_ms >= self.grace_ms:
-                self.ledger.update_order(
-                    cid, state="rejected", error="not on the exchange: the request never arrived"
-                )
-                self.log.warning("order_never_arrived", client_order_id=cid)
-            elif order.state == "pending":
-                self.ledger.update_order(cid, state="unknown")
-            return self.ledger.order(cid)  # type: ignore[return-value]
-        return self._apply(order, remote)
-
-    def check_open_orders(self) -> None:
-        """An open order with our client id prefix that the ledger does not know means a lost ledger: halt."""
-        remote = self._call("fetch open orders", self.exchange.fetch_open_orders, self.symbol)
-        strangers = [
-            o.get("clientOrderId")
-            for o in remote
-            if str(o.get("clientOrderId") or "").startswith(CLIENT_ID_PREFIX)
-            and self.ledger.order(str(o["clientOrderId"])) is None
-        ]
-        if strangers:
-            self._halt(
-                "unknown_order",
-                f"open orders {', '.join(map(str, strangers))} were sent by chartrl but are "
-                "not in this ledger (restored from a backup? another instance?)",
-            )
-
-    def _apply(self, order: OrderRow, remote: dict[str, Any]) -> OrderRow:
-        """Record what the exchange says of ``order`` (state, amounts, fills) in one transaction."""
-        cid = order.client_order_id
-        filled = float(remote.get("filled") or 0.0)
-        status = remote.get("status")
-        if status is None:  # an ACK-only answer: accepted, nothing known yet
-            state = "partially_filled" if filled > 0 else "sent"
-        else:
-            state = _CCXT_STATE.get(status, "partially_filled" if filled > 0 else "open")
-        trades = remote.get("trades") or []
-        if filled > 0 and (
-            not trades
-            or any(t.get("id") is None for t in trades)
-            or abs(sum(float(t["amount"]) for t in trades) - filled) > 1e-12
-        ):
-            trades = self._call(
-                f"fetch trades of order {cid}",
-                self.exchange.fetch_order_trades,
-                str(remote["id"]),
-                self.symbol,
-            )
-        known = {f.trade_id: f.amount for f in self.ledger.fills(client_order_id=cid)}
-        known.update({str(t["id"]): float(t["amount"]) for t in trades})
-        if state in ("filled", "canceled") and sum(known.values()) < filled - 1e-9 * max(
-            1.0, filled
-        ):
-            # The trade list lags the order: keep it open in the ledger so the next look-up completes it.
-            self.log.warning(
-                "fills_lagging", client_order_id=cid, filled=filled, recorded=sum(known.values())
-            )
-            state = "partially_filled"
+    # -- the bot's own position (invariant 8) -------------------------------------------------------
+    def _fix_budget(self) -> None:
+        """On the first live start, fix the quote budget: trading.max_quote, else the quote balance."""
+        if self.ledger.get_flag(BUDGET + self.symbol) is not None:
+            return
+        budget = self.settings.trading.max_quote or self.total.get(self.quote, 0.0)
         with self.ledger.transaction():
-            self.ledger.update_order(
-                cid,
-                state=state,
-                exchange_order_id=str(remote.get("id")),
-                filled=filled,
-                average=remote.get("average"),
-                cost=float(remote.get("cost") or 0.0),
-                sent_ms=order.sent_ms or now_ms(),
+            self.ledger.set_flag(BUDGET + self.symbol, repr(float(budget)))
+            self.ledger.set_flag(
+                BUDGET_FILL_ROWID + self.symbol, str(self.ledger.last_fill_rowid())
             )
-            for t in trades:
-                fee = t.get("fee") or {}
-                self.ledger.add_fill(
-                    trade_id=str(t["id"]),
-                    client_order_id=cid,
-                    symbol=self.symbol,
-                    mode=MODE,
-                    side=t.get("side") or order.side,
-                    price=float(t["price"]),
-                    amount=float(t["amount"]),
-                    cost=float(t.get("cost") or t["price"] * t["amount"]),
-                    fee=float(fee.get("cost") or 0.0),
-                    fee_currency=fee.get("currency"),
-                    timestamp_ms=int(t.get("timestamp") or now_ms()),
-                )
         self.log.info(
-            "order_update", client_order_id=cid, state=state, filled=filled, trades=len(trades)
+            "quote_budget",
+            budget=budget,
+            source="trading.max_quote"
+            if self.settings.trading.max_quote
+            else "quote balance at first start",
         )
-        return self.ledger.order(cid)  # type: ignore[return-value]
+        self.own = self._own_book()
+
+    def _own_book(self) -> dict[str, float]:
+        """What the bot may trade: the base its own fills hold and the quote left of its budget,
+        each capped by what the exchange holds. Everything else on the account is external."""
+        fills = self.ledger.fills(MODE, self.symbol)
+        position = expected_balances({}, fills, self.base, self.quote)[self.base]
+        flag = self.ledger.get_flag(BUDGET + self.symbol)
+        budget = self.settings.trading.max_quote or (float(flag) if flag is not None else 0.0)
+        since = int(self.ledger.get_flag(BUDGET_FILL_ROWID + self.symbol) or 0)
+        later = self.ledger.fills_after_rowid(MODE, self.symbol, since)
+        cash = expected_balances({self.quote: budget}, later, self.base, self.quote)[self.quote]
+        return {
+            self.base: max(0.0, min(position, self.total.get(self.base, 0.0))),
+            self.quote: max(0.0, min(cash, self.total.get(self.quote, 0.0))),
+        }
+
+    def external(self) -> dict[str, float]:
+        """Holdings on the exchange account that are not the bot's (never traded by it)."""
+        return {
+            c: max(0.0, self.total.get(c, 0.0) - self.own.get(c, 0.0))
+            for c in (self.base, self.quote)
+        }
 
     # -- balances -----------------------------------------------------------------------------------
     def check_balances(self) -> BalanceCheck:
         """Compare exchange balances with baseline + recorded fills; halt on a mismatch beyond the fees."""
         rebase = self.ledger.get_flag("live.rebaseline") is not None
         baseline = self.ledger.latest_balances(MODE, "baseline")
+        if rebase:
+            # `halt clear` of a mismatch: first the fills of orders we had given up on, so the new
+            # baseline does not swallow them (the position would be missing what they bought).
+            self.recover_orders()
+            self.refresh_balances()
         if baseline is None or rebase:
             # The baseline covers every fill recorded so far; later fills are added to it.
             data = {c: self.total.get(c, 0.0) for c in (self.base, self.quote)}
@@ -297,16 +240,25 @@ class LiveAccount(Account):
         check = compare_balances(
             baseline[1], fills, self.total, self.base, self.quote, self.fee_rate
         )
-        self.ledger.record_balances(
-            MODE,
-            "exchange",
-            {c: self.total.get(c, 0.0) for c in (self.base, self.quote)},
-            symbol=self.symbol,
-            equity=self.equity() if self.last_price else None,
-        )
+        self.snapshot()
         if not check.ok:
             self._halt("balance_mismatch", check.describe())
         return check
+
+    def snapshot(self) -> None:
+        """Record the exchange's balances and the bot's own book (what ``chartrl status`` shows)."""
+        equity = self.equity() if self.last_price else None
+        with self.ledger.transaction():
+            self.ledger.record_balances(
+                MODE,
+                "exchange",
+                {c: self.total.get(c, 0.0) for c in (self.base, self.quote)},
+                symbol=self.symbol,
+                equity=equity,
+            )
+            self.ledger.record_balances(
+                MODE, "own", dict(self.own), symbol=self.symbol, equity=equity
+            )
 
     def _halt(self, reason: str, details: str) -> None:
         self.started = (
@@ -334,17 +286,20 @@ class LiveAccount(Account):
         limits = self.market.get("limits") or {}
         min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
         min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
-        held = self._amount(self.total.get(self.base, 0.0))
+        held = self._amount(self.own.get(self.base, 0.0))
         return held if held > 0 and held >= min_amount and held * price >= min_cost else 0.0
 
     def _size(
         self, action: int, price: float, max_notional: float | None
-    ) -> tuple[str, float] | None:
-        """(side, amount) to send, or None when the action trades nothing; reasons are logged."""
+    ) -> tuple[str, float, float | None] | None:
+        """(side, amount, quote cost of a buy by cost) to send, or None when the action trades
+        nothing; reasons are logged."""
         limits = self.market.get("limits") or {}
         min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
         min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
-        free_quote, free_base = self.free.get(self.quote, 0.0), self.free.get(self.base, 0.0)
+        # Only the bot's own coins: its budget's quote, the base its own fills bought.
+        free_quote = min(self.free.get(self.quote, 0.0), self.own.get(self.quote, 0.0))
+        free_base = min(self.free.get(self.base, 0.0), self.own.get(self.base, 0.0))
         if action == Action.BUY:
             held = self._tradable_position(price)
             if held > 0:
@@ -352,8 +307,22 @@ class LiveAccount(Account):
             budget = min(free_quote, self.equity(price) * self.settings.trading.position_fraction)
             if max_notional is not None:
                 budget = min(budget, max_notional)
-            # Market buys fill above the reference price: leave room for the slippage and the fee.
-            margin = (1 + self.fee_rate) * (1 + self.settings.trading.slippage_bps / 1e4)
+            if self.exchange.has.get("createMarketBuyOrderWithCost"):
+                # Buy by quote amount (Binance quoteOrderQty): slippage changes what we get, never
+                # what we spend. The fee's room covers an exchange that charges it in the quote.
+                cost = float(
+                    self.exchange.cost_to_precision(self.symbol, budget / (1 + self.fee_rate))
+                )
+                amount = self._amount(cost / price)  # what the ledger records: an estimate
+                if amount * price < min_cost:
+                    return self._skip("below_min_notional", notional=cost, min_notional=min_cost)
+                return ("buy", amount, cost) if cost > 0 else self._skip("no_quote_budget")
+            # Sized from the ticker now, not the candle's open, with room for the move meanwhile.
+            price = self._ask(price)
+            margin = (1 + self.fee_rate) * (
+                1
+                + (self.settings.trading.slippage_bps + self.settings.trading.buy_margin_bps) / 1e4
+            )
             amount = self._amount(budget / (price * margin))
             if amount * price * margin > free_quote + 1e-9:
                 return self._skip(
@@ -370,7 +339,11 @@ class LiveAccount(Account):
             return self._skip("below_min_amount", amount=amount, min_amount=min_amount)
         if amount * price < min_cost:
             return self._skip("below_min_notional", notional=amount * price, min_notional=min_cost)
-        return side, amount
+        return side, amount, None
+
+    def _ask(self, fallback: float) -> float:
+        ticker = self._call("fetch ticker", self.exchange.fetch_ticker, self.symbol)
+        return float(ticker.get("ask") or ticker.get("last") or fallback)
 
     def _skip(self, reason: str, **kw: Any) -> None:
         self.log.info("order_skipped", reason=reason, **kw)
@@ -384,7 +357,21 @@ class LiveAccount(Account):
         max_notional: float | None = None,
         decision_id: int | None = None,
     ) -> Fill | None:
-        """Send a market order for ``action`` (priced for sizing at ``candle.open``); the fill, or None."""
+        """Send a market order for ``action`` (priced for sizing at ``candle.open``); the fill, or None.
+
+        An operational error on the way (rejected keys, a balance that cannot be read) records a
+        halt with its reason before it is raised, as every other reason to stop trading does."""
+        try:
+            return self._execute(action, candle, max_notional, decision_id)
+        except TradingHalted:
+            raise
+        except OperationalError as exc:
+            self._halt("operational_error", str(exc))
+            raise  # unreachable: _halt raises
+
+    def _execute(
+        self, action: int, candle: Candle, max_notional: float | None, decision_id: int | None
+    ) -> Fill | None:
         if not self.started:
             self.start()  # first use, or the account halted since: reconcile everything first
         if self.reconcile():
@@ -397,7 +384,7 @@ class LiveAccount(Account):
         sized = self._size(int(action), float(candle.open), max_notional)
         if sized is None:
             return None
-        side, amount = sized
+        side, amount, cost = sized
         cid = new_client_order_id()
         self.ledger.create_order(
             cid, symbol=self.symbol, mode=MODE, side=side, amount=amount, decision_id=decision_id
@@ -406,9 +393,14 @@ class LiveAccount(Account):
         self.on_point("order_recorded")
         try:
             # ccxt's unified clientOrderId (newClientOrderId on Binance).
-            remote = self.exchange.create_order(
-                self.symbol, "market", side, amount, None, {"clientOrderId": cid}
-            )
+            if cost is not None:
+                remote = self.exchange.create_market_buy_order_with_cost(
+                    self.symbol, cost, {"clientOrderId": cid}
+                )
+            else:
+                remote = self.exchange.create_order(
+                    self.symbol, "market", side, amount, None, {"clientOrderId": cid}
+                )
         except Exception as exc:  # noqa: BLE001 - mapped below
             err = ccxt_errors.translate(exc, f"send order {cid}")
             if ccxt_errors.is_ambiguous(exc):
@@ -421,6 +413,16 @@ class LiveAccount(Account):
                     ) from exc
             else:
                 self.ledger.update_order(cid, state="rejected", error=str(err)[:300])
+                if side == "buy" and ccxt_errors.is_insufficient_funds(exc):
+                    # The price moved past our headroom: nothing was bought. Not a reason to stop
+                    # trading; the next decision sizes from fresh balances.
+                    self.log.warning(
+                        "order_refused",
+                        client_order_id=cid,
+                        reason="insufficient_funds",
+                        error=str(err),
+                    )
+                    return None
                 if isinstance(err, OperationalError):
                     self._halt("operational_error", str(err))
                 raise err from exc
@@ -431,16 +433,8 @@ class LiveAccount(Account):
         order = self._settle(order)
         self.refresh_balances()
         self.last_price = order.average or candle.open
+        self.snapshot()  # status shows the balances after this order, not before it
         return self._as_fill(order, candle)
-
-    def _settle(self, order: OrderRow, attempts: int = 10) -> OrderRow:
-        """Follow a partially filled market order until final (left for reconcile() if it is not)."""
-        for i in range(attempts):
-            if order.final:
-                break
-            self.sleep(min(0.05 * 2**i, 1.0))
-            order = self._resolve(order)
-        return order
 
     def _as_fill(self, order: OrderRow, candle: Candle) -> Fill | None:
         fills = self.ledger.fills(client_order_id=order.client_order_id)
@@ -459,11 +453,11 @@ class LiveAccount(Account):
     # -- Account interface ----------------------------------------------------------------------------
     @property
     def cash(self) -> float:
-        return self.total.get(self.quote, 0.0)
+        return self.own.get(self.quote, 0.0)
 
     @property
     def position(self) -> float:
-        return self.total.get(self.base, 0.0)
+        return self.own.get(self.base, 0.0)
 
     def equity(self, price: float | None = None) -> float:
         p = price if price is not None else self.last_price

@@ -35,7 +35,9 @@ def _show(args: argparse.Namespace) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     from chartrl.config.loader import config_path
+    from chartrl.daemon.checks import check_daemon_settings
 
-    settings(args)
     src = config_path(args.config)
+    # What the daemon would refuse at start or on a reload is refused here too.
+    check_daemon_settings(settings(args), source=str(src) if src else None)
     print(f"configuration OK ({src if src else 'built-in defaults'})")

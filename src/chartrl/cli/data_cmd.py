@@ -116,19 +116,21 @@ def _fetch(args: argparse.Namespace) -> None:
 
 
 def _import(args: argparse.Namespace) -> None:
+    from chartrl.daemon.lock import data_dir_lock
     from chartrl.market.importer import import_csv
     from chartrl.market.store import CandleStore
 
     s = settings(args, **_strict(args))
-    summary = import_csv(
-        args.file,
-        CandleStore(s.data_dir),
-        s.exchange.id,
-        s.market.symbol,
-        s.market.timeframe,
-        strict=s.data.strict,
-        spike_factor=s.data.spike_factor,
-    )
+    with data_dir_lock(s.data_dir, "import"):  # one writer per data dir
+        summary = import_csv(
+            args.file,
+            CandleStore(s.data_dir),
+            s.exchange.id,
+            s.market.symbol,
+            s.market.timeframe,
+            strict=s.data.strict,
+            spike_factor=s.data.spike_factor,
+        )
     report = summary.report
     assert report is not None
     print(f"{args.file}: {report.rows_in:,} rows read, {report.rows_out:,} valid candles")

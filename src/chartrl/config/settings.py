@@ -29,6 +29,13 @@ class ExchangeSettings(_Section):
     timeout_ms: int = Field(
         10_000, ge=100, le=600_000, description="ccxt request timeout in milliseconds."
     )
+    recv_window_ms: int | None = Field(
+        None,
+        ge=1,
+        le=60_000,
+        description="Receive window of signed requests in milliseconds (a request arriving later is refused "
+        "by the exchange); empty = ccxt's default (binance 10000). The live order lookup grace must exceed it plus timeout_ms.",
+    )
     api_key: SecretStr | None = Field(
         None,
         description="API key. Set CHARTRL__EXCHANGE__API_KEY or use key_file; never in the TOML.",
@@ -162,12 +169,33 @@ class TradingSettings(_Section):
     position_fraction: float = Field(
         1.0, gt=0, le=1, description="Fraction of equity a buy invests (1 = all-in/all-out)."
     )
+    buy_margin_bps: float = Field(
+        50.0,
+        ge=0,
+        le=1000,
+        description="Live, on an exchange that cannot buy by quote amount: headroom in basis points (beyond "
+        "slippage_bps and the fee) left when a market buy is sized from the ticker.",
+    )
+    max_quote: float | None = Field(
+        None,
+        gt=0,
+        description="Live: the quote budget the bot trades with (its own cash, plus what its own fills made "
+        "or lost). Empty = the quote balance at the first live start. Holdings it did not buy are never sold.",
+    )
     order_lookup_grace_seconds: float = Field(
         30.0,
         ge=0,
         le=3600,
         description="Live: an order the exchange does not know is declared never-arrived only this long after it was "
         "recorded (must exceed the request's recvWindow, 10 s in ccxt's binance), so a delayed request cannot double it.",
+    )
+    order_lost_deadline_seconds: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="Live: an order still unknown to the exchange after the lookup grace is looked up again, "
+        "with backoff, until this long after it was recorded; only then is it declared never-arrived. No new "
+        "order is sent meanwhile.",
     )
 
 
@@ -243,6 +271,18 @@ class DaemonSettings(_Section):
         description="A tick running longer than this stops the watchdog heartbeat, so systemd (WatchdogSec) restarts the service.",
     )
     retrain_enabled: bool = Field(True, description="Run the nightly retrain job.")
+    retrain_timeout: float = Field(
+        4 * 3600.0,
+        gt=0,
+        description="Seconds a retrain child may run; then it is stopped (SIGTERM, SIGKILL 30 s later) and "
+        "the next night's retrain can run.",
+    )
+    retrain_memory_mb: int | None = Field(
+        None,
+        ge=256,
+        description="Address-space limit (RLIMIT_AS) of the retrain child in MiB; empty = none (CUDA reserves "
+        "far more address space than it uses: on a GPU prefer the systemd slice setting in docs/daemon.md).",
+    )
     retrain_epochs: int = Field(
         2,
         ge=1,

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chartrl.chart.spec import ChartSpec
 from chartrl.config.settings import Settings
@@ -30,6 +31,44 @@ WARMUP_CANDLES = 64
 """Candles a recurrent state is re-warmed over after a (re)load or a gap (no trading meanwhile)."""
 HISTORY_MARGIN = 120
 """Candles loaded before the chart window so every indicator (MA, Bollinger, RSI, MACD) is settled."""
+
+
+class _Series(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    exchange: str
+    symbol: str
+    timeframe: str
+
+
+class ModelMeta(BaseModel):
+    """What the daemon needs of a ``model.json``, checked whole before any of it is used: a
+    malformed champion (``series`` a string, a spec that does not build) is refused on load,
+    never found out by an AttributeError on every tick."""
+
+    model_config = ConfigDict(extra="allow")
+    strategy: str
+    chart_spec: ChartSpec
+    series: _Series
+    weights_sha256: str | None = None
+    policy_config: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = None
+    counters: dict[str, Any] | None = None
+
+
+def validate_meta(model_dir: Path) -> None:
+    """CheckpointError naming ``model.json`` and each bad field, when it is not a usable model."""
+    from chartrl.train.checkpoint import META_FILE, read_meta
+
+    meta = read_meta(model_dir)
+    try:
+        ModelMeta.model_validate(meta)
+    except ValidationError as exc:
+        bad = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise CheckpointError(
+            f"invalid model {model_dir / META_FILE}: {bad}; retrain it or restore the previous champion"
+        ) from None
 
 
 def resolve_device(name: str) -> Any:
@@ -115,6 +154,7 @@ class PolicyRunner:
                 f"no champion model in {self.model_dir}; train one with `chartrl train` (it writes there) or set model.dir"
             )
         stamp = _model_stamp(self.model_dir)
+        validate_meta(self.model_dir)
         policy, meta = load_model(self.model_dir, self.device, expect_series=self._series())
         self.spec = ChartSpec(**meta["chart_spec"])
         diff = self.spec.diff(self.settings.chart)

@@ -322,7 +322,21 @@ def run_retrain(
     max_steps: int | None = None,
     progress: bool = False,
 ) -> RetrainResult:
-    """One cycle; never raises for an expected failure (recorded as ``failed`` instead)."""
+    """One cycle; never raises for an expected failure (recorded as ``failed`` instead).
+
+    Refused (UsageError) while another process writes the data dir; the daemon's own retrain
+    child runs under the daemon's lock."""
+    from chartrl.daemon.lock import data_dir_lock
+
+    with data_dir_lock(settings.data_dir, "retrain"):
+        return _run_retrain(
+            settings, fetch=fetch, epochs=epochs, max_steps=max_steps, progress=progress
+        )
+
+
+def _run_retrain(
+    settings: Settings, *, fetch: bool, epochs: int | None, max_steps: int | None, progress: bool
+) -> RetrainResult:
     from chartrl.backtest.walkforward import evaluate
     from chartrl.chart.spec import ChartSpec
     from chartrl.daemon.model import model_version, resolve_device

@@ -27,67 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from chartrl.config.settings import Settings
+from chartrl.daemon import lock
+from chartrl.daemon.lock import child_env
 from chartrl.daemon.sdnotify import Notifier, heartbeat_interval
 from chartrl.daemon.status import write_daemon_state
-from chartrl.errors import ChartrlError, OperationalError, TemporaryError
+from chartrl.daemon.triggers import retrain_trigger, tick_trigger
+from chartrl.errors import ChartrlError, ConfigError, OperationalError, TemporaryError
 from chartrl.logs import get_logger
 from chartrl.timeframe import timeframe_seconds
 
 log = get_logger("chartrl.daemon")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 START_RETRY_SECONDS = 180.0
 """Longest the start-up waits out temporary failures. The units' TimeoutStartSec (300 s) must leave
 room beyond it for the last attempt and the model load (tests/test_systemd.py checks the two)."""
-
-
-def tick_trigger(timeframe: str, delay_seconds: float) -> Any:
-    """APScheduler trigger firing ``delay_seconds`` after every candle close of ``timeframe``.
-
-    Exchanges align candles to the epoch for minutes, hours and days, so an interval anchored at
-    the epoch hits every close. Weeks start on Monday 00:00 UTC and months on the 1st, which an
-    interval cannot express: those get a cron trigger.
-    """
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    seconds = timeframe_seconds(timeframe)
-    delay = timedelta(seconds=delay_seconds)
-    whole = int(delay_seconds)  # cron has whole seconds; sub-second delays only matter for intraday
-    if timeframe.endswith("w"):
-        if seconds != 7 * 86400:
-            raise OperationalError(
-                f"market.timeframe = {timeframe!r}: only 1w is supported among weekly timeframes"
-            )
-        return CronTrigger(
-            day_of_week="mon",
-            hour=whole // 3600,
-            minute=whole // 60 % 60,
-            second=whole % 60,
-            timezone=UTC,
-        )
-    if timeframe.endswith("M"):
-        if timeframe != "1M":
-            raise OperationalError(
-                f"market.timeframe = {timeframe!r}: only 1M is supported among monthly timeframes"
-            )
-        return CronTrigger(
-            day=1, hour=whole // 3600, minute=whole // 60 % 60, second=whole % 60, timezone=UTC
-        )
-    return IntervalTrigger(seconds=seconds, start_date=_EPOCH + delay, timezone=UTC)
-
-
-def retrain_trigger(cron: str) -> Any:
-    """A UTC cron trigger from the five crontab fields of ``daemon.retrain_cron``."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    try:
-        return CronTrigger.from_crontab(cron, timezone=UTC)
-    except ValueError as exc:
-        raise OperationalError(
-            f"daemon.retrain_cron = {cron!r}: {exc}; use five crontab fields, e.g. '0 3 * * *'"
-        ) from None
 
 
 def retrain_command(config: Path | None, overrides: Sequence[str] = ()) -> list[str]:
@@ -97,6 +50,25 @@ def retrain_command(config: Path | None, overrides: Sequence[str] = ()) -> list[
     if config is not None:
         cmd += ["--config", str(config)]
     return [*cmd, "retrain", "--nice", "10", *overrides]
+
+
+def child_limits(memory_mb: int | None) -> Callable[[], None]:
+    """Run in the retrain child before exec: the kernel's OOM killer picks it before the trading
+    process, and its address space is capped when ``memory_mb`` is set."""
+
+    def limit() -> None:
+        import resource
+
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("500")
+        except OSError:
+            pass  # not Linux, or no /proc: the limit below still holds
+        if memory_mb is not None:
+            cap = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    return limit
 
 
 def start_with_retry(
@@ -150,7 +122,10 @@ class Daemon:
         self._wakeup = threading.Event()  # interrupts the heartbeat wait (signal, stop request)
         self._lock = threading.Lock()  # one tick at a time; reload swaps the ticker under it
         self._tick_started: float | None = None
+        self._last_progress = time.monotonic()
+        """When the last tick finished (or the start): a scheduler that stopped firing shows here."""
         self._retrain_proc: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
         self.ticks_done = 0
         self.ticks_missed = 0
 
@@ -176,6 +151,7 @@ class Daemon:
                 log.exception("tick_crashed", symbol=symbol, error=f"{type(exc).__name__}: {exc}")
             finally:
                 self._tick_started = None
+                self._last_progress = time.monotonic()
                 self._write_state()
 
     def _schedule_retry(self, symbol: str) -> None:
@@ -203,14 +179,36 @@ class Daemon:
         t0 = time.monotonic()
         try:
             # The child lowers its own priority (--nice): the trading process keeps the CPU.
-            self._retrain_proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
-            code = self._retrain_proc.wait()
+            # The child works under our data-dir lock: it inherits the locked descriptor.
+            fd = self._lock_fd
+            proc = self._retrain_proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(fd,) if fd is not None else (),
+                env=child_env(fd) if fd is not None else None,
+                preexec_fn=child_limits(self.settings.daemon.retrain_memory_mb),  # noqa: PLW1509
+            )
+            code = self._wait_retrain(proc, self.settings.daemon.retrain_timeout)
         except OSError as exc:
             log.error("retrain_not_started", error=str(exc))
             return
         finally:
             self._retrain_proc = None
         log.info("retrain_finished", exit_code=code, seconds=round(time.monotonic() - t0, 1))
+
+    def _wait_retrain(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
+        """The child's exit code; past ``timeout`` it is stopped, so a hung retrain cannot block
+        every later one (the job has max_instances=1)."""
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("retrain_timeout", seconds=timeout, action="stopping the retrain child")
+            proc.terminate()
+            try:
+                return proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                return proc.wait()
 
     def _on_missed(self, event: Any) -> None:
         if not str(event.job_id).startswith("tick:"):
@@ -321,24 +319,41 @@ class Daemon:
         signal.signal(signal.SIGHUP, reload)
 
     def _do_reload(self) -> None:
+        """Re-read the configuration; any failure keeps the old one running (``reload_failed``)."""
         if self.reload_settings is None:
             log.warning("reload_ignored", reason="no configuration source")
             return
+        from chartrl.daemon.checks import check_daemon_settings
+
         try:
             new = self.reload_settings()
-        except ChartrlError as exc:
-            # A broken edit must not stop a running daemon: keep the old configuration.
-            log.error("reload_failed", error=str(exc), kept="previous configuration")
+            check_daemon_settings(new)
+            if new.data_dir != self.settings.data_dir:
+                raise ConfigError(
+                    f"data.dir changed to {new.data_dir}: the daemon holds {self.settings.data_dir} "
+                    "(and its lock); restart it to move"
+                )
+        except Exception as exc:  # noqa: BLE001 - a broken edit must not stop a running daemon
+            self._reload_failed(exc)
             return
         with self._lock:
             try:
                 ticker = self.ticker_factory(new)
-            except ChartrlError as exc:
-                log.error("reload_failed", error=str(exc), kept="previous configuration")
+            except Exception as exc:  # noqa: BLE001 - same: the old ticker trades on
+                self._reload_failed(exc)
                 return
-            old, self.ticker, self.settings = self.ticker, ticker, new
-            old.close()
-        self._schedule()
+            old_settings, old_ticker = self.settings, self.ticker
+            self.ticker, self.settings = ticker, new
+        try:
+            self._schedule()
+        except Exception as exc:  # noqa: BLE001 - put the old configuration back, jobs included
+            with self._lock:
+                self.ticker, self.settings = old_ticker, old_settings
+            ticker.close()
+            self._schedule()
+            self._reload_failed(exc)
+            return
+        old_ticker.close()
         log.info(
             "reloaded",
             mode=new.trading.mode,
@@ -347,9 +362,26 @@ class Daemon:
         )
         self._write_state()
 
+    def _reload_failed(self, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, ChartrlError) else f"{type(exc).__name__}: {exc}"
+        log.error("reload_failed", error=msg, kept="previous configuration")
+
     # ---------------------------------------------------------------- run
     def run(self) -> int:
         """Start-up checks, then serve until a stop signal; returns the exit code."""
+        from chartrl.daemon.checks import check_daemon_settings
+
+        check_daemon_settings(self.settings)  # exit 2 on what `chartrl config check` refuses
+        # One writer per data dir: a second daemon (or a fetch, import, retrain) is refused here.
+        data_dir = self.settings.data_dir
+        self._lock_fd = lock.acquire(data_dir, "chartrl run")
+        try:
+            return self._serve()
+        finally:
+            lock.release(data_dir)
+            self._lock_fd = None
+
+    def _serve(self) -> int:
         from apscheduler.events import EVENT_JOB_MISSED
         from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -377,6 +409,8 @@ class Daemon:
         self.notifier.ready(self.ticker.status_text())
         beat = heartbeat_interval(self.notifier, self.settings.daemon.heartbeat_seconds)
         stuck_since: float | None = None  # the stuck tick already reported
+        stalled_since: float | None = None  # the stall already reported
+        self._last_progress = time.monotonic()
         try:
             while not self._stop.is_set():
                 self._wakeup.wait(beat)
@@ -387,9 +421,21 @@ class Daemon:
                 started = self._tick_started
                 limit = self.settings.daemon.stuck_tick_seconds
                 # Only a healthy daemon pings. A tick is seconds; one hung far longer (a wedged
-                # socket, a deadlock) is fixed by a restart, whatever the timeframe.
-                if started is None or time.monotonic() - started < limit:
+                # socket, a deadlock) is fixed by a restart, whatever the timeframe. So is a
+                # scheduler that stopped firing: no tick finished for two timeframes + the grace.
+                idle = time.monotonic() - self._last_progress
+                stalled = started is None and idle > self._progress_limit()
+                if (started is None or time.monotonic() - started < limit) and not stalled:
                     self.notifier.watchdog()
+                elif stalled:
+                    if stalled_since != self._last_progress:
+                        stalled_since = self._last_progress
+                        log.error(
+                            "ticks_stalled",
+                            seconds=round(idle),
+                            limit=round(self._progress_limit()),
+                            action="watchdog pings stopped: systemd restarts the service after WatchdogSec",
+                        )
                 elif stuck_since != started:
                     stuck_since = started
                     log.error(
@@ -401,6 +447,13 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _progress_limit(self) -> float:
+        """Longest a healthy daemon goes without finishing a tick: two timeframes, plus the start
+        grace (the tick delay and the longest a tick may run)."""
+        d = self.settings.daemon
+        tf = timeframe_seconds(self.settings.market.timeframe)
+        return 2 * tf + d.tick_delay_seconds + d.stuck_tick_seconds
 
     def request_stop(self) -> None:
         self._stop.set()

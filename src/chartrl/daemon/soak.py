@@ -125,7 +125,7 @@ def _config(workdir: Path, url: str, strategy: str) -> Path:
     # candles later, at another price; an all-in buy would then hit InsufficientFunds (a halt).
     cfg = workdir / "soak.toml"
     cfg.write_text(
-        f'[exchange]\nid = "binance"\napi_url = "{url}"\ntimeout_ms = 1500\nmax_retries = 3\nretry_base_delay = 0.02\n\n'
+        f'[exchange]\nid = "binance"\napi_url = "{url}"\ntimeout_ms = 1500\nrecv_window_ms = 400\nmax_retries = 3\nretry_base_delay = 0.02\n\n'
         f'[market]\nsince = "2020-01-01"\n\n[data]\ndir = "{workdir / "data"}"\n\n[chart]\n{SPEC}\n'
         f'[trading]\nmode = "live"\norder_lookup_grace_seconds = 2.0\nposition_fraction = 0.9\n\n'
         f'[model]\nstrategy = "{strategy}"\ndevice = "cpu"\n\n'

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chartrl.errors import DataError
 from chartrl.symbols import base_quote
 
 STATE_FILE = "daemon.json"
@@ -92,6 +93,8 @@ class Status:
     last_retrain: dict[str, Any] | None = None
     open_orders: list[dict[str, Any]] = field(default_factory=list)
     halts: list[dict[str, Any]] = field(default_factory=list)
+    external: dict[str, float] | None = None
+    """Live: holdings on the exchange account the bot did not buy (it never sells them)."""
     ticks_done: int | None = None
     ticks_missed: int | None = None
     ledger: str | None = None
@@ -106,23 +109,41 @@ def _iso(ms: int | None) -> str | None:
     )
 
 
+def _schema_gap(exc: sqlite3.OperationalError) -> bool:
+    """An older or newer schema without that table or column: show what we can. Anything else
+    (unreadable, locked, corrupt) must not pass for "nothing there"."""
+    return str(exc).startswith(("no such table", "no such column"))
+
+
 def _one(conn: sqlite3.Connection, sql: str, *args: Any) -> sqlite3.Row | None:
     try:
         return conn.execute(sql, args).fetchone()
-    except sqlite3.OperationalError:
-        return None  # an older/newer schema without that table: show what we can
+    except sqlite3.OperationalError as exc:
+        if _schema_gap(exc):
+            return None
+        raise
 
 
 def _all(conn: sqlite3.Connection, sql: str, *args: Any) -> list[sqlite3.Row]:
     try:
         return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:
-        return []
+    except sqlite3.OperationalError as exc:
+        if _schema_gap(exc):
+            return []
+        raise
 
 
 def read_status(data_dir: Path, symbol: str | None = None, mode: str | None = None) -> Status:
-    """Everything ``chartrl status`` prints; never writes."""
+    """Everything ``chartrl status`` prints; never writes.
+
+    Raises DataError (naming the file) when the data dir or its ledger is missing, unreadable or
+    corrupt: a status that could not read the halts must never say there are none."""
     data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise DataError(
+            f"data dir {data_dir} does not exist or is not a directory; check --data-dir, "
+            "data.dir or CHARTRL_DATA_DIR"
+        )
     state = read_daemon_state(data_dir)
     st = Status(
         pid=state.get("pid"),
@@ -135,16 +156,34 @@ def read_status(data_dir: Path, symbol: str | None = None, mode: str | None = No
         ticks_done=state.get("ticks_done"),
         ticks_missed=state.get("ticks_missed"),
     )
-    path = find_ledger(data_dir)
-    if path is None:
-        return st
+    from chartrl.account.ledger import ledger_path
+
+    path = ledger_path(data_dir)
+    if not path.is_file():
+        raise DataError(
+            f"no ledger at {path}: nothing has traded on this data dir yet; check --data-dir, "
+            "or start the daemon (`chartrl run`)"
+        )
     st.ledger = str(path)
-    conn = open_readonly(path)
     try:
-        _fill_from_ledger(conn, st)
-    finally:
-        conn.close()
+        conn = open_readonly(path)
+        try:
+            _fill_from_ledger(conn, st)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise DataError(_unreadable(path, exc)) from None
     return st
+
+
+def _unreadable(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"ledger {path} is corrupt ({text}); restore it from a backup, or move it aside "
+            "(the daemon then starts a new one and re-baselines live balances)"
+        )
+    return f"cannot read ledger {path}: {text}; check its permissions and those of {path.parent}"
 
 
 def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
@@ -201,10 +240,23 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             "AND equity IS NOT NULL ORDER BY id ASC LIMIT 1",
             st.symbol,
         )
+        own = _one(
+            conn,
+            "SELECT data FROM balances WHERE mode = 'live' AND kind = 'own' AND symbol = ? "
+            "ORDER BY id DESC LIMIT 1",
+            st.symbol,
+        )
         if bal is not None:
             b, q = base_quote(st.symbol)
             data = json.loads(bal["data"])
             st.position, st.cash = data.get(b), data.get(q)
+            if own is not None:  # the bot's own book; the rest of the account is not its own
+                mine = json.loads(own["data"])
+                st.position, st.cash = mine.get(b, 0.0), mine.get(q, 0.0)
+                st.external = {
+                    c: max(0.0, float(data.get(c) or 0.0) - float(mine.get(c) or 0.0))
+                    for c in (b, q)
+                }
             if st.last_price is not None and st.position is not None and st.cash is not None:
                 st.equity = st.cash + st.position * st.last_price
         if base is not None:
@@ -259,6 +311,9 @@ def format_status(st: Status, halt_file: Path | None = None) -> str:
             if st.cash is not None
             else f"position      {st.position:.8f}"
         )
+    if st.external and any(v > 1e-12 for v in st.external.values()):
+        held = ", ".join(f"{c} {v:.8g}" for c, v in st.external.items() if v > 1e-12)
+        lines.append(f"external      {held}   (not bought by the bot: never traded)")
     if st.equity is not None:
         vs = ""
         if st.initial_equity:

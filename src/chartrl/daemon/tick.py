@@ -28,7 +28,7 @@ from chartrl.account.risk import RiskGuard
 from chartrl.config.settings import Settings
 from chartrl.daemon.clock import Clock, as_clock
 from chartrl.daemon.model import WARMUP_CANDLES, PolicyRunner
-from chartrl.errors import ChartrlError, DataError, TemporaryError, TradingHalted
+from chartrl.errors import ChartrlError, DataError, TemporaryError, TradingHalted, UsageError
 from chartrl.logs import get_logger
 from chartrl.market.candles import to_ms
 from chartrl.market.exchange import make_exchange
@@ -84,7 +84,7 @@ class Ticker:
         self.mode = settings.trading.mode
         self.clock = as_clock(clock)
         self.log = get_logger("chartrl.tick", symbol=self.symbol, mode=self.mode)
-        self.exchange = exchange or make_exchange(settings.exchange)
+        self.exchange = exchange or make_exchange(_exchange_settings(settings))
         self.store = CandleStore(settings.data_dir)
         self.ledger = ledger or Ledger.for_data_dir(settings.data_dir)
         self._own_ledger = ledger is None
@@ -96,6 +96,7 @@ class Ticker:
             {"strategy": self.runner.strategy, "event": "start"},
         )
         self.account = self._make_account(live)
+        self._check_market()
         self.risk = RiskGuard(
             settings.risk,
             self.ledger,
@@ -144,7 +145,7 @@ class Ticker:
                 rules=self._market_rules(),
                 clock=self.clock.now_ms,
             )
-        from chartrl.account.live import LiveAccount
+        from chartrl.account.live import LiveAccount, OrdersUnresolved
 
         account = LiveAccount(self.settings, self.ledger, live=live, exchange=self.exchange)
         try:
@@ -154,7 +155,25 @@ class Ticker:
             # order starts the account again. Exiting instead would only make systemd restart us
             # into the same halt until it gives up.
             self.log.error("started_halted", error=str(exc))
+        except OrdersUnresolved as exc:
+            # A lost order is looked up again at every tick (with backoff) until it resolves.
+            self.log.warning("started_with_unresolved_orders", error=str(exc))
         return account
+
+    def _check_market(self) -> None:
+        """Every mode: a market the exchange lists without our symbol fails the start (exit 2)
+        instead of every tick. An unreachable exchange is not a verdict: the first tick checks."""
+        import difflib
+
+        markets = getattr(self.exchange, "markets", None)
+        if isinstance(markets, dict) and markets and self.symbol not in markets:
+            self.close()
+            close = difflib.get_close_matches(self.symbol, list(markets), n=5, cutoff=0.5)
+            hint = f"close matches: {', '.join(close)}" if close else "see the exchange's markets"
+            raise UsageError(
+                f"{self.settings.exchange.id} has no market {self.symbol!r}; check market.symbol "
+                f"(--symbol); {hint}"
+            )
 
     def close(self) -> None:
         if self._own_ledger:
@@ -322,9 +341,10 @@ class Ticker:
         old = self.runner.version
         try:
             runner = PolicyRunner(self.settings, self.runner.device)
-        except ChartrlError as exc:
-            # Mid-swap or a broken new model: keep trading with the loaded one, try again next tick.
-            self.log.error("model_reload_failed", error=str(exc), kept=old)
+        except Exception as exc:  # noqa: BLE001 - any broken new model: keep trading with the old
+            # Mid-swap or a malformed champion: keep the loaded one, try again next tick.
+            msg = str(exc) if isinstance(exc, ChartrlError) else f"{type(exc).__name__}: {exc}"
+            self.log.error("model_reload_failed", error=msg[:500], kept=old)
             return
         self.runner = runner
         self.hidden = self.hidden_ms = (
@@ -467,6 +487,13 @@ class Ticker:
         if halt == "ledger_halt":
             halt = ", ".join(sorted({h.reason for h in self.ledger.active_halts()}))
         return text + (f" | HALTED ({halt}): chartrl halt clear resumes" if halt else "")
+
+
+def _exchange_settings(settings: Settings) -> Any:
+    """The exchange settings a tick connects with: paper never sends API keys, whatever is set."""
+    if settings.trading.mode == "paper":
+        return settings.exchange.model_copy(update={"api_key": None, "api_secret": None})
+    return settings.exchange
 
 
 def ticker_factory(live: bool = False) -> Any:

@@ -58,6 +58,8 @@ def make_exchange(cfg: ExchangeSettings, **options: Any) -> Any:
         "timeout": cfg.timeout_ms,
         "options": dict(options),
     }
+    if cfg.recv_window_ms is not None:
+        params["options"]["recvWindow"] = cfg.recv_window_ms
     if cfg.api_key is not None:
         params["apiKey"] = cfg.api_key.get_secret_value()
     if cfg.api_secret is not None:

@@ -232,6 +232,22 @@ def update_series(
     inclusive. ``exchange`` reuses a ccxt instance (its markets stay loaded, so a tick is one
     request); ``now_ms`` overrides the exchange clock (a simulated clock).
     """
+    from chartrl.daemon.lock import data_dir_lock
+
+    # One writer per data dir: refused while another process (a daemon, an import) holds it.
+    with data_dir_lock(settings.data_dir, "fetch"):
+        return _update_series(settings, since, until, progress, exchange, store, now_ms)
+
+
+def _update_series(
+    settings: Settings,
+    since: datetime | pd.Timestamp | str | None,
+    until: datetime | pd.Timestamp | str | None,
+    progress: bool,
+    exchange: Any,
+    store: CandleStore | None,
+    now_ms: Callable[[], int] | None,
+) -> SeriesSummary:
     ex_id, symbol, tf = settings.exchange.id, settings.market.symbol, settings.market.timeframe
     store = store or CandleStore(settings.data_dir)
     exchange = exchange or make_exchange(settings.exchange)

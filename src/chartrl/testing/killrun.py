@@ -90,7 +90,9 @@ def live_worker(
         exchange=ExchangeSettings(
             api_url=url, api_key=DEFAULT_API_KEY, api_secret=DEFAULT_API_SECRET, timeout_ms=5000
         ),
-        trading=TradingSettings(mode="live", order_lookup_grace_seconds=GRACE_SECONDS),
+        trading=TradingSettings(
+            mode="live", order_lookup_grace_seconds=GRACE_SECONDS, order_lost_deadline_seconds=0
+        ),
     )
     seen = {"n": 0}
 

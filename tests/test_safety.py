@@ -1,0 +1,634 @@
+"""Issue 12: live trading you can trust. One daemon per data dir, only its own coins, a reload that
+cannot kill the daemon, a status that never lies. Everything against the loopback emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chartrl.account.base import Candle
+from chartrl.account.ledger import Ledger
+from chartrl.account.live import LiveAccount
+from chartrl.cli import main
+from chartrl.config.settings import Settings
+from chartrl.strategies.base import Action
+from chartrl.testing.exchange_sim import ExchangeSim
+from chartrl.testing.synthetic import synthetic_candles
+
+
+def _cli(*argv: str) -> int:
+    try:
+        main(list(argv))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _wait(cond, timeout: float = 60.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CHARTRL", "NOTIFY_SOCKET", "WATCHDOG"))
+    }
+
+
+# -- 1. one writer per data dir ---------------------------------------------------------------------
+def test_a_second_writer_of_a_data_dir_is_refused_naming_the_pid(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    csv = tmp_path / "c.csv"
+    synthetic_candles(50, seed=3).assign(
+        date=lambda d: d.timestamp.dt.strftime("%Y-%m-%d %H:%M:%S")
+    )[["date", "open", "high", "low", "close", "volume"]].to_csv(csv, index=False)
+    with ExchangeSim(synthetic_candles(300, seed=1)) as sim:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(
+            f'[exchange]\napi_url = "{sim.url}"\n[data]\ndir = "{data}"\n'
+            '[model]\nstrategy = "buyhold"\n[daemon]\nheartbeat_seconds = 0.2\n'
+            "retrain_enabled = false\n"
+        )
+        first = subprocess.Popen(
+            [sys.executable, "-m", "chartrl", "--config", str(cfg), "run"],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+
+            def started() -> bool:
+                try:
+                    return json.loads((data / "daemon.json").read_text()).get("pid") == first.pid
+                except (OSError, ValueError):
+                    return False
+
+            assert _wait(started), "the first daemon did not start"
+            second = subprocess.run(
+                [sys.executable, "-m", "chartrl", "--config", str(cfg), "run"],
+                env=_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert second.returncode == 2, second.stderr
+            err = second.stderr.strip().splitlines()
+            assert len(err) == 1 and f"pid {first.pid}" in err[0] and str(data) in err[0], err
+            capsys.readouterr()
+            # fetch, import and retrain refuse too, in this (another) process.
+            for argv in (
+                ["fetch"],
+                ["import", str(csv)],
+                ["retrain", "--no-fetch"],
+            ):
+                assert _cli("--config", str(cfg), *argv) == 2, argv
+                msg = capsys.readouterr().err
+                assert f"pid {first.pid}" in msg and "in use" in msg, (argv, msg)
+        finally:
+            first.terminate()
+            first.wait(60)
+    # The holder gone, the lock is free again (the kernel dropped it with the process).
+    from chartrl.daemon import lock
+
+    lock.acquire(data, "test")
+    lock.release(data)
+
+
+def test_the_daemons_retrain_child_works_under_the_daemons_lock(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from chartrl.account.ledger import Ledger
+    from chartrl.config.settings import Settings
+    from chartrl.daemon import lock
+    from chartrl.daemon.sdnotify import Notifier
+    from chartrl.daemon.service import Daemon
+
+    data = tmp_path / "data"
+    settings = Settings.model_validate({"data": {"dir": str(data)}})
+    daemon = Daemon(
+        settings, lambda s: None, notifier=Notifier({}), cli_overrides=["--data-dir", str(data)]
+    )
+    daemon._lock_fd = lock.acquire(data, "chartrl run")
+    try:
+        with capture_logs() as logs:
+            daemon._retrain_job()  # no champion: the child records a failed cycle, exit 1 (not 2)
+    finally:
+        lock.release(data)
+    assert [e["exit_code"] for e in logs if e["event"] == "retrain_finished"] == [1]
+    with Ledger.for_data_dir(data) as led:
+        assert "no champion" in led.retrain_results()[0]["error"]
+
+
+# -- 2. only its own coins --------------------------------------------------------------------------
+CANDLES = synthetic_candles(120, seed=5)
+
+
+def _live(url: str, data_dir: Path | None = None, **trading) -> Settings:
+    from chartrl.testing.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+    return Settings.model_validate(
+        {
+            "exchange": {
+                "api_url": url,
+                "api_key": DEFAULT_API_KEY,
+                "api_secret": DEFAULT_API_SECRET,
+            },
+            "trading": {"mode": "live", "order_lookup_grace_seconds": 0.0, **trading},
+            **({"data": {"dir": str(data_dir)}} if data_dir else {}),
+        }
+    )
+
+
+def _candle(i: int = -1) -> Candle:
+    r = CANDLES.iloc[i]
+    return Candle(int(r.timestamp.value // 1_000_000), r.open, r.high, r.low, r.close, r.volume)
+
+
+def _account(settings: Settings, ledger: Ledger) -> LiveAccount:
+    acc = LiveAccount(settings, ledger, live=True, sleep=lambda s: time.sleep(min(s, 0.05)))
+    acc.start()
+    return acc
+
+
+@pytest.mark.parametrize("max_quote", [None, 300.0])
+def test_live_trades_only_its_own_coins_within_its_budget(tmp_path: Path, max_quote) -> None:
+    from chartrl.daemon.status import format_status, read_status
+
+    with ExchangeSim(CANDLES, balances={"USDT": 1000.0, "BTC": 5.0}) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url, max_quote=max_quote), led)
+        assert acc.position == 0.0 and acc.external()["BTC"] == 5.0
+        # The operator's 5 BTC are not a position: a BUY buys, with the budget only.
+        fill = acc.execute(Action.BUY, _candle())
+        assert fill is not None and fill.side == "buy"
+        budget = max_quote or 1000.0
+        assert fill.amount * fill.price <= budget * (1 + 1e-9)
+        assert fill.amount * fill.price > 0.9 * budget
+        bought = acc.position
+        assert bought > 0 and abs(sim.balances()["BTC"] - 5.0 - bought) < 1e-9
+        st = read_status(tmp_path, symbol="BTC/USDT", mode="live")
+        assert abs(st.position - bought) < 1e-12 and abs(st.external["BTC"] - 5.0) < 1e-9
+        assert "external      BTC 5" in format_status(st)
+        # A SELL sells what the bot bought (to the amount step), never the operator's holdings.
+        fill = acc.execute(Action.SELL, _candle())
+        assert fill is not None and fill.side == "sell"
+        assert fill.amount <= bought and bought - fill.amount < 1e-5  # the rest is dust
+        assert 5.0 - 1e-12 <= sim.balances()["BTC"] < 5.0 + 1e-5
+        assert acc.execute(Action.SELL, _candle()) is None  # flat (dust): the 5 BTC stay
+        assert 5.0 - 1e-12 <= sim.balances()["BTC"] < 5.0 + 1e-5
+        led.close()
+
+
+# -- 3. config check refuses what the daemon refuses; a failed reload keeps the old config ----------
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        ('[daemon]\nretrain_cron = "every night"\n', "daemon.retrain_cron"),
+        ('[market]\ntimeframe = "2w"\n', "market.timeframe"),
+        (
+            '[trading]\nmode = "live"\norder_lookup_grace_seconds = 3.0\n',
+            "trading.order_lookup_grace_seconds",
+        ),
+    ],
+)
+def test_config_check_refuses_what_the_daemon_refuses(
+    tmp_path: Path, capsys, monkeypatch, toml, field
+) -> None:
+    monkeypatch.setenv("CHARTRL__EXCHANGE__API_KEY", "k")
+    monkeypatch.setenv("CHARTRL__EXCHANGE__API_SECRET", "s")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    assert _cli("--config", str(cfg), "config", "check") == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err, err
+    # ... and `chartrl run` refuses the same before it starts anything.
+    assert _cli("--config", str(cfg), "run", *(["--live"] if "live" in toml else [])) == 2
+    assert field in capsys.readouterr().err
+
+
+class _Ticker:
+    built: list[str] = []
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        _Ticker.built.append(settings.market.timeframe)
+
+    def tick(self) -> None:
+        pass
+
+    def status_text(self) -> str:
+        return "test"
+
+    def record_missed(self, *_a) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_reload_that_fails_for_any_reason_keeps_the_old_configuration(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import threading
+
+    from structlog.testing import capture_logs
+
+    from chartrl.daemon import service
+    from chartrl.daemon.sdnotify import Notifier
+
+    base = {"data": {"dir": str(tmp_path)}, "daemon": {"heartbeat_seconds": 0.05}}
+    edits = iter(
+        [
+            {"daemon": {"heartbeat_seconds": 0.05, "retrain_cron": "every night"}},
+            {"market": {"timeframe": "4h"}},  # valid, but scheduling it fails below
+        ]
+    )
+
+    def reload() -> Settings:
+        return Settings.model_validate(base | next(edits))
+
+    real = service.tick_trigger
+
+    def flaky(tf: str, delay: float):
+        if tf == "4h" and threading.current_thread().name != "MainThread":
+            raise RuntimeError("scheduler exploded")
+        return real(tf, delay)
+
+    monkeypatch.setattr(service, "tick_trigger", flaky)
+    daemon = service.Daemon(
+        Settings.model_validate(base), _Ticker, reload_settings=reload, notifier=Notifier({})
+    )
+    codes: list[int] = []
+    th = threading.Thread(target=lambda: codes.append(daemon.run()))
+    with capture_logs() as logs:
+        th.start()
+        try:
+            assert _wait(lambda: daemon.scheduler is not None and daemon.scheduler.running, 20)
+            for n in (1, 2):
+                daemon.request_reload()
+                assert _wait(lambda n=n: sum(e["event"] == "reload_failed" for e in logs) == n, 20)
+            assert th.is_alive()
+            assert daemon.settings.daemon.retrain_cron == "0 3 * * *"
+            assert daemon.settings.market.timeframe == "1h"
+            assert daemon.scheduler.get_job("tick:BTC/USDT").name == "tick BTC/USDT 1h"
+            assert daemon.scheduler.get_job("retrain") is not None
+        finally:
+            daemon.request_stop()
+            th.join(20)
+    assert codes == [0]
+    failed = [e for e in logs if e["event"] == "reload_failed"]
+    assert "retrain_cron" in failed[0]["error"] and "scheduler exploded" in failed[1]["error"]
+
+
+# -- 10. status never says "all clear" when it could not read -----------------------------------------
+def test_status_on_a_missing_unreadable_or_corrupt_ledger_exits_1_naming_the_file(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import sqlite3
+
+    from chartrl.account.ledger import ledger_path
+    from chartrl.daemon import status
+
+    def one_line_error(*argv: str) -> str:
+        assert _cli("status", *argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "unexpected" not in err[0] and "halts" not in err[0], err
+        return err[0]
+
+    missing = tmp_path / "nonexistent"
+    assert str(missing) in one_line_error("--data-dir", str(missing))
+    data = tmp_path / "data"
+    data.mkdir()
+    assert str(ledger_path(data)) in one_line_error("--data-dir", str(data))
+    with Ledger.for_data_dir(data) as led:
+        led.set_halt("balance_mismatch", "live", "test")
+    assert _cli("status", "--data-dir", str(data)) == 0
+    assert "balance_mismatch" in capsys.readouterr().out
+
+    # Unreadable (what a read-only data dir gives SQLite in WAL mode): an error, not "halts none".
+    class Unreadable:  # SQLite opens lazily: the failure comes with the first query
+        def execute(self, *_a):
+            raise sqlite3.OperationalError("unable to open database file")
+
+        def close(self) -> None:
+            pass
+
+    real = status.open_readonly
+    for fake in (
+        lambda p: Unreadable(),
+        lambda p: real(tmp_path / "no-such-dir" / "ledger.sqlite"),
+    ):
+        monkeypatch.setattr(status, "open_readonly", fake)
+        line = one_line_error("--data-dir", str(data))
+        assert str(ledger_path(data)) in line and "cannot read" in line
+    monkeypatch.setattr(status, "open_readonly", real)
+    ledger_path(data).write_bytes(b"this is not sqlite" * 100)
+    for suffix in ("-wal", "-shm"):
+        Path(str(ledger_path(data)) + suffix).unlink(missing_ok=True)
+    line = one_line_error("--data-dir", str(data))
+    assert str(ledger_path(data)) in line and "corrupt" in line and "backup" in line
+
+
+# -- 6. an all-in buy survives slippage --------------------------------------------------------------
+@pytest.mark.parametrize("by_cost", [True, False])
+def test_an_all_in_buy_with_slippage_fills_and_never_halts(tmp_path: Path, by_cost: bool) -> None:
+    with ExchangeSim(CANDLES, slippage=0.003) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url), led)
+        if not by_cost:  # an exchange without quoteOrderQty: sized from the ticker with a margin
+            acc.exchange.has["createMarketBuyOrderWithCost"] = False
+        fill = acc.execute(Action.BUY, _candle())
+        assert fill is not None and fill.side == "buy"
+        assert led.active_halts() == []
+        spent = 10_000.0 - sim.balances()["USDT"]
+        assert 0.99 * 10_000 < spent <= 10_000.0
+        sent = [p for m, path, p in sim.requests if m == "POST" and path == "/api/v3/order"]
+        assert ("quoteOrderQty" in sent[0]) == by_cost
+        led.close()
+
+
+# -- 14. operational errors inside execute() record a halt ------------------------------------------
+def test_an_authentication_failure_inside_execute_records_a_halt(tmp_path: Path) -> None:
+    from chartrl.errors import OperationalError, TradingHalted
+
+    with ExchangeSim(CANDLES) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url), led)
+        acc.exchange.secret = "revoked"  # every signed request now fails authentication
+        with pytest.raises(OperationalError) as err:
+            acc.execute(Action.BUY, _candle())
+        assert isinstance(err.value, TradingHalted)
+        halts = led.active_halts()
+        assert [h.reason for h in halts] == ["operational_error"]
+        assert "fetch balance" in halts[0].details and "revoked" not in halts[0].details
+        assert sim.orders() == []
+        led.close()
+
+
+# -- 12 and 16. paper: the market is checked at start, and API keys are never sent ------------------
+def _paper(tmp_path: Path, sim: ExchangeSim, **market) -> Settings:
+    from chartrl.testing.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+    return Settings.model_validate(
+        {
+            "exchange": {
+                "api_url": sim.url,
+                "api_key": DEFAULT_API_KEY,
+                "api_secret": DEFAULT_API_SECRET,
+                "max_retries": 0,
+            },
+            "market": {"since": "2020-01-01", **market},
+            "data": {"dir": str(tmp_path / "data")},
+            "model": {"strategy": "buyhold", "device": "cpu"},
+        }
+    )
+
+
+def test_paper_refuses_a_market_the_exchange_does_not_list(tmp_path: Path) -> None:
+    from chartrl.daemon.tick import Ticker
+    from chartrl.errors import UsageError
+
+    with ExchangeSim(CANDLES) as sim:
+        with pytest.raises(UsageError, match="no market 'FOO/BAR'"):
+            Ticker(_paper(tmp_path, sim, symbol="FOO/BAR"))
+        Ticker(_paper(tmp_path, sim)).close()  # the listed one starts
+
+
+def test_paper_never_sends_api_keys(tmp_path: Path) -> None:
+    from chartrl.daemon.tick import Ticker
+
+    with ExchangeSim(CANDLES) as sim:
+        t = Ticker(_paper(tmp_path, sim))
+        try:
+            assert not t.exchange.apiKey and not t.exchange.secret
+            t.tick()
+        finally:
+            t.close()
+        signed = [p for _m, _path, p in sim.requests if "signature" in p or "timestamp" in p]
+        assert signed == []
+
+
+# -- 15. the watchdog pings only while ticks make progress ------------------------------------------
+def test_the_watchdog_stops_pinging_when_the_scheduler_stops_firing(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    from structlog.testing import capture_logs
+
+    from chartrl.daemon.sdnotify import Notifier
+    from chartrl.daemon.service import Daemon
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "n.sock"))
+    sock.settimeout(10)
+    settings = Settings.model_validate(
+        {"data": {"dir": str(tmp_path)}, "daemon": {"heartbeat_seconds": 0.05}}
+    )
+    daemon = Daemon(
+        settings, _Ticker, notifier=Notifier({"NOTIFY_SOCKET": str(tmp_path / "n.sock")})
+    )
+    th = threading.Thread(target=daemon.run)
+    with capture_logs() as logs:
+        th.start()
+        try:
+            assert sock.recv(4096).startswith(b"READY=1")
+            assert sock.recv(4096) == b"WATCHDOG=1"
+            daemon.scheduler.pause()  # the scheduler stops firing ...
+            daemon._last_progress -= (
+                3 * 3600
+            )  # ... and three hours pass without a tick (1h candles)
+            assert _wait(lambda: any(e["event"] == "ticks_stalled" for e in logs), 10)
+            sock.settimeout(0.5)
+            while True:  # drain what was sent before the stall was seen
+                try:
+                    sock.recv(4096)
+                except TimeoutError:
+                    break
+            time.sleep(0.3)  # six heartbeats
+            with pytest.raises(TimeoutError):
+                sock.recv(4096)
+        finally:
+            daemon.request_stop()
+            th.join(20)
+            sock.close()
+
+
+# -- 13. the retrain child is bounded in time and memory ------------------------------------------
+def test_a_hung_retrain_child_is_stopped_and_runs_with_limits(tmp_path: Path, monkeypatch) -> None:
+    from structlog.testing import capture_logs
+
+    from chartrl.daemon import service
+    from chartrl.daemon.sdnotify import Notifier
+
+    out = tmp_path / "limits"
+    probe = (
+        "import resource,time,pathlib;"
+        f"pathlib.Path({str(out)!r}).write_text("
+        "open('/proc/self/oom_score_adj').read().strip()+' '"
+        "+str(resource.getrlimit(resource.RLIMIT_AS)[0]));time.sleep(90)"
+    )
+    monkeypatch.setattr(service, "retrain_command", lambda *_a: [sys.executable, "-c", probe])
+    settings = Settings.model_validate(
+        {
+            "data": {"dir": str(tmp_path)},
+            "daemon": {"retrain_timeout": 2.0, "retrain_memory_mb": 4096},
+        }
+    )
+    daemon = service.Daemon(settings, _Ticker, notifier=Notifier({}))
+    t0 = time.monotonic()
+    with capture_logs() as logs:
+        daemon._retrain_job()
+    assert time.monotonic() - t0 < 30
+    assert [e for e in logs if e["event"] == "retrain_timeout"]
+    done = [e for e in logs if e["event"] == "retrain_finished"]
+    assert done and done[0]["exit_code"] != 0
+    oom, cap = out.read_text().split()
+    assert int(oom) >= 500 and int(cap) == 4096 * 1024 * 1024
+
+
+# -- 7. a lost order is looked up until the exchange knows it; halt clear imports its fills ---------
+def _late_order_sim() -> ExchangeSim:
+    from chartrl.testing.exchange_sim.faults import FaultPlan
+
+    plan = FaultPlan()
+    # The request lands 3 s late, after the client (1 s timeout) gave up on it.
+    plan.add("/api/v3/order", "timeout", 1, None, method="POST", ms=3000)
+    return ExchangeSim(CANDLES, faults=plan)
+
+
+def _wait_for_fill(sim: ExchangeSim) -> None:
+    assert _wait(lambda: len(sim.trades()) == 1, 20)
+
+
+def test_a_late_order_is_found_by_later_lookups_not_declared_lost(tmp_path: Path) -> None:
+    from chartrl.errors import TemporaryError
+
+    with _late_order_sim() as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        settings = _live(sim.url, order_lost_deadline_seconds=120.0)
+        settings = settings.model_copy(
+            update={"exchange": settings.exchange.model_copy(update={"timeout_ms": 1000})}
+        )
+        acc = _account(settings, led)
+        with pytest.raises(TemporaryError):
+            acc.execute(Action.BUY, _candle())
+        assert led.orders("live")[0].state == "unknown"
+        with pytest.raises(TemporaryError):  # still lost: nothing new is sent meanwhile
+            acc.execute(Action.BUY, _candle())
+        _wait_for_fill(sim)
+        deadline = time.monotonic() + 30
+        while True:  # the backoff decides when the next look-up is due
+            try:
+                acc.execute(Action.HOLD, _candle())
+                break
+            except TemporaryError:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        assert led.orders("live")[0].state == "filled" and len(led.fills("live")) == 1
+        assert led.active_halts() == [] and acc.position > 0
+        assert len(sim.orders()) == 1
+        led.close()
+
+
+def test_halt_clear_after_a_mismatch_imports_the_fills_of_a_given_up_order(
+    tmp_path: Path, capsys
+) -> None:
+    from chartrl.errors import OperationalError
+
+    with _late_order_sim() as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        settings = _live(sim.url, order_lost_deadline_seconds=0.0)  # gives up at the grace
+        settings = settings.model_copy(
+            update={"exchange": settings.exchange.model_copy(update={"timeout_ms": 1000})}
+        )
+        acc = _account(settings, led)
+        assert acc.execute(Action.BUY, _candle()) is None  # declared never-arrived (too early)
+        assert led.orders("live")[0].state == "rejected"
+        _wait_for_fill(sim)
+        with pytest.raises(OperationalError, match="balance_mismatch"):
+            acc.execute(Action.HOLD, _candle())
+        assert _cli("halt", "--data-dir", str(tmp_path), "clear") == 0
+        capsys.readouterr()
+        assert acc.execute(Action.HOLD, _candle()) is None  # restarts: imports, then re-baselines
+        assert led.orders("live")[0].state == "filled" and len(led.fills("live")) == 1
+        bought = led.fills("live")[0].amount
+        assert acc.position > 0.99 * bought and led.active_halts() == []
+        led.close()
+
+
+# -- 11. a malformed new champion keeps the old model trading ------------------------------------
+def test_a_malformed_new_champion_is_refused_and_the_old_model_trades_on(tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+    from structlog.testing import capture_logs
+
+    from chartrl.chart.spec import ChartSpec
+    from chartrl.daemon.retrain import promote
+    from chartrl.daemon.tick import Ticker
+    from chartrl.strategies.registry import build_policy
+    from chartrl.testing.exchange_sim.clock import SimClock
+    from chartrl.train.checkpoint import save_model
+
+    spec = {"window": 30, "height": 32, "width": 32, "ma_periods": [5, 10]}
+    spec |= {"bollinger_period": 10, "rsi_period": 6}
+    candles = synthetic_candles(400, seed=5)
+    open_ms = int(candles["timestamp"].iloc[300].value // 1_000_000)
+    with ExchangeSim(candles, clock=SimClock(open_ms + 3_600_000 + 5_000)) as sim:
+        settings = Settings.model_validate(
+            {
+                "exchange": {"api_url": sim.url, "retry_base_delay": 0.0, "max_retries": 1},
+                "market": {"since": "2020-01-01"},
+                "data": {"dir": str(tmp_path / "data")},
+                "chart": spec,
+                "model": {"strategy": "cnn", "device": "cpu"},
+            }
+        )
+        torch.manual_seed(0)
+        policy = build_policy("cnn", ChartSpec(**spec), widths=(4, 8), feat_dim=16)
+        series = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
+        save_model(settings.model_dir, policy, {"chart_spec": ChartSpec(**spec), "series": series})
+        t = Ticker(settings, clock=sim.clock)
+        try:
+            assert t.tick().status == "done"
+            old = t.runner.version
+            bad = settings.model_dir.with_name(".challenger")
+            shutil.copytree(settings.model_dir, bad)
+            meta = json.loads((bad / "model.json").read_text())
+            (bad / "model.json").write_text(json.dumps(meta | {"series": "BTC/USDT"}))
+            promote(bad, settings.model_dir)
+            sim.clock.advance(3_600_000)
+            with capture_logs() as logs:
+                result = t.tick()
+            assert result.status == "done" and result.action is not None
+            assert t.runner.version == old
+            failed = [e for e in logs if e["event"] == "model_reload_failed"]
+            assert failed and "model.json" in failed[0]["error"] and "series" in failed[0]["error"]
+        finally:
+            t.close()
+
+
+# -- 9. status shows the balances after the last order ---------------------------------------------
+def test_status_shows_the_position_right_after_a_live_buy(tmp_path: Path) -> None:
+    from chartrl.daemon.status import read_status
+
+    with ExchangeSim(CANDLES) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url), led)
+        assert acc.execute(Action.BUY, _candle()) is not None
+        st = read_status(tmp_path, symbol="BTC/USDT", mode="live")
+        assert st.position == pytest.approx(sim.balances()["BTC"]) and st.position > 0
+        assert st.cash == pytest.approx(sim.balances()["USDT"])
+        led.close()
