@@ -260,6 +260,19 @@ class LogSettings(_Section):
     )
 
 
+# --- console (issue 13) -------------------------------------------------------------------------
+class ConsoleSettings(_Section):
+    enabled: bool = Field(False, description="Serve the console inside `chartrl run`.")
+    host: str = Field("127.0.0.1", description="Address the console binds (loopback by default).")
+    port: int = Field(8787, ge=1, le=65535, description="TCP port of the console.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token for the console; set it with CHARTRL__CONSOLE__TOKEN."
+    )
+    token_file: Path | None = Field(
+        None, description="File (mode 0600) holding the console's bearer token on one line."
+    )
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -272,6 +285,7 @@ class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @property
     def data_dir(self) -> Path:
