@@ -261,6 +261,10 @@ class LogSettings(_Section):
 
 
 # --- console (issue 13) -------------------------------------------------------------------------
+MIN_TOKEN_LENGTH = 16
+"""A shorter console token could be guessed over HTTP."""
+
+
 class ConsoleSettings(_Section):
     enabled: bool = Field(False, description="Serve the console inside `chartrl run`.")
     host: str = Field("127.0.0.1", description="Address the console binds (loopback by default).")
@@ -269,8 +273,18 @@ class ConsoleSettings(_Section):
         None, description="Bearer token for the console; set it with CHARTRL__CONSOLE__TOKEN."
     )
     token_file: Path | None = Field(
-        None, description="File (mode 0600) holding the console's bearer token on one line."
+        None, description='File (mode 0600) holding the console\'s bearer token as token = "...".'
     )
+
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"at least {MIN_TOKEN_LENGTH} characters; make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return v
 
 
 class Settings(_Section):
