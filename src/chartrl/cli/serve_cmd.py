@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from chartrl.cli.app import settings
 
@@ -29,8 +30,15 @@ def _serve(args: argparse.Namespace) -> int:
     console = Console(settings(args), args.host, args.port)
     console.announce()
     print(f"console at {console.url} ({_login(console)}); Ctrl-C stops it", flush=True)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it under the handler it found:
+    # this one makes a stop by systemd (or kill) an exit 0, not a death by signal.
+    signal.signal(signal.SIGTERM, _stopped)
     console.run()
     return 0
+
+
+def _stopped(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _login(console) -> str:  # noqa: ANN001 - chartrl.console.server.Console (lazy import)

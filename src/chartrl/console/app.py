@@ -37,6 +37,19 @@ def plotly_js() -> Path:
     return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
 
 
+class _Masked(JSONResponse):
+    """JSON with this console's secrets (the token, the exchange keys) masked wherever they appear,
+    a halt reason typed by an operator included: no secret ever leaves in a response."""
+
+    secrets: tuple[str, ...] = ()
+
+    def render(self, content: Any) -> bytes:
+        body = super().render(content)
+        for secret in self.secrets:
+            body = body.replace(secret.encode(), b"***")
+        return body
+
+
 class HaltRequest(BaseModel):
     reason: str = Field("halted from the console", min_length=1, max_length=200)
 
@@ -69,7 +82,13 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     """The console over ``settings``' data dir; ``token`` is the bearer token every caller needs."""
     data = ConsoleData(settings)
     registry = make_registry(data)
+    keys = (settings.exchange.api_key, settings.exchange.api_secret)
+    secrets = tuple(
+        x for x in (token, *(k.get_secret_value() for k in keys if k is not None)) if len(x) >= 4
+    )
+    masked = type("MaskedJSON", (_Masked,), {"secrets": secrets})
     app = FastAPI(
+        default_response_class=masked,
         title="chartrl console",
         description="The trading daemon's book, decisions, model and halts (read-only, "
         "except the halt endpoints). Send `Authorization: Bearer <console.token>`.",
@@ -103,14 +122,14 @@ def create_app(settings: Settings, token: str) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": _validation_message(exc)}, status_code=422)
+        return masked({"error": _validation_message(exc)}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = "no such page; the API is listed at /docs"
-        return JSONResponse(
+        return masked(
             {"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
@@ -119,12 +138,12 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         text = one_line_error(exc, 300)
         log.error("http_error", path=request.url.path, error=text)
         status = 503 if isinstance(exc, ChartrlError) else 500
-        return JSONResponse({"error": text}, status_code=status)
+        return masked({"error": text}, status_code=status)
 
     @app.get("/healthz", summary="200 while the last tick is younger than two timeframes")
     def healthz() -> JSONResponse:
         ok, reason, facts = data.health()
-        return JSONResponse({"ok": ok, "reason": reason, **facts}, status_code=200 if ok else 503)
+        return masked({"ok": ok, "reason": reason, **facts}, status_code=200 if ok else 503)
 
     @app.get("/api/status", dependencies=auth, summary="What `chartrl status` shows")
     def status() -> dict[str, Any]:

@@ -101,7 +101,6 @@ class ConsoleData:
         """Equity at the close of every decided candle, rebuilt from the book's own fills, with
         buy and hold (the starting equity in the coin at the first decision's close, no fees)."""
         ser = self.series()
-        step = timeframe_ms(ser.timeframe)
         with self._conn() as conn:
             decisions = self._rows(
                 conn,
@@ -126,11 +125,11 @@ class ConsoleData:
         for d in decisions:
             # Decided at the close of candle t, filled at the open of t+1: the fills before t's
             # close are in the book it was marked with.
-            close = d["candle_ms"] + step
+            close = candle_close_ms(d["candle_ms"], ser.timeframe)
             while k < len(fills) and fills[k]["timestamp_ms"] < close:
                 cash, pos = _apply(cash, pos, fills[k])
                 k += 1
-            t.append(d["candle_ms"])
+            t.append(close)
             eq.append(cash + pos * d["price"])
             price.append(d["price"])
         while k < len(fills):
@@ -148,7 +147,7 @@ class ConsoleData:
             "initial_equity": initial,
             "cash": cash,
             "position": pos,
-            "time": [iso(candle_close_ms(x, ser.timeframe)) for x in t[lo:hi]],
+            "time": [iso(x) for x in t[lo:hi]],
             "equity": part.tolist(),
             "buy_and_hold": hold[lo:hi].tolist(),
             "drawdown": drawdown_series(part).tolist() if len(part) else [],

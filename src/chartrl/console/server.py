@@ -27,6 +27,10 @@ class Console:
         if not 0 <= port < 65536:
             raise UsageError(f"--port {port} must be between 1 and 65535")
         token, self.token_file = resolve_token(settings, host)
+        # The model and chart pages need torch: import it (seconds) now, not in the first request.
+        import chartrl.chart.tensor_render  # noqa: F401
+        import chartrl.train.checkpoint  # noqa: F401
+
         # Bound here, not inside uvicorn: a port in use is one clear line, not a log and exit(3).
         try:
             self.sock = socket.create_server(
