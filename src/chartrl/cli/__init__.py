@@ -14,6 +14,7 @@ from chartrl.cli import (
     data_cmd,
     demo_cmd,
     halt_cmd,
+    serve_cmd,
     sim_cmd,
     train_cmd,
 )
@@ -29,6 +30,7 @@ COMMAND_MODULES = [
     sim_cmd,
     train_cmd,
     halt_cmd,
+    serve_cmd,
     demo_cmd,
 ]
 

@@ -133,13 +133,21 @@ def _index_at(renderer, candles, at) -> int:  # noqa: ANN001 - TensorRenderer, D
 
 
 def _write_tensor_png(frame, spec, out: Path, scale: int) -> tuple[int, int]:  # noqa: ANN001 - torch.Tensor, ChartSpec
-    """The (C, H, W) frame as an RGB PNG: ch0/1/2 as red/green/blue (grey for one channel).
+    from PIL import Image
+
+    img = tensor_image(frame, spec, scale)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(out)
+    return img.shape[1], img.shape[0]
+
+
+def tensor_image(frame, spec, scale: int):  # noqa: ANN001, ANN201 - torch.Tensor, ChartSpec -> (H, W, 3) uint8
+    """The (C, H, W) frame as an RGB image: ch0/1/2 as red/green/blue (grey for one channel).
 
     Non-zero pixels are lifted to at least 64 so the faint low bits (grey bands weigh 4 and 2) stay visible to
     a person; diff-frame channels are drawn beside the frame (128 = unchanged = mid grey).
     """
     import numpy as np
-    from PIL import Image
 
     a = frame.cpu().numpy().astype(np.int32)
     c = spec.channels
@@ -154,7 +162,4 @@ def _write_tensor_png(frame, spec, out: Path, scale: int) -> tuple[int, int]:  #
     if spec.diff_frame:
         gap = np.full((spec.height, 2, 3), 255, dtype=np.uint8)
         img = np.concatenate([img, gap, rgb(a[c:], lift=False)], axis=1)
-    img = img.repeat(scale, axis=0).repeat(scale, axis=1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(out)
-    return img.shape[1], img.shape[0]
+    return img.repeat(scale, axis=0).repeat(scale, axis=1)

@@ -76,7 +76,18 @@ def _run(args: argparse.Namespace) -> int:
         reload_settings=reload,
         cli_overrides=series_flags(args),
     )
-    return daemon.run()
+    console = None
+    if s.console.enabled:  # bound before the first tick: a port in use fails the start, clearly
+        from chartrl.console.server import Console
+
+        console = Console(s)
+        console.start_in_thread()
+        console.announce()
+    try:
+        return daemon.run()
+    finally:
+        if console is not None:
+            console.stop()
 
 
 def check_live(settings: Any, live_flag: bool) -> None:

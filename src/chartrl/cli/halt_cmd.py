@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import getpass
 from datetime import UTC, datetime
+from typing import Any
 
 from chartrl.cli.app import settings
 
@@ -57,35 +58,47 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def halt(s: Any, source: str, reason: str) -> int:
+    """Record a manual halt in the ledger (the CLI and the console's POST /api/halt); its id."""
+    from chartrl.account.ledger import Ledger
+
+    with Ledger.for_data_dir(s.data_dir) as ledger:
+        return ledger.set_halt("manual", source, reason)
+
+
+def resume(s: Any, cleared_by: str, keep_file: bool = False) -> list[str]:
+    """Clear every ledger halt and remove the halt file (unless ``keep_file``); what was done."""
+    from chartrl.account.ledger import Ledger
+
+    with Ledger.for_data_dir(s.data_dir) as ledger:
+        cleared = ledger.clear_halts(cleared_by)
+    lines = [
+        f"cleared halt #{h.id} ({h.reason}, {_when(h.created_ms)}): {h.details or ''}".rstrip(": ")
+        for h in cleared
+    ]
+    if any(h.reason == "balance_mismatch" for h in cleared):
+        lines.append(
+            "the live account takes the exchange's balances as its new baseline at its next start"
+        )
+    if s.halt_file.exists():
+        if keep_file:
+            lines.append(f"halt file {s.halt_file} kept: trading stays halted until it is removed")
+        else:
+            s.halt_file.unlink()
+            lines.append(f"removed halt file {s.halt_file}")
+    if not cleared and not s.halt_file.exists():
+        lines.append("no halt was in force")
+    return lines
+
+
 def _set(args: argparse.Namespace) -> None:
-    _s, ledger = _ledger(args)
-    with ledger:
-        hid = ledger.set_halt("manual", f"cli:{getpass.getuser()}", args.reason)
+    hid = halt(settings(args), f"cli:{getpass.getuser()}", args.reason)
     print(f"trading halted (halt #{hid}: {args.reason}); resume with `chartrl halt clear`")
 
 
 def _clear(args: argparse.Namespace) -> None:
-    s, ledger = _ledger(args)
-    with ledger:
-        cleared = ledger.clear_halts(f"cli:{getpass.getuser()}")
-    for h in cleared:
-        print(
-            f"cleared halt #{h.id} ({h.reason}, {_when(h.created_ms)}): {h.details or ''}".rstrip(
-                ": "
-            )
-        )
-    if any(h.reason == "balance_mismatch" for h in cleared):
-        print(
-            "the live account takes the exchange's balances as its new baseline at its next start"
-        )
-    if s.halt_file.exists():
-        if args.keep_file:
-            print(f"halt file {s.halt_file} kept: trading stays halted until it is removed")
-        else:
-            s.halt_file.unlink()
-            print(f"removed halt file {s.halt_file}")
-    if not cleared and not s.halt_file.exists():
-        print("no halt was in force")
+    for line in resume(settings(args), f"cli:{getpass.getuser()}", args.keep_file):
+        print(line)
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -18,11 +18,15 @@ ENV_PREFIX = "CHARTRL__"
 ENV_CONFIG = "CHARTRL_CONFIG"
 ENV_DATA_DIR = "CHARTRL_DATA_DIR"
 _SECRET_FIELDS = {"api_key", "api_secret"}
+# Secrets by (section, key): never parsed as TOML from the environment (a token "0x1f" or "1e5"
+# would become a number), never written in the config file, masked in every error.
+_SECRETS = {("exchange", "api_key"), ("exchange", "api_secret"), ("console", "token")}
+_KEY_FILES = {"exchange": "key_file", "console": "token_file"}
 
 
-def _parse_env_value(key: str, raw: str) -> Any:
+def _parse_env_value(key: str, raw: str, section: str = "") -> Any:
     """TOML scalar/array syntax where it parses (5, true, [5, 20]); the raw string otherwise."""
-    if key in _SECRET_FIELDS:
+    if key in _SECRET_FIELDS or (section, key) in _SECRETS:
         return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
@@ -44,7 +48,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = _parse_env_value(parts[-1], raw)
+        node[parts[-1]] = _parse_env_value(parts[-1], raw, parts[0])
     return tree
 
 
@@ -75,33 +79,36 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_key_file(path: Path) -> dict[str, str]:
-    """Secrets from a TOML file that only its owner can read; refuses a group/world-readable file."""
+def read_key_file(
+    path: Path, setting: str = "exchange.key_file", allowed: frozenset[str] | None = None
+) -> dict[str, str]:
+    """Secrets from a TOML file that only its owner can read; refuses a group/world-readable file.
+
+    ``setting`` names the option in errors; ``allowed`` are its keys (default: the exchange keys).
+    """
+    allowed = frozenset(_SECRET_FIELDS) if allowed is None else allowed
     path = path.expanduser()
     try:
         st = path.stat()
     except OSError as exc:
-        raise ConfigError(
-            f"exchange.key_file = {str(path)!r}: cannot read it ({exc.strerror})"
-        ) from None
+        raise ConfigError(f"{setting} = {str(path)!r}: cannot read it ({exc.strerror})") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
-            f"exchange.key_file = {str(path)!r}: readable by others (mode {stat.S_IMODE(st.st_mode):o}); run chmod 600 on it"
+            f"{setting} = {str(path)!r}: readable by others (mode {stat.S_IMODE(st.st_mode):o}); run chmod 600 on it"
         )
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:  # a directory, or unreadable although stat worked
-        raise ConfigError(
-            f"exchange.key_file = {str(path)!r}: cannot read it ({exc.strerror})"
-        ) from None
+        raise ConfigError(f"{setting} = {str(path)!r}: cannot read it ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        example = " and ".join(f'{k} = "..."' for k in sorted(allowed))
         raise ConfigError(
-            f'exchange.key_file = {str(path)!r}: not valid TOML ({exc}); write api_key = "..." and api_secret = "..."'
+            f"{setting} = {str(path)!r}: not valid TOML ({exc}); write {example}"
         ) from None
-    unknown = set(data) - _SECRET_FIELDS
+    unknown = set(data) - allowed
     if unknown:
         raise ConfigError(
-            f"exchange.key_file = {str(path)!r}: unknown keys {sorted(unknown)}; allowed: api_key, api_secret"
+            f"{setting} = {str(path)!r}: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
         )
     return {k: str(v) for k, v in data.items()}
 
@@ -126,7 +133,8 @@ def format_validation_error(
                 f"{field}: unknown setting{via}; check the spelling (see `chartrl config show` for the known ones)"
             )
             continue
-        shown = "***" if any(s in field for s in _SECRET_FIELDS) else _shown(value)
+        secret = any(s in field for s in _SECRET_FIELDS) or field in {".".join(k) for k in _SECRETS}
+        shown = "***" if secret else _shown(value)
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{field} = {shown}: {msg}{via}")
     return lines
@@ -168,11 +176,11 @@ def load_settings(
             raise ConfigError(f"config file {source} cannot be read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-        for section in ("exchange",):
-            for key in _SECRET_FIELDS & set(data.get(section, {})):
+        for section, key in sorted(_SECRETS):
+            if key in (data.get(section) or {}):
                 raise ConfigError(
                     f"{section}.{key} is written in {source}; secrets never go in the config file: "
-                    f"use CHARTRL__EXCHANGE__{key.upper()} or exchange.key_file"
+                    f"use CHARTRL__{section.upper()}__{key.upper()} or {section}.{_KEY_FILES[section]}"
                 )
     data = _merge(data, _env_overrides(env))
     if env.get(ENV_DATA_DIR):
@@ -185,6 +193,10 @@ def load_settings(
         data = _merge(
             data, {"exchange": {k: v for k, v in secrets.items() if not data["exchange"].get(k)}}
         )
+    token_file = (data.get("console") or {}).get("token_file")
+    if token_file and not data["console"].get("token"):
+        token = read_key_file(Path(token_file), "console.token_file", frozenset({"token"}))
+        data = _merge(data, {"console": token})
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -194,7 +206,7 @@ def load_settings(
         ) from None
     from chartrl.logs import register_secret
 
-    for secret in (settings.exchange.api_key, settings.exchange.api_secret):
+    for secret in (settings.exchange.api_key, settings.exchange.api_secret, settings.console.token):
         if secret is not None:
             register_secret(secret.get_secret_value())
     return settings

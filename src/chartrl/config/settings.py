@@ -300,6 +300,33 @@ class LogSettings(_Section):
     )
 
 
+# --- console (issue 13) -------------------------------------------------------------------------
+MIN_TOKEN_LENGTH = 16
+"""A shorter console token could be guessed over HTTP."""
+
+
+class ConsoleSettings(_Section):
+    enabled: bool = Field(False, description="Serve the console inside `chartrl run`.")
+    host: str = Field("127.0.0.1", description="Address the console binds (loopback by default).")
+    port: int = Field(8787, ge=1, le=65535, description="TCP port of the console.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token for the console; set it with CHARTRL__CONSOLE__TOKEN."
+    )
+    token_file: Path | None = Field(
+        None, description='File (mode 0600) holding the console\'s bearer token as token = "...".'
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"at least {MIN_TOKEN_LENGTH} characters; make one with "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return v
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -312,6 +339,7 @@ class Settings(_Section):
     model: ModelSettings = Field(default_factory=ModelSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @property
     def data_dir(self) -> Path:
