@@ -132,9 +132,8 @@ def test_smoke_imitation_learns_the_oracle_and_validation_scores_the_saved_model
     assert (
         len(run.fills) > 0 and hist[-1]["val_trades"] > 0
     )  # a validation that never trades would prove nothing
-    assert {
-        k: hist[-1][f"val_{k}"] for k in ("total_return", "sharpe", "max_drawdown", "trades")
-    } == pytest.approx(run_metrics(run, "1h"))
+    val = run_metrics(run, "1h")
+    assert {k: hist[-1][f"val_{k}"] for k in val} == pytest.approx(val)
 
 
 @pytest.mark.parametrize("name", ["cnn", "cnnrnn", "gru", "resnet"])
@@ -173,7 +172,7 @@ def test_resume_continues_to_the_total(data, tmp_path: Path) -> None:
     hist = train(
         "cnn", data, tiny_cfg(epochs=2), tmp_path / "m", META, progress=False, resume=True
     ).history
-    assert [(h["stage"], int(h["epoch"])) for h in hist] == [
+    assert [(h["stage"], int(h["epoch"])) for h in hist if h["kind"] == "epoch"] == [
         ("imitation", 1),
         ("dqn", 1),
         ("dqn", 2),

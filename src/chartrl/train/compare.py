@@ -37,7 +37,17 @@ def buy_and_hold(data: TrainData, rules: MarketRules, cash: float) -> dict[str, 
         initial_cash=cash,
         span=(int(v[0]), int(v[-1]) + 1),
     )
-    return run_metrics(GreedyRun(res.actions, res.equity, res.position, res.fills), data.timeframe)
+    run = GreedyRun(
+        res.actions,
+        res.equity,
+        res.position,
+        res.fills,
+        res.fill_index,
+        res.candles["open"].to_numpy(np.float64),
+        float(res.candles["close"].iloc[-1]),
+        rules,
+    )
+    return run_metrics(run, data.timeframe)
 
 
 def _f(v: Any) -> float:
