@@ -169,3 +169,29 @@ def test_validation_metrics_add_exposure_turnover_fees_rate_and_skill() -> None:
         "1h",
     )
     assert two_days["trades_per_week"] == pytest.approx(7 / 2)
+
+
+def test_cli_eval_every(tmp_path: Path, capsys) -> None:
+    from chartrl.cli import main
+
+    conf = tmp_path / "c.toml"
+    conf.write_text(
+        "[chart]\nwindow = 40\nheight = 32\nwidth = 48\nma_periods = [5, 10]\nbollinger_period = 10\n"
+    )
+    base = ["-c", str(conf), "--log-level", "warning", "train", "--no-progress", "--strategy"]
+    base += ["cnn", "--synthetic", "500", "--epochs", "1", "--imitation-epochs", "0"]
+    base += ["--max-steps-per-epoch", "16", "--num-envs", "2", "--learning-starts", "4"]
+    with pytest.raises(SystemExit) as bad:
+        main([*base, "--eval-every", "0", "--out", str(tmp_path / "x")])
+    assert bad.value.code == 2 and "--eval-every must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ok:
+        main([*base, "--eval-every", "2", "--out", str(tmp_path / "m")])
+    assert ok.value.code == 0
+    out = capsys.readouterr().out
+    assert "more validations" in out and str(tmp_path / "m" / "best") in out
+    meta = read_meta(tmp_path / "m")
+    assert meta["hyperparameters"]["eval_every"] == 2
+    rows = read_history(tmp_path / "m")
+    assert [int(r["updates"]) for r in rows if r["kind"] == "eval"] == list(
+        range(2, meta["counters"]["updates"] + 1, 2)
+    )
