@@ -9,6 +9,11 @@ Reference measured in the same run: forward+backward of the cnn encoder on a fix
 (``ref_s``); projections are also given in units of it. Targets: cnnrnn epoch < 300 s, rendering
 < 10 %.
 
+Evaluation every N updates (``--eval-every``): one validation (greedy run over the whole
+validation part, then its metrics and skill test, timed on a slice and scaled) against the training
+time between two of them at the default N, for a default run (10 epochs) and the README's
+``--epochs 3``; each run also validates at every epoch end, counted too. Target: <= 10 %.
+
     .venv/bin/python benchmarks/train.py [--steps 40] [--threads 1] [--policies cnn,cnnrnn,gru,resnet]
 """
 
@@ -25,6 +30,22 @@ import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "Binance_BTCUSDT_1h.csv"
 TARGET_SECONDS = 300.0
+EVAL_TARGET = 0.10
+LANES = 8
+
+
+def eval_ratio(
+    epochs: int, train_candles: int, epoch_train_s: float, val_s: float
+) -> tuple[int, int, float]:
+    """(eval_every, validations, their time / training time) of a default run of ``epochs``."""
+    from chartrl.train.dqn import TrainConfig
+    from chartrl.train.monitor import eval_every_for, planned_updates
+
+    cfg = TrainConfig(epochs=epochs)
+    steps = train_candles // LANES - 1  # ReplayEnv.steps_per_epoch for the default lanes
+    every = eval_every_for(cfg, steps, LANES)
+    count = planned_updates(cfg, steps, LANES) // every + epochs  # + every epoch end
+    return every, count, count * val_s / (epochs * epoch_train_s)
 
 
 def load_candles(csv: Path):
@@ -81,7 +102,7 @@ def main() -> None:
     from chartrl.strategies.registry import build_policy
     from chartrl.train.dqn import TrainConfig, train
     from chartrl.train.env import prepare_data
-    from chartrl.train.evaluation import greedy_run
+    from chartrl.train.evaluation import greedy_run, run_metrics
 
     candles, source = load_candles(args.csv)
     spec = ChartSpec()
@@ -121,6 +142,7 @@ def main() -> None:
                 learning_starts=0,
                 max_steps_per_epoch=steps,
                 validation_fraction=0.15,
+                eval_every=10**9,  # training alone; evaluation is measured below
             )
             with tempfile.TemporaryDirectory() as tmp:
                 runs.append(
@@ -138,19 +160,31 @@ def main() -> None:
         sl = data.validation[:512]
         data.frames.get(sl)  # rendered already or now; not part of the greedy timing
         t = time.perf_counter()
-        greedy_run(policy, data.frames, data.arrays, sl, 10_000.0, MarketRules())
+        run = greedy_run(policy, data.frames, data.arrays, sl, 10_000.0, MarketRules())
+        run_metrics(run, "1h")
         val_s = (time.perf_counter() - t) * len(data.validation) / len(sl)
         epoch_train = len(data.train) / tps
         epoch = epoch_train + val_s + render_epoch
         share = render_epoch / epoch
-        results[name] = (tps, epoch, share)
+        ratios = {e: eval_ratio(e, len(data.train), epoch_train, val_s) for e in (10, 3)}
+        results[name] = (tps, epoch, share, ratios)
         print(
             f"{name:7s} {tps:8.1f} transitions/s ({int(row['updates'])} updates in {train_s:.1f} s) | projected epoch "
             f"{epoch:7.1f} s = train {epoch_train:.1f} + validation {val_s:.1f} + render {render_epoch:.1f} | "
             f"render share {share:.1%} | epoch / ref {epoch / ref:.0f}"
         )
+        for e, (every, count, ratio) in ratios.items():
+            print(
+                f"{'':7s} --epochs {e}: eval every {every} updates -> {count} validations of "
+                f"{val_s:.1f} s against {e * epoch_train:.0f} s of training: {ratio:.1%}"
+            )
     c = results.get("cnnrnn")
     parts = [f"{k}_epoch_s={v[1]:.0f}" for k, v in results.items()]
+    parts += [
+        f"{k}_eval_ratio_e{e}={r[2]:.3f}" for k, v in results.items() for e, r in v[3].items()
+    ]
+    worst = max(r[2] for v in results.values() for r in v[3].values())
+    parts.append(f"eval_ratio_target_met={'yes' if worst <= EVAL_TARGET else 'no'}")
     verdict = ""
     if c:
         verdict = f" cnnrnn_target_met={'yes' if c[1] < TARGET_SECONDS and c[2] < 0.10 else 'no'} cnnrnn_render_share={c[2]:.3f}"

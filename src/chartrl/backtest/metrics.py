@@ -193,6 +193,8 @@ def compute_metrics(
         "expectancy": float(np.mean([x for _, x in trips])) if trips else None,
         "win_rate": sum(1 for p, _ in trips if p > 0) / len(trips) if trips else None,
         "trades": len(trips),
+        # Per 7 days of candles (crypto trades every day): the rate the oracle's is set against.
+        "trades_per_week": len(trips) / (years * 365.0 / 7.0) if years > 0 else 0.0,
         "open_position_at_end": bool(pos[-1] > 0) if len(pos) else False,
         "exposure": exposure,
         "fees_paid": float(sum(f.fee for f in fills)),

@@ -41,6 +41,7 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "num_envs": ("--num-envs", lambda v: v >= 1, ">= 1"),
     "learning_starts": ("--learning-starts", lambda v: v >= 0, ">= 0"),
     "max_steps_per_epoch": ("--max-steps-per-epoch", lambda v: v >= 1, ">= 1"),
+    "eval_every": ("--eval-every", lambda v: v >= 1, ">= 1"),
     "eps_decay": ("--eps-decay", lambda v: v > 0, "> 0"),
 }
 # What a resumed run may change: how far it goes and which stages it runs.
@@ -105,6 +106,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--max-steps-per-epoch",
         type=int,
         help="cap environment steps / imitation updates per epoch (smoke runs)",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="DQN gradient updates between two validation runs (history.csv rows, best/ checkpoint; "
+        "default: a tenth of the planned updates, so at least 10 per run)",
     )
     g.add_argument(
         "--synthetic",
@@ -372,8 +380,17 @@ def _train(args: argparse.Namespace) -> int:
             for k, v in last.items()
             if k.startswith("val_")
         )
+        epochs = sum(1 for h in history if h.get("kind", "epoch") == "epoch")
+        best = (ckpt.read_meta(out).get("checkpoint") or {}).get("best")
+        where = (
+            f"; best on validation in {out / best['dir']} ({best['stage']} epoch {best['epoch']}, "
+            f"{best['updates']} updates, val Sharpe {best['score']:.4g})"
+            if best
+            else ""
+        )
         print(
-            f"model written to {out} ({strategy}, {len(history)} epochs{'; validation: ' + val if val else ''})"
+            f"model written to {out} ({strategy}, {epochs} epochs, {len(history) - epochs} more "
+            f"validations{'; last validation: ' + val if val else ''}{where})"
         )
     return 0
 

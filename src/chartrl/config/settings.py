@@ -249,12 +249,28 @@ class DaemonSettings(_Section):
         180, ge=7, description="Days of recent candles the challenger is fine-tuned on."
     )
     eval_days: int = Field(
-        14,
+        60,
         ge=1,
-        description="Most recent held-out days on which champion and challenger are compared.",
+        description="Most recent held-out days on which champion and challenger are compared; "
+        "fewer than 60 leave a Sharpe difference whose standard error few challengers can beat.",
     )
     promote_margin: float = Field(
-        0.0, description="Challenger must beat the champion's Sharpe by this much to be promoted."
+        0.0,
+        description="Sharpe the challenger must beat the champion's by, on top of "
+        "promote_se_multiple standard errors of the difference.",
+    )
+    promote_se_multiple: float = Field(
+        1.0,
+        ge=0,
+        description="Standard errors of the Sharpe difference (block bootstrap of the paired "
+        "held-out returns) the challenger must beat the champion by; 0 = compare the Sharpes only.",
+    )
+    promote_skill_p: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Highest skill test p-value (return against random placements of its own "
+        "round trips) a challenger may have to be promoted; 1 = no skill test.",
     )
     min_eval_trades: int = Field(
         1,

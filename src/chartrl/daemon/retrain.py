@@ -4,14 +4,15 @@
 2. fine-tune a copy of the champion on the most recent ``daemon.retrain_window_days`` (ending
    where the held-out days begin) into a challenger, in a hidden directory beside the champion;
 3. evaluate champion and challenger with the walk-forward evaluation on the most recent
-   ``daemon.eval_days``, which the challenger was not trained on (a champion that was is flagged);
-   training and evaluation fill under the market's rules as the paper account does
+   ``daemon.eval_days`` (60 by default), which the challenger was not trained on (a champion that
+   was is flagged); training and evaluation fill under the market's rules as the paper account does
    (``market_rules``: the stored market info), recorded in the result and the challenger's model.json;
-4. promote the challenger only if its Sharpe beats the champion's by ``daemon.promote_margin``
-   (:func:`decide`: a model without a Sharpe or with fewer than ``daemon.min_eval_trades`` trades is
-   not comparable, so a challenger that never trades is never promoted): the directories are swapped
-   atomically (``renameat2(RENAME_EXCHANGE)`` where Linux has it, two renames otherwise) and the old
-   champion is kept as ``champion.prev``.
+4. promote the challenger only if it is comparable, its Sharpe beats the champion's by more than
+   ``daemon.promote_margin + daemon.promote_se_multiple x`` the standard error of the Sharpe
+   difference, and it passes the skill test (``daemon.promote_skill_p``); the rule and its
+   statistics are in chartrl.daemon.promotion. The directories are swapped atomically
+   (``renameat2(RENAME_EXCHANGE)`` where Linux has it, two renames otherwise) and the old champion
+   is kept as ``champion.prev``.
 
 Every cycle goes to the ledger (``retrain_results``, with both scores, the reason and buy-and-hold
 over the same days) and the log. SIGTERM (the daemon stopping) ends the cycle cleanly: recorded as
@@ -37,10 +38,11 @@ import pandas as pd
 from chartrl.account.fills import MarketRules
 from chartrl.account.ledger import Ledger
 from chartrl.config.settings import Settings
+from chartrl.daemon.promotion import decide, incomparable, score, sharpe_difference_se
 from chartrl.errors import ChartrlError, CheckpointError, DataError, TemporaryError
 from chartrl.logs import get_logger
 from chartrl.market.store import CandleStore
-from chartrl.timeframe import timeframe_ms
+from chartrl.timeframe import periods_per_year, timeframe_ms
 
 log = get_logger("chartrl.retrain")
 
@@ -75,49 +77,6 @@ class RetrainResult:
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def score(metrics: dict[str, Any]) -> float | None:
-    """The comparison score: the Sharpe ratio; None for a run without variance (it never traded)."""
-    value = metrics.get("sharpe")
-    return None if value is None else float(value)
-
-
-def incomparable(metrics: dict[str, Any], min_trades: int) -> str | None:
-    """Why a held-out run's Sharpe cannot be compared, or None when it can."""
-    if score(metrics) is None:
-        return "no Sharpe (its equity never moved)"
-    # A position still open at the end is a trade too: buying once and holding is a decision.
-    trades = int(metrics.get("trades") or 0) + int(bool(metrics.get("open_position_at_end")))
-    if trades < min_trades:
-        return f"{trades} trade(s), fewer than daemon.min_eval_trades = {min_trades}"
-    return None
-
-
-def decide(
-    champion: dict[str, Any], challenger: dict[str, Any], margin: float, min_trades: int
-) -> tuple[bool, str]:
-    """Whether to promote the challenger, and why, from both held-out metrics.
-
-    Doing nothing has no Sharpe (or 0 under any convention that gives it one), which beats every
-    losing champion: a challenger that is not comparable is therefore never promoted. A champion
-    that is not comparable loses to a challenger that is.
-    """
-    why = incomparable(challenger, min_trades)
-    if why:
-        return False, f"challenger not comparable: {why}"
-    why = incomparable(champion, min_trades)
-    if why:
-        return True, f"champion not comparable: {why}"
-    if score(challenger) > score(champion) + margin:  # type: ignore[operator]
-        return (
-            True,
-            f"challenger's Sharpe beats the champion's by more than daemon.promote_margin = {margin:g}",
-        )
-    return (
-        False,
-        f"challenger's Sharpe does not beat the champion's by more than daemon.promote_margin = {margin:g}",
-    )
 
 
 class RetrainAborted(BaseException):
@@ -337,7 +296,7 @@ def run_retrain(
 def _run_retrain(
     settings: Settings, *, fetch: bool, epochs: int | None, max_steps: int | None, progress: bool
 ) -> RetrainResult:
-    from chartrl.backtest.walkforward import evaluate
+    from chartrl.backtest import walkforward
     from chartrl.chart.spec import ChartSpec
     from chartrl.daemon.model import model_version, resolve_device
     from chartrl.market.markets import fill_parameters, market_rules
@@ -392,11 +351,12 @@ def _run_retrain(
             )
             cash = settings.trading.initial_cash
             scores: dict[str, Any] = {}
+            returns: dict[str, Any] = {}
             for name, path in (("champion", champion), ("challenger", challenger)):
                 policy, m = load_model(path, device, expect_spec=spec, expect_series=(ex, sym, tf))
                 if name == "challenger":
                     result.challenger = model_version(path, m)
-                scores[name] = evaluate(
+                scores[name], run, _ = walkforward.evaluate_runs(
                     policy,
                     eval_part,
                     spec,
@@ -405,13 +365,28 @@ def _run_retrain(
                     initial_cash=cash,
                     device=device,
                 )
+                returns[name] = run.equity[1:] / run.equity[:-1] - 1.0
             result.champion_score, result.challenger_score = (
                 score(scores["champion"]),
                 score(scores["challenger"]),
             )
             d = settings.daemon
+            if incomparable(scores["champion"], d.min_eval_trades):
+                returns["champion"] = returns["champion"] * 0.0  # judged against doing nothing
+            se = sharpe_difference_se(
+                returns["champion"],
+                returns["challenger"],
+                periods_per_year(tf),
+                block=max(1, _DAY_MS // timeframe_ms(tf)),
+            )
             promoted, result.reason = decide(
-                scores["champion"], scores["challenger"], d.promote_margin, d.min_eval_trades
+                scores["champion"],
+                scores["challenger"],
+                d.promote_margin,
+                d.min_eval_trades,
+                se=se,
+                se_multiple=d.promote_se_multiple,
+                skill_p=d.promote_skill_p,
             )
             buyhold = (scores["champion"].get("baselines") or {}).get("buyhold") or {}
             result.metrics = {
@@ -419,6 +394,10 @@ def _run_retrain(
                 "challenger_score": result.challenger_score,
                 "margin": d.promote_margin,
                 "min_eval_trades": d.min_eval_trades,
+                "sharpe_difference_se": se,
+                "se_multiple": d.promote_se_multiple,
+                "skill_p_threshold": d.promote_skill_p,
+                "eval_returns": int(len(returns["challenger"])),
                 "reason": result.reason,
                 "eval_from": eval_start.isoformat(),
                 "eval_days": d.eval_days,
@@ -436,7 +415,13 @@ def _run_retrain(
                 },
                 "fills": fill_parameters(rules, rules_source),
             }
-            log.info("retrain_compared", promote=promoted, reason=result.reason)
+            log.info(
+                "retrain_compared",
+                promote=promoted,
+                reason=result.reason,
+                sharpe_difference_se=se,
+                challenger_skill_p_value=scores["challenger"].get("skill_p_value"),
+            )
             if promoted:
                 sigterm.hold()
                 promote(challenger, champion)
@@ -494,5 +479,9 @@ def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
         "trades",
         "open_position_at_end",
         "final_equity",
+        "exposure",
+        "trades_per_week",
+        "skill_p_value",
+        "skill_percentile",
     )
     return {k: metrics.get(k) for k in keys}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -32,6 +33,9 @@ from chartrl.errors import CheckpointError
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
 TRAIN_STATE_FILE = "train_state.pt"
+BEST_DIR = "best"
+"""Beside the last network (``DIR/model.pt``, what --resume continues), the best one on validation
+(``DIR/best/``, a model dir of its own: ``chartrl backtest --model DIR/best``)."""
 
 
 def spec_indicators(spec: ChartSpec) -> list[str]:
@@ -118,6 +122,28 @@ def save_model(
             _atomic_bytes(dir / name, data)
         _atomic_bytes(dir / META_FILE, text)
     return dir
+
+
+def best_record(best: dict[str, Any]) -> dict[str, Any] | None:
+    """What model.json says of the best checkpoint (None before any validation)."""
+    if not math.isfinite(best.get("score", -math.inf)):
+        return None
+    keys = ("stage", "epoch", "updates", "score", "data_range")
+    return {"dir": BEST_DIR, "selected_by": "val_sharpe", **{k: best.get(k) for k in keys}}
+
+
+def save_best(
+    dir: Path | str,
+    policy: torch.nn.Module,
+    meta: dict[str, Any],
+    metrics: dict[str, Any],
+    best: dict[str, Any],
+) -> Path:
+    """Write the best-on-validation network to ``DIR/best`` (no training state: it is a model to
+    use or judge, the run continues from ``DIR/model.pt``)."""
+    record = best_record(best)
+    full = {**meta, "metrics": metrics, "checkpoint": {"model_pt": "best", **(record or {})}}
+    return save_model(Path(dir) / BEST_DIR, policy, full)
 
 
 def read_meta(dir: Path | str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from chartrl.train.distributed import DistInfo, barrier, sync_buffers, wrap
 from chartrl.train.env import FrameCache, ReplayEnv, TrainData, max_lanes
 from chartrl.train.evaluation import greedy_run, run_metrics
 from chartrl.train.imitation import class_weights, imitation_epoch, imitation_targets
+from chartrl.train.monitor import DqnScalars, eval_every_for, selection_score, write_validation
 from chartrl.train.replay import SequenceBatch, SequenceReplay
 
 log = get_logger(__name__)
@@ -111,6 +112,11 @@ class TrainConfig:
     """Last fraction of the candles kept for validation (minus one chart window, purged)."""
     max_steps_per_epoch: int | None = None
     """Cap on environment steps (and imitation updates) per epoch, for smoke runs and benchmarks."""
+    eval_every: int | None = None
+    """DQN gradient updates between two greedy validation runs (each a history.csv row with the
+    update count, TensorBoard points and a chance to become the best checkpoint), besides the one
+    at every epoch end. None: a tenth of the updates planned (train/monitor.py), so every run gets
+    at least 10 validation points; the value used is stored with the hyperparameters."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Overrides of the policy constructor (e.g. {'hidden_size': 64})."""
 
@@ -203,11 +209,12 @@ def _step(
 
 def _validate(
     policy: nn.Module, data: TrainData, rules: MarketRules, cash: float, device: torch.device
-) -> dict[str, float]:
+) -> tuple[dict[str, float], np.ndarray | None]:
+    """Validation metrics and the greedy actions (None without a validation part)."""
     if len(data.validation) == 0:
-        return {}
+        return {}, None
     run = greedy_run(policy, data.frames, data.arrays, data.validation, cash, rules, device)
-    return run_metrics(run, data.timeframe)
+    return run_metrics(run, data.timeframe), run.actions
 
 
 def _history_bytes(rows: list[dict[str, Any]]) -> bytes:
@@ -303,7 +310,16 @@ def train(
         writer = SummaryWriter(str(out_dir / "tb"))
     hidden_size = int(getattr(policy, "hidden_size", 0)) if policy.recurrent else 0
 
-    def checkpoint(metrics: dict[str, float]) -> None:
+    # The best validation score so far (train/monitor.py selection_score) and where it was reached;
+    # a resumed run on the same data carries it on, a fine-tune on other data starts afresh.
+    best: dict[str, Any] = {"score": -math.inf}
+    if resume:
+        saved_best = (ckpt.read_meta(out_dir).get("checkpoint") or {}).get("best") or {}
+        if saved_best and saved_best.get("data_range") == meta.get("data_range"):
+            best.update(saved_best)
+    last_eval: dict[str, Any] = {"version": None, "metrics": {}}
+
+    def checkpoint(metrics: dict[str, float], where: dict[str, Any]) -> None:
         if main:
             buf = io.BytesIO()
             torch.save(
@@ -322,6 +338,8 @@ def train(
                 "hyperparameters": asdict(cfg),
                 "metrics": metrics,
                 "counters": dict(counters),
+                # model.pt is the last network; best/ holds the best one on validation.
+                "checkpoint": {"model_pt": "last", **where, "best": ckpt.best_record(best)},
             }
             ckpt.save_model(
                 out_dir,
@@ -334,27 +352,47 @@ def train(
             )
         barrier(dist)
 
-    def record(
-        stage: str, epoch: int, loss: float, seconds: float, extra: dict[str, Any]
-    ) -> dict[str, float]:
-        sync_buffers(policy, dist)  # every rank validates and saves the very same network
-        metrics = _validate(policy, data, rules, initial_cash, device)
+    def evaluate(
+        stage: str, epoch: int, loss: float, kind: str, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Validate the network as it is now: a history row, TensorBoard, maybe the best model."""
+        t = time.perf_counter()
+        # The network changes only by imitation epochs and DQN updates: the same pair, the same net.
+        version = (counters["imitation_epochs"], counters["updates"])
+        if last_eval["version"] == version:
+            metrics, actions = last_eval["metrics"], None  # nothing learned since: same network
+        else:
+            sync_buffers(policy, dist)  # every rank validates and saves the very same network
+            metrics, actions = _validate(policy, data, rules, initial_cash, device)
+        where = {"stage": stage, "epoch": epoch, "updates": counters["updates"]}
         row = {
-            "stage": stage,
-            "epoch": epoch,
+            **where,
+            "kind": kind,
             "loss": loss,
             **{f"val_{k}": v for k, v in metrics.items()},
-            "seconds": round(seconds, 3),
+            "val_seconds": round(time.perf_counter() - t, 3),
             **extra,
         }
         history.append(row)
         if writer is not None:
-            for k, v in row.items():
-                if isinstance(v, int | float) and k not in ("epoch",):
-                    writer.add_scalar(f"{stage}/{k}", v, epoch)
-            writer.flush()
-        log.info("epoch_done", **row)
-        checkpoint(metrics)
+            write_validation(writer, row, actions)
+        log.info("epoch_done" if kind == "epoch" else "evaluated", **row)
+        last_eval.update(version=version, metrics=metrics)
+        if metrics and selection_score(metrics) > best["score"]:
+            best.update(where, score=selection_score(metrics), data_range=meta.get("data_range"))
+            if main:
+                best_meta = {**meta, "strategy": strategy, "hyperparameters": asdict(cfg)}
+                ckpt.save_best(out_dir, policy, best_meta, metrics, best)
+        return row
+
+    def record(
+        stage: str, epoch: int, loss: float, seconds: float, extra: dict[str, Any]
+    ) -> dict[str, float]:
+        extra = {"seconds": round(seconds, 3), **extra}
+        row = evaluate(stage, epoch, loss, "epoch", extra)
+        where = {k: row[k] for k in ("stage", "epoch", "updates")}
+        metrics = last_eval["metrics"]
+        checkpoint(metrics, where)
         return metrics
 
     columns = [
@@ -444,8 +482,13 @@ def train(
                 if cfg.max_steps_per_epoch is None
                 else min(env.steps_per_epoch, cfg.max_steps_per_epoch)
             )
-            # Rebinding cfg stores the schedule actually used in model.json (checkpoint() reads cfg).
-            cfg = replace(cfg, eps_decay=eps_decay_for(cfg, cfg.epochs * steps * lanes))
+            # Rebinding cfg stores the schedules actually used in model.json (checkpoint() reads cfg).
+            cfg = replace(
+                cfg,
+                eps_decay=eps_decay_for(cfg, cfg.epochs * steps * lanes),
+                eval_every=eval_every_for(cfg, steps, lanes),
+            )
+            scalars = DqnScalars(writer)
             eps = epsilon_at(cfg, counters["transitions"], cfg.eps_decay)
             for epoch in range(counters["dqn_epochs"], cfg.epochs):
                 t0, r0 = time.perf_counter(), data.frames.render_seconds
@@ -454,6 +497,7 @@ def train(
                 hidden = policy.initial_hidden(lanes, device)
                 losses: list[float] = []
                 rewards = 0.0
+                eval_seconds = 0.0
                 for step in range(steps):
                     eps = epsilon_at(cfg, counters["transitions"], cfg.eps_decay)
                     policy.eval()  # acting: BatchNorm on running statistics (see strategies/cnn.py)
@@ -471,6 +515,7 @@ def train(
                     actions = q.argmax(-1).cpu().numpy()
                     explore = rng.random(lanes) < eps
                     actions[explore] = rng.integers(0, 3, int(explore.sum()))
+                    scalars.acted(q, actions)
                     tr = env.step(actions)
                     rb.add(
                         obs_idx,
@@ -517,8 +562,18 @@ def train(
                         counters["updates"] += 1
                         if counters["updates"] % cfg.target_network_frequency == 0:
                             target.load_state_dict(policy.state_dict())
-                        if writer is not None and counters["updates"] % 50 == 0:
-                            writer.add_scalar("dqn/td_loss", losses[-1], counters["updates"])
+                        scalars.updated(losses[-1], counters["updates"], eps)
+                        if counters["updates"] % cfg.eval_every == 0:
+                            since = losses[-cfg.eval_every :]
+                            t_eval = time.perf_counter()
+                            evaluate(
+                                "dqn",
+                                epoch + 1,
+                                float(np.mean(since)),
+                                "eval",
+                                {"epsilon": round(eps, 4)},
+                            )
+                            eval_seconds += time.perf_counter() - t_eval
                     bar.update(
                         task,
                         advance=1,
@@ -536,6 +591,7 @@ def train(
                         "transitions": steps * lanes,
                         "train_log_return": round(rewards / lanes, 6),
                         "render_seconds": round(data.frames.render_seconds - r0, 3),
+                        "eval_seconds": round(eval_seconds, 3),
                     },
                 )
     if writer is not None:

@@ -7,19 +7,34 @@ The hidden state is carried across the whole stretch, as the daemon carries it a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from chartrl.account.fills import Fill, MarketRules
 from chartrl.backtest.metrics import compute_metrics
+from chartrl.backtest.skill import skill_test, trip_blocks
 from chartrl.strategies.base import Policy
 from chartrl.timeframe import periods_per_year
 from chartrl.train.env import CandleArrays, FrameCache, new_account
 
-VALIDATION_METRICS = ("total_return", "sharpe", "max_drawdown", "trades")
-"""The validation figures of training (history.csv ``val_*``, model.json, compare): the backtest's."""
+VALIDATION_METRICS = (
+    "total_return",
+    "sharpe",
+    "max_drawdown",
+    "trades",
+    "trades_per_week",
+    "exposure",
+    "turnover",
+    "fees_paid",
+    "skill_p_value",
+    "skill_percentile",
+)
+"""The validation figures of training (history.csv ``val_*``, model.json, compare): the backtest's
+(``compute_metrics``, ``skill_test``), plus round trips per week. Return alone mostly measures time
+in the market, so exposure, turnover, fees and the skill test stand beside it."""
 
 
 @dataclass
@@ -32,6 +47,14 @@ class GreedyRun:
     position: np.ndarray
     """Base amount held at each equity point."""
     fills: list[Fill]
+    fill_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """For each fill, the equity point (1..N) whose candle's open filled it."""
+    opens: np.ndarray | None = None
+    """Open of candle first + k for k = 0..N (``opens[k]`` is what fill index k filled at)."""
+    last_close: float = math.nan
+    """Close of the last candle (the final mark)."""
+    rules: MarketRules | None = None
+    """The fill model; without it and ``opens`` there is no skill test (its figures are None)."""
 
 
 @torch.no_grad()
@@ -60,6 +83,7 @@ def greedy_run(
         actions = np.zeros(len(decisions), np.int64)
         equity = np.full(len(decisions) + 1, float(initial_cash))
         position = np.zeros(len(decisions) + 1)
+        fill_index: list[int] = []
         for i, t in enumerate(decisions):
             pos = torch.tensor(
                 [account.position_features(float(arrays.close[t]))],
@@ -68,16 +92,31 @@ def greedy_run(
             )
             q, hidden = policy.head(feats[i : i + 1], pos, hidden)
             a = int(q.argmax(dim=-1).item())
-            account.execute(a, arrays.candle(int(t) + 1))
+            if account.execute(a, arrays.candle(int(t) + 1)) is not None:
+                fill_index.append(i + 1)
             actions[i], equity[i + 1], position[i + 1] = a, account.equity(), account.position
     finally:
         policy.train(was_training)
-    return GreedyRun(actions, equity, position, list(account.book.fills))
+    first, last = int(decisions[0]), int(decisions[-1]) + 1
+    return GreedyRun(
+        actions,
+        equity,
+        position,
+        list(account.book.fills),
+        np.asarray(fill_index, dtype=np.int64),
+        arrays.open[first : last + 1].copy(),
+        float(arrays.close[last]),
+        rules,
+    )
 
 
 def run_metrics(run: GreedyRun, timeframe: str) -> dict[str, float | None]:
     """``VALIDATION_METRICS`` of the run by the backtest's own definitions (``compute_metrics``):
     Sharpe of simple per-candle returns annualised for ``timeframe`` and null when equity is flat,
-    trades = closed round trips."""
+    trades = closed round trips; the skill test (``skill_test``) under the run's fill model."""
     m = compute_metrics(run.equity, run.position, run.fills, periods_per_year(timeframe))
-    return {k: m[k] for k in VALIDATION_METRICS}
+    if run.opens is not None and run.rules is not None:
+        blocks = trip_blocks(run.fills, run.fill_index, len(run.opens) - 1)
+        r = run.rules
+        m.update(skill_test(run.opens, run.last_close, blocks, r.fee, r.slippage_bps))
+    return {k: m.get(k) for k in VALIDATION_METRICS}

@@ -1,0 +1,101 @@
+"""What the trainer measures while it learns: the validation schedule, the best-checkpoint score
+and the TensorBoard scalars of the DQN stage (Q values, actions, epsilon, TD loss)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+VALIDATION_POINTS = 10
+"""Validation runs a DQN stage gets at least, when ``eval_every`` is left to its default."""
+TB_EVERY = 50
+"""Gradient updates between two TensorBoard points of the acting and learning scalars."""
+
+
+def planned_updates(cfg: Any, steps: int, lanes: int) -> int:
+    """Gradient updates a DQN stage of ``cfg.epochs`` epochs of ``steps`` steps will make: one
+    every ``train_frequency`` steps, none before ``learning_starts`` transitions."""
+    per_epoch = math.ceil(steps / cfg.train_frequency)
+    waiting = math.ceil(cfg.learning_starts / lanes / cfg.train_frequency)
+    return max(1, cfg.epochs * per_epoch - waiting)
+
+
+def eval_every_for(cfg: Any, steps: int, lanes: int) -> int:
+    """``cfg.eval_every``, or its default: a tenth of the planned updates (at least 1), so that
+    the stage gets at least ``VALIDATION_POINTS`` validation runs."""
+    if cfg.eval_every is not None:
+        return int(cfg.eval_every)
+    return max(1, planned_updates(cfg, steps, lanes) // VALIDATION_POINTS)
+
+
+def selection_score(metrics: dict[str, Any]) -> float:
+    """What "best on validation" means: the validation Sharpe; a run that never traded (no
+    Sharpe) scores 0, what doing nothing earns, so any losing policy ranks below it."""
+    sharpe = metrics.get("sharpe")
+    return 0.0 if sharpe is None else float(sharpe)
+
+
+def write_validation(writer: Any, row: dict[str, Any], actions: np.ndarray | None) -> None:
+    """One validation row to TensorBoard: DQN rows over gradient updates (``val/*``), imitation
+    rows over imitation epochs (``imitation/*``); the other columns as ``<stage>/<kind>_<name>``;
+    the greedy actions as a histogram."""
+    stage = row["stage"]
+    prefix, step = ("val", int(row["updates"])) if stage == "dqn" else (stage, int(row["epoch"]))
+    for k, v in row.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            continue  # a Sharpe of None (never traded) is no point, not a zero
+        if k.startswith("val_"):
+            writer.add_scalar(f"{prefix}/{k[4:]}", v, step)
+        elif k not in ("epoch", "updates"):
+            writer.add_scalar(f"{stage}/{row['kind']}_{k}", v, step)
+    if actions is not None and len(actions):
+        writer.add_histogram(f"{prefix}/greedy_actions", np.asarray(actions), step, bins=3)
+        for a, name in enumerate(("hold", "buy", "sell")):
+            writer.add_scalar(f"{prefix}/greedy_{name}_share", float(np.mean(actions == a)), step)
+    writer.flush()
+
+
+class DqnScalars:
+    """TensorBoard scalars of the DQN stage every ``TB_EVERY`` updates: the acting network's Q mean
+    and max over the states it acted on, the histogram of the actions taken (exploration included),
+    epsilon and the TD loss (Huber of the TD error) averaged since the last point."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self._reset()
+
+    def _reset(self) -> None:
+        self.q_sum, self.q_n, self.q_max = 0.0, 0, -math.inf
+        self.actions: list[np.ndarray] = []
+        self.losses: list[float] = []
+
+    def acted(self, q: torch.Tensor, actions: np.ndarray) -> None:
+        if self.writer is None:
+            return
+        q = q.detach().float()
+        self.q_sum += float(q.sum())
+        self.q_n += q.numel()
+        self.q_max = max(self.q_max, float(q.max()))
+        self.actions.append(np.asarray(actions).copy())
+
+    def updated(self, loss: float, updates: int, eps: float) -> None:
+        if self.writer is None:
+            return
+        self.losses.append(loss)
+        if updates % TB_EVERY:
+            return
+        w = self.writer
+        w.add_scalar("dqn/td_loss", float(np.mean(self.losses)), updates)
+        w.add_scalar("dqn/epsilon", eps, updates)
+        if self.q_n:
+            w.add_scalar("dqn/q_mean", self.q_sum / self.q_n, updates)
+            w.add_scalar("dqn/q_max", self.q_max, updates)
+        if self.actions:
+            acts = np.concatenate(self.actions)
+            w.add_histogram("dqn/actions", acts, updates, bins=3)
+            for a, name in enumerate(("hold", "buy", "sell")):
+                w.add_scalar(f"dqn/{name}_share", float(np.mean(acts == a)), updates)
+        self._reset()
