@@ -23,6 +23,7 @@ import numpy as np
 from chartrl.backtest.metrics import drawdown_series, max_drawdown
 from chartrl.config.settings import Settings
 from chartrl.daemon.status import ACTIONS, find_ledger, open_readonly, read_status
+from chartrl.errors import DataError
 from chartrl.timeframe import candle_close_ms, timeframe_ms
 
 
@@ -85,7 +86,10 @@ class ConsoleData:
 
     def health(self) -> tuple[bool, str, dict[str, Any]]:
         """(healthy, reason, facts): healthy while the last tick is younger than two timeframes."""
-        st = read_status(self.data_dir)
+        try:
+            st = read_status(self.data_dir)
+        except DataError as exc:  # no data dir or no ledger yet: nothing has ticked
+            return False, f"no tick recorded: {exc}", {"last_tick": None}
         tf = st.timeframe or self.settings.market.timeframe
         limit_s = 2 * timeframe_ms(tf) / 1000
         facts: dict[str, Any] = {"last_tick": st.last_tick, "timeframe": tf, "limit_s": limit_s}
