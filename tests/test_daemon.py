@@ -584,7 +584,7 @@ def test_demo_runs_every_baseline_backtest_when_the_model_backtest_fails(tmp_pat
         "2024-01-01",
         tmp_path / "reports",
     )
-    assert [Path(x).name for x in ran] == ["model", "sma", "random"] and failed == [
+    assert [Path(x).name for x in ran] == ["model", "sma", "random", "oracle"] and failed == [
         "model (exit 1)"
     ]
     assert "backtest failed: model (exit 1)" in out.getvalue()

@@ -3,7 +3,8 @@
 1. start the exchange emulator with synthetic BTC-like candles (NOT real prices);
 2. fetch them through ccxt into a fresh demo data dir (validated by the store);
 3. train a small cnnrnn (imitation of the oracle, then Double DQN) for a short budget;
-4. backtest it on later, held-out candles against the rule baselines and write the reports;
+4. backtest it on later, held-out candles against the rule baselines (and the cheating oracle,
+   the hindsight upper bound) and write the reports;
 5. run the paper daemon's tick against a second emulator on an accelerated clock (an hour a
    second) for a few dozen candles;
 6. run one nightly retrain cycle (fine-tune, compare on held-out days, promote or keep);
@@ -224,7 +225,7 @@ def _demo(args: argparse.Namespace) -> int:
     console.print(
         f"  model             {model_dir}  (training curves: {model_dir / 'history.csv'}, tensorboard: {model_dir / 'tb'})"
     )
-    for name in ("model", "sma", "random"):
+    for name in ("model", "sma", "random", "oracle"):
         if (reports / name / "report.md").exists():
             console.print(
                 f"  report ({name:<6})   {reports / name / 'report.md'}  (pictures: {reports / name}/*.png)"
@@ -246,6 +247,7 @@ def _backtests(
         ("model", ["--model", str(model_dir)]),
         ("sma", ["--strategy", "sma"]),
         ("random", ["--strategy", "random"]),
+        ("oracle", ["--strategy", "oracle"]),  # the hindsight upper bound (CHEATS), for scale
     ):
         code = _cli(
             console,
