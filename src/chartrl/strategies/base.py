@@ -22,12 +22,39 @@ __all__ = [
     "N_POSITION_FEATURES",
     "Action",
     "Hidden",
+    "DEFAULT_NORM",
+    "NORMS",
     "Policy",
     "frames_to_float",
     "frozen_bn_stats",
+    "norm2d",
 ]
 
 N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
+
+
+NORMS = ("batch", "group", "layer", "none")
+DEFAULT_NORM = "group"
+"""Normalisation of the conv layers: GroupNorm computes the same function of a frame whatever the
+mode and the batch, so acting, learning and the target network agree (invariant 10); BatchNorm
+normalises by the batch in train() mode and by running statistics in eval() mode, and models saved
+before ``norm`` existed use it."""
+GROUPS = 8
+
+
+def norm2d(kind: str, channels: int) -> nn.Module:
+    """The normalisation after a conv layer of ``channels`` outputs: ``batch`` (BatchNorm2d),
+    ``group`` (GroupNorm, 8 groups, or 1 where the channels do not divide), ``layer`` (GroupNorm with
+    one group: each frame normalised over all its channels and pixels) or ``none``."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(GROUPS if channels % GROUPS == 0 else 1, channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm {kind!r}: use one of {', '.join(NORMS)}")
 
 
 Hidden = Any  # None for stateless policies, a tensor (layers, B, H) for the recurrent ones

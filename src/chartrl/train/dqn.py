@@ -101,6 +101,17 @@ class TrainConfig:
     """Cap on environment steps (and imitation updates) per epoch, for smoke runs and benchmarks."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Overrides of the policy constructor (e.g. {'hidden_size': 64})."""
+    norm: str = "group"
+    """Conv normalisation: 'group' (default), 'layer', 'none' compute the same function when acting,
+    learning and as the target; 'batch' uses batch statistics to learn, running ones to act."""
+    dueling: bool = False
+    """Dueling Q head (Q = V + A - mean A) instead of a linear one."""
+    n_step: int = 1
+    """Steps of reward summed before bootstrapping (n-step Double DQN), inside one episode."""
+
+
+# What a model.json written before a field existed was trained with (train_config fills these in).
+_BEFORE = {"norm": "batch", "dueling": False, "n_step": 1}
 
 
 @dataclass
@@ -127,7 +138,7 @@ def epsilon_at(cfg: TrainConfig, transitions: int, decay: float) -> float:
 def train_config(saved: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from model.json's ``hyperparameters`` (unknown keys of other versions dropped)."""
     known = {f.name for f in fields(TrainConfig)}
-    kwargs = {k: v for k, v in saved.items() if k in known}
+    kwargs = {**_BEFORE, **{k: v for k, v in saved.items() if k in known}}
     if "stages" in kwargs:
         kwargs["stages"] = tuple(kwargs["stages"])
     return TrainConfig(**kwargs)
@@ -266,7 +277,8 @@ def train(
             device
         )
     else:
-        policy = build_policy(strategy, data.spec, **cfg.policy_kwargs).to(device)
+        kwargs = {"norm": cfg.norm, "dueling": cfg.dueling, **cfg.policy_kwargs}
+        policy = build_policy(strategy, data.spec, **kwargs).to(device)
     target = copy.deepcopy(policy).eval().requires_grad_(False)
     model = wrap(policy, dist, device)
     dqn_opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
