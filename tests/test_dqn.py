@@ -389,6 +389,11 @@ def _cli(tmp_path, capsys, *argv: str) -> tuple[int, str]:
     [
         (["--norm", "bn"], "--norm must be one of batch, group, layer, none, got bn"),
         (["--n-step", "0"], "--n-step must be in [1, 64], got 0"),
+        (["--frame-stack", "0"], "--frame-stack must be in [1, 16], got 0"),
+        (
+            ["--strategy", "gru", "--frame-stack", "2"],
+            "--frame-stack 2: only the cnn stacks frames",
+        ),
     ],
 )
 def test_cli_refuses_a_bad_norm_or_n_step(tmp_path, capsys, bad, named) -> None:
@@ -420,3 +425,31 @@ def test_cli_options_reach_the_policy_and_model_json(tmp_path, capsys) -> None:
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in policy.modules())
     code, err = _cli(tmp_path, capsys, "--resume", m, "--epochs", "2", "--n-step", "5")
     assert code == 2 and "--n-step 5 but the run was trained with n_step = 3" in err, err
+
+
+def test_a_frame_stacked_n_step_cnn_trains_and_loads(tmp_path) -> None:
+    from chartrl.train.checkpoint import load_model
+    from chartrl.train.dqn import train
+
+    data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.2)
+    cfg = TrainConfig(
+        stages=("dqn",),
+        epochs=1,
+        num_envs=2,
+        learning_starts=8,
+        batch_size=2,
+        train_frequency=2,
+        max_steps_per_epoch=12,
+        buffer_size=200,
+        n_step=2,
+        frame_stack=2,
+        policy_kwargs={"feat_dim": 8, "widths": (4, 8)},
+    )
+    meta = {
+        "chart_spec": SPEC,
+        "series": {"exchange": "x", "symbol": "BTC/USDT", "timeframe": "1h"},
+    }
+    train("cnn", data, cfg, tmp_path / "m", meta, progress=False)
+    policy, saved = load_model(tmp_path / "m")
+    assert policy.frame_stack == 2 and policy.encoder.conv[0].in_channels == 6
+    assert saved["hyperparameters"]["frame_stack"] == 2 and saved["counters"]["updates"] > 0

@@ -311,3 +311,78 @@ def test_dueling_head_is_value_plus_centred_advantage(name: str) -> None:
     ref = v + a - a.mean(-1, keepdim=True)  # recurrent: (B, 1, 3), one step of a sequence
     torch.testing.assert_close(q, ref.reshape(q.shape))
     torch.testing.assert_close(q.mean(-1), v.reshape(q.shape[:-1]))  # V is the mean Q
+
+
+# ---- cnn --frame-stack K: the last K charts as channels, stacked alike by every driver ------------
+
+
+def test_frame_stack_indices_repeat_the_oldest_chart_before_a_start_or_a_gap() -> None:
+    import numpy as np
+
+    from chartrl.strategies.base import FrameStack
+
+    class Source:
+        valid_indices = np.array([3, 4, 6, 7, 8])  # no chart at 5 (a bad candle, say)
+
+    stack = FrameStack(Source(), 3)
+    got = stack.indices(np.array([3, 4, 7, 8]))
+    np.testing.assert_array_equal(got, [[3, 3, 3], [3, 3, 4], [6, 6, 7], [6, 7, 8]])
+
+
+def test_a_stacked_cnn_remembers_k_charts_and_no_more() -> None:
+    import numpy as np
+
+    from chartrl.strategies.base import FrameStack
+
+    class Cache:  # FrameCache's interface: frames by candle index
+        valid = np.ones(20, dtype=bool)
+
+        def __init__(self, frames: torch.Tensor) -> None:
+            self.frames = frames
+
+        def get(self, idx: np.ndarray) -> torch.Tensor:
+            return self.frames[torch.from_numpy(np.asarray(idx).reshape(-1))]
+
+    torch.manual_seed(0)
+    p = build_policy("cnn", SPEC, frame_stack=3).eval()
+    assert p.encoder.conv[0].in_channels == 9 and p.config["frame_stack"] == 3
+    base = frames(20, seed=1)
+    t, pos = np.array([10]), torch.zeros(1, 2)
+
+    def q(changed: int | None) -> torch.Tensor:
+        f = base.clone()
+        if changed is not None:
+            f[changed] = 255 - f[changed]
+        with torch.no_grad():
+            return p(FrameStack(Cache(f), 3).get(t), pos)[0]
+
+    plain = q(None)
+    assert not torch.allclose(q(8), plain)  # the chart two candles back is seen
+    torch.testing.assert_close(q(7), plain)  # three back is not
+    torch.testing.assert_close(q(11), plain)  # and nothing after t
+
+
+def test_a_stacked_cnn_validates_as_it_backtests(tmp_path) -> None:
+    import numpy as np
+
+    from chartrl.account.fills import MarketRules
+    from chartrl.backtest.runner import run_backtest
+    from chartrl.strategies.base import stack_frames
+    from chartrl.testing.synthetic import synthetic_candles
+    from chartrl.train.env import prepare_data
+    from chartrl.train.evaluation import greedy_run
+
+    data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.3)
+    torch.manual_seed(3)
+    policy = build_policy("cnn", SPEC, feat_dim=16, frame_stack=3).eval()
+    with torch.no_grad():  # tilt the random Q head by the position so the untrained net trades
+        policy.q.net.bias.copy_(torch.tensor([0.0, 0.3, 0.0]))
+        policy.q.net.weight[:, -2] += torch.tensor([0.0, -0.6, 0.3])
+    v, rules = data.validation, MarketRules()
+    run = greedy_run(policy, stack_frames(data.frames, policy), data.arrays, v, 10_000.0, rules)
+    bt = run_backtest(policy, data.candles, SPEC, rules, span=(int(v[0]), int(v[-1]) + 1))
+    np.testing.assert_array_equal(bt.actions, run.actions)
+    assert len(run.fills) >= 3  # a net that never trades would prove nothing
+    # Unstacked frames would be another input: the backtest must not feed them.
+    with pytest.raises(RuntimeError):
+        greedy_run(policy, data.frames, data.arrays, v, 10_000.0, rules)

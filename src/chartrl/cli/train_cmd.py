@@ -31,6 +31,7 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "norm": ("--norm", lambda v: v in NORMS, "one of batch, group, layer, none"),
     "dueling": ("--dueling", lambda v: isinstance(v, bool), "a flag"),
     "n_step": ("--n-step", lambda v: 1 <= v <= 64, "in [1, 64]"),
+    "frame_stack": ("--frame-stack", lambda v: 1 <= v <= 16, "in [1, 16]"),
 }
 # What a resumed run may change: how far it goes and which stages it runs.
 _RESUMABLE = ("epochs", "imitation_epochs", "stages")
@@ -81,6 +82,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="n-step returns: rewards summed over N steps before bootstrapping (default 1)",
+    )
+    g.add_argument(
+        "--frame-stack",
+        type=int,
+        metavar="K",
+        help="cnn only: stack the charts of the last K candles as channels (default 1)",
     )
     g.add_argument(
         "--max-steps-per-epoch",

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,11 +24,13 @@ __all__ = [
     "Action",
     "Hidden",
     "DEFAULT_NORM",
+    "FrameStack",
     "NORMS",
     "Policy",
     "frames_to_float",
     "frozen_bn_stats",
     "norm2d",
+    "stack_frames",
 ]
 
 N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
@@ -126,3 +129,52 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
         for m, momentum, tracked in saved:
             m.momentum = momentum
             m.num_batches_tracked.copy_(tracked)
+
+
+class FrameStack:
+    """The frames of the last ``k`` candles, oldest first, as the channels of one frame: what a
+    ``cnn --frame-stack k`` policy reads (a short memory with no recurrence). Wraps a renderer
+    (``render`` / ``valid_indices``: backtest, daemon) or a frame cache (``get`` / ``valid``: the
+    trainer), so every driver stacks the same way. Before the first chart of a run of valid
+    charts the oldest available frame repeats, as Atari DQN pads an episode's first frames."""
+
+    def __init__(self, source: Any, k: int) -> None:
+        self.source, self.k = source, k
+        if hasattr(source, "get"):  # a FrameCache
+            self.valid = np.asarray(source.valid, dtype=bool)
+        else:
+            got = np.asarray(source.valid_indices, dtype=np.int64)
+            self.valid = np.zeros(int(got.max()) + 1 if len(got) else 0, dtype=bool)
+            self.valid[got] = True
+
+    def __getattr__(self, name: str) -> Any:  # valid_indices, channels, render_seconds, ...
+        return getattr(self.source, name)
+
+    def indices(self, end: np.ndarray) -> np.ndarray:
+        """``(N, k)`` candle indices of the frames stacked for each of ``end``, oldest first."""
+        cols = [np.asarray(end, dtype=np.int64).reshape(-1)]
+        ok = np.ones(len(cols[0]), dtype=bool)
+        for j in range(1, self.k):
+            back = cols[0] - j
+            inside = (back >= 0) & (back < len(self.valid))
+            ok &= inside & self.valid[np.clip(back, 0, max(len(self.valid) - 1, 0))]
+            cols.append(np.where(ok, back, cols[-1]))
+        return np.stack(cols[::-1], axis=1)
+
+    def _stack(self, frames: Any, n: int) -> torch.Tensor:
+        frames = torch.as_tensor(frames)
+        return frames.reshape(n, self.k * frames.shape[1], *frames.shape[2:])
+
+    def render(self, end_indices: Any) -> torch.Tensor:
+        idx = self.indices(np.asarray(end_indices))
+        return self._stack(self.source.render(idx.reshape(-1)), len(idx))
+
+    def get(self, indices: Any) -> torch.Tensor:
+        idx = self.indices(np.asarray(indices))
+        return self._stack(self.source.get(idx.reshape(-1)), len(idx))
+
+
+def stack_frames(source: Any, policy: Any) -> Any:
+    """``source`` as ``policy`` reads it: stacked when it was built with a frame stack."""
+    k = int(getattr(policy, "frame_stack", 1) or 1)
+    return FrameStack(source, k) if k > 1 else source

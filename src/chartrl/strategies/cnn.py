@@ -122,6 +122,7 @@ class CNNPolicy(Policy):
         feat_dim: int = 128,
         norm: str = DEFAULT_NORM,
         dueling: bool = False,
+        frame_stack: int = 1,
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -132,8 +133,14 @@ class CNNPolicy(Policy):
             "feat_dim": feat_dim,
             "norm": norm,
             "dueling": dueling,
+            "frame_stack": frame_stack,
         }
-        self.encoder = ConvEncoder(in_channels, height, width, tuple(widths), feat_dim, norm)
+        # frame_stack: the charts of the last k candles arrive as k * in_channels channels (the
+        # drivers stack them with strategies.base.stack_frames), a memory of k candles, no more.
+        self.frame_stack = frame_stack
+        self.encoder = ConvEncoder(
+            in_channels * frame_stack, height, width, tuple(widths), feat_dim, norm
+        )
         self.q = QHead(feat_dim, dueling=dueling)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:

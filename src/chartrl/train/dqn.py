@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from chartrl.account.fills import MarketRules
 from chartrl.errors import UsageError
 from chartrl.logs import get_logger
-from chartrl.strategies.base import frozen_bn_stats
+from chartrl.strategies.base import frozen_bn_stats, stack_frames
 from chartrl.strategies.oracle import oracle_labels
 from chartrl.strategies.registry import build_policy
 from chartrl.train import checkpoint as ckpt
@@ -108,10 +108,12 @@ class TrainConfig:
     """Dueling Q head (Q = V + A - mean A) instead of a linear one."""
     n_step: int = 1
     """Steps of reward summed before bootstrapping (n-step Double DQN), inside one episode."""
+    frame_stack: int = 1
+    """cnn only: the charts of the last K candles as the channels of its input (a memory of K)."""
 
 
 # What a model.json written before a field existed was trained with (train_config fills these in).
-_BEFORE = {"norm": "batch", "dueling": False, "n_step": 1}
+_BEFORE = {"norm": "batch", "dueling": False, "n_step": 1, "frame_stack": 1}
 
 
 @dataclass
@@ -289,7 +291,15 @@ def train(
         )
     else:
         kwargs = {"norm": cfg.norm, "dueling": cfg.dueling, **cfg.policy_kwargs}
+        if cfg.frame_stack != 1:
+            if strategy != "cnn":
+                raise UsageError(
+                    f"--frame-stack {cfg.frame_stack}: only the cnn stacks frames; "
+                    f"{strategy} has its own memory, drop --frame-stack"
+                )
+            kwargs["frame_stack"] = cfg.frame_stack
         policy = build_policy(strategy, data.spec, **kwargs).to(device)
+    data = replace(data, frames=stack_frames(data.frames, policy))  # the same, or K stacked
     target = copy.deepcopy(policy).eval().requires_grad_(False)
     model = wrap(policy, dist, device)
     dqn_opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
