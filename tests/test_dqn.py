@@ -155,13 +155,83 @@ def test_td_loss_is_double_dqn_masked_by_termination_only_after_the_burn_in() ->
         assert abs(float(value) - float(expected)) > 1e-3, why
 
 
+def _reference_n(
+    batch: SequenceBatch,
+    online: torch.Tensor,
+    target: torch.Tensor,
+    b: int,
+    gamma: float,
+    n: int,
+    *,
+    stop_at_termination: bool = True,
+    discount: float | None = None,
+) -> torch.Tensor:
+    """The n-step loss written out per step: sum the rewards one by one, stop at a termination
+    (no bootstrap), otherwise bootstrap from the state n steps on with the double-DQN value."""
+    q_sa, y = [], []
+    for i in range(batch.idx.shape[0]):
+        for k in range(b, batch.action.shape[1] - n + 1):
+            ret, scale = torch.tensor(0.0), 1.0
+            for j in range(n):
+                ret = ret + scale * batch.reward[i, k + j]
+                scale *= gamma
+                if stop_at_termination and batch.terminated[i, k + j]:
+                    scale = 0.0
+                    break
+            s_boot = int(batch.idx[i, k + n])
+            a_boot = int(online[s_boot].argmax())
+            scale = scale if discount is None else discount
+            y.append(ret + scale * target[s_boot, a_boot])
+            q_sa.append(online[int(batch.idx[i, k]), batch.action[i, k]])
+    return F.smooth_l1_loss(torch.stack(q_sa), torch.stack(y))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_n_step_td_loss_matches_the_per_step_reference(n: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    online, target = torch.randn(60, 3, generator=g), torch.randn(60, 3, generator=g) * 3
+    b, learned, gamma = 2, 3, 0.9
+    steps = b + learned + n - 1
+    idx = np.array([np.arange(10, 11 + steps), np.arange(30, 31 + steps)])
+    # Sequence 0 ends in a bankruptcy: the steps whose n-step window reaches it sum the rewards up
+    # to it and bootstrap nothing. Sequence 1 ends truncated: it bootstraps from its next state.
+    terminated = torch.zeros(2, steps)
+    terminated[0, -1] = 1.0
+    batch = SequenceBatch(
+        idx=idx,
+        position=torch.zeros(2, steps + 1, 2),
+        action=torch.randint(0, 3, (2, steps), generator=g),
+        reward=torch.randn(2, steps, generator=g),
+        terminated=terminated,
+        hidden=torch.from_numpy(idx[:, :1] - 1.0).T.unsqueeze(-1),
+    )
+    net, tgt = _TableQ(online), _TableQ(target)
+    loss = td_loss(batch, _Frames(), net, net, tgt, b, gamma, torch.device("cpu"), n)
+    expected = _reference_n(batch, online, target, b, gamma, n)
+    torch.testing.assert_close(loss, expected)
+    if n == 1:  # the one-step reference above agrees with the plain Double DQN one
+        torch.testing.assert_close(expected, _reference(batch, online, target, b, gamma))
+        return
+    wrong = {
+        "one-step target": _reference_n(batch, online, target, b, gamma, 1),
+        "summing past the termination": _reference_n(
+            batch, online, target, b, gamma, n, stop_at_termination=False
+        ),
+        "bootstrap discounted by gamma, not gamma^n": _reference_n(
+            batch, online, target, b, gamma, n, discount=gamma
+        ),
+    }
+    for why, value in wrong.items():
+        assert abs(float(value) - float(expected)) > 1e-3, why
+
+
 def test_no_grad_passes_leave_batchnorm_statistics_alone() -> None:
     """Only the learned pass of a step may move BatchNorm's running statistics: the burn-in and the
     next-state argmax (td_loss) and imitation's burn-in normalise by their batch (train mode, like
     the learned pass) with the running statistics frozen."""
     data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.0)
     torch.manual_seed(0)
-    policy = build_policy("cnnrnn", SPEC, feat_dim=8, hidden_size=8)
+    policy = build_policy("cnnrnn", SPEC, feat_dim=8, hidden_size=8, norm="batch")
     bns = [m for m in policy.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
     def tracked() -> int:
@@ -297,3 +367,89 @@ def test_bankruptcy_terminates_and_dropped_steps_are_never_sampled() -> None:
         int(b.idx[0, 0]): float(b.terminated[0, 0]) for b in (rb.sample(1, 1) for _ in range(300))
     }
     assert terminated[44] == 1.0 and terminated[45] == 0.0
+
+
+# ---- the options on the command line: checked, stored, refused on --resume -----------------------
+
+
+def _cli(tmp_path, capsys, *argv: str) -> tuple[int, str]:
+    from chartrl.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[chart]\nwindow = 40\nheight = 32\nwidth = 48\nma_periods = [5, 10]\nbollinger_period = 10\n"
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(["-c", str(cfg), "--log-level", "warning", "train", "--no-progress", *argv])
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "bad,named",
+    [
+        (["--norm", "bn"], "--norm must be one of batch, group, layer, none, got bn"),
+        (["--n-step", "0"], "--n-step must be in [1, 64], got 0"),
+        (["--frame-stack", "0"], "--frame-stack must be in [1, 16], got 0"),
+        (
+            ["--strategy", "gru", "--frame-stack", "2"],
+            "--frame-stack 2: only the cnn stacks frames",
+        ),
+    ],
+)
+def test_cli_refuses_a_bad_norm_or_n_step(tmp_path, capsys, bad, named) -> None:
+    code, err = _cli(tmp_path, capsys, "--synthetic", "400", *bad, "--out", str(tmp_path / "m"))
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_options_reach_the_policy_and_model_json(tmp_path, capsys) -> None:
+    from chartrl.cli.train_cmd import NORMS
+    from chartrl.strategies import base
+    from chartrl.train.checkpoint import load_model
+
+    assert NORMS == base.NORMS
+    m = str(tmp_path / "m")
+    fast = ["--strategy", "cnnrnn", "--synthetic", "400", "--stages", "dqn", "--epochs", "1"]
+    fast += ["--num-envs", "2", "--learning-starts", "16", "--max-steps-per-epoch", "40"]
+    code, err = _cli(tmp_path, capsys, *fast, "--norm", "layer", "--dueling", "--n-step", "3")
+    assert code == 2 and "give --out" in err
+    code, err = _cli(
+        tmp_path, capsys, *fast, "--norm", "layer", "--dueling", "--n-step", "3", "--out", m
+    )
+    assert code == 0, err
+    policy, meta = load_model(tmp_path / "m")
+    hyper = meta["hyperparameters"]
+    assert (hyper["norm"], hyper["dueling"], hyper["n_step"]) == ("layer", True, 3)
+    assert meta["policy_config"]["norm"] == "layer" and meta["counters"]["updates"] > 0
+    assert all(m.num_groups == 1 for m in policy.modules() if isinstance(m, torch.nn.GroupNorm))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in policy.modules())
+    code, err = _cli(tmp_path, capsys, "--resume", m, "--epochs", "2", "--n-step", "5")
+    assert code == 2 and "--n-step 5 but the run was trained with n_step = 3" in err, err
+
+
+def test_a_frame_stacked_n_step_cnn_trains_and_loads(tmp_path) -> None:
+    from chartrl.train.checkpoint import load_model
+    from chartrl.train.dqn import train
+
+    data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.2)
+    cfg = TrainConfig(
+        stages=("dqn",),
+        epochs=1,
+        num_envs=2,
+        learning_starts=8,
+        batch_size=2,
+        train_frequency=2,
+        max_steps_per_epoch=12,
+        buffer_size=200,
+        n_step=2,
+        frame_stack=2,
+        policy_kwargs={"feat_dim": 8, "widths": (4, 8)},
+    )
+    meta = {
+        "chart_spec": SPEC,
+        "series": {"exchange": "x", "symbol": "BTC/USDT", "timeframe": "1h"},
+    }
+    train("cnn", data, cfg, tmp_path / "m", meta, progress=False)
+    policy, saved = load_model(tmp_path / "m")
+    assert policy.frame_stack == 2 and policy.encoder.conv[0].in_channels == 6
+    assert saved["hyperparameters"]["frame_stack"] == 2 and saved["counters"]["updates"] > 0

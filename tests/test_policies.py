@@ -100,7 +100,7 @@ def test_position_features_reach_the_q_values() -> None:
 
 def test_eval_mode_batchnorm_is_batch_independent() -> None:
     torch.manual_seed(0)
-    p = build_policy("cnn", SPEC)
+    p = build_policy("cnn", SPEC, norm="batch")
     p.train()
     with torch.no_grad():  # move running stats away from their init so eval differs from identity
         for _ in range(3):
@@ -117,7 +117,7 @@ def test_frozen_bn_stats_normalises_by_the_batch_and_keeps_the_running_statistic
     from chartrl.strategies.base import frozen_bn_stats
 
     torch.manual_seed(0)
-    p = build_policy("cnnrnn", SPEC).train()
+    p = build_policy("cnnrnn", SPEC, norm="batch").train()
     bns = [m for m in p.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     x, pos = frames(6, seed=4), torch.zeros(6, 2)
     state = {k: v.clone() for k, v in p.state_dict().items()}
@@ -173,8 +173,8 @@ def test_cnn_q_head_is_linear_after_the_conv_blocks() -> None:
     torch.manual_seed(0)
     p = build_policy("cnn", SPEC).eval()
     convs = [m for m in p.encoder.conv if isinstance(m, torch.nn.Conv2d)]
-    bns = [m for m in p.encoder.conv if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(convs) == len(bns) == 3
+    norms = [m for m in p.encoder.conv if isinstance(m, torch.nn.GroupNorm)]
+    assert len(convs) == len(norms) == 3
     assert isinstance(p.q.net, torch.nn.Linear) and (p.q.net.in_features, p.q.net.out_features) == (
         p.encoder.feat_dim + 2,
         3,
@@ -230,3 +230,162 @@ def test_make_rule_builds_from_the_one_registry() -> None:
     }
     with pytest.raises(UsageError, match="unknown strategy 'nope'"):
         rules.make_rule("nope")
+
+
+# ---- normalisation: one function for acting, learning and the target; old models stay BatchNorm
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_norm_acts_learns_and_targets_the_same_function(name: str) -> None:
+    import copy
+
+    from chartrl.train.dqn import TrainConfig
+
+    torch.manual_seed(0)
+    p = build_policy(name, SPEC, norm=TrainConfig().norm)
+    x, pos = frames(6, seed=4), torch.rand(6, 2)
+    with torch.no_grad():
+        p.train()
+        for _ in range(3):  # learned passes: BatchNorm would move its running statistics here
+            learned, _ = p(x, pos)
+        target = copy.deepcopy(p).eval()
+        acted, _ = p.eval()(x, pos)
+        alone, _ = p(x[:1], pos[:1])  # the daemon's batch of one
+        targeted, _ = target(x, pos)
+    torch.testing.assert_close(learned, acted, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(targeted, acted, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alone, acted[:1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "norm,kind",
+    [("batch", "BatchNorm2d"), ("group", "GroupNorm"), ("layer", "GroupNorm"), ("none", None)],
+)
+@pytest.mark.parametrize("name", NAMES)
+def test_every_policy_takes_every_norm(name: str, norm: str, kind: str | None) -> None:
+    p = build_policy(name, SPEC, norm=norm)
+    found = {type(m).__name__ for m in p.modules()} & {"BatchNorm2d", "GroupNorm"}
+    assert found == ({kind} if kind else set()) and p.config["norm"] == norm
+    if norm == "layer":
+        assert all(m.num_groups == 1 for m in p.modules() if isinstance(m, torch.nn.GroupNorm))
+    q, _ = p.eval()(frames(2), torch.zeros(2, 2))
+    assert q.shape == (2, 3) and torch.isfinite(q).all()
+    with pytest.raises(ValueError, match="norm 'bn': use one of batch, group, layer, none"):
+        build_policy(name, SPEC, norm="bn")
+
+
+@pytest.mark.parametrize("name", ["cnn", "gru"])
+def test_a_model_saved_before_norm_existed_loads_as_batchnorm(name: str, tmp_path) -> None:
+    import json
+
+    from chartrl.train.checkpoint import load_model, save_model
+    from chartrl.train.dqn import train_config
+
+    torch.manual_seed(0)
+    old = build_policy(name, SPEC, norm="batch").train()
+    with torch.no_grad():  # running statistics away from their defaults, as a trained model's
+        old(frames(8, seed=5), torch.zeros(8, 2))
+    series = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"}
+    save_model(tmp_path, old, {"chart_spec": SPEC, "series": series, "hyperparameters": {}})
+    meta = json.loads((tmp_path / "model.json").read_text())
+    for key in ("norm", "dueling"):  # what an older chartrl wrote
+        del meta["policy_config"][key]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    policy, _ = load_model(tmp_path)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in policy.modules())
+    x, pos = frames(3, seed=1), torch.zeros(3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(policy(x, pos)[0], old.eval()(x, pos)[0])
+    cfg = train_config({"seed": 2})  # its hyperparameters: the behaviour it was trained with
+    assert (cfg.norm, cfg.dueling, cfg.n_step) == ("batch", False, 1)
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnnrnn"])
+def test_dueling_head_is_value_plus_centred_advantage(name: str) -> None:
+    torch.manual_seed(0)
+    p = build_policy(name, SPEC, dueling=True).eval()
+    head = p.q.net if name == "cnn" else p.out
+    x, pos = frames(2), torch.rand(2, 2)
+    captured = {}
+    head.register_forward_hook(lambda m, i, o: captured.update(x=i[0]))
+    with torch.no_grad():
+        q, _ = p(x, pos)
+        v, a = head.value(captured["x"]), head.advantage(captured["x"])
+    ref = v + a - a.mean(-1, keepdim=True)  # recurrent: (B, 1, 3), one step of a sequence
+    torch.testing.assert_close(q, ref.reshape(q.shape))
+    torch.testing.assert_close(q.mean(-1), v.reshape(q.shape[:-1]))  # V is the mean Q
+
+
+# ---- cnn --frame-stack K: the last K charts as channels, stacked alike by every driver ------------
+
+
+def test_frame_stack_indices_repeat_the_oldest_chart_before_a_start_or_a_gap() -> None:
+    import numpy as np
+
+    from chartrl.strategies.base import FrameStack
+
+    class Source:
+        valid_indices = np.array([3, 4, 6, 7, 8])  # no chart at 5 (a bad candle, say)
+
+    stack = FrameStack(Source(), 3)
+    got = stack.indices(np.array([3, 4, 7, 8]))
+    np.testing.assert_array_equal(got, [[3, 3, 3], [3, 3, 4], [6, 6, 7], [6, 7, 8]])
+
+
+def test_a_stacked_cnn_remembers_k_charts_and_no_more() -> None:
+    import numpy as np
+
+    from chartrl.strategies.base import FrameStack
+
+    class Cache:  # FrameCache's interface: frames by candle index
+        valid = np.ones(20, dtype=bool)
+
+        def __init__(self, frames: torch.Tensor) -> None:
+            self.frames = frames
+
+        def get(self, idx: np.ndarray) -> torch.Tensor:
+            return self.frames[torch.from_numpy(np.asarray(idx).reshape(-1))]
+
+    torch.manual_seed(0)
+    p = build_policy("cnn", SPEC, frame_stack=3).eval()
+    assert p.encoder.conv[0].in_channels == 9 and p.config["frame_stack"] == 3
+    base = frames(20, seed=1)
+    t, pos = np.array([10]), torch.zeros(1, 2)
+
+    def q(changed: int | None) -> torch.Tensor:
+        f = base.clone()
+        if changed is not None:
+            f[changed] = 255 - f[changed]
+        with torch.no_grad():
+            return p(FrameStack(Cache(f), 3).get(t), pos)[0]
+
+    plain = q(None)
+    assert not torch.allclose(q(8), plain)  # the chart two candles back is seen
+    torch.testing.assert_close(q(7), plain)  # three back is not
+    torch.testing.assert_close(q(11), plain)  # and nothing after t
+
+
+def test_a_stacked_cnn_validates_as_it_backtests(tmp_path) -> None:
+    import numpy as np
+
+    from chartrl.account.fills import MarketRules
+    from chartrl.backtest.runner import run_backtest
+    from chartrl.strategies.base import stack_frames
+    from chartrl.testing.synthetic import synthetic_candles
+    from chartrl.train.env import prepare_data
+    from chartrl.train.evaluation import greedy_run
+
+    data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.3)
+    torch.manual_seed(3)
+    policy = build_policy("cnn", SPEC, feat_dim=16, frame_stack=3).eval()
+    with torch.no_grad():  # tilt the random Q head by the position so the untrained net trades
+        policy.q.net.bias.copy_(torch.tensor([0.0, 0.3, 0.0]))
+        policy.q.net.weight[:, -2] += torch.tensor([0.0, -0.6, 0.3])
+    v, rules = data.validation, MarketRules()
+    run = greedy_run(policy, stack_frames(data.frames, policy), data.arrays, v, 10_000.0, rules)
+    bt = run_backtest(policy, data.candles, SPEC, rules, span=(int(v[0]), int(v[-1]) + 1))
+    np.testing.assert_array_equal(bt.actions, run.actions)
+    assert len(run.fills) >= 3  # a net that never trades would prove nothing
+    # Unstacked frames would be another input: the backtest must not feed them.
+    with pytest.raises(RuntimeError):
+        greedy_run(policy, data.frames, data.arrays, v, 10_000.0, rules)

@@ -285,8 +285,9 @@ def run_backtest(
     renderer = None
     if not _is_rule(strategy):
         from chartrl.chart.tensor_render import TensorRenderer
+        from chartrl.strategies.base import stack_frames
 
-        renderer = TensorRenderer(candles, spec, device)
+        renderer = stack_frames(TensorRenderer(candles, spec, device), strategy)
     if span is None:
         span = decision_span(
             candles, spec.window, start, end, first_chart_index(candles, spec, renderer)

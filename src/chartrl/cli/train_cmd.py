@@ -10,6 +10,8 @@ from chartrl.cli.app import add_series_options, date_range, settings
 from chartrl.errors import UsageError
 
 STAGES = ("imitation", "dqn")
+# strategies.base.NORMS, spelt out so that parsing the command line does not import torch
+NORMS = ("batch", "group", "layer", "none")
 SYNTHETIC = "synthetic"
 """The exchange of a --synthetic run's series: no stored series is called that, so a backtest or
 the daemon refuses such a model where it expects real candles."""
@@ -43,6 +45,10 @@ _OPTIONS: dict[str, tuple[str, Any, str]] = {
     "max_steps_per_epoch": ("--max-steps-per-epoch", lambda v: v >= 1, ">= 1"),
     "eval_every": ("--eval-every", lambda v: v >= 1, ">= 1"),
     "eps_decay": ("--eps-decay", lambda v: v > 0, "> 0"),
+    "norm": ("--norm", lambda v: v in NORMS, "one of batch, group, layer, none"),
+    "dueling": ("--dueling", lambda v: isinstance(v, bool), "a flag"),
+    "n_step": ("--n-step", lambda v: 1 <= v <= 64, "in [1, 64]"),
+    "frame_stack": ("--frame-stack", lambda v: 1 <= v <= 16, "in [1, 16]"),
 }
 # What a resumed run may change: how far it goes and which stages it runs.
 _RESUMABLE = ("epochs", "imitation_epochs", "stages")
@@ -93,7 +99,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--learning-starts",
         type=int,
-        help="transitions collected before the first DQN update (default 2000)",
+        help="transitions this run's replay must hold before the first DQN update (default 2000)",
     )
     g.add_argument(
         "--eps-decay",
@@ -101,6 +107,26 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="epsilon's exponential decay constant in transitions after --learning-starts "
         "(default: a fifth of the planned DQN transitions, see docs/training.md)",
+    )
+    g.add_argument(
+        "--norm",
+        help="conv normalisation: group (default), layer, none, or batch (BatchNorm: batch "
+        "statistics to learn, running ones to act; see docs/training.md)",
+    )
+    g.add_argument(
+        "--dueling", action="store_true", default=None, help="dueling Q head (V + A - mean A)"
+    )
+    g.add_argument(
+        "--n-step",
+        type=int,
+        metavar="N",
+        help="n-step returns: rewards summed over N steps before bootstrapping (default 1)",
+    )
+    g.add_argument(
+        "--frame-stack",
+        type=int,
+        metavar="K",
+        help="cnn only: stack the charts of the last K candles as channels (default 1)",
     )
     g.add_argument(
         "--max-steps-per-epoch",

@@ -203,8 +203,9 @@ class PolicyRunner:
         import torch
 
         from chartrl.chart.tensor_render import TensorRenderer
+        from chartrl.strategies.base import stack_frames
 
-        renderer = TensorRenderer(candles, self.spec, self.device)
+        renderer = stack_frames(TensorRenderer(candles, self.spec, self.device), self.policy)
         valid = np.asarray(renderer.valid_indices)
         if idx is None:
             idx = np.array([len(candles) - 1])

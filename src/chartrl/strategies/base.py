@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,12 +23,41 @@ __all__ = [
     "N_POSITION_FEATURES",
     "Action",
     "Hidden",
+    "DEFAULT_NORM",
+    "FrameStack",
+    "NORMS",
     "Policy",
     "frames_to_float",
     "frozen_bn_stats",
+    "norm2d",
+    "stack_frames",
 ]
 
 N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
+
+
+NORMS = ("batch", "group", "layer", "none")
+DEFAULT_NORM = "group"
+"""Normalisation of the conv layers: GroupNorm computes the same function of a frame whatever the
+mode and the batch, so acting, learning and the target network agree (invariant 10); BatchNorm
+normalises by the batch in train() mode and by running statistics in eval() mode, and models saved
+before ``norm`` existed use it."""
+GROUPS = 8
+
+
+def norm2d(kind: str, channels: int) -> nn.Module:
+    """The normalisation after a conv layer of ``channels`` outputs: ``batch`` (BatchNorm2d),
+    ``group`` (GroupNorm, 8 groups, or 1 where the channels do not divide), ``layer`` (GroupNorm with
+    one group: each frame normalised over all its channels and pixels) or ``none``."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(GROUPS if channels % GROUPS == 0 else 1, channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm {kind!r}: use one of {', '.join(NORMS)}")
 
 
 Hidden = Any  # None for stateless policies, a tensor (layers, B, H) for the recurrent ones
@@ -99,3 +129,52 @@ def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
         for m, momentum, tracked in saved:
             m.momentum = momentum
             m.num_batches_tracked.copy_(tracked)
+
+
+class FrameStack:
+    """The frames of the last ``k`` candles, oldest first, as the channels of one frame: what a
+    ``cnn --frame-stack k`` policy reads (a short memory with no recurrence). Wraps a renderer
+    (``render`` / ``valid_indices``: backtest, daemon) or a frame cache (``get`` / ``valid``: the
+    trainer), so every driver stacks the same way. Before the first chart of a run of valid
+    charts the oldest available frame repeats, as Atari DQN pads an episode's first frames."""
+
+    def __init__(self, source: Any, k: int) -> None:
+        self.source, self.k = source, k
+        if hasattr(source, "get"):  # a FrameCache
+            self.valid = np.asarray(source.valid, dtype=bool)
+        else:
+            got = np.asarray(source.valid_indices, dtype=np.int64)
+            self.valid = np.zeros(int(got.max()) + 1 if len(got) else 0, dtype=bool)
+            self.valid[got] = True
+
+    def __getattr__(self, name: str) -> Any:  # valid_indices, channels, render_seconds, ...
+        return getattr(self.source, name)
+
+    def indices(self, end: np.ndarray) -> np.ndarray:
+        """``(N, k)`` candle indices of the frames stacked for each of ``end``, oldest first."""
+        cols = [np.asarray(end, dtype=np.int64).reshape(-1)]
+        ok = np.ones(len(cols[0]), dtype=bool)
+        for j in range(1, self.k):
+            back = cols[0] - j
+            inside = (back >= 0) & (back < len(self.valid))
+            ok &= inside & self.valid[np.clip(back, 0, max(len(self.valid) - 1, 0))]
+            cols.append(np.where(ok, back, cols[-1]))
+        return np.stack(cols[::-1], axis=1)
+
+    def _stack(self, frames: Any, n: int) -> torch.Tensor:
+        frames = torch.as_tensor(frames)
+        return frames.reshape(n, self.k * frames.shape[1], *frames.shape[2:])
+
+    def render(self, end_indices: Any) -> torch.Tensor:
+        idx = self.indices(np.asarray(end_indices))
+        return self._stack(self.source.render(idx.reshape(-1)), len(idx))
+
+    def get(self, indices: Any) -> torch.Tensor:
+        idx = self.indices(np.asarray(indices))
+        return self._stack(self.source.get(idx.reshape(-1)), len(idx))
+
+
+def stack_frames(source: Any, policy: Any) -> Any:
+    """``source`` as ``policy`` reads it: stacked when it was built with a frame stack."""
+    k = int(getattr(policy, "frame_stack", 1) or 1)
+    return FrameStack(source, k) if k > 1 else source

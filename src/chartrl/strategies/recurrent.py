@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from chartrl.strategies.base import N_ACTIONS, N_POSITION_FEATURES, Hidden, Policy
-from chartrl.strategies.cnn import ConvEncoder
+from chartrl.strategies.base import DEFAULT_NORM, N_POSITION_FEATURES, Hidden, Policy
+from chartrl.strategies.cnn import ConvEncoder, q_output
 
 
 class _RecurrentPolicy(Policy):
@@ -30,6 +30,8 @@ class _RecurrentPolicy(Policy):
         widths: tuple[int, ...] = (16, 32, 32),
         feat_dim: int = 128,
         hidden_size: int = 128,
+        norm: str = DEFAULT_NORM,
+        dueling: bool = False,
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -39,12 +41,14 @@ class _RecurrentPolicy(Policy):
             "widths": list(widths),
             "feat_dim": feat_dim,
             "hidden_size": hidden_size,
+            "norm": norm,
+            "dueling": dueling,
         }
-        self.encoder = ConvEncoder(in_channels, height, width, tuple(widths), feat_dim)
+        self.encoder = ConvEncoder(in_channels, height, width, tuple(widths), feat_dim, norm)
         self.hidden_size = hidden_size
         self.cell = self._make_cell(feat_dim + N_POSITION_FEATURES, hidden_size)
         # hidden-to-output; the position enters again so "am I long" needs no memory to be read.
-        self.out = nn.Linear(hidden_size + N_POSITION_FEATURES, N_ACTIONS)
+        self.out = q_output(hidden_size + N_POSITION_FEATURES, dueling=dueling)
 
     def _make_cell(self, n_in: int, n_hidden: int) -> nn.RNNBase:
         raise NotImplementedError

@@ -66,7 +66,8 @@ def build_policy(
     """A fresh neural policy: from ``spec`` (its input shape) or from a saved ``config`` dict."""
     cls = policy_class(name)
     if config is not None:
-        kwargs = dict(config)
+        # A model saved before ``norm`` existed has BatchNorm weights: it loads as what it is.
+        kwargs = {"norm": "batch", **config}
     elif spec is not None:
         c, h, w = input_shape(spec)
         kwargs = {"in_channels": c, "height": h, "width": w}

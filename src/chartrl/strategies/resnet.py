@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from chartrl.strategies.base import Hidden, Policy, frames_to_float
+from chartrl.strategies.base import DEFAULT_NORM, Hidden, Policy, frames_to_float, norm2d
 from chartrl.strategies.cnn import QHead
 
 
@@ -23,7 +23,14 @@ class ResNetPolicy(Policy):
     recurrent = False
 
     def __init__(
-        self, in_channels: int, height: int, width: int, stem_stride: int = 2, head_hidden: int = 64
+        self,
+        in_channels: int,
+        height: int,
+        width: int,
+        stem_stride: int = 2,
+        head_hidden: int = 64,
+        norm: str = DEFAULT_NORM,
+        dueling: bool = False,
     ) -> None:
         super().__init__()
         from torchvision.models import resnet18
@@ -34,8 +41,11 @@ class ResNetPolicy(Policy):
             "width": width,
             "stem_stride": stem_stride,
             "head_hidden": head_hidden,
+            "norm": norm,
+            "dueling": dueling,
         }
-        net = resnet18(weights=None)
+        norm2d(norm, 8)  # refuses an unknown kind before torchvision builds anything
+        net = resnet18(weights=None, norm_layer=lambda c: norm2d(norm, c))
         net.conv1 = nn.Conv2d(
             in_channels, 64, kernel_size=3, stride=stem_stride, padding=1, bias=False
         )
@@ -43,7 +53,7 @@ class ResNetPolicy(Policy):
         feat_dim = net.fc.in_features
         net.fc = nn.Identity()
         self.backbone = net
-        self.q = QHead(feat_dim, head_hidden)
+        self.q = QHead(feat_dim, head_hidden, dueling)
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.backbone(frames_to_float(frames))

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from chartrl.account.fills import MarketRules
 from chartrl.errors import UsageError
 from chartrl.logs import get_logger
-from chartrl.strategies.base import frozen_bn_stats
+from chartrl.strategies.base import frozen_bn_stats, stack_frames
 from chartrl.strategies.registry import build_policy
 from chartrl.strategies.rules import DEFAULT_TRADE_PENALTY
 from chartrl.train import checkpoint as ckpt
@@ -119,6 +119,19 @@ class TrainConfig:
     at least 10 validation points; the value used is stored with the hyperparameters."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Overrides of the policy constructor (e.g. {'hidden_size': 64})."""
+    norm: str = "group"
+    """Conv normalisation: 'group' (default), 'layer', 'none' compute the same function when acting,
+    learning and as the target; 'batch' uses batch statistics to learn, running ones to act."""
+    dueling: bool = False
+    """Dueling Q head (Q = V + A - mean A) instead of a linear one."""
+    n_step: int = 1
+    """Steps of reward summed before bootstrapping (n-step Double DQN), inside one episode."""
+    frame_stack: int = 1
+    """cnn only: the charts of the last K candles as the channels of its input (a memory of K)."""
+
+
+# What a model.json written before a field existed was trained with (train_config fills these in).
+_BEFORE = {"norm": "batch", "dueling": False, "n_step": 1, "frame_stack": 1}
 
 
 @dataclass
@@ -145,7 +158,7 @@ def epsilon_at(cfg: TrainConfig, transitions: int, decay: float) -> float:
 def train_config(saved: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from model.json's ``hyperparameters`` (unknown keys of other versions dropped)."""
     known = {f.name for f in fields(TrainConfig)}
-    kwargs = {k: v for k, v in saved.items() if k in known}
+    kwargs = {**_BEFORE, **{k: v for k, v in saved.items() if k in known}}
     if "stages" in kwargs:
         kwargs["stages"] = tuple(kwargs["stages"])
     return TrainConfig(**kwargs)
@@ -160,35 +173,46 @@ def td_loss(
     burn_in: int,
     gamma: float,
     device: torch.device,
+    n_step: int = 1,
 ) -> torch.Tensor:
-    """Double-DQN Huber loss on the steps after the burn-in: the online network picks the next
-    action, the target network values it. A terminated step (bankruptcy) has no next value; a
-    truncated one (slice end) keeps it, being stored only when its next state is the next candle.
-    The no-grad passes of the online network (burn-in, next-state argmax) normalise by their batch
-    like the learned steps but leave BatchNorm's running statistics alone."""
+    """Double-DQN Huber loss on the steps after the burn-in, with n-step returns: step k's target
+    is r_k + g r_(k+1) + ... + g^(n-1) r_(k+n-1) + g^n Q_target(s_(k+n), argmax Q_online(s_(k+n))).
+    The sequence holds burn_in + learned + n - 1 steps, all of one episode, so the last n - 1 only
+    supply rewards and bootstrap states. A terminated step (bankruptcy) ends the sum: nothing after
+    it counts, no value is bootstrapped; a truncated one (slice end) keeps its next state, being
+    stored only when that is the next candle. The no-grad passes of the online network (burn-in,
+    the steps after the learned ones) leave BatchNorm's running statistics alone; under BatchNorm
+    they normalise by their batch like the learned steps (see strategies/base.frozen_bn_stats)."""
     bsz, steps = batch.action.shape
+    b, n = burn_in, n_step
+    t = steps - b - (n - 1)  # steps that get a loss
     x = frames.get(batch.idx)
     x = x.view(bsz, steps + 1, *x.shape[1:]).to(device, non_blocking=True)
     pos = batch.position.to(device)
     h0 = batch.hidden.to(device) if batch.hidden is not None else None
-    b = burn_in
     amp = device.type == "cuda"
     with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
         with torch.no_grad():
             q_target, _ = target(x, pos, h0)  # (B, T+1, 3): its own burn-in, from the stored state
             with frozen_bn_stats(policy):
                 h = policy(x[:, :b], pos[:, :b], h0)[1] if b else h0
-        q, h_end = model(x[:, b:steps], pos[:, b:steps], h)
+        q, h_end = model(x[:, b : b + t], pos[:, b : b + t], h)
         with torch.no_grad(), frozen_bn_stats(policy):
-            q_last, _ = policy(
-                x[:, steps:], pos[:, steps:], h_end.detach() if h_end is not None else None
+            q_ahead, _ = policy(
+                x[:, b + t :], pos[:, b + t :], h_end.detach() if h_end is not None else None
             )
-    q, q_target, q_last = q.float(), q_target.float(), q_last.float()
-    next_online = torch.cat([q[:, 1:].detach(), q_last], dim=1)
-    next_value = q_target[:, b + 1 :].gather(-1, next_online.argmax(-1, keepdim=True)).squeeze(-1)
-    reward, terminated = batch.reward[:, b:].to(device), batch.terminated[:, b:].to(device)
-    y = reward + gamma * (1.0 - terminated) * next_value
-    q_sa = q.gather(-1, batch.action[:, b:].to(device).unsqueeze(-1)).squeeze(-1)
+    q, q_target, q_ahead = q.float(), q_target.float(), q_ahead.float()
+    online = torch.cat([q[:, 1:].detach(), q_ahead], dim=1)  # states b+1 .. T
+    next_online = online[:, n - 1 : n - 1 + t]  # the bootstrap states b+n .. b+n+t-1
+    next_value = (
+        q_target[:, b + n : b + n + t].gather(-1, next_online.argmax(-1, keepdim=True)).squeeze(-1)
+    )
+    rewards = batch.reward[:, b:].to(device).unfold(1, n, 1)  # (B, t, n): r_k .. r_(k+n-1)
+    alive = (1.0 - batch.terminated[:, b:].to(device)).unfold(1, n, 1).cumprod(-1)
+    before = torch.cat([torch.ones_like(alive[..., :1]), alive[..., :-1]], dim=-1)
+    powers = gamma ** torch.arange(n, device=device, dtype=rewards.dtype)
+    y = (rewards * powers * before).sum(-1) + gamma**n * alive[..., -1] * next_value
+    q_sa = q.gather(-1, batch.action[:, b : b + t].to(device).unsqueeze(-1)).squeeze(-1)
     return F.smooth_l1_loss(q_sa, y)
 
 
@@ -285,7 +309,16 @@ def train(
             device
         )
     else:
-        policy = build_policy(strategy, data.spec, **cfg.policy_kwargs).to(device)
+        kwargs = {"norm": cfg.norm, "dueling": cfg.dueling, **cfg.policy_kwargs}
+        if cfg.frame_stack != 1:
+            if strategy != "cnn":
+                raise UsageError(
+                    f"--frame-stack {cfg.frame_stack}: only the cnn stacks frames; "
+                    f"{strategy} has its own memory, drop --frame-stack"
+                )
+            kwargs["frame_stack"] = cfg.frame_stack
+        policy = build_policy(strategy, data.spec, **kwargs).to(device)
+    data = replace(data, frames=stack_frames(data.frames, policy))  # the same, or K stacked
     target = copy.deepcopy(policy).eval().requires_grad_(False)
     model = wrap(policy, dist, device)
     dqn_opt = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
@@ -544,11 +577,11 @@ def train(
                     if (
                         len(rb) >= min(cfg.learning_starts, rb.capacity)
                         and step % cfg.train_frequency == 0
-                        and rb.can_sample(b + t)
+                        and rb.can_sample(b + t + cfg.n_step - 1)
                     ):
                         policy.train()
                         loss = td_loss(
-                            rb.sample(n_seq, b + t),
+                            rb.sample(n_seq, b + t + cfg.n_step - 1),
                             data.frames,
                             policy,
                             model,
@@ -556,6 +589,7 @@ def train(
                             b,
                             cfg.gamma,
                             device,
+                            cfg.n_step,
                         )
                         _step(loss, policy, dqn_opt, scaler, cfg.max_grad_norm)
                         losses.append(float(loss.item()))
