@@ -10,9 +10,9 @@ Reference measured in the same run: forward+backward of the cnn encoder on a fix
 < 10 %.
 
 Evaluation every N updates (``--eval-every``): one validation (greedy run over the whole
-validation part, then its metrics and skill test, timed on a slice and scaled) against the training
-time between two of them at the default N, for a default run (10 epochs) and the README's
-``--epochs 3``; each run also validates at every epoch end, counted too. Target: <= 10 %.
+validation part, then its metrics and skill test, timed on a slice and scaled) times the
+validations a default run makes (10 epochs: the 10 epoch ends; the README's ``--epochs 3``: 10 or
+more, epoch ends included), against that run's training time. Target: <= 10 %.
 
     .venv/bin/python benchmarks/train.py [--steps 40] [--threads 1] [--policies cnn,cnnrnn,gru,resnet]
 """
@@ -39,12 +39,12 @@ def eval_ratio(
 ) -> tuple[int, int, float]:
     """(eval_every, validations, their time / training time) of a default run of ``epochs``."""
     from chartrl.train.dqn import TrainConfig
-    from chartrl.train.monitor import eval_every_for, planned_updates
+    from chartrl.train.monitor import eval_every_for, validation_points
 
     cfg = TrainConfig(epochs=epochs)
     steps = train_candles // LANES - 1  # ReplayEnv.steps_per_epoch for the default lanes
     every = eval_every_for(cfg, steps, LANES)
-    count = planned_updates(cfg, steps, LANES) // every + epochs  # + every epoch end
+    count = validation_points(cfg, steps, LANES)  # epoch ends included
     return every, count, count * val_s / (epochs * epoch_train_s)
 
 

@@ -77,21 +77,11 @@ def test_default_schedule_gives_at_least_ten_validation_points(data, tmp_path: P
     ]
 
 
-def _points(c: TrainConfig, steps: int, lanes: int) -> int:
-    """Validation points of a DQN stage under the trainer's rule (``due`` + every epoch end)."""
-    c = TrainConfig(**{**c.__dict__, "eval_every": monitor.eval_every_for(c, steps, lanes)})
-    per = monitor.updates_per_epoch(c, steps)
-    first = monitor.planned_updates(c, steps, lanes) - per * (c.epochs - 1)
-    lengths = [first] + [per] * (c.epochs - 1)
-    inside = sum(monitor.due(c, u, n - u) for n in lengths for u in range(1, n + 1))
-    return inside + c.epochs
-
-
 @pytest.mark.parametrize("epochs", [1, 2, 3, 5, 9, 10, 20])
 def test_default_schedule_counts_epoch_ends_and_adds_no_more_than_asked(epochs: int) -> None:
     steps, lanes = 3515, 8  # one BTC epoch: 28k training candles over 8 lanes
     c = TrainConfig(epochs=epochs)
-    points = _points(c, steps, lanes)
+    points = monitor.validation_points(c, steps, lanes)
     assert monitor.VALIDATION_POINTS <= max(points, epochs) <= monitor.VALIDATION_POINTS + epochs
     if epochs >= monitor.VALIDATION_POINTS:  # the epoch ends are the points
         assert monitor.eval_every_for(c, steps, lanes) == 0 and points == epochs

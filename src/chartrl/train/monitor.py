@@ -53,6 +53,17 @@ def due(cfg: Any, updates_in_epoch: int, updates_left_in_epoch: int) -> bool:
     return bool(every) and updates_in_epoch % every == 0 and 2 * updates_left_in_epoch >= every
 
 
+def validation_points(cfg: Any, steps: int, lanes: int) -> int:
+    """Validation points a DQN stage of ``cfg`` makes (``due`` inside epochs + every epoch end)."""
+    every = eval_every_for(cfg, steps, lanes)
+    per = updates_per_epoch(cfg, steps)
+    first = planned_updates(cfg, steps, lanes) - per * (max(1, cfg.epochs) - 1)
+    lengths = [first] + [per] * (max(1, cfg.epochs) - 1)
+    rule = type("Schedule", (), {"eval_every": every})
+    inside = sum(due(rule, u, n - u) for n in lengths for u in range(1, n + 1))
+    return inside + len(lengths)
+
+
 def selection_score(metrics: dict[str, Any]) -> float:
     """What "best on validation" means: the validation Sharpe; a run that never traded (no
     Sharpe) scores 0, what doing nothing earns, so any losing policy ranks below it."""
