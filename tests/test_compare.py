@@ -180,3 +180,25 @@ def test_run_compare_end_to_end(tmp_path: Path) -> None:
     assert all(math.isfinite(v) for v in per_seed)
     assert "buy & hold" in table and (tmp_path / "curves.png").is_file()
     assert "bootstrap 95 %" in (tmp_path / "compare.md").read_text()
+
+
+def test_run_compare_pairs_each_seed_with_cnns_same_seed(tmp_path: Path, monkeypatch) -> None:
+    """The wiring: runs of seed k are differenced against cnn's seed k, whatever order they ran."""
+    from types import SimpleNamespace
+
+    from chartrl.train import compare
+
+    returns = {("cnn", 1): 0.10, ("cnn", 2): -0.30, ("gru", 1): 0.15, ("gru", 2): -0.20}
+    monkeypatch.setattr(
+        compare,
+        "train",
+        lambda name, data, cfg, *a, **k: SimpleNamespace(history=run(returns[name, cfg.seed])),
+    )
+    monkeypatch.setattr(compare, "buy_and_hold", lambda *a: None)
+    monkeypatch.setattr(compare, "plot_curves", lambda *a: None)
+    data = SimpleNamespace(train=range(10), validation=range(0))
+    meta = {"data_range": {"source": "test"}}
+    run_compare(["gru", "cnn"], 2, data, TrainConfig(), tmp_path, meta, progress=False)
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    got = saved["paired_vs_cnn"]["gru"]["total_return"]["values"]
+    assert got == pytest.approx([0.05, 0.10])

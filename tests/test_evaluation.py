@@ -63,13 +63,13 @@ def cfg(**kw) -> TrainConfig:
 def test_default_schedule_gives_at_least_ten_validation_points(data, tmp_path: Path) -> None:
     c = cfg(stages=("dqn",))
     hist = train("cnn", data, c, tmp_path / "m", META, progress=False).history
-    evals = [h for h in hist if h["stage"] == "dqn" and h["kind"] == "eval"]
-    assert len(evals) >= monitor.VALIDATION_POINTS
-    updates = [h["updates"] for h in evals]
+    points = [h for h in hist if h["stage"] == "dqn"]  # epoch ends count as points too
+    assert len(points) >= monitor.VALIDATION_POINTS
+    updates = [h["updates"] for h in points]
     assert updates == sorted(set(updates)) and all(u > 0 for u in updates)
     used = read_meta(tmp_path / "m")["hyperparameters"]["eval_every"]
-    assert used >= 1 and all(u % used == 0 for u in updates)  # the schedule used is on record
-    for h in evals:  # every figure the issue asks for, on every point
+    assert used >= 1 and len(points) > c.epochs  # the schedule used is on record
+    for h in points:  # every figure the issue asks for, on every point
         assert {f"val_{k}" for k in VALIDATION_METRICS} <= set(h) and math.isfinite(h["loss"])
     on_disk = read_history(tmp_path / "m")
     assert len(on_disk) == len(hist) and [int(r["updates"]) for r in on_disk] == [
@@ -77,13 +77,28 @@ def test_default_schedule_gives_at_least_ten_validation_points(data, tmp_path: P
     ]
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 9, 10, 20])
+def test_default_schedule_counts_epoch_ends_and_adds_no_more_than_asked(epochs: int) -> None:
+    steps, lanes = 3515, 8  # one BTC epoch: 28k training candles over 8 lanes
+    c = TrainConfig(epochs=epochs)
+    points = monitor.validation_points(c, steps, lanes)
+    assert monitor.VALIDATION_POINTS <= max(points, epochs) <= monitor.VALIDATION_POINTS + epochs
+    if epochs >= monitor.VALIDATION_POINTS:  # the epoch ends are the points
+        assert monitor.eval_every_for(c, steps, lanes) == 0 and points == epochs
+    assert monitor.eval_every_for(TrainConfig(epochs=3, eval_every=7), steps, lanes) == 7
+
+
 def test_eval_every_is_obeyed(data, tmp_path: Path) -> None:
-    hist = train(
-        "cnn", data, cfg(stages=("dqn",), eval_every=3), tmp_path / "m", META, progress=False
-    ).history
-    last = hist[-1]["updates"]
-    assert last >= 9
-    assert [h["updates"] for h in hist if h["kind"] == "eval"] == list(range(3, last + 1, 3))
+    c = cfg(stages=("dqn",), eval_every=3)
+    hist = train("cnn", data, c, tmp_path / "m", META, progress=False).history
+    assert hist[-1]["updates"] >= 9
+    ends = {h["epoch"]: h["updates"] for h in hist if h["kind"] == "epoch"}
+    evals = [(h["epoch"], h["updates"]) for h in hist if h["kind"] == "eval"]
+    assert evals
+    for epoch, end in ends.items():  # every 3 updates from the epoch's start, none missed, but
+        start = ends.get(epoch - 1, 0)  # one within half of that of the end is left to the end
+        got = {u for e, u in evals if e == epoch}
+        assert got == set(range(start + 3, end - 1, 3)), (epoch, start, end)
 
 
 def test_best_checkpoint_is_the_best_validated_network(data, tmp_path: Path) -> None:

@@ -37,7 +37,13 @@ from chartrl.train.distributed import DistInfo, barrier, sync_buffers, wrap
 from chartrl.train.env import FrameCache, ReplayEnv, TrainData, max_lanes
 from chartrl.train.evaluation import greedy_run, run_metrics
 from chartrl.train.imitation import class_weights, imitation_epoch, imitation_targets
-from chartrl.train.monitor import DqnScalars, eval_every_for, selection_score, write_validation
+from chartrl.train.monitor import (
+    DqnScalars,
+    due,
+    eval_every_for,
+    selection_score,
+    write_validation,
+)
 from chartrl.train.replay import SequenceBatch, SequenceReplay
 
 log = get_logger(__name__)
@@ -113,10 +119,12 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     """Cap on environment steps (and imitation updates) per epoch, for smoke runs and benchmarks."""
     eval_every: int | None = None
-    """DQN gradient updates between two greedy validation runs (each a history.csv row with the
-    update count, TensorBoard points and a chance to become the best checkpoint), besides the one
-    at every epoch end. None: a tenth of the updates planned (train/monitor.py), so every run gets
-    at least 10 validation points; the value used is stored with the hyperparameters."""
+    """DQN gradient updates between two greedy validation runs, counted from each epoch's start
+    (each a history.csv row with the update count, TensorBoard points and a chance to become the
+    best checkpoint), besides the one at every epoch end (one due within half of N of the epoch
+    end is left to it). None: enough
+    for at least 10 validation points per run, epoch ends included (train/monitor.py); 0: epoch
+    ends only. The value used is stored with the hyperparameters."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Overrides of the policy constructor (e.g. {'hidden_size': 64})."""
     norm: str = "group"
@@ -530,7 +538,7 @@ def train(
                 hidden = policy.initial_hidden(lanes, device)
                 losses: list[float] = []
                 rewards = 0.0
-                eval_seconds = 0.0
+                eval_seconds, epoch_updates0 = 0.0, counters["updates"]
                 for step in range(steps):
                     eps = epsilon_at(cfg, counters["transitions"], cfg.eps_decay)
                     policy.eval()  # acting: BatchNorm on running statistics (see strategies/cnn.py)
@@ -597,7 +605,8 @@ def train(
                         if counters["updates"] % cfg.target_network_frequency == 0:
                             target.load_state_dict(policy.state_dict())
                         scalars.updated(losses[-1], counters["updates"], eps)
-                        if counters["updates"] % cfg.eval_every == 0:
+                        left = (steps - 1 - step) // cfg.train_frequency  # updates to come
+                        if due(cfg, counters["updates"] - epoch_updates0, left):
                             since = losses[-cfg.eval_every :]
                             t_eval = time.perf_counter()
                             evaluate(

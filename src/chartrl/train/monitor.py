@@ -15,20 +15,53 @@ TB_EVERY = 50
 """Gradient updates between two TensorBoard points of the acting and learning scalars."""
 
 
+def updates_per_epoch(cfg: Any, steps: int) -> int:
+    """Gradient updates of a DQN epoch of ``steps`` steps once learning has started."""
+    return math.ceil(steps / cfg.train_frequency)
+
+
 def planned_updates(cfg: Any, steps: int, lanes: int) -> int:
     """Gradient updates a DQN stage of ``cfg.epochs`` epochs of ``steps`` steps will make: one
     every ``train_frequency`` steps, none before ``learning_starts`` transitions."""
-    per_epoch = math.ceil(steps / cfg.train_frequency)
     waiting = math.ceil(cfg.learning_starts / lanes / cfg.train_frequency)
-    return max(1, cfg.epochs * per_epoch - waiting)
+    return max(1, cfg.epochs * updates_per_epoch(cfg, steps) - waiting)
 
 
 def eval_every_for(cfg: Any, steps: int, lanes: int) -> int:
-    """``cfg.eval_every``, or its default: a tenth of the planned updates (at least 1), so that
-    the stage gets at least ``VALIDATION_POINTS`` validation runs."""
+    """``cfg.eval_every``, or its default: every epoch end is a validation point already, so the
+    default adds just enough points inside the epochs for ``VALIDATION_POINTS`` in all, spread
+    evenly (0: the epoch ends suffice). A validation costs a greedy pass over the whole validation
+    part, so points beyond those asked for are training time lost (benchmarks/train.py)."""
     if cfg.eval_every is not None:
         return int(cfg.eval_every)
-    return max(1, planned_updates(cfg, steps, lanes) // VALIDATION_POINTS)
+    epochs = max(1, cfg.epochs)
+    inside = math.ceil(max(0, VALIDATION_POINTS - epochs) / epochs)
+    if inside == 0:
+        return 0
+    # The first epoch is the shortest: its first updates wait for learning_starts.
+    first = max(
+        1, planned_updates(cfg, steps, lanes) - (epochs - 1) * updates_per_epoch(cfg, steps)
+    )
+    return max(1, first // (inside + 1))
+
+
+def due(cfg: Any, updates_in_epoch: int, updates_left_in_epoch: int) -> bool:
+    """Whether to validate after the epoch's update number ``updates_in_epoch``: every
+    ``cfg.eval_every`` counted from the epoch start (so every epoch gets the same points), except
+    within half of that of the epoch end, which validates anyway."""
+    every = cfg.eval_every
+    return bool(every) and updates_in_epoch % every == 0 and 2 * updates_left_in_epoch >= every
+
+
+def validation_points(cfg: Any, steps: int, lanes: int) -> int:
+    """Validation points a DQN stage of ``cfg`` makes (``due`` inside epochs + every epoch end)."""
+    every = eval_every_for(cfg, steps, lanes)
+    per = updates_per_epoch(cfg, steps)
+    first = planned_updates(cfg, steps, lanes) - per * (max(1, cfg.epochs) - 1)
+    lengths = [first] + [per] * (max(1, cfg.epochs) - 1)
+    rule = type("Schedule", (), {"eval_every": every})
+    inside = sum(due(rule, u, n - u) for n in lengths for u in range(1, n + 1))
+    return inside + len(lengths)
 
 
 def selection_score(metrics: dict[str, Any]) -> float:
