@@ -632,3 +632,31 @@ def test_status_shows_the_position_right_after_a_live_buy(tmp_path: Path) -> Non
         assert st.position == pytest.approx(sim.balances()["BTC"]) and st.position > 0
         assert st.cash == pytest.approx(sim.balances()["USDT"])
         led.close()
+
+
+# -- 4. the exchange's clock decides which candle has closed -------------------------------------
+@pytest.mark.parametrize("ahead_s", [10, 60])
+def test_a_candle_is_final_by_the_exchanges_clock(tmp_path: Path, ahead_s: int) -> None:
+    from chartrl.daemon.clock import FixedClock
+    from chartrl.daemon.tick import Ticker
+    from chartrl.market.candles import to_ms
+    from chartrl.testing.exchange_sim.clock import SimClock
+
+    candles = synthetic_candles(400, seed=5)
+    forming = int(candles["timestamp"].iloc[300].value // 1_000_000)
+    exchange_now = forming + 3_600_000 - 5_000  # candle 300 closes in 5 s, by the exchange
+    with ExchangeSim(candles, clock=SimClock(exchange_now)) as sim:
+        s = _paper(tmp_path, sim)
+        s = s.model_copy(update={"exchange": s.exchange.model_copy(update={"api_key": None})})
+        t = Ticker(s, clock=FixedClock(exchange_now + ahead_s * 1000))  # our clock runs ahead
+        try:
+            result = t.tick()
+            last = t.store.last_timestamp("binance", "BTC/USDT", "1h")
+        finally:
+            t.close()
+    assert last is None or int(to_ms(last)) < forming  # the forming candle was never stored
+    if ahead_s < s.daemon.max_clock_skew_seconds:
+        assert result.status == "done" and result.candle_ms == forming - 3_600_000
+    else:
+        assert result.status == "missed" and result.reason == "clock_skew"
+        assert Ledger.for_data_dir(s.data_dir).decisions("BTC/USDT") == []

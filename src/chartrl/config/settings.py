@@ -271,6 +271,12 @@ class DaemonSettings(_Section):
         description="A tick running longer than this stops the watchdog heartbeat, so systemd (WatchdogSec) restarts the service.",
     )
     retrain_enabled: bool = Field(True, description="Run the nightly retrain job.")
+    max_clock_skew_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="No decision while the exchange's clock (ccxt fetch_time) and ours differ by more than "
+        "this; which candle has closed is always decided by the exchange's clock.",
+    )
     retrain_timeout: float = Field(
         4 * 3600.0,
         gt=0,

@@ -147,6 +147,11 @@ class Ticker:
             )
         from chartrl.account.live import LiveAccount, OrdersUnresolved
 
+        if not self.settings.exchange.api_url:
+            # Signed requests carry the exchange's time (ccxt measures the offset at
+            # load_markets): a drifting local clock must not have orders refused as stale. (Not
+            # for the emulator: its clock is simulated and jumps; it accepts wall-clock stamps.)
+            self.exchange.options["adjustForTimeDifference"] = True
         account = LiveAccount(self.settings, self.ledger, live=live, exchange=self.exchange)
         try:
             account.start()  # reconciles unfinished orders, compares balances
@@ -159,6 +164,24 @@ class Ticker:
             # A lost order is looked up again at every tick (with backoff) until it resolves.
             self.log.warning("started_with_unresolved_orders", error=str(exc))
         return account
+
+    def _exchange_now(self, local: int) -> int:
+        """The exchange's time (ccxt fetch_time) when it serves one, else ours; logs the offset."""
+        if not self.exchange.has.get("fetchTime"):
+            return local
+        try:
+            now = int(self.exchange.fetch_time())
+        except Exception as exc:  # noqa: BLE001 - unreachable now: the fetch below reports it
+            self.log.debug("exchange_time_unavailable", error=str(exc)[:200])
+            return local
+        if abs(now - local) > 1000:
+            self.log.warning("clock_offset", offset_ms=now - local, using="the exchange's clock")
+        return now
+
+    def _max_skew_ms(self) -> float:
+        # An accelerated clock (demo, soak) magnifies the wall-clock jitter by its speed.
+        speed = getattr(self.clock, "speed", None) or 1.0
+        return self.settings.daemon.max_clock_skew_seconds * 1000 * max(1.0, float(speed))
 
     def _check_market(self) -> None:
         """Every mode: a market the exchange lists without our symbol fails the start (exit 2)
@@ -182,9 +205,20 @@ class Ticker:
     # ------------------------------------------------------------------------------ the tick
     def tick(self) -> TickResult:
         t_start = time.perf_counter()
-        now = self.clock.now_ms()
-        target = last_closed_open_ms(now, self.timeframe)
         timings: dict[str, float] = {}
+        # A candle is final by the exchange's clock, not ours (invariant 9).
+        local = self.clock.now_ms()
+        now = self._exchange_now(local)
+        target = last_closed_open_ms(now, self.timeframe)
+        if abs(now - local) > self._max_skew_ms():
+            return self._missed(
+                target,
+                "clock_skew",
+                f"the exchange's clock is {(now - local) / 1000:+.1f} s from ours (limit "
+                f"daemon.max_clock_skew_seconds = {self.settings.daemon.max_clock_skew_seconds:g}); "
+                "fix the system clock (NTP)",
+                timings | {"total_ms": _ms(t_start)},
+            )
 
         if self.runner.changed():
             self._reload_model()
@@ -194,8 +228,13 @@ class Ticker:
         try:
             from chartrl.market.fetch import update_series
 
+            last = self.store.last_timestamp(self.settings.exchange.id, self.symbol, self.timeframe)
+            # Fetch the newest stored candle again: a revised one (the exchange corrected it, or
+            # we stored it too early) replaces it instead of staying wrong for good.
+            since = None if last is None else min(int(to_ms(last)), target)
             update_series(
                 self.settings,
+                since=None if since is None else pd.Timestamp(since, unit="ms", tz="UTC"),
                 progress=False,
                 exchange=self.exchange,
                 store=self.store,
