@@ -660,3 +660,33 @@ def test_a_candle_is_final_by_the_exchanges_clock(tmp_path: Path, ahead_s: int) 
     else:
         assert result.status == "missed" and result.reason == "clock_skew"
         assert Ledger.for_data_dir(s.data_dir).decisions("BTC/USDT") == []
+
+
+# -- 5. a bad print is quarantined, never stored or traded on -------------------------------------
+def test_a_50x_print_on_the_newest_candle_is_quarantined_then_dropped(tmp_path: Path) -> None:
+    from chartrl.daemon.tick import Ticker
+    from chartrl.market.candles import to_ms
+    from chartrl.testing.exchange_sim.clock import SimClock
+
+    candles = synthetic_candles(400, seed=5)
+    candles.loc[300, ["high", "close"]] = candles.loc[300, "close"] * 50
+    bad = int(candles["timestamp"].iloc[300].value // 1_000_000)
+    hour = 3_600_000
+    with ExchangeSim(candles, clock=SimClock(bad + hour + 5_000)) as sim:
+        s = _paper(tmp_path, sim)
+        t = Ticker(s, clock=sim.clock)
+        try:
+            first = t.tick()
+            assert first.status == "missed" and first.reason == "price_quarantined"
+            stored = t.store.load("binance", "BTC/USDT", "1h")
+            assert int(to_ms(stored["timestamp"].iloc[-1])) == bad - hour
+            sim.clock.advance(hour)  # the next candle is back at the trusted level
+            second = t.tick()
+            assert second.status == "done" and second.candle_ms == bad + hour
+            stored = t.store.load("binance", "BTC/USDT", "1h")
+            assert bad not in {int(to_ms(x)) for x in stored["timestamp"]}
+            assert stored["close"].max() < 2 * stored["close"].median()
+            prices = [d["price"] for d in t.ledger.decisions("BTC/USDT")]
+            assert prices and max(prices) < 2 * float(candles["close"].iloc[299])
+        finally:
+            t.close()

@@ -146,6 +146,13 @@ class DataSettings(_Section):
         "and the next candle's close (rule price_spike, an implausible print; the newest candle is never judged); "
         "0 turns the rule off.",
     )
+    price_band: float = Field(
+        0.25,
+        ge=0,
+        description="Daemon: a fetched candle whose prices differ from the last trusted close by more than this "
+        "fraction (either way) is suspect: the newest is quarantined (not stored, not traded, judged again at "
+        "the next fetch); an older one is kept when the next candle confirms it. 0 turns it off.",
+    )
 
 
 class TradingSettings(_Section):

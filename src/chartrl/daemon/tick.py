@@ -34,7 +34,13 @@ from chartrl.market.candles import to_ms
 from chartrl.market.exchange import make_exchange
 from chartrl.market.store import CandleStore
 from chartrl.strategies.base import Action
-from chartrl.timeframe import candle_close_ms, candles_between, last_closed_open_ms, shift_open_ms
+from chartrl.timeframe import (
+    candle_close_ms,
+    candles_between,
+    last_closed_open_ms,
+    shift_open_ms,
+    timeframe_seconds,
+)
 
 ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
 
@@ -165,6 +171,27 @@ class Ticker:
             self.log.warning("started_with_unresolved_orders", error=str(exc))
         return account
 
+    def _screen(self, last: Any) -> Any:
+        """The price screen of this fetch: against the close of the newest stored candle."""
+        from chartrl.daemon.sanity import Screen
+
+        reference = None
+        if last is not None:
+            try:
+                # The re-fetched newest candle is judged against the one before it.
+                span = pd.Timedelta(seconds=10 * timeframe_seconds(self.timeframe))
+                recent = self.store.load(
+                    self.settings.exchange.id,
+                    self.symbol,
+                    self.timeframe,
+                    start=last - span,
+                    end=last,
+                )
+                reference = float(recent["close"].iloc[-2 if len(recent) > 1 else -1])
+            except DataError:
+                reference = None
+        return Screen(reference, self.settings.data.price_band)
+
     def _exchange_now(self, local: int) -> int:
         """The exchange's time (ccxt fetch_time) when it serves one, else ours; logs the offset."""
         if not self.exchange.has.get("fetchTime"):
@@ -225,10 +252,11 @@ class Ticker:
 
         t0 = time.perf_counter()
         fetch_error = None
+        last = self.store.last_timestamp(self.settings.exchange.id, self.symbol, self.timeframe)
+        screen = self._screen(last)
         try:
             from chartrl.market.fetch import update_series
 
-            last = self.store.last_timestamp(self.settings.exchange.id, self.symbol, self.timeframe)
             # Fetch the newest stored candle again: a revised one (the exchange corrected it, or
             # we stored it too early) replaces it instead of staying wrong for good.
             since = None if last is None else min(int(to_ms(last)), target)
@@ -239,6 +267,7 @@ class Ticker:
                 exchange=self.exchange,
                 store=self.store,
                 now_ms=lambda: now,
+                screen=screen,
             )
         except TemporaryError as exc:
             fetch_error = str(
@@ -267,6 +296,13 @@ class Ticker:
             )
         last_ms = int(to_ms(candles["timestamp"].iloc[-1]))
         load_ms = _ms(t0)
+        if last_ms != target and target in screen.held:
+            return self._missed(
+                target,
+                "price_quarantined",
+                "the candle's prices are outside data.price_band of the last trusted close",
+                timings | {"total_ms": _ms(t_start)},
+            )
         if last_ms != target:
             return self._missed(
                 target,
