@@ -28,7 +28,8 @@ from chartrl.account.risk import RiskGuard
 from chartrl.config.settings import Settings
 from chartrl.daemon.clock import Clock, as_clock
 from chartrl.daemon.model import WARMUP_CANDLES, PolicyRunner
-from chartrl.errors import ChartrlError, DataError, TemporaryError, TradingHalted, UsageError
+from chartrl.daemon.tick_guards import TickGuards, exchange_settings
+from chartrl.errors import ChartrlError, DataError, TemporaryError, TradingHalted
 from chartrl.logs import get_logger
 from chartrl.market.candles import to_ms
 from chartrl.market.exchange import make_exchange
@@ -39,7 +40,6 @@ from chartrl.timeframe import (
     candles_between,
     last_closed_open_ms,
     shift_open_ms,
-    timeframe_seconds,
 )
 
 ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
@@ -71,7 +71,7 @@ class TickResult:
         return d
 
 
-class Ticker:
+class Ticker(TickGuards):
     """The tick of one symbol; construct once, call :meth:`tick` at every candle close."""
 
     def __init__(
@@ -90,7 +90,7 @@ class Ticker:
         self.mode = settings.trading.mode
         self.clock = as_clock(clock)
         self.log = get_logger("chartrl.tick", symbol=self.symbol, mode=self.mode)
-        self.exchange = exchange or make_exchange(_exchange_settings(settings))
+        self.exchange = exchange or make_exchange(exchange_settings(settings))
         self.store = CandleStore(settings.data_dir)
         self.ledger = ledger or Ledger.for_data_dir(settings.data_dir)
         self._own_ledger = ledger is None
@@ -170,60 +170,6 @@ class Ticker:
             # A lost order is looked up again at every tick (with backoff) until it resolves.
             self.log.warning("started_with_unresolved_orders", error=str(exc))
         return account
-
-    def _screen(self, last: Any) -> Any:
-        """The price screen of this fetch: against the close of the newest stored candle."""
-        from chartrl.daemon.sanity import Screen
-
-        reference = None
-        if last is not None:
-            try:
-                # The re-fetched newest candle is judged against the one before it.
-                span = pd.Timedelta(seconds=10 * timeframe_seconds(self.timeframe))
-                recent = self.store.load(
-                    self.settings.exchange.id,
-                    self.symbol,
-                    self.timeframe,
-                    start=last - span,
-                    end=last,
-                )
-                reference = float(recent["close"].iloc[-2 if len(recent) > 1 else -1])
-            except DataError:
-                reference = None
-        return Screen(reference, self.settings.data.price_band)
-
-    def _exchange_now(self, local: int) -> int:
-        """The exchange's time (ccxt fetch_time) when it serves one, else ours; logs the offset."""
-        if not self.exchange.has.get("fetchTime"):
-            return local
-        try:
-            now = int(self.exchange.fetch_time())
-        except Exception as exc:  # noqa: BLE001 - unreachable now: the fetch below reports it
-            self.log.debug("exchange_time_unavailable", error=str(exc)[:200])
-            return local
-        if abs(now - local) > 1000:
-            self.log.warning("clock_offset", offset_ms=now - local, using="the exchange's clock")
-        return now
-
-    def _max_skew_ms(self) -> float:
-        # An accelerated clock (demo, soak) magnifies the wall-clock jitter by its speed.
-        speed = getattr(self.clock, "speed", None) or 1.0
-        return self.settings.daemon.max_clock_skew_seconds * 1000 * max(1.0, float(speed))
-
-    def _check_market(self) -> None:
-        """Every mode: a market the exchange lists without our symbol fails the start (exit 2)
-        instead of every tick. An unreachable exchange is not a verdict: the first tick checks."""
-        import difflib
-
-        markets = getattr(self.exchange, "markets", None)
-        if isinstance(markets, dict) and markets and self.symbol not in markets:
-            self.close()
-            close = difflib.get_close_matches(self.symbol, list(markets), n=5, cutoff=0.5)
-            hint = f"close matches: {', '.join(close)}" if close else "see the exchange's markets"
-            raise UsageError(
-                f"{self.settings.exchange.id} has no market {self.symbol!r}; check market.symbol "
-                f"(--symbol); {hint}"
-            )
 
     def close(self) -> None:
         if self._own_ledger:
@@ -562,13 +508,6 @@ class Ticker:
         if halt == "ledger_halt":
             halt = ", ".join(sorted({h.reason for h in self.ledger.active_halts()}))
         return text + (f" | HALTED ({halt}): chartrl halt clear resumes" if halt else "")
-
-
-def _exchange_settings(settings: Settings) -> Any:
-    """The exchange settings a tick connects with: paper never sends API keys, whatever is set."""
-    if settings.trading.mode == "paper":
-        return settings.exchange.model_copy(update={"api_key": None, "api_secret": None})
-    return settings.exchange
 
 
 def ticker_factory(live: bool = False) -> Any:
