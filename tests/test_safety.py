@@ -690,3 +690,41 @@ def test_a_50x_print_on_the_newest_candle_is_quarantined_then_dropped(tmp_path: 
             assert prices and max(prices) < 2 * float(candles["close"].iloc[299])
         finally:
             t.close()
+
+
+# -- 8. a stuck partial fill is cancelled; a failed cancel halts with the reason ------------------
+@pytest.mark.parametrize("cancel_fails", [False, True])
+def test_a_stuck_partial_fill_is_cancelled_or_halts(tmp_path: Path, cancel_fails: bool) -> None:
+    import ccxt
+
+    from chartrl.errors import TemporaryError, TradingHalted
+
+    with ExchangeSim(CANDLES, partial_fills=1000) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url, cancel_after_seconds=0.5), led)
+        acc.execute(Action.BUY, _candle())
+        order = led.orders("live")[0]
+        assert order.state == "partially_filled"
+        if cancel_fails:
+
+            def refuse(*_a, **_k):
+                raise ccxt.ExchangeError("binance cancel refused")
+
+            acc.exchange.cancel_order = refuse
+        time.sleep(0.6)
+        if cancel_fails:
+            with pytest.raises(TradingHalted, match="cancel_failed"):
+                acc.execute(Action.HOLD, _candle())
+            assert [h.reason for h in led.active_halts()] == ["cancel_failed"]
+            return
+        try:
+            acc.execute(Action.HOLD, _candle())
+        except TemporaryError:
+            acc.execute(Action.HOLD, _candle())
+        order = led.order(order.client_order_id)
+        assert order.state == "canceled" and "canceled by chartrl" in order.error
+        assert [o["status"] for o in sim.orders()] == ["CANCELED"]
+        assert led.active_halts() == [] and acc.position > 0
+        fill = acc.execute(Action.SELL, _candle())  # trading goes on with what it did buy
+        assert fill is not None and fill.side == "sell"
+        led.close()

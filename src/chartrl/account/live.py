@@ -105,6 +105,7 @@ class LiveAccount(Reconciler, Account):
         self.sleep = sleep
         self.grace_ms = int(settings.trading.order_lookup_grace_seconds * 1000)
         self.lost_deadline_ms = int(settings.trading.order_lost_deadline_seconds * 1000)
+        self.cancel_after_ms = int(settings.trading.cancel_after_seconds * 1000)
         self._lookups: dict[str, tuple[float, float]] = {}
         """Lost orders: client id -> (monotonic time of the next look-up, current backoff)."""
         self.log = get_logger("chartrl.live", symbol=self.symbol, exchange=settings.exchange.id)

@@ -196,6 +196,13 @@ class TradingSettings(_Section):
         description="Live: an order the exchange does not know is declared never-arrived only this long after it was "
         "recorded (must exceed the request's recvWindow, 10 s in ccxt's binance), so a delayed request cannot double it.",
     )
+    cancel_after_seconds: float = Field(
+        120.0,
+        ge=0,
+        le=86400,
+        description="Live: the unfilled remainder of an order still open this long after it was recorded is "
+        "cancelled (what it filled stays); a cancel that fails halts trading with the reason.",
+    )
     order_lost_deadline_seconds: float = Field(
         3600.0,
         ge=0,
