@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chartrl.account.base import Candle
 from chartrl.account.ledger import Ledger
@@ -727,4 +729,75 @@ def test_a_stuck_partial_fill_is_cancelled_or_halts(tmp_path: Path, cancel_fails
         assert led.active_halts() == [] and acc.position > 0
         fill = acc.execute(Action.SELL, _candle())  # trading goes on with what it did buy
         assert fill is not None and fill.side == "sell"
+        led.close()
+
+
+# -- beyond the list: property-based bookkeeping (hypothesis) ---------------------------------------
+
+_ACTIONS = st.lists(st.sampled_from([Action.BUY, Action.SELL, Action.HOLD]), min_size=1, max_size=5)
+_FAULTS = st.lists(
+    st.sampled_from(["drop_response", "reset", "503", "none"]), min_size=1, max_size=5
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(actions=_ACTIONS, faults=_FAULTS, external=st.sampled_from([0.0, 3.0]), data=st.data())
+def test_bookkeeping_survives_lost_shuffled_and_duplicated_updates(
+    tmp_path_factory, actions, faults, external, data
+) -> None:
+    """Faults on order submission (answer dropped after the order is placed, connection reset
+    before it, a 5xx after it was processed), then the exchange's order updates replayed in a
+    shuffled, duplicated order with some dropped. Whatever happens: the position is the sum of
+    the bot's own fills, no client id reached the exchange twice, the operator's coins are
+    untouched, and after reconciliation the ledger agrees with the exchange."""
+    from chartrl.errors import TemporaryError
+    from chartrl.testing.exchange_sim.faults import FaultPlan
+
+    plan = FaultPlan()
+    for kind in faults:
+        if kind != "none":
+            plan.add("/api/v3/order", kind, 1, None, method="POST", process=kind != "reset")
+    tmp = tmp_path_factory.mktemp("prop")
+    with ExchangeSim(CANDLES, faults=plan, balances={"USDT": 10_000.0, "BTC": external}) as sim:
+        led = Ledger.for_data_dir(tmp)
+        acc = _account(_live(sim.url, order_lost_deadline_seconds=0.0), led)
+        for action in actions:
+            try:
+                acc.execute(action, _candle())
+            except TemporaryError:
+                pass  # an ambiguous send: looked up, never re-sent
+        deadline = time.monotonic() + 20
+        while acc.reconcile() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert acc.reconcile() == []
+        # Replay what the exchange says of every order, shuffled, duplicated and thinned.
+        remote = [
+            acc.exchange.fetch_order(None, "BTC/USDT", {"clientOrderId": o["clientOrderId"]})
+            for o in sim.orders()
+        ]
+        updates = data.draw(st.lists(st.sampled_from(remote), max_size=8)) if remote else []
+        for r in updates:
+            order = led.order(r["clientOrderId"])
+            trades = data.draw(st.permutations(r.get("trades") or []))
+            acc._apply(order, r | {"trades": list(trades) + list(trades[:1])})
+        fills = led.fills("live")
+        # No client id was sent twice; every exchange order is in the ledger with its fills.
+        cids = [o["clientOrderId"] for o in sim.orders()]
+        assert len(cids) == len(set(cids))
+        assert {str(t["id"]) for t in sim.trades()} == {f.trade_id for f in fills}
+        for o in sim.orders():
+            assert led.order(o["clientOrderId"]).filled == pytest.approx(float(o["executedQty"]))
+        # The position is the sum of the bot's own fills; the operator's coins are untouched.
+        held = sum((1 if f.side == "buy" else -1) * f.amount for f in fills) - sum(
+            f.fee for f in fills if f.fee_currency == "BTC"
+        )
+        assert held >= -1e-9  # it never sold more than its own fills bought
+        acc.refresh_balances()
+        assert acc.position == pytest.approx(max(held, 0.0), abs=1e-9)
+        assert sim.balances()["BTC"] == pytest.approx(external + held, abs=1e-9)
+        assert acc.check_balances().ok
         led.close()
