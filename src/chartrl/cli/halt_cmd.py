@@ -76,7 +76,8 @@ def _clear(args: argparse.Namespace) -> None:
         )
     if any(h.reason == "balance_mismatch" for h in cleared):
         print(
-            "the live account takes the exchange's balances as its new baseline at its next start"
+            "at its next start the live account first imports the fills of orders it had given up "
+            "on, then takes the exchange's balances as its new baseline"
         )
     if s.halt_file.exists():
         if args.keep_file:
