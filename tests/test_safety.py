@@ -801,3 +801,37 @@ def test_bookkeeping_survives_lost_shuffled_and_duplicated_updates(
         assert sim.balances()["BTC"] == pytest.approx(external + held, abs=1e-9)
         assert acc.check_balances().ok
         led.close()
+
+
+# -- 19. one misfire, one tick_missed event --------------------------------------------------------
+def test_one_scheduler_misfire_gives_one_tick_missed_event(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from structlog.testing import capture_logs
+
+    from chartrl.daemon.sdnotify import Notifier
+    from chartrl.daemon.service import Daemon
+    from chartrl.daemon.tick import Ticker
+    from chartrl.testing.exchange_sim.clock import SimClock
+
+    candles = synthetic_candles(400, seed=5)
+    hour = 3_600_000
+    first = int(candles["timestamp"].iloc[300].value // 1_000_000)
+    with ExchangeSim(candles, clock=SimClock(first + hour + 5_000)) as sim:
+        s = _paper(tmp_path, sim)
+        t = Ticker(s, clock=sim.clock)
+        daemon = Daemon(s, lambda _s: t, notifier=Notifier({}))
+        daemon.ticker = t
+        try:
+            assert t.tick().status == "done"
+            with capture_logs() as logs:
+                # The run due after the next candle closed was skipped by the scheduler ...
+                when = datetime.fromtimestamp((first + 2 * hour + 5_000) / 1000, UTC)
+                daemon._on_missed(SimpleNamespace(job_id="tick:BTC/USDT", scheduled_run_time=when))
+                sim.clock.advance(2 * hour)  # ... and the one after it runs
+                assert t.tick().status == "done"
+        finally:
+            t.close()
+    assert sum(e["event"] == "tick_missed" for e in logs) == 1
+    assert t.missed == 1

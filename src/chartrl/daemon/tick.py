@@ -122,6 +122,7 @@ class Ticker(TickGuards):
             self.hidden, self.hidden_ms = saved[0], saved[1]
         self.last: TickResult | None = None
         self.ticks = self.missed = 0
+        self._reported_missed: set[int] = set()
 
     # ----------------------------------------------------------------------------- set-up
     def _market_rules(self) -> MarketRules:
@@ -265,6 +266,11 @@ class Ticker(TickGuards):
             if previous is None
             else candles_between(previous["candle_ms"], target, self.timeframe) - 1
         )
+        reported = {
+            m for m in self._reported_missed if previous and previous["candle_ms"] < m < target
+        }
+        self._reported_missed -= {m for m in self._reported_missed if m < target}
+        gap -= len(reported)  # already reported as a scheduler misfire: one event per miss
         if gap > 0:
             self.missed += gap
             self.log.warning(
@@ -478,14 +484,11 @@ class Ticker(TickGuards):
         return result
 
     def record_missed(self, scheduled_ms: int, reason: str) -> None:
-        """The scheduler skipped a run (too late): logged here, caught up by the next tick's gap check."""
+        """The scheduler skipped a run (too late). The daemon logged it (one ``tick_missed``);
+        here it is only remembered, so the next tick's gap check does not report it again."""
         self.missed += 1
-        self.log.warning(
-            "tick_missed",
-            candle=_iso(last_closed_open_ms(scheduled_ms, self.timeframe)),
-            count=1,
-            reason=reason,
-        )
+        self._reported_missed.add(last_closed_open_ms(scheduled_ms, self.timeframe))
+        self.log.debug("tick_missed_recorded", reason=reason)
 
     def _finish(self, result: TickResult) -> TickResult:
         self.ticks += 1
