@@ -835,3 +835,17 @@ def test_one_scheduler_misfire_gives_one_tick_missed_event(tmp_path: Path) -> No
             t.close()
     assert sum(e["event"] == "tick_missed" for e in logs) == 1
     assert t.missed == 1
+
+
+def test_halt_show_on_a_newer_ledger_says_upgrade_not_migrate(tmp_path: Path, capsys) -> None:
+    import sqlite3
+
+    from chartrl.account.ledger import ledger_path
+
+    Ledger.for_data_dir(tmp_path).close()
+    conn = sqlite3.connect(ledger_path(tmp_path))
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    assert _cli("halt", "--data-dir", str(tmp_path), "show") == 1
+    err = capsys.readouterr().err
+    assert "upgrade chartrl" in err and "start the daemon" not in err, err
