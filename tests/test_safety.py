@@ -849,3 +849,16 @@ def test_halt_show_on_a_newer_ledger_says_upgrade_not_migrate(tmp_path: Path, ca
     assert _cli("halt", "--data-dir", str(tmp_path), "show") == 1
     err = capsys.readouterr().err
     assert "upgrade chartrl" in err and "start the daemon" not in err, err
+
+
+def test_units_do_not_restart_a_configuration_error_and_agree_with_the_readme() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for unit in ("chartrl.service", "chartrl-user.service"):
+        assert "RestartPreventExitStatus=2" in (root / "systemd" / unit).read_text()
+    header = (root / "systemd" / "chartrl.service").read_text()
+    readme = (root / "README.md").read_text()
+    for line in (
+        "install -d -m 0750 -o root -g chartrl /etc/chartrl",
+        "install -m 0640 -o root -g chartrl config/chartrl.toml /etc/chartrl/chartrl.toml",
+    ):
+        assert line in readme and line in header, line
