@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chartrl.account.base import Candle
 from chartrl.account.ledger import Ledger
@@ -632,3 +634,231 @@ def test_status_shows_the_position_right_after_a_live_buy(tmp_path: Path) -> Non
         assert st.position == pytest.approx(sim.balances()["BTC"]) and st.position > 0
         assert st.cash == pytest.approx(sim.balances()["USDT"])
         led.close()
+
+
+# -- 4. the exchange's clock decides which candle has closed -------------------------------------
+@pytest.mark.parametrize("ahead_s", [10, 60])
+def test_a_candle_is_final_by_the_exchanges_clock(tmp_path: Path, ahead_s: int) -> None:
+    from chartrl.daemon.clock import FixedClock
+    from chartrl.daemon.tick import Ticker
+    from chartrl.market.candles import to_ms
+    from chartrl.testing.exchange_sim.clock import SimClock
+
+    candles = synthetic_candles(400, seed=5)
+    forming = int(candles["timestamp"].iloc[300].value // 1_000_000)
+    exchange_now = forming + 3_600_000 - 5_000  # candle 300 closes in 5 s, by the exchange
+    with ExchangeSim(candles, clock=SimClock(exchange_now)) as sim:
+        s = _paper(tmp_path, sim)
+        s = s.model_copy(update={"exchange": s.exchange.model_copy(update={"api_key": None})})
+        t = Ticker(s, clock=FixedClock(exchange_now + ahead_s * 1000))  # our clock runs ahead
+        try:
+            result = t.tick()
+            last = t.store.last_timestamp("binance", "BTC/USDT", "1h")
+        finally:
+            t.close()
+    assert last is None or int(to_ms(last)) < forming  # the forming candle was never stored
+    if ahead_s < s.daemon.max_clock_skew_seconds:
+        assert result.status == "done" and result.candle_ms == forming - 3_600_000
+    else:
+        assert result.status == "missed" and result.reason == "clock_skew"
+        assert Ledger.for_data_dir(s.data_dir).decisions("BTC/USDT") == []
+
+
+# -- 5. a bad print is quarantined, never stored or traded on -------------------------------------
+def test_a_50x_print_on_the_newest_candle_is_quarantined_then_dropped(tmp_path: Path) -> None:
+    from chartrl.daemon.tick import Ticker
+    from chartrl.market.candles import to_ms
+    from chartrl.testing.exchange_sim.clock import SimClock
+
+    candles = synthetic_candles(400, seed=5)
+    candles.loc[300, ["high", "close"]] = candles.loc[300, "close"] * 50
+    bad = int(candles["timestamp"].iloc[300].value // 1_000_000)
+    hour = 3_600_000
+    with ExchangeSim(candles, clock=SimClock(bad + hour + 5_000)) as sim:
+        s = _paper(tmp_path, sim)
+        t = Ticker(s, clock=sim.clock)
+        try:
+            first = t.tick()
+            assert first.status == "missed" and first.reason == "price_quarantined"
+            stored = t.store.load("binance", "BTC/USDT", "1h")
+            assert int(to_ms(stored["timestamp"].iloc[-1])) == bad - hour
+            sim.clock.advance(hour)  # the next candle is back at the trusted level
+            second = t.tick()
+            assert second.status == "done" and second.candle_ms == bad + hour
+            stored = t.store.load("binance", "BTC/USDT", "1h")
+            assert bad not in {int(to_ms(x)) for x in stored["timestamp"]}
+            assert stored["close"].max() < 2 * stored["close"].median()
+            prices = [d["price"] for d in t.ledger.decisions("BTC/USDT")]
+            assert prices and max(prices) < 2 * float(candles["close"].iloc[299])
+        finally:
+            t.close()
+
+
+# -- 8. a stuck partial fill is cancelled; a failed cancel halts with the reason ------------------
+@pytest.mark.parametrize("cancel_fails", [False, True])
+def test_a_stuck_partial_fill_is_cancelled_or_halts(tmp_path: Path, cancel_fails: bool) -> None:
+    import ccxt
+
+    from chartrl.errors import TemporaryError, TradingHalted
+
+    with ExchangeSim(CANDLES, partial_fills=1000) as sim:
+        led = Ledger.for_data_dir(tmp_path)
+        acc = _account(_live(sim.url, cancel_after_seconds=0.5), led)
+        acc.execute(Action.BUY, _candle())
+        order = led.orders("live")[0]
+        assert order.state == "partially_filled"
+        if cancel_fails:
+
+            def refuse(*_a, **_k):
+                raise ccxt.ExchangeError("binance cancel refused")
+
+            acc.exchange.cancel_order = refuse
+        time.sleep(0.6)
+        if cancel_fails:
+            with pytest.raises(TradingHalted, match="cancel_failed"):
+                acc.execute(Action.HOLD, _candle())
+            assert [h.reason for h in led.active_halts()] == ["cancel_failed"]
+            return
+        try:
+            acc.execute(Action.HOLD, _candle())
+        except TemporaryError:
+            acc.execute(Action.HOLD, _candle())
+        order = led.order(order.client_order_id)
+        assert order.state == "canceled" and "canceled by chartrl" in order.error
+        assert [o["status"] for o in sim.orders()] == ["CANCELED"]
+        assert led.active_halts() == [] and acc.position > 0
+        fill = acc.execute(Action.SELL, _candle())  # trading goes on with what it did buy
+        assert fill is not None and fill.side == "sell"
+        led.close()
+
+
+# -- beyond the list: property-based bookkeeping (hypothesis) ---------------------------------------
+
+_ACTIONS = st.lists(st.sampled_from([Action.BUY, Action.SELL, Action.HOLD]), min_size=1, max_size=5)
+_FAULTS = st.lists(
+    st.sampled_from(["drop_response", "reset", "503", "none"]), min_size=1, max_size=5
+)
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(actions=_ACTIONS, faults=_FAULTS, external=st.sampled_from([0.0, 3.0]), data=st.data())
+def test_bookkeeping_survives_lost_shuffled_and_duplicated_updates(
+    tmp_path_factory, actions, faults, external, data
+) -> None:
+    """Faults on order submission (answer dropped after the order is placed, connection reset
+    before it, a 5xx after it was processed), then the exchange's order updates replayed in a
+    shuffled, duplicated order with some dropped. Whatever happens: the position is the sum of
+    the bot's own fills, no client id reached the exchange twice, the operator's coins are
+    untouched, and after reconciliation the ledger agrees with the exchange."""
+    from chartrl.errors import TemporaryError
+    from chartrl.testing.exchange_sim.faults import FaultPlan
+
+    plan = FaultPlan()
+    for kind in faults:
+        if kind != "none":
+            plan.add("/api/v3/order", kind, 1, None, method="POST", process=kind != "reset")
+    tmp = tmp_path_factory.mktemp("prop")
+    with ExchangeSim(CANDLES, faults=plan, balances={"USDT": 10_000.0, "BTC": external}) as sim:
+        led = Ledger.for_data_dir(tmp)
+        acc = _account(_live(sim.url, order_lost_deadline_seconds=0.0), led)
+        for action in actions:
+            try:
+                acc.execute(action, _candle())
+            except TemporaryError:
+                pass  # an ambiguous send: looked up, never re-sent
+        deadline = time.monotonic() + 20
+        while acc.reconcile() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert acc.reconcile() == []
+        # Replay what the exchange says of every order, shuffled, duplicated and thinned.
+        remote = [
+            acc.exchange.fetch_order(None, "BTC/USDT", {"clientOrderId": o["clientOrderId"]})
+            for o in sim.orders()
+        ]
+        updates = data.draw(st.lists(st.sampled_from(remote), max_size=8)) if remote else []
+        for r in updates:
+            order = led.order(r["clientOrderId"])
+            trades = data.draw(st.permutations(r.get("trades") or []))
+            acc._apply(order, r | {"trades": list(trades) + list(trades[:1])})
+        fills = led.fills("live")
+        # No client id was sent twice; every exchange order is in the ledger with its fills.
+        cids = [o["clientOrderId"] for o in sim.orders()]
+        assert len(cids) == len(set(cids))
+        assert {str(t["id"]) for t in sim.trades()} == {f.trade_id for f in fills}
+        for o in sim.orders():
+            assert led.order(o["clientOrderId"]).filled == pytest.approx(float(o["executedQty"]))
+        # The position is the sum of the bot's own fills; the operator's coins are untouched.
+        held = sum((1 if f.side == "buy" else -1) * f.amount for f in fills) - sum(
+            f.fee for f in fills if f.fee_currency == "BTC"
+        )
+        assert held >= -1e-9  # it never sold more than its own fills bought
+        acc.refresh_balances()
+        assert acc.position == pytest.approx(max(held, 0.0), abs=1e-9)
+        assert sim.balances()["BTC"] == pytest.approx(external + held, abs=1e-9)
+        assert acc.check_balances().ok
+        led.close()
+
+
+# -- 19. one misfire, one tick_missed event --------------------------------------------------------
+def test_one_scheduler_misfire_gives_one_tick_missed_event(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from structlog.testing import capture_logs
+
+    from chartrl.daemon.sdnotify import Notifier
+    from chartrl.daemon.service import Daemon
+    from chartrl.daemon.tick import Ticker
+    from chartrl.testing.exchange_sim.clock import SimClock
+
+    candles = synthetic_candles(400, seed=5)
+    hour = 3_600_000
+    first = int(candles["timestamp"].iloc[300].value // 1_000_000)
+    with ExchangeSim(candles, clock=SimClock(first + hour + 5_000)) as sim:
+        s = _paper(tmp_path, sim)
+        t = Ticker(s, clock=sim.clock)
+        daemon = Daemon(s, lambda _s: t, notifier=Notifier({}))
+        daemon.ticker = t
+        try:
+            assert t.tick().status == "done"
+            with capture_logs() as logs:
+                # The run due after the next candle closed was skipped by the scheduler ...
+                when = datetime.fromtimestamp((first + 2 * hour + 5_000) / 1000, UTC)
+                daemon._on_missed(SimpleNamespace(job_id="tick:BTC/USDT", scheduled_run_time=when))
+                sim.clock.advance(2 * hour)  # ... and the one after it runs
+                assert t.tick().status == "done"
+        finally:
+            t.close()
+    assert sum(e["event"] == "tick_missed" for e in logs) == 1
+    assert t.missed == 1
+
+
+def test_halt_show_on_a_newer_ledger_says_upgrade_not_migrate(tmp_path: Path, capsys) -> None:
+    import sqlite3
+
+    from chartrl.account.ledger import ledger_path
+
+    Ledger.for_data_dir(tmp_path).close()
+    conn = sqlite3.connect(ledger_path(tmp_path))
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    assert _cli("halt", "--data-dir", str(tmp_path), "show") == 1
+    err = capsys.readouterr().err
+    assert "upgrade chartrl" in err and "start the daemon" not in err, err
+
+
+def test_units_do_not_restart_a_configuration_error_and_agree_with_the_readme() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for unit in ("chartrl.service", "chartrl-user.service"):
+        assert "RestartPreventExitStatus=2" in (root / "systemd" / unit).read_text()
+    header = (root / "systemd" / "chartrl.service").read_text()
+    readme = (root / "README.md").read_text()
+    for line in (
+        "install -d -m 0750 -o root -g chartrl /etc/chartrl",
+        "install -m 0640 -o root -g chartrl config/chartrl.toml /etc/chartrl/chartrl.toml",
+    ):
+        assert line in readme and line in header, line

@@ -114,6 +114,11 @@ class Ledger:
                 f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
             )
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(migrations):  # migrating cannot help: only a newer chartrl reads it
+                raise ChartrlError(
+                    f"ledger {self.path} is schema v{version}, newer than this chartrl reads "
+                    f"(v{len(migrations)}); upgrade chartrl"
+                )
             if version != len(migrations):
                 raise ChartrlError(
                     f"ledger {self.path} is schema v{version}, this chartrl reads v{len(migrations)}; "

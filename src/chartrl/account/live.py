@@ -37,7 +37,7 @@ from chartrl.account.live_books import (
     expected_balances,
 )
 from chartrl.account.live_reconcile import CLIENT_ID_PREFIX, MODE, Reconciler
-from chartrl.actions import Action
+from chartrl.account.live_sizing import Sizing
 from chartrl.config.settings import Settings
 from chartrl.errors import ConfigError, OperationalError, TemporaryError, TradingHalted, UsageError
 from chartrl.logs import get_logger
@@ -80,7 +80,7 @@ def new_client_order_id() -> str:
     return CLIENT_ID_PREFIX + uuid.uuid4().hex[:28]
 
 
-class LiveAccount(Reconciler, Account):
+class LiveAccount(Reconciler, Sizing, Account):
     """Market orders on a ccxt exchange for one symbol, long-only spot, all recorded in the ledger."""
 
     def __init__(
@@ -105,6 +105,7 @@ class LiveAccount(Reconciler, Account):
         self.sleep = sleep
         self.grace_ms = int(settings.trading.order_lookup_grace_seconds * 1000)
         self.lost_deadline_ms = int(settings.trading.order_lost_deadline_seconds * 1000)
+        self.cancel_after_ms = int(settings.trading.cancel_after_seconds * 1000)
         self._lookups: dict[str, tuple[float, float]] = {}
         """Lost orders: client id -> (monotonic time of the next look-up, current backoff)."""
         self.log = get_logger("chartrl.live", symbol=self.symbol, exchange=settings.exchange.id)
@@ -272,83 +273,6 @@ class LiveAccount(Reconciler, Account):
         )
 
     # -- orders ---------------------------------------------------------------------------------------
-    def _amount(self, amount: float) -> float:
-        try:
-            return float(self.exchange.amount_to_precision(self.symbol, amount))
-        except Exception as exc:  # noqa: BLE001 - ccxt raises InvalidOrder when it rounds to 0
-            if "precision" in str(exc):
-                return 0.0
-            raise ccxt_errors.translate(exc, f"round amount {amount} for {self.symbol}") from exc
-
-    def _tradable_position(self, price: float) -> float:
-        """Base held, or 0 when it is dust below the market's minimums (fees paid in the base leave some):
-        dust can be neither sold nor counted as a position, so the policy must see the account as flat."""
-        limits = self.market.get("limits") or {}
-        min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
-        min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
-        held = self._amount(self.own.get(self.base, 0.0))
-        return held if held > 0 and held >= min_amount and held * price >= min_cost else 0.0
-
-    def _size(
-        self, action: int, price: float, max_notional: float | None
-    ) -> tuple[str, float, float | None] | None:
-        """(side, amount, quote cost of a buy by cost) to send, or None when the action trades
-        nothing; reasons are logged."""
-        limits = self.market.get("limits") or {}
-        min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
-        min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
-        # Only the bot's own coins: its budget's quote, the base its own fills bought.
-        free_quote = min(self.free.get(self.quote, 0.0), self.own.get(self.quote, 0.0))
-        free_base = min(self.free.get(self.base, 0.0), self.own.get(self.base, 0.0))
-        if action == Action.BUY:
-            held = self._tradable_position(price)
-            if held > 0:
-                return self._skip("already_long", position=held)
-            budget = min(free_quote, self.equity(price) * self.settings.trading.position_fraction)
-            if max_notional is not None:
-                budget = min(budget, max_notional)
-            if self.exchange.has.get("createMarketBuyOrderWithCost"):
-                # Buy by quote amount (Binance quoteOrderQty): slippage changes what we get, never
-                # what we spend. The fee's room covers an exchange that charges it in the quote.
-                cost = float(
-                    self.exchange.cost_to_precision(self.symbol, budget / (1 + self.fee_rate))
-                )
-                amount = self._amount(cost / price)  # what the ledger records: an estimate
-                if amount * price < min_cost:
-                    return self._skip("below_min_notional", notional=cost, min_notional=min_cost)
-                return ("buy", amount, cost) if cost > 0 else self._skip("no_quote_budget")
-            # Sized from the ticker now, not the candle's open, with room for the move meanwhile.
-            price = self._ask(price)
-            margin = (1 + self.fee_rate) * (
-                1
-                + (self.settings.trading.slippage_bps + self.settings.trading.buy_margin_bps) / 1e4
-            )
-            amount = self._amount(budget / (price * margin))
-            if amount * price * margin > free_quote + 1e-9:
-                return self._skip(
-                    "insufficient_free_balance", need=amount * price * margin, free=free_quote
-                )
-            side = "buy"
-        elif action == Action.SELL:
-            amount, side = self._amount(free_base), "sell"
-            if amount <= 0:
-                return self._skip("flat")
-        else:
-            return None
-        if amount <= 0 or amount < min_amount:
-            return self._skip("below_min_amount", amount=amount, min_amount=min_amount)
-        if amount * price < min_cost:
-            return self._skip("below_min_notional", notional=amount * price, min_notional=min_cost)
-        return side, amount, None
-
-    def _ask(self, fallback: float) -> float:
-        ticker = self._call("fetch ticker", self.exchange.fetch_ticker, self.symbol)
-        return float(ticker.get("ask") or ticker.get("last") or fallback)
-
-    def _skip(self, reason: str, **kw: Any) -> None:
-        self.log.info("order_skipped", reason=reason, **kw)
-        return None
-
     def execute(
         self,
         action: int,

@@ -49,6 +49,8 @@ class Reconciler:
                 resolved = self._resolve(resolved)
             if resolved.state in ("open", "partially_filled"):
                 resolved = self._settle(resolved)
+                if not resolved.final and now_ms() - resolved.created_ms >= self.cancel_after_ms:
+                    resolved = self._cancel(resolved)
             if not resolved.final:
                 left.append(resolved)
         return left
@@ -92,6 +94,34 @@ class Reconciler:
             return self.ledger.order(cid)  # type: ignore[return-value]
         self._lookups.pop(cid, None)
         return self._apply(order, remote)
+
+    def _cancel(self, order: OrderRow) -> OrderRow:
+        """Cancel the unfilled remainder of an order stuck open; what it filled stays recorded.
+        A cancel that fails halts: an order we cannot end would block trading forever."""
+        cid = order.client_order_id
+        try:
+            self.exchange.cancel_order(order.exchange_order_id, self.symbol, {"clientOrderId": cid})
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            if not ccxt_errors.is_not_found(exc):  # not found: it ended meanwhile; look it up
+                err = ccxt_errors.translate(exc, f"cancel order {cid}")
+                self._halt(
+                    "cancel_failed",
+                    f"order {cid} is {order.state} ({order.filled:g} filled) and could not be "
+                    f"cancelled: {err}; cancel it on the exchange",
+                )
+        resolved = self._resolve(order)
+        if not resolved.final:
+            self._halt(
+                "cancel_failed",
+                f"order {cid} is still {resolved.state} after its cancel; cancel it on the exchange",
+            )
+        age = (now_ms() - order.created_ms) / 1000
+        self.ledger.update_order(
+            cid,
+            error=f"remainder canceled by chartrl after {age:.0f} s ({resolved.filled:g} filled)",
+        )
+        self.log.warning("order_canceled", client_order_id=cid, filled=resolved.filled, after_s=age)
+        return self.ledger.order(cid)  # type: ignore[return-value]
 
     def recover_orders(self, limit: int = 50) -> int:
         """Look up the recent orders the ledger holds as rejected or unresolved, and record what

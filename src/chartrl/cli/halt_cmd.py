@@ -78,7 +78,8 @@ def resume(s: Any, cleared_by: str, keep_file: bool = False) -> list[str]:
     ]
     if any(h.reason == "balance_mismatch" for h in cleared):
         lines.append(
-            "the live account takes the exchange's balances as its new baseline at its next start"
+            "at its next start the live account first imports the fills of orders it had given up "
+            "on, then takes the exchange's balances as its new baseline"
         )
     if s.halt_file.exists():
         if keep_file:

@@ -146,6 +146,13 @@ class DataSettings(_Section):
         "and the next candle's close (rule price_spike, an implausible print; the newest candle is never judged); "
         "0 turns the rule off.",
     )
+    price_band: float = Field(
+        0.25,
+        ge=0,
+        description="Daemon: a fetched candle whose prices differ from the last trusted close by more than this "
+        "fraction (either way) is suspect: the newest is quarantined (not stored, not traded, judged again at "
+        "the next fetch); an older one is kept when the next candle confirms it. 0 turns it off.",
+    )
 
 
 class TradingSettings(_Section):
@@ -188,6 +195,13 @@ class TradingSettings(_Section):
         le=3600,
         description="Live: an order the exchange does not know is declared never-arrived only this long after it was "
         "recorded (must exceed the request's recvWindow, 10 s in ccxt's binance), so a delayed request cannot double it.",
+    )
+    cancel_after_seconds: float = Field(
+        120.0,
+        ge=0,
+        le=86400,
+        description="Live: the unfilled remainder of an order still open this long after it was recorded is "
+        "cancelled (what it filled stays); a cancel that fails halts trading with the reason.",
     )
     order_lost_deadline_seconds: float = Field(
         3600.0,
@@ -287,6 +301,12 @@ class DaemonSettings(_Section):
         description="A tick running longer than this stops the watchdog heartbeat, so systemd (WatchdogSec) restarts the service.",
     )
     retrain_enabled: bool = Field(True, description="Run the nightly retrain job.")
+    max_clock_skew_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="No decision while the exchange's clock (ccxt fetch_time) and ours differ by more than "
+        "this; which candle has closed is always decided by the exchange's clock.",
+    )
     retrain_timeout: float = Field(
         4 * 3600.0,
         gt=0,

@@ -127,7 +127,7 @@ def _config(workdir: Path, url: str, strategy: str) -> Path:
     cfg.write_text(
         f'[exchange]\nid = "binance"\napi_url = "{url}"\ntimeout_ms = 1500\nrecv_window_ms = 400\nmax_retries = 3\nretry_base_delay = 0.02\n\n'
         f'[market]\nsince = "2020-01-01"\n\n[data]\ndir = "{workdir / "data"}"\n\n[chart]\n{SPEC}\n'
-        f'[trading]\nmode = "live"\norder_lookup_grace_seconds = 2.0\nposition_fraction = 0.9\n\n'
+        f'[trading]\nmode = "live"\norder_lookup_grace_seconds = 2.0\norder_lost_deadline_seconds = 3.0\nposition_fraction = 0.9\n\n'
         f'[model]\nstrategy = "{strategy}"\ndevice = "cpu"\n\n'
         "[risk]\nmax_orders_per_day = 100000\nmax_daily_loss = 1.0\nstale_after_timeframes = 1000\n\n"
         '[daemon]\ntick_delay_seconds = 20.0\n\n[log]\nlevel = "info"\n'

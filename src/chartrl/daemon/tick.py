@@ -28,13 +28,19 @@ from chartrl.account.risk import RiskGuard
 from chartrl.config.settings import Settings
 from chartrl.daemon.clock import Clock, as_clock
 from chartrl.daemon.model import WARMUP_CANDLES, PolicyRunner
-from chartrl.errors import ChartrlError, DataError, TemporaryError, TradingHalted, UsageError
+from chartrl.daemon.tick_guards import TickGuards, exchange_settings
+from chartrl.errors import ChartrlError, DataError, TemporaryError, TradingHalted
 from chartrl.logs import get_logger
 from chartrl.market.candles import to_ms
 from chartrl.market.exchange import make_exchange
 from chartrl.market.store import CandleStore
 from chartrl.strategies.base import Action
-from chartrl.timeframe import candle_close_ms, candles_between, last_closed_open_ms, shift_open_ms
+from chartrl.timeframe import (
+    candle_close_ms,
+    candles_between,
+    last_closed_open_ms,
+    shift_open_ms,
+)
 
 ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
 
@@ -65,7 +71,7 @@ class TickResult:
         return d
 
 
-class Ticker:
+class Ticker(TickGuards):
     """The tick of one symbol; construct once, call :meth:`tick` at every candle close."""
 
     def __init__(
@@ -84,7 +90,7 @@ class Ticker:
         self.mode = settings.trading.mode
         self.clock = as_clock(clock)
         self.log = get_logger("chartrl.tick", symbol=self.symbol, mode=self.mode)
-        self.exchange = exchange or make_exchange(_exchange_settings(settings))
+        self.exchange = exchange or make_exchange(exchange_settings(settings))
         self.store = CandleStore(settings.data_dir)
         self.ledger = ledger or Ledger.for_data_dir(settings.data_dir)
         self._own_ledger = ledger is None
@@ -116,6 +122,7 @@ class Ticker:
             self.hidden, self.hidden_ms = saved[0], saved[1]
         self.last: TickResult | None = None
         self.ticks = self.missed = 0
+        self._reported_missed: set[int] = set()
 
     # ----------------------------------------------------------------------------- set-up
     def _market_rules(self) -> MarketRules:
@@ -147,6 +154,11 @@ class Ticker:
             )
         from chartrl.account.live import LiveAccount, OrdersUnresolved
 
+        if not self.settings.exchange.api_url:
+            # Signed requests carry the exchange's time (ccxt measures the offset at
+            # load_markets): a drifting local clock must not have orders refused as stale. (Not
+            # for the emulator: its clock is simulated and jumps; it accepts wall-clock stamps.)
+            self.exchange.options["adjustForTimeDifference"] = True
         account = LiveAccount(self.settings, self.ledger, live=live, exchange=self.exchange)
         try:
             account.start()  # reconciles unfinished orders, compares balances
@@ -160,21 +172,6 @@ class Ticker:
             self.log.warning("started_with_unresolved_orders", error=str(exc))
         return account
 
-    def _check_market(self) -> None:
-        """Every mode: a market the exchange lists without our symbol fails the start (exit 2)
-        instead of every tick. An unreachable exchange is not a verdict: the first tick checks."""
-        import difflib
-
-        markets = getattr(self.exchange, "markets", None)
-        if isinstance(markets, dict) and markets and self.symbol not in markets:
-            self.close()
-            close = difflib.get_close_matches(self.symbol, list(markets), n=5, cutoff=0.5)
-            hint = f"close matches: {', '.join(close)}" if close else "see the exchange's markets"
-            raise UsageError(
-                f"{self.settings.exchange.id} has no market {self.symbol!r}; check market.symbol "
-                f"(--symbol); {hint}"
-            )
-
     def close(self) -> None:
         if self._own_ledger:
             self.ledger.close()
@@ -182,24 +179,42 @@ class Ticker:
     # ------------------------------------------------------------------------------ the tick
     def tick(self) -> TickResult:
         t_start = time.perf_counter()
-        now = self.clock.now_ms()
-        target = last_closed_open_ms(now, self.timeframe)
         timings: dict[str, float] = {}
+        # A candle is final by the exchange's clock, not ours (invariant 9).
+        local = self.clock.now_ms()
+        now = self._exchange_now(local)
+        target = last_closed_open_ms(now, self.timeframe)
+        if abs(now - local) > self._max_skew_ms():
+            return self._missed(
+                target,
+                "clock_skew",
+                f"the exchange's clock is {(now - local) / 1000:+.1f} s from ours (limit "
+                f"daemon.max_clock_skew_seconds = {self.settings.daemon.max_clock_skew_seconds:g}); "
+                "fix the system clock (NTP)",
+                timings | {"total_ms": _ms(t_start)},
+            )
 
         if self.runner.changed():
             self._reload_model()
 
         t0 = time.perf_counter()
         fetch_error = None
+        last = self.store.last_timestamp(self.settings.exchange.id, self.symbol, self.timeframe)
+        screen = self._screen(last)
         try:
             from chartrl.market.fetch import update_series
 
+            # Fetch the newest stored candle again: a revised one (the exchange corrected it, or
+            # we stored it too early) replaces it instead of staying wrong for good.
+            since = None if last is None else min(int(to_ms(last)), target)
             update_series(
                 self.settings,
+                since=None if since is None else pd.Timestamp(since, unit="ms", tz="UTC"),
                 progress=False,
                 exchange=self.exchange,
                 store=self.store,
                 now_ms=lambda: now,
+                screen=screen,
             )
         except TemporaryError as exc:
             fetch_error = str(
@@ -228,6 +243,13 @@ class Ticker:
             )
         last_ms = int(to_ms(candles["timestamp"].iloc[-1]))
         load_ms = _ms(t0)
+        if last_ms != target and target in screen.held:
+            return self._missed(
+                target,
+                "price_quarantined",
+                "the candle's prices are outside data.price_band of the last trusted close",
+                timings | {"total_ms": _ms(t_start)},
+            )
         if last_ms != target:
             return self._missed(
                 target,
@@ -244,6 +266,11 @@ class Ticker:
             if previous is None
             else candles_between(previous["candle_ms"], target, self.timeframe) - 1
         )
+        reported = {
+            m for m in self._reported_missed if previous and previous["candle_ms"] < m < target
+        }
+        self._reported_missed -= {m for m in self._reported_missed if m < target}
+        gap -= len(reported)  # already reported as a scheduler misfire: one event per miss
         if gap > 0:
             self.missed += gap
             self.log.warning(
@@ -457,14 +484,11 @@ class Ticker:
         return result
 
     def record_missed(self, scheduled_ms: int, reason: str) -> None:
-        """The scheduler skipped a run (too late): logged here, caught up by the next tick's gap check."""
+        """The scheduler skipped a run (too late). The daemon logged it (one ``tick_missed``);
+        here it is only remembered, so the next tick's gap check does not report it again."""
         self.missed += 1
-        self.log.warning(
-            "tick_missed",
-            candle=_iso(last_closed_open_ms(scheduled_ms, self.timeframe)),
-            count=1,
-            reason=reason,
-        )
+        self._reported_missed.add(last_closed_open_ms(scheduled_ms, self.timeframe))
+        self.log.debug("tick_missed_recorded", reason=reason)
 
     def _finish(self, result: TickResult) -> TickResult:
         self.ticks += 1
@@ -487,13 +511,6 @@ class Ticker:
         if halt == "ledger_halt":
             halt = ", ".join(sorted({h.reason for h in self.ledger.active_halts()}))
         return text + (f" | HALTED ({halt}): chartrl halt clear resumes" if halt else "")
-
-
-def _exchange_settings(settings: Settings) -> Any:
-    """The exchange settings a tick connects with: paper never sends API keys, whatever is set."""
-    if settings.trading.mode == "paper":
-        return settings.exchange.model_copy(update={"api_key": None, "api_secret": None})
-    return settings.exchange
 
 
 def ticker_factory(live: bool = False) -> Any:

@@ -224,6 +224,7 @@ def update_series(
     exchange: Any = None,
     store: CandleStore | None = None,
     now_ms: Callable[[], int] | None = None,
+    screen: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> SeriesSummary:
     """Fetch the configured series into the store and return its summary (``.added`` = new candles).
 
@@ -236,7 +237,7 @@ def update_series(
 
     # One writer per data dir: refused while another process (a daemon, an import) holds it.
     with data_dir_lock(settings.data_dir, "fetch"):
-        return _update_series(settings, since, until, progress, exchange, store, now_ms)
+        return _update_series(settings, since, until, progress, exchange, store, now_ms, screen)
 
 
 def _update_series(
@@ -247,6 +248,7 @@ def _update_series(
     exchange: Any,
     store: CandleStore | None,
     now_ms: Callable[[], int] | None,
+    screen: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> SeriesSummary:
     ex_id, symbol, tf = settings.exchange.id, settings.market.symbol, settings.market.timeframe
     store = store or CandleStore(settings.data_dir)
@@ -296,6 +298,10 @@ def _update_series(
         return store.summary(ex_id, symbol, tf)
     df = pd.DataFrame([r[:6] for r in rows], columns=COLUMNS)
     df["timestamp"] = from_ms(df["timestamp"].astype("int64"))
+    if screen is not None:  # the daemon holds suspect prices apart (daemon/sanity.py)
+        df = screen(df)
+        if df.empty:
+            return store.summary(ex_id, symbol, tf)
     return store.ingest(
         ex_id,
         symbol,
