@@ -258,10 +258,13 @@ def main() -> int:
     ticks = 100_000  # stopped when the measurement ends
     sim, daemon, data = ticking_daemon(work, ticks)
     try:
-        for _ in range(600):  # the ledger exists after the daemon's first tick
-            if (data / "ledger.sqlite").exists():
+        # A few ticks first: the ledger is then in WAL mode, where a stopped writer blocks no reader.
+        for _ in range(1200):
+            if (data / "ledger.sqlite").exists() and _decisions(data) >= 5:
                 break
             time.sleep(0.1)
+        else:
+            raise SystemExit("the daemon did not tick; see " + str(work / "tick.jsonl"))
         daemon.send_signal(19)  # SIGSTOP: the idle reference, same ledger, nothing writing
         server, url = serve(data)
         try:
@@ -298,8 +301,11 @@ def main() -> int:
 def _decisions(data: Path) -> int:
     import sqlite3
 
-    with sqlite3.connect(f"file:{data / 'ledger.sqlite'}?mode=ro", uri=True) as c:
-        return int(c.execute("SELECT count(*) FROM decisions").fetchone()[0])
+    try:
+        with sqlite3.connect(f"file:{data / 'ledger.sqlite'}?mode=ro", uri=True) as c:
+            return int(c.execute("SELECT count(*) FROM decisions").fetchone()[0])
+    except sqlite3.OperationalError:  # still being created
+        return 0
 
 
 if __name__ == "__main__":

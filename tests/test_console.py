@@ -192,6 +192,14 @@ def test_metrics_are_the_ledger_s_figures(client, book):
     assert samples[("chartrl_retrains_total", (("status", "kept"),))] == 1
     assert "chartrl_halts_active" in fams and "chartrl_model_age_seconds" in fams
     assert ("chartrl_last_tick_timestamp_seconds", lab) in samples
+    assert 0.0 <= samples[("chartrl_exposure", lab)] <= 1.0
+    # The example alert rules only use series that exist.
+    import re
+
+    rules = (Path(__file__).parents[1] / "docs" / "console-alerts.yml").read_text()
+    names = set(fams) | {f"{n}_total" for n, f in fams.items() if f.type == "counter"}
+    used = set(re.findall(r"\b(chartrl_[a-z_]+)", rules))
+    assert used and used <= names, used - names
 
 
 def test_healthz_is_503_with_the_reason_when_ticks_stop(client, book, tmp_path):
@@ -290,13 +298,14 @@ def test_no_secret_reaches_a_response_or_a_log(book, tmp_path):
 
 
 def test_the_console_never_writes_the_ledger(client, book):
-    files = sorted(p for p in book.data_dir.glob("ledger.sqlite*"))
-
-    def digest() -> dict[str, str]:
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.exists()}
+    def digest() -> dict[str, str]:  # every ledger file, a new -wal or -journal included
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(book.data_dir.glob("ledger.sqlite*"))
+        }
 
     before = digest()
-    for path in GETS:
+    for path in [*GETS, "/healthz"]:
         assert client.get(path, headers=AUTH).status_code == 200, path
     assert digest() == before
 
