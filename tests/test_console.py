@@ -409,3 +409,35 @@ def test_chartrl_serve_serves_the_page_the_api_and_metrics(book):
         busy.returncode == 2
         and busy.stderr.strip() == "error: --port 70000 must be between 1 and 65535"
     )
+
+
+def test_chartrl_run_serves_the_console_when_enabled(book, monkeypatch):
+    import chartrl.daemon.service as service
+    from chartrl.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    seen = {}
+
+    class Daemon:  # the scheduler itself is not under test: while it "runs", ask the console
+        def __init__(self, settings, *args, **kwargs):
+            self.settings = settings
+
+        def run(self) -> int:
+            url = f"http://127.0.0.1:{port}"
+            seen["status"] = httpx.get(url + "/api/status", headers=AUTH, timeout=60).json()
+            seen["metrics"] = httpx.get(url + "/metrics", headers=AUTH, timeout=60).status_code
+            return 0
+
+    monkeypatch.setattr(service, "Daemon", Daemon)
+    for name, value in {
+        "CHARTRL_DATA_DIR": str(book.data_dir),
+        "CHARTRL__CONSOLE__ENABLED": "true",
+        "CHARTRL__CONSOLE__PORT": str(port),
+        "CHARTRL__CONSOLE__TOKEN": TOKEN,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exc:
+        main(["run"])
+    assert exc.value.code == 0
+    assert seen["status"]["mode"] == "paper" and seen["metrics"] == 200
