@@ -217,9 +217,18 @@ def test_cli_writes_the_report(
         "decisions.csv",
         "equity.png",
         "metrics.json",
+        "report.html",
         "report.md",
         "trades.png",
     ]
+    page = (out / "report.html").read_text()
+    # Self-contained (plotly.js inside, nothing fetched), with the trades and the metrics table.
+    assert (
+        "<script src=" not in page
+        and "Plotly.newPlot" in page
+        and page.count('"type":"candlestick"') == 1
+    )
+    assert "Sharpe (annualised)" in page and "buy and hold" in page
     m = json.loads((out / "metrics.json").read_text())
     for key in (
         "total_return",

@@ -192,6 +192,14 @@ def test_metrics_are_the_ledger_s_figures(client, book):
     assert samples[("chartrl_retrains_total", (("status", "kept"),))] == 1
     assert "chartrl_halts_active" in fams and "chartrl_model_age_seconds" in fams
     assert ("chartrl_last_tick_timestamp_seconds", lab) in samples
+    assert 0.0 <= samples[("chartrl_exposure", lab)] <= 1.0
+    # The example alert rules only use series that exist.
+    import re
+
+    rules = (Path(__file__).parents[1] / "docs" / "console-alerts.yml").read_text()
+    names = set(fams) | {f"{n}_total" for n, f in fams.items() if f.type == "counter"}
+    used = set(re.findall(r"\b(chartrl_[a-z_]+)", rules))
+    assert used and used <= names, used - names
 
 
 def test_healthz_is_503_with_the_reason_when_ticks_stop(client, book, tmp_path):
@@ -290,13 +298,14 @@ def test_no_secret_reaches_a_response_or_a_log(book, tmp_path):
 
 
 def test_the_console_never_writes_the_ledger(client, book):
-    files = sorted(p for p in book.data_dir.glob("ledger.sqlite*"))
-
-    def digest() -> dict[str, str]:
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.exists()}
+    def digest() -> dict[str, str]:  # every ledger file, a new -wal or -journal included
+        return {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(book.data_dir.glob("ledger.sqlite*"))
+        }
 
     before = digest()
-    for path in GETS:
+    for path in [*GETS, "/healthz"]:
         assert client.get(path, headers=AUTH).status_code == 200, path
     assert digest() == before
 
@@ -400,3 +409,35 @@ def test_chartrl_serve_serves_the_page_the_api_and_metrics(book):
         busy.returncode == 2
         and busy.stderr.strip() == "error: --port 70000 must be between 1 and 65535"
     )
+
+
+def test_chartrl_run_serves_the_console_when_enabled(book, monkeypatch):
+    import chartrl.daemon.service as service
+    from chartrl.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    seen = {}
+
+    class Daemon:  # the scheduler itself is not under test: while it "runs", ask the console
+        def __init__(self, settings, *args, **kwargs):
+            self.settings = settings
+
+        def run(self) -> int:
+            url = f"http://127.0.0.1:{port}"
+            seen["status"] = httpx.get(url + "/api/status", headers=AUTH, timeout=60).json()
+            seen["metrics"] = httpx.get(url + "/metrics", headers=AUTH, timeout=60).status_code
+            return 0
+
+    monkeypatch.setattr(service, "Daemon", Daemon)
+    for name, value in {
+        "CHARTRL_DATA_DIR": str(book.data_dir),
+        "CHARTRL__CONSOLE__ENABLED": "true",
+        "CHARTRL__CONSOLE__PORT": str(port),
+        "CHARTRL__CONSOLE__TOKEN": TOKEN,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exc:
+        main(["run"])
+    assert exc.value.code == 0
+    assert seen["status"]["mode"] == "paper" and seen["metrics"] == 200

@@ -62,9 +62,13 @@ def test_dashboard_fits_a_phone(console, tmp_path):  # before the halt test: it 
         page.evaluate(f"sessionStorage.setItem('chartrl.token', '{TOKEN}')")
         page.reload()
         page.wait_for_selector("#equity .scatterlayer .trace", timeout=30_000)
-        # Nothing wider than the phone: no sideways scrolling of the page itself.
+        # Nothing wider than the phone (no sideways scrolling), and one card per row, full width.
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, width
+        cards = page.evaluate(
+            "[...document.querySelectorAll('main .card')].map(c => c.getBoundingClientRect().width)"
+        )
+        assert len(cards) == 8 and min(cards) >= 360, cards
         page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
         browser.close()
 
@@ -85,10 +89,10 @@ def test_dashboard_draws_the_equity_and_halts_from_the_button(console, tmp_path)
         page.goto(c.url)
         page.fill("#token", TOKEN)
         page.click("#login-form button[type=submit]")
-        # The equity plot has drawn when its SVG line traces exist and have points.
+        # The equity plot has drawn when its SVG line traces (bot, buy and hold, drawdown) have points.
         page.wait_for_function(
             """() => [...document.querySelectorAll('#equity .scatterlayer .trace path.js-line')]
-                      .filter(p => (p.getAttribute('d') || '').split('L').length > 10).length >= 2""",
+                      .filter(p => (p.getAttribute('d') || '').split('L').length > 10).length >= 3""",
             timeout=30_000,
         )
         page.wait_for_selector("#chart-img[src^='blob:']", timeout=30_000)

@@ -1,4 +1,5 @@
-"""A backtest's output directory: metrics.json, decisions.csv, equity.png, trades.png, report.md.
+"""A backtest's output directory: metrics.json, decisions.csv, equity.png, trades.png, report.md and
+report.html (the same figures, interactive).
 
 Every file names the strategy; a cheating strategy (the oracle, which reads future candles) is
 flagged in every one of them, so its figures are never mistaken for a result.
@@ -134,8 +135,9 @@ def write_report(
     fold_starts: Sequence[pd.Timestamp] = (),
     decisions: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Write the five files into ``out`` (created); returns their paths."""
+    """Write the six files into ``out`` (created); returns their paths."""
     from chartrl.backtest.plots import plot_equity, plot_trades
+    from chartrl.backtest.report_html import write_html
 
     out.mkdir(parents=True, exist_ok=True)
     name = result.strategy + (" (CHEATING upper bound)" if result.cheating else "")
@@ -145,6 +147,7 @@ def write_report(
         out / "equity.png",
         out / "trades.png",
         out / "report.md",
+        out / "report.html",
     ]
     paths[0].write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     frame = decisions if decisions is not None else result.decisions_frame()
@@ -161,6 +164,16 @@ def write_report(
     )
     plot_trades(paths[3], result, f"{name}: trades")
     paths[4].write_text(_markdown(metrics, name, result, params, folds))
+    columns = [(name, metrics), ("buy and hold", metrics["baselines"]["buyhold"])]
+    write_html(
+        paths[5],
+        f"Backtest: {name}",
+        [(label, [fmt(m.get(key), kind) for _, m in columns]) for key, label, kind in TABLE],
+        [c for c, _ in columns],
+        result,
+        baseline,
+        [CHEATING_NOTE] if result.cheating else [],
+    )
     return paths
 
 

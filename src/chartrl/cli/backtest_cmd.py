@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Replay the stored series through a trained model (--model) or a rule baseline (--strategy). "
         "A decision at the close of candle t fills at the open of t+1 with fees and slippage, under the "
         "exchange's amount precision and minimums as the paper account (market info stored by fetch). "
-        "Writes metrics.json, decisions.csv, equity.png, trades.png and report.md into --out.",
+        "Writes metrics.json, decisions.csv, equity.png, trades.png, report.md and report.html into --out.",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(

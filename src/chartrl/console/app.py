@@ -7,6 +7,8 @@ Everything but ``/healthz``, the login page and its static files needs the beare
 
 from __future__ import annotations
 
+import functools
+import gzip
 import time
 from importlib import resources
 from pathlib import Path
@@ -35,6 +37,11 @@ CACHE = {"Cache-Control": "public, max-age=86400"}
 def plotly_js() -> Path:
     """plotly.js as the installed ``plotly`` package ships it: nothing is fetched at run time."""
     return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+
+
+@functools.cache
+def _plotly_gzip() -> bytes:
+    return gzip.compress(plotly_js().read_bytes(), compresslevel=6, mtime=0)
 
 
 class _Masked(JSONResponse):
@@ -94,7 +101,8 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         "except the halt endpoints). Send `Authorization: Bearer <console.token>`.",
         version=_version(),
     )
-    app.add_middleware(GZipMiddleware, minimum_size=2048)
+    # Level 5: most of level 9's saving on JSON for a fraction of its CPU (the box also trades).
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=5)
 
     def authorised(request: Request) -> None:
         if not token_matches(token, request.headers.get("authorization")):
@@ -243,8 +251,12 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> FileResponse:
+    def static(name: str, request: Request) -> Response:
         if name == "plotly.min.js":
+            if "gzip" in request.headers.get("accept-encoding", ""):
+                # 4.8 MB: compressed once, not per request (a phone gets 1.4 MB).
+                headers = CACHE | {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+                return Response(_plotly_gzip(), media_type="text/javascript", headers=headers)
             return FileResponse(plotly_js(), media_type="text/javascript", headers=CACHE)
         files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
         if name not in files:

@@ -129,10 +129,10 @@ def _book(d: ConsoleData, st: dict[str, Any], labels: list[str], lv: list[str]) 
             -eq["drawdown"][-1] if eq["drawdown"] else None,
         ),
     }
-    price = st["last_price"]
+    price, cash, pos = st["last_price"], st["cash"], st["position"]
     exposure = None
-    if st["equity"] and st["position"] is not None and price is not None:
-        exposure = st["position"] * price / st["equity"]
+    if price is not None and cash is not None and pos is not None and cash + pos * price > 0:
+        exposure = pos * price / (cash + pos * price)  # one price for both: at most 1
     values["chartrl_exposure"] = ("Share of the equity held in the coin", exposure)
     for name, (text, value) in values.items():
         g = GaugeMetricFamily(name, text, labels=labels)

@@ -6,6 +6,9 @@ const REFRESH_MS = 15000;
 const KEY = "chartrl.token";
 const $ = (id) => document.getElementById(id);
 const PLOT_CONFIG = { responsive: true, displaylogo: false };
+const plotlyReady = new Promise((resolve) => {
+  if (window.Plotly) resolve(); else $("plotly-js").addEventListener("load", resolve);
+});
 let timer = null;
 let chartUrl = null;
 
@@ -180,11 +183,14 @@ async function refresh() {
       json("/api/status"), json("/api/equity"), json("/api/halts"), json("/api/decisions?limit=50"),
       json("/api/trades?limit=2000"), json("/api/model"), json("/api/retrains?limit=20"),
     ]);
-    summary(st); halts(h); equityPlot(eq); decision(dec); decisions(dec); model(m, rt);
-    json("/api/candles?limit=200").then((c) => candlePlot(c, trades)).catch((e) => {
+    summary(st); halts(h); decisions(dec); model(m, rt);
+    chartImage();
+    const candles = json("/api/candles?limit=200");
+    await plotlyReady;
+    equityPlot(eq); decision(dec);
+    candles.then((c) => candlePlot(c, trades)).catch((e) => {
       $("candles").replaceChildren(el("p", { class: "muted" }, e.message));
     });
-    chartImage();
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
     if (e.message !== "unauthorised") $("updated").textContent = "refresh failed: " + e.message;
