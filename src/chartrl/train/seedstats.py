@@ -37,8 +37,9 @@ def bootstrap_ci(
     means = v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1)
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
-    # Clip to the sample's range: a float quantile of means can stray by an ulp past it.
-    return float(max(lo, v.min())), float(min(hi, v.max()))
+    # Clip to the sample's range: a float mean of equal values can stray by an ulp past it.
+    vmin, vmax = float(v.min()), float(v.max())
+    return min(max(float(lo), vmin), vmax), max(min(float(hi), vmax), vmin)
 
 
 def describe(values: Sequence[float]) -> dict[str, Any]:
