@@ -541,6 +541,11 @@ def test_cli_serves_synthetic_candles_until_sigint(tmp_path: Path) -> None:
             ).read()
         )
         assert len(klines) == 300
+        # History ends now and the clock is the wall clock, so `chartrl run` can trade on it.
+        server = json.loads(urllib.request.urlopen(url + "/api/v3/time", timeout=5).read())
+        hour = 3_600_000
+        assert abs(server["serverTime"] - time.time() * 1000) < 10_000
+        assert klines[-1][0] == server["serverTime"] // hour * hour  # the forming candle
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=20)

@@ -439,3 +439,12 @@ def test_chart_command_checks_out_before_loading(
     )  # nothing stored: only an early check can answer
     code, _, err = _run(["chart", "--out", str(tmp_path / "c.txt")], capsys)
     assert code == 2 and "must end in .png" in err
+
+
+@pytest.mark.parametrize("renderer", ["tensor", "mplfinance"])
+def test_chart_command_names_an_unwritable_out(
+    renderer: str, stored: pd.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["chart", "--renderer", renderer, "--out", "/proc/nope/x.png"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--out /proc/nope/x.png: cannot write there" in err and "Traceback" not in err

@@ -79,13 +79,18 @@ def _chart(args: argparse.Namespace) -> None:
     out = args.out or Path(
         f"chart-{sym.replace('/', '')}-{tf}-{ts:%Y%m%d-%H%M}-{args.renderer}.png"
     )
-    if args.renderer == "tensor":
-        size = _write_tensor_png(renderer.render([idx])[0], spec, out, args.scale)
-    else:
-        from chartrl.chart.mpl_render import render_png
+    try:
+        if args.renderer == "tensor":
+            size = _write_tensor_png(renderer.render([idx])[0], spec, out, args.scale)
+        else:
+            from chartrl.chart.mpl_render import render_png
 
-        render_png(candles, spec, idx, out, dpi=args.dpi, title=f"{ex} {sym} {tf}")
-        size = None
+            render_png(candles, spec, idx, out, dpi=args.dpi, title=f"{ex} {sym} {tf}")
+            size = None
+    except OSError as exc:
+        raise UsageError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}); pick a writable path"
+        ) from None
     get_logger(__name__).info(
         "chart_written", path=str(out), renderer=args.renderer, candle=str(ts)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--candles", type=int, default=5000, help="number of synthetic candles (default 5000)"
     )
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic candles (default 7)")
+    p.add_argument(
+        "--future",
+        type=int,
+        default=1000,
+        help="--synthetic on the wall clock: candles made after now, served as their time comes "
+        "(default 1000)",
+    )
     p.add_argument("--symbol", help="symbol such as BTC/USDT (default: config market.symbol)")
     p.add_argument(
         "--timeframe", help="timeframe (default: inferred from --csv, else config market.timeframe)"
@@ -131,6 +139,7 @@ def _check_options(args: argparse.Namespace) -> None:
     """Refuse a number outside its sensible range, naming the option (before any data is loaded)."""
     checks = (
         ("--candles", args.candles, args.candles >= 1, "at least 1"),
+        ("--future", args.future, args.future >= 0, "0 or more"),
         ("--partial-fills", args.partial_fills, args.partial_fills >= 1, "at least 1"),
         ("--speed", args.speed, args.speed is None or args.speed > 0, "above 0"),
         ("--fee", args.fee, 0 <= args.fee < 0.1, "a rate from 0 to below 0.1 (0.001 = 0.1%)"),
@@ -207,14 +216,29 @@ def _run(args: argparse.Namespace) -> int:
         SimClock,
     )
     from chartrl.testing.synthetic import synthetic_candles
+    from chartrl.timeframe import timeframe_ms
 
     s = settings(args)
     log = get_logger("chartrl.exchange_sim")
     symbol = args.symbol or s.market.symbol
     _check_options(args)
+    speed = args.speed
+    wall = args.synthetic and args.start is None and speed is None
     if args.synthetic:
         timeframe = args.timeframe or s.market.timeframe
-        candles = synthetic_candles(args.candles, seed=args.seed, timeframe=timeframe)
+        first = None
+        if wall:  # history ends now and the clock is the wall clock, as `chartrl run` expects
+            step = timeframe_ms(timeframe)
+            first = pd.Timestamp(
+                (time.time() * 1000 // step - (args.candles - 1)) * step, unit="ms"
+            )
+            speed = 1.0
+        candles = synthetic_candles(
+            args.candles + (args.future if wall else 0),
+            seed=args.seed,
+            timeframe=timeframe,
+            **({"start": first} if wall else {}),
+        )
         source = f"synthetic (seed {args.seed}, NOT real prices)"
     else:
         candles, timeframe = load_candles(args.csv, symbol, args.timeframe)
@@ -223,7 +247,9 @@ def _run(args: argparse.Namespace) -> int:
     first_ms = int(candles["timestamp"].iloc[0].value // 1_000_000)
     last_ms = int(candles["timestamp"].iloc[-1].value // 1_000_000)
     start = parse_date(args.start, "--start")
-    if start is not None:
+    if wall:
+        start_ms = int(time.time() * 1000)
+    elif start is not None:
         start_ms = int(start.timestamp() * 1000)
     elif args.speed is not None:
         start_ms = int(candles["timestamp"].iloc[len(candles) // 2].value // 1_000_000) + 1000
@@ -240,7 +266,7 @@ def _run(args: argparse.Namespace) -> int:
         symbol=symbol,
         timeframe=timeframe,
         port=args.port,
-        clock=SimClock(start_ms, args.speed),
+        clock=SimClock(start_ms, speed),
         balances=_balances(args.balance),
         api_key=api_key,
         api_secret=api_secret,
@@ -270,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
             timeframe=timeframe,
             candles=len(candles),
             source=source,
-            clock="manual" if args.speed is None else f"x{args.speed:g}",
+            clock="manual" if speed is None else ("wall" if wall else f"x{speed:g}"),
             clock_start=f"{pd.Timestamp(start_ms, unit='ms', tz='UTC'):%Y-%m-%d %H:%M:%S}",
             faults=len(faults.rules) if faults else 0,
             hint=f'set exchange.api_url = "{sim.url}" (or CHARTRL__EXCHANGE__API_URL={sim.url})',
