@@ -10,6 +10,7 @@ migrated to months by the next write.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,67 @@ def read_months(head: Path, exchange: str, symbol: str, timeframe: str) -> pa.Ta
     if not tables:
         return None
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def month_key(ts: pd.Timestamp) -> str:
+    return f"{ts.year:04d}-{ts.month:02d}"
+
+
+def keys_around(lo: pd.Timestamp, hi: pd.Timestamp) -> set[str]:
+    """The months from the one before ``lo``'s to the one after ``hi``'s (the batch and its neighbours)."""
+    first = (lo.tz_convert("UTC").tz_localize(None).to_period("M") - 1).to_timestamp()
+    last = (hi.tz_convert("UTC").tz_localize(None).to_period("M") + 1).to_timestamp()
+    return {month_key(m) for m in pd.date_range(first, last, freq="MS")}
+
+
+def split_months(
+    head: Path, exchange: str, symbol: str, timeframe: str, keys: set[str]
+) -> tuple[pa.Table | None, pd.Series]:
+    """The month files in ``keys`` in full, and only the timestamps of the others (for the totals)."""
+    inside = [p for p in month_files(head) if p.stem in keys]
+    outside = [p for p in month_files(head) if p.stem not in keys]
+    tables, stamps = [], []
+    for p in inside:
+        tables.append(_read_checked(p, exchange, symbol, timeframe, None))
+    for p in outside:
+        stamps.append(_read_checked(p, exchange, symbol, timeframe, ["timestamp"]))
+    full = None
+    if tables:
+        full = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    ts = (
+        pa.concat_tables(stamps).column("timestamp").to_pandas()
+        if stamps
+        else pd.Series([], dtype="datetime64[ns, UTC]")
+    )
+    return full, ts
+
+
+def _read_checked(
+    p: Path, exchange: str, symbol: str, timeframe: str, columns: list[str] | None
+) -> pa.Table:
+    try:
+        schema = pq.read_schema(p)
+        checked_meta(p, schema, exchange, symbol, timeframe)
+        table = pq.read_table(p, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise unreadable(p, exc) from None
+    return table.replace_schema_metadata(None)
+
+
+@dataclass
+class Stored:
+    """What a write reads first: candles (all, or the months ``keys``) and the series metadata."""
+
+    frame: pd.DataFrame
+    meta: dict[str, Any]
+    others: pd.Series | None = None  # timestamps of the months not read in full
+    keys: set[str] | None = None  # the months ``frame`` holds in full; None: every month
+
+    @property
+    def total(self) -> int:
+        return len(self.frame) + (0 if self.others is None else len(self.others))
+
+    def all_stamps(self, merged: pd.DataFrame) -> pd.DataFrame:
+        """Every timestamp of the series after the merge (months are disjoint: concat and sort)."""
+        ts = pd.concat([self.others, merged["timestamp"]], ignore_index=True)
+        return pd.DataFrame({"timestamp": ts.sort_values(kind="stable", ignore_index=True)})

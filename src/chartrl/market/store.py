@@ -33,10 +33,13 @@ from chartrl.logs import get_logger
 from chartrl.market.candles import COLUMNS, PRICE_COLUMNS, empty_candles
 from chartrl.market.months import (
     LAYOUT,
+    Stored,
     is_monthly,
+    keys_around,
     month_path,
     month_slices,
     read_months,
+    split_months,
 )
 from chartrl.market.series import (
     META_KEY,
@@ -201,16 +204,29 @@ class CandleStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _stored(
-        self, path: Path, exchange: str, symbol: str, timeframe: str
-    ) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """The stored frame and its metadata from one read (empty when nothing is stored)."""
+        self, path: Path, exchange: str, symbol: str, timeframe: str, keys: set[str] | None = None
+    ) -> Stored:
+        """The stored candles and metadata (empty when nothing is stored).
+
+        With ``keys`` (months) and a month-partitioned series, only those months are read in full;
+        the others give their timestamps (``Stored.others``), enough for the series totals.
+        """
         if not path.is_file():
             # A first write killed between its month files and its head: the month files are candles.
             months = read_months(path, exchange, symbol, timeframe)
-            return (empty_candles(), {}) if months is None else (self._frame(months), {})
+            return Stored(empty_candles() if months is None else self._frame(months), {})
+        meta = self._meta(path, exchange, symbol, timeframe)
+        if keys is not None and is_monthly(meta):
+            part, others = split_months(path, exchange, symbol, timeframe, keys)
+            old = empty_candles() if part is None else self._frame(part)
+            return Stored(old, meta, others, keys)
         table = self._read(path, exchange, symbol, timeframe)
         raw = (table.schema.metadata or {}).get(META_KEY)
-        return self._frame(table), (json.loads(raw) if raw else {})
+        return Stored(self._frame(table), json.loads(raw) if raw else {})
+
+    def _batch_keys(self, frame: pd.DataFrame) -> set[str] | None:
+        ts = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce").dropna()
+        return keys_around(ts.min(), ts.max()) if len(ts) else None
 
     def ingest(
         self,
@@ -230,7 +246,8 @@ class CandleStore:
         """
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
-            old, meta = self._stored(path, exchange, symbol, timeframe)
+            stored = self._stored(path, exchange, symbol, timeframe, self._batch_keys(raw))
+            old = stored.frame
             context = None
             if len(old) and not raw.empty:
                 ts = pd.to_datetime(raw["timestamp"], utc=True, errors="coerce")
@@ -247,7 +264,7 @@ class CandleStore:
                     f"{source}: none of its {report.rows_in:,} rows is a usable candle ({report.describe()}); nothing was stored"
                 )
             summary = self._merge_locked(
-                path, old, meta, exchange, symbol, timeframe, clean, report, strict
+                path, stored, exchange, symbol, timeframe, clean, report, strict
             )
         summary.report = report
         return summary
@@ -268,16 +285,15 @@ class CandleStore:
         """
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
-            old, meta = self._stored(path, exchange, symbol, timeframe)
+            stored = self._stored(path, exchange, symbol, timeframe, self._batch_keys(new_df))
             return self._merge_locked(
-                path, old, meta, exchange, symbol, timeframe, new_df, report, strict
+                path, stored, exchange, symbol, timeframe, new_df, report, strict
             )
 
     def _merge_locked(
         self,
         path: Path,
-        old: pd.DataFrame,
-        meta: dict[str, Any],
+        stored: Stored,
         exchange: str,
         symbol: str,
         timeframe: str,
@@ -286,6 +302,9 @@ class CandleStore:
         strict: bool,
     ) -> SeriesSummary:
         new = new_df[COLUMNS]
+        if stored.keys is not None and not set(month_slices(new)) <= stored.keys:
+            stored = self._stored(path, exchange, symbol, timeframe)  # a month it did not read: all
+        old, meta = stored.frame, stored.meta
         overlap = old.merge(new, on="timestamp", suffixes=("_old", ""))
         cols = PRICE_COLUMNS + ["volume"]
         changed = ~same_values(
@@ -317,7 +336,7 @@ class CandleStore:
             )
         )
         if not added and not replaced:
-            stale = is_monthly(meta) and int(meta.get("count", -1)) != len(old)
+            stale = is_monthly(meta) and int(meta.get("count", -1)) != stored.total
             if old.empty or not (report.repairs or stale):
                 return summary_from_meta(path, meta, exchange, symbol, timeframe)
             merged = old  # nothing to store, but its repairs must still count in `chartrl data`
@@ -329,7 +348,8 @@ class CandleStore:
             )
             merged = merged.sort_values("timestamp", kind="stable").reset_index(drop=True)
         migrate = bool(len(old)) and not is_monthly(meta)
-        meta = updated_meta(meta, exchange, symbol, timeframe, merged, report, added, replaced)
+        every = merged if stored.others is None else stored.all_stamps(merged)
+        meta = updated_meta(meta, exchange, symbol, timeframe, every, report, added, replaced)
         meta["layout"] = LAYOUT
         self._write(path, merged, meta, None if migrate else touched)
         summary = summary_from_meta(path, meta, exchange, symbol, timeframe)
