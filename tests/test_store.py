@@ -485,3 +485,32 @@ def test_a_month_written_before_a_failed_head_is_kept_and_the_summary_catches_up
     s.ingest(*SERIES, candles.iloc[-1:], source="t")  # the daemon fetches it again: a no-op merge
     assert s.summary(*SERIES).count == len(candles)
     assert s.last_timestamp(*SERIES) == candles["timestamp"].iloc[-1]
+
+
+def test_a_write_reads_the_batch_months_in_full_and_never_rewrites_a_month_it_did_not_read(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch
+):
+    s = CandleStore(tmp_path)
+    s.ingest(*SERIES, candles.iloc[:-1], source="t")
+    months = s.path(*SERIES).with_name("1h.months")
+    read_in_full: list[str] = []
+    real_read = store_mod.split_months
+
+    def spy(head, exchange, symbol, timeframe, keys):
+        read_in_full.extend(sorted(k for k in keys if (months / f"{k}.parquet").exists()))
+        return real_read(head, exchange, symbol, timeframe, keys)
+
+    monkeypatch.setattr(store_mod, "split_months", spy)
+    s.ingest(*SERIES, candles.iloc[-1:], source="t")
+    assert read_in_full == [
+        "2020-04",
+        "2020-05",
+    ]  # the batch's month and its neighbour, not all five
+    # Months guessed from a raw batch that miss its validated candles: the whole series is read
+    # before a month file is rewritten, so no stored candle of that month is lost.
+    monkeypatch.setattr(s, "_batch_keys", lambda frame: {"2020-01"})
+    revised = candles.iloc[-3:].assign(volume=lambda d: d["volume"] + 1)
+    summary = s.ingest(*SERIES, revised, source="t")
+    assert (summary.replaced, summary.count) == (3, len(candles))
+    expected = pd.concat([candles.iloc[:-3], revised], ignore_index=True)
+    pd.testing.assert_frame_equal(s.load(*SERIES), expected)
