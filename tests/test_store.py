@@ -514,3 +514,13 @@ def test_a_write_reads_the_batch_months_in_full_and_never_rewrites_a_month_it_di
     assert (summary.replaced, summary.count) == (3, len(candles))
     expected = pd.concat([candles.iloc[:-3], revised], ignore_index=True)
     pd.testing.assert_frame_equal(s.load(*SERIES), expected)
+
+
+def test_chartrl_sim_reads_a_store_head_as_its_months(tmp_path: Path, candles: pd.DataFrame):
+    from chartrl.cli.sim_cmd import load_candles
+
+    s = CandleStore(tmp_path)
+    s.ingest(*SERIES, candles, source="t")
+    frame, tf = load_candles(s.path(*SERIES), "BTC/USDT", None)
+    assert tf == "1h"
+    pd.testing.assert_frame_equal(frame, candles)

@@ -140,3 +140,19 @@ class Stored:
         """Every timestamp of the series after the merge (months are disjoint: concat and sort)."""
         ts = pd.concat([self.others, merged["timestamp"]], ignore_index=True)
         return pd.DataFrame({"timestamp": ts.sort_values(kind="stable", ignore_index=True)})
+
+
+def read_parquet_candles(path: Path) -> pd.DataFrame:
+    """The rows of a Parquet file, or every month's when it is a month-partitioned store's head.
+
+    For a caller handed a store file by path (``chartrl sim --csv .../1h.parquet``).
+    """
+    import json
+
+    from chartrl.market.series import META_KEY
+
+    raw = (pq.read_schema(path).metadata or {}).get(META_KEY)
+    meta = json.loads(raw) if raw else {}
+    if is_monthly(meta) and month_files(path):
+        return pd.concat([pd.read_parquet(p) for p in month_files(path)], ignore_index=True)
+    return pd.read_parquet(path)
