@@ -178,7 +178,7 @@ def test_process_killed_mid_write_leaves_old_file_intact(tmp_path: Path, candles
     env = {**os.environ, "PYTHONPATH": str(Path(store_mod.__file__).parents[2])}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    leftovers = [p for p in path.parent.iterdir() if p.suffix == ".tmp"]
+    leftovers = [p for p in path.parent.rglob("*") if p.suffix == ".tmp"]
     assert leftovers, "the child died mid-write (its temp file is left behind)"
     assert path.read_bytes() == before
     pd.testing.assert_frame_equal(s.load(*SERIES), candles.iloc[:1000])
@@ -344,3 +344,183 @@ def test_stale_temp_files_of_killed_writes_are_removed_by_the_next_write(
     assert not stale.exists()  # left by a killed write of this file
     assert fresh.exists()  # may belong to a write in progress
     assert other.exists()  # another file's
+
+
+# ---- month partitions ---------------------------------------------------------------------------
+
+
+def _spy_writes(monkeypatch) -> list[Path]:
+    """Record every file the store writes (and still write it)."""
+    written: list[Path] = []
+    real = store_mod.atomic_write_table
+
+    def spy(table, path):
+        written.append(Path(path))
+        real(table, path)
+
+    monkeypatch.setattr(store_mod, "atomic_write_table", spy)
+    return written
+
+
+def _month_files(s: CandleStore) -> dict[str, int]:
+    folder = s.path(*SERIES).with_name("1h.months")
+    return {p.stem: p.stat().st_mtime_ns for p in sorted(folder.glob("*.parquet"))}
+
+
+def test_appending_one_candle_rewrites_only_the_last_month_and_the_head(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch
+):
+    s = CandleStore(tmp_path)
+    s.ingest(*SERIES, candles.iloc[:-1], source="t")  # 2020-01-01 .. 2020-05-05: five months
+    before = _month_files(s)
+    assert list(before) == ["2020-01", "2020-02", "2020-03", "2020-04", "2020-05"]
+    written = _spy_writes(monkeypatch)
+    summary = s.ingest(*SERIES, candles.iloc[-1:], source="t")
+    head = s.path(*SERIES)
+    assert written == [head.with_name("1h.months") / "2020-05.parquet", head]
+    after = _month_files(s)
+    assert {k: v for k, v in after.items() if k != "2020-05"} == {
+        k: v for k, v in before.items() if k != "2020-05"
+    }
+    assert pq.read_metadata(head).num_rows == 0  # the head only carries the summary
+    assert summary.added == 1 and summary.count == len(candles)
+    pd.testing.assert_frame_equal(s.load(*SERIES), candles)
+    assert s.last_timestamp(*SERIES) == candles["timestamp"].iloc[-1]
+
+
+def test_a_revision_across_a_month_boundary_rewrites_both_months_only(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch
+):
+    s = CandleStore(tmp_path)
+    _merge(s, candles)
+    t = candles["timestamp"]
+    edge = int(t.searchsorted(pd.Timestamp("2020-03-01", tz="UTC")))
+    revised = candles.iloc[edge - 2 : edge + 2].copy()
+    revised["volume"] = revised["volume"] * 2 + 1  # the exchange corrected the last candles
+    written = _spy_writes(monkeypatch)
+    summary = _merge(s, revised, source="revision")
+    months = s.path(*SERIES).with_name("1h.months")
+    assert written == [months / "2020-02.parquet", months / "2020-03.parquet", s.path(*SERIES)]
+    assert (summary.added, summary.replaced, summary.count) == (0, 4, len(candles))
+    expected = candles.copy()
+    expected.loc[edge - 2 : edge + 1, "volume"] = revised["volume"].to_numpy()
+    pd.testing.assert_frame_equal(s.load(*SERIES), expected)
+    part = s.load(*SERIES, start=t.iloc[edge - 1], end=t.iloc[edge])
+    assert part["volume"].tolist() == revised["volume"].iloc[1:3].tolist()
+
+
+def _old_single_file_store(s: CandleStore, df: pd.DataFrame) -> Path:
+    """A store as chartrl wrote it before month partitions: every candle in the one file."""
+    import json
+
+    import pyarrow as pa
+
+    from chartrl.market.series import META_KEY, updated_meta
+
+    clean, report = validate_candles(df, "csv:old.csv", False, timeframe="1h")
+    meta = updated_meta({}, *SERIES, clean, report, len(clean), 0)
+    table = pa.Table.from_pandas(clean, preserve_index=False)
+    table = table.replace_schema_metadata(
+        {**table.schema.metadata, META_KEY: json.dumps(meta).encode()}
+    )
+    path = s.path(*SERIES)
+    path.parent.mkdir(parents=True)
+    pq.write_table(table, path, compression="zstd")
+    return path
+
+
+def test_an_old_single_file_store_is_read_then_migrated_without_losing_a_candle(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch
+):
+    s = CandleStore(tmp_path)
+    path = _old_single_file_store(s, candles.iloc[:-1])
+    pd.testing.assert_frame_equal(s.load(*SERIES), candles.iloc[:-1])  # readable as it is
+    assert s.last_timestamp(*SERIES) == candles["timestamp"].iloc[-2]
+    # A migration killed before its head is written leaves the old file, still whole and readable.
+    real = store_mod.atomic_write_table
+
+    def head_fails(table, where):
+        if Path(where) == path:
+            raise OSError(28, "No space left on device", str(where))
+        real(table, where)
+
+    monkeypatch.setattr(store_mod, "atomic_write_table", head_fails)
+    with pytest.raises(DataError, match="the stored candles are unchanged"):
+        s.ingest(*SERIES, candles.iloc[-1:], source="tick")
+    assert pq.read_metadata(path).num_rows == len(candles) - 1
+    pd.testing.assert_frame_equal(s.load(*SERIES), candles.iloc[:-1])
+    monkeypatch.setattr(store_mod, "atomic_write_table", real)
+    # The next write migrates: every month file, then the head; every candle identical.
+    summary = s.ingest(*SERIES, candles.iloc[-1:], source="tick")
+    assert list(_month_files(s)) == ["2020-01", "2020-02", "2020-03", "2020-04", "2020-05"]
+    assert pq.read_metadata(path).num_rows == 0
+    pd.testing.assert_frame_equal(s.load(*SERIES), candles)
+    assert summary.count == len(candles) and summary.added == 1
+    assert set(summary.sources) == {"csv:old.csv", "tick"}  # the old file's history is kept
+    assert sum(pq.read_metadata(p).num_rows for p in path.with_name("1h.months").iterdir()) == len(
+        candles
+    )
+
+
+def test_a_month_written_before_a_failed_head_is_kept_and_the_summary_catches_up(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch
+):
+    s = CandleStore(tmp_path)
+    s.ingest(*SERIES, candles.iloc[:-1], source="t")
+    path = s.path(*SERIES)
+    real = store_mod.atomic_write_table
+
+    def head_fails(table, where):
+        if Path(where) == path:
+            raise OSError(28, "No space left on device", str(where))
+        real(table, where)
+
+    monkeypatch.setattr(store_mod, "atomic_write_table", head_fails)
+    with pytest.raises(
+        DataError, match="months 2020-05 of BTC-USDT 1h were stored but its summary"
+    ):
+        s.ingest(*SERIES, candles.iloc[-1:], source="t")
+    pd.testing.assert_frame_equal(s.load(*SERIES), candles)  # the candle is stored
+    monkeypatch.setattr(store_mod, "atomic_write_table", real)
+    s.ingest(*SERIES, candles.iloc[-1:], source="t")  # the daemon fetches it again: a no-op merge
+    assert s.summary(*SERIES).count == len(candles)
+    assert s.last_timestamp(*SERIES) == candles["timestamp"].iloc[-1]
+
+
+def test_a_write_reads_the_batch_months_in_full_and_never_rewrites_a_month_it_did_not_read(
+    tmp_path: Path, candles: pd.DataFrame, monkeypatch
+):
+    s = CandleStore(tmp_path)
+    s.ingest(*SERIES, candles.iloc[:-1], source="t")
+    months = s.path(*SERIES).with_name("1h.months")
+    read_in_full: list[str] = []
+    real_read = store_mod.split_months
+
+    def spy(head, exchange, symbol, timeframe, keys):
+        read_in_full.extend(sorted(k for k in keys if (months / f"{k}.parquet").exists()))
+        return real_read(head, exchange, symbol, timeframe, keys)
+
+    monkeypatch.setattr(store_mod, "split_months", spy)
+    s.ingest(*SERIES, candles.iloc[-1:], source="t")
+    assert read_in_full == [
+        "2020-04",
+        "2020-05",
+    ]  # the batch's month and its neighbour, not all five
+    # Months guessed from a raw batch that miss its validated candles: the whole series is read
+    # before a month file is rewritten, so no stored candle of that month is lost.
+    monkeypatch.setattr(s, "_batch_keys", lambda frame: {"2020-01"})
+    revised = candles.iloc[-3:].assign(volume=lambda d: d["volume"] + 1)
+    summary = s.ingest(*SERIES, revised, source="t")
+    assert (summary.replaced, summary.count) == (3, len(candles))
+    expected = pd.concat([candles.iloc[:-3], revised], ignore_index=True)
+    pd.testing.assert_frame_equal(s.load(*SERIES), expected)
+
+
+def test_chartrl_sim_reads_a_store_head_as_its_months(tmp_path: Path, candles: pd.DataFrame):
+    from chartrl.cli.sim_cmd import load_candles
+
+    s = CandleStore(tmp_path)
+    s.ingest(*SERIES, candles, source="t")
+    frame, tf = load_candles(s.path(*SERIES), "BTC/USDT", None)
+    assert tf == "1h"
+    pd.testing.assert_frame_equal(frame, candles)

@@ -185,7 +185,9 @@ def load_candles(path: Path, symbol: str, timeframe: str | None) -> tuple[Any, s
         )
     if path.suffix == ".parquet":
         try:
-            raw = pd.read_parquet(path)
+            from chartrl.market.months import read_parquet_candles
+
+            raw = read_parquet_candles(path)  # a store head: its month files
         except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
             raise DataError(f"{path} is not a readable Parquet file ({exc})") from None
     else:

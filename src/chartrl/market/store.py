@@ -1,11 +1,14 @@
-"""The Parquet candle store: one file per exchange/symbol/timeframe, written atomically.
+"""The Parquet candle store: one file per calendar month per exchange/symbol/timeframe, written atomically.
 
-Layout: ``<data dir>/candles/<exchange>/<BASE-QUOTE>/<timeframe>.parquet``. Timestamps are UTC.
-A write goes to a temporary file in the same directory, is fsynced, then ``os.replace``d over the
-old file (and the directory fsynced), so a crash at any moment leaves either the old or the new
-file, never a torn one. A lock file serialises concurrent writers (daemon tick and a manual fetch).
-Per-series metadata (sources, repairs per rule, gaps) rides in the Parquet key-value metadata
-under ``chartrl`` so ``chartrl data`` can report it without reading the candles (``series``).
+Layout: ``<data dir>/candles/<exchange>/<BASE-QUOTE>/<timeframe>.parquet`` is the series head (no
+rows; the series metadata) and ``<timeframe>.months/YYYY-MM.parquet`` hold the candles (see
+``months``). Timestamps are UTC. A merge rewrites only the month files whose candles it adds or
+changes, then the head; each file goes to a temporary file in the same directory, is fsynced, then
+``os.replace``d over the old one (and the directory fsynced), so a crash at any moment leaves every
+file old or new, never torn. A lock file serialises concurrent writers (daemon tick and a manual
+fetch). Per-series metadata (sources, repairs per rule, gaps) rides in the head's Parquet
+key-value metadata under ``chartrl`` so ``chartrl data`` can report it without reading the candles
+(``series``). An older single-file store (the head holds the rows) is migrated by its next write.
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ from chartrl.atomic import atomic_write
 from chartrl.errors import DataError
 from chartrl.logs import get_logger
 from chartrl.market.candles import COLUMNS, PRICE_COLUMNS, empty_candles
+from chartrl.market.months import (
+    LAYOUT,
+    Stored,
+    is_monthly,
+    keys_around,
+    month_path,
+    month_slices,
+    read_months,
+    split_months,
+)
 from chartrl.market.series import (
     META_KEY,
     SeriesSummary,
@@ -57,12 +70,18 @@ class CandleStore:
     # ---- reading -----------------------------------------------------------------------------
 
     def _read(self, path: Path, exchange: str, symbol: str, timeframe: str) -> pa.Table:
+        """The series' candles (its month files, or an old single file's rows); metadata on the schema."""
         try:
             table = pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
             raise unreadable(path, exc) from None
-        checked_meta(path, table.schema, exchange, symbol, timeframe)
-        return table
+        meta = checked_meta(path, table.schema, exchange, symbol, timeframe)
+        if not is_monthly(meta):
+            return table
+        months = read_months(path, exchange, symbol, timeframe)
+        if months is None:
+            return table
+        return months.replace_schema_metadata(table.schema.metadata)
 
     def _meta(self, path: Path, exchange: str, symbol: str, timeframe: str) -> dict[str, Any]:
         try:
@@ -185,14 +204,29 @@ class CandleStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _stored(
-        self, path: Path, exchange: str, symbol: str, timeframe: str
-    ) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """The stored frame and its metadata from one read (empty when nothing is stored)."""
+        self, path: Path, exchange: str, symbol: str, timeframe: str, keys: set[str] | None = None
+    ) -> Stored:
+        """The stored candles and metadata (empty when nothing is stored).
+
+        With ``keys`` (months) and a month-partitioned series, only those months are read in full;
+        the others give their timestamps (``Stored.others``), enough for the series totals.
+        """
         if not path.is_file():
-            return empty_candles(), {}
+            # A first write killed between its month files and its head: the month files are candles.
+            months = read_months(path, exchange, symbol, timeframe)
+            return Stored(empty_candles() if months is None else self._frame(months), {})
+        meta = self._meta(path, exchange, symbol, timeframe)
+        if keys is not None and is_monthly(meta):
+            part, others = split_months(path, exchange, symbol, timeframe, keys)
+            old = empty_candles() if part is None else self._frame(part)
+            return Stored(old, meta, others, keys)
         table = self._read(path, exchange, symbol, timeframe)
         raw = (table.schema.metadata or {}).get(META_KEY)
-        return self._frame(table), (json.loads(raw) if raw else {})
+        return Stored(self._frame(table), json.loads(raw) if raw else {})
+
+    def _batch_keys(self, frame: pd.DataFrame) -> set[str] | None:
+        ts = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce").dropna()
+        return keys_around(ts.min(), ts.max()) if len(ts) else None
 
     def ingest(
         self,
@@ -212,7 +246,8 @@ class CandleStore:
         """
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
-            old, meta = self._stored(path, exchange, symbol, timeframe)
+            stored = self._stored(path, exchange, symbol, timeframe, self._batch_keys(raw))
+            old = stored.frame
             context = None
             if len(old) and not raw.empty:
                 ts = pd.to_datetime(raw["timestamp"], utc=True, errors="coerce")
@@ -229,7 +264,7 @@ class CandleStore:
                     f"{source}: none of its {report.rows_in:,} rows is a usable candle ({report.describe()}); nothing was stored"
                 )
             summary = self._merge_locked(
-                path, old, meta, exchange, symbol, timeframe, clean, report, strict
+                path, stored, exchange, symbol, timeframe, clean, report, strict
             )
         summary.report = report
         return summary
@@ -250,16 +285,15 @@ class CandleStore:
         """
         path = self.path(exchange, symbol, timeframe)
         with self._locked(path):
-            old, meta = self._stored(path, exchange, symbol, timeframe)
+            stored = self._stored(path, exchange, symbol, timeframe, self._batch_keys(new_df))
             return self._merge_locked(
-                path, old, meta, exchange, symbol, timeframe, new_df, report, strict
+                path, stored, exchange, symbol, timeframe, new_df, report, strict
             )
 
     def _merge_locked(
         self,
         path: Path,
-        old: pd.DataFrame,
-        meta: dict[str, Any],
+        stored: Stored,
         exchange: str,
         symbol: str,
         timeframe: str,
@@ -268,6 +302,9 @@ class CandleStore:
         strict: bool,
     ) -> SeriesSummary:
         new = new_df[COLUMNS]
+        if stored.keys is not None and not set(month_slices(new)) <= stored.keys:
+            stored = self._stored(path, exchange, symbol, timeframe)  # a month it did not read: all
+        old, meta = stored.frame, stored.meta
         overlap = old.merge(new, on="timestamp", suffixes=("_old", ""))
         cols = PRICE_COLUMNS + ["volume"]
         changed = ~same_values(
@@ -290,8 +327,17 @@ class CandleStore:
             log.warning(
                 "stored_candles_replaced", source=report.source, rows=replaced, examples=examples
             )
+        # The months whose files change: those of added or changed candles (all of an old single-file store).
+        touched = set(
+            month_slices(
+                pd.concat(
+                    [new[~new["timestamp"].isin(overlap["timestamp"])], overlap[changed]]
+                ).sort_values("timestamp")
+            )
+        )
         if not added and not replaced:
-            if old.empty or not report.repairs:
+            stale = is_monthly(meta) and int(meta.get("count", -1)) != stored.total
+            if old.empty or not (report.repairs or stale):
                 return summary_from_meta(path, meta, exchange, symbol, timeframe)
             merged = old  # nothing to store, but its repairs must still count in `chartrl data`
         elif old.empty:
@@ -301,8 +347,11 @@ class CandleStore:
                 [old[~old["timestamp"].isin(new["timestamp"])], new], ignore_index=True
             )
             merged = merged.sort_values("timestamp", kind="stable").reset_index(drop=True)
-        meta = updated_meta(meta, exchange, symbol, timeframe, merged, report, added, replaced)
-        self._write(path, merged, meta)
+        migrate = bool(len(old)) and not is_monthly(meta)
+        every = merged if stored.others is None else stored.all_stamps(merged)
+        meta = updated_meta(meta, exchange, symbol, timeframe, every, report, added, replaced)
+        meta["layout"] = LAYOUT
+        self._write(path, merged, meta, None if migrate else touched)
         summary = summary_from_meta(path, meta, exchange, symbol, timeframe)
         summary.added, summary.replaced = added, replaced
         log.info(
@@ -317,15 +366,32 @@ class CandleStore:
         )
         return summary
 
-    def _write(self, path: Path, df: pd.DataFrame, meta: dict[str, Any]) -> None:
-        table = pa.Table.from_pandas(df[COLUMNS], preserve_index=False)
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
-        )
+    def _write(
+        self, path: Path, df: pd.DataFrame, meta: dict[str, Any], months: set[str] | None
+    ) -> None:
+        """Write the month files in ``months`` (all of them when None), then the head.
+
+        The head goes last: a crash before it leaves a store whose candles are all readable (an
+        interrupted migration leaves the old single file as the head, which is still read as it is).
+        """
+        series = {k: meta[k] for k in ("exchange", "symbol", "timeframe")}
+        written: list[str] = []
         try:
-            atomic_write_table(table, path)
-        except OSError as exc:  # disk full, read-only mount: the old file is intact, say so
-            raise self._unwritable(exc) from None
+            for key, rows in month_slices(df).items():
+                if months is not None and key not in months:
+                    continue
+                part = _table(df.iloc[rows], {**series, "month": key})
+                atomic_write_table(part, month_path(path, key))
+                written.append(key)
+            atomic_write_table(_table(df.iloc[:0], meta), path)
+        except OSError as exc:  # disk full, read-only mount: the old files are intact, say so
+            if not written or months is None:  # nothing written, or a migration: the old head rules
+                raise self._unwritable(exc) from None
+            raise DataError(
+                f"cannot finish writing candles under {self.data_dir} ({exc.strerror or exc}); the months "
+                f"{', '.join(written)} of {path.parent.name} {path.stem} were stored but its summary was not "
+                "updated (the next write updates it); check free space"
+            ) from None
 
     def _unwritable(self, exc: OSError) -> DataError:
         where = f": {exc.filename}" if exc.filename else ""
@@ -333,6 +399,13 @@ class CandleStore:
             f"cannot write candles under {self.data_dir} ({exc.strerror or exc}{where}); the stored candles are "
             "unchanged; check --data-dir / data.dir / CHARTRL_DATA_DIR and free space"
         )
+
+
+def _table(df: pd.DataFrame, meta: dict[str, Any]) -> pa.Table:
+    table = pa.Table.from_pandas(df[COLUMNS], preserve_index=False)
+    return table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()}
+    )
 
 
 def atomic_write_table(table: pa.Table, path: Path) -> None:
