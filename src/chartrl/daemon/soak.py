@@ -59,24 +59,6 @@ class SoakReport:
         return self.rss_end_mb - self.rss_start_mb
 
 
-def _context() -> Any:
-    import multiprocessing as mp
-
-    # Children fork from a server that imported torch and chartrl once: a restart takes
-    # milliseconds, so the kills test recovery rather than Python's start-up time.
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(
-        [
-            "chartrl.daemon.simrun",
-            "chartrl.daemon.tick",
-            "chartrl.train.checkpoint",
-            "ccxt",
-            "torch",
-        ]
-    )
-    return ctx
-
-
 def _child(argv: list[str], env: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(env)
@@ -201,7 +183,9 @@ def run_soak(
         logs = workdir / "logs"
         logs.mkdir(exist_ok=True)
         kill_until = start_ms + int(kill_phase * ticks) * HOUR
-        ctx = _context()
+        from chartrl.testing.killrun import forkserver_context
+
+        ctx = forkserver_context()
         n = 0
         while clock.now_ms() < end_ms + 25_000:
             n += 1

@@ -61,9 +61,24 @@ class KillReport:
         return self.duplicates == 0 and not self.mismatches
 
 
-def _context() -> Any:
+FORKSERVER_PRELOAD = [
+    "chartrl.testing.killrun",
+    "chartrl.daemon.simrun",
+    "chartrl.daemon.tick",
+    "chartrl.train.checkpoint",
+    "ccxt",
+    "torch",
+]
+"""What the one forkserver of a process imports before forking children. The kill runs and the
+soak share it (whichever starts it first sets its preload), so both lists are one: a soak child
+forked from a server without torch would import it itself, and its resident set would still be
+climbing when the soak starts checking that it stays flat."""
+
+
+def forkserver_context() -> Any:
+    """The multiprocessing context of kill runs and soak children (see FORKSERVER_PRELOAD)."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["chartrl.testing.killrun", "ccxt"])
+    ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
     return ctx
 
 
@@ -254,7 +269,7 @@ def run_live_kills(
     ``faults`` also makes the emulator drop order responses after placing them, answer 503 after
     processing, reset before processing, and fail look-ups now and then (ambiguity on top of kills).
     """
-    ctx, rng, rep = _context(), random.Random(seed), KillReport()
+    ctx, rng, rep = forkserver_context(), random.Random(seed), KillReport()
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     ledger_file, log_file = str(workdir / "ledger.sqlite"), str(workdir / "worker.log")
@@ -365,7 +380,7 @@ def run_paper_kills(
     its start).
     """
     n = n if n is not None else 2000 + int(20_000 * max_delay) * runs
-    ctx, rng, rep = _context(), random.Random(seed), KillReport()
+    ctx, rng, rep = forkserver_context(), random.Random(seed), KillReport()
     t0 = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     ledger_file, log_file = str(workdir / "paper.sqlite"), str(workdir / "paper.log")
