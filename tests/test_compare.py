@@ -27,6 +27,7 @@ from chartrl.train.compare import (
 )
 from chartrl.train.dqn import TrainConfig
 from chartrl.train.env import prepare_data
+from test_training import tiny_cfg
 
 
 def run(ret: float, sharpe: float | None = 1.0, trades: int = 4, exposure: float = 0.3) -> list:
@@ -150,19 +151,7 @@ SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_p
 def test_run_compare_end_to_end(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     data = prepare_data(synthetic_candles(500, seed=5), SPEC, "1h", validation_fraction=0.2)
-    cfg = TrainConfig(
-        epochs=1,
-        imitation_epochs=1,
-        num_envs=2,
-        learning_starts=16,
-        batch_size=2,
-        seq_len=3,
-        burn_in=2,
-        train_frequency=2,
-        max_steps_per_epoch=12,
-        buffer_size=400,
-        policy_kwargs={"feat_dim": 16},
-    )
+    cfg = tiny_cfg(epochs=1, target_network_frequency=TrainConfig.target_network_frequency)
     meta = {
         "chart_spec": SPEC,
         "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},

@@ -18,6 +18,7 @@ from chartrl.train.checkpoint import load_model, read_meta
 from chartrl.train.dqn import TrainConfig, read_history, train
 from chartrl.train.env import prepare_data
 from chartrl.train.evaluation import VALIDATION_METRICS, GreedyRun, greedy_run, run_metrics
+from test_training import tiny_cfg
 
 SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_period=10)
 META = {
@@ -41,23 +42,8 @@ def data():
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(
-        epochs=2,
-        imitation_epochs=2,
-        num_envs=2,
-        learning_starts=16,
-        batch_size=2,
-        seq_len=3,
-        burn_in=2,
-        train_frequency=2,
-        max_steps_per_epoch=40,
-        target_network_frequency=3,
-        buffer_size=400,
-        oracle_window=3,
-        policy_kwargs={"feat_dim": 16},
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    base = dict(imitation_epochs=2, max_steps_per_epoch=40, oracle_window=3)
+    return tiny_cfg(**(base | kw))
 
 
 def test_default_schedule_gives_at_least_ten_validation_points(data, tmp_path: Path) -> None:

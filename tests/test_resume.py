@@ -20,6 +20,7 @@ from chartrl.train.checkpoint import read_meta
 from chartrl.train.dqn import TrainConfig, train
 from chartrl.train.env import prepare_data
 from chartrl.train.replay import SequenceReplay
+from test_training import tiny_cfg
 
 SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_period=10)
 META = {
@@ -55,17 +56,12 @@ def _cfg(**kw) -> TrainConfig:
     base = dict(
         epochs=1,
         stages=("dqn",),
-        num_envs=2,
+        imitation_epochs=TrainConfig.imitation_epochs,
         learning_starts=STARTS,
-        batch_size=2,
-        seq_len=3,
-        burn_in=2,
-        train_frequency=2,
-        max_steps_per_epoch=12,
-        buffer_size=400,
+        target_network_frequency=TrainConfig.target_network_frequency,
         policy_kwargs={"feat_dim": 16, "widths": (4, 8)},
     )
-    return TrainConfig(**(base | kw))
+    return tiny_cfg(**(base | kw))
 
 
 @pytest.fixture(scope="module")
