@@ -71,6 +71,26 @@ def _source(pattern: np.ndarray | None) -> FrameCache:
     return FrameCache(Frames(pattern, channels))
 
 
+def _epoch(policy, opt, cache, close, targets, weights, rng, **kw) -> float:
+    """One imitation epoch of ``policy`` on training candles 0..1999 (2000.. are held out)."""
+    kw = {"batch_size": 8, "seq_len": 4, "fee": 0.001, "max_grad_norm": 10.0} | kw
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return imitation_epoch(
+        policy,
+        policy,
+        opt,
+        scaler,
+        cache,
+        close,
+        np.arange(2000),
+        targets,
+        weights,
+        rng=rng,
+        device=torch.device("cpu"),
+        **kw,
+    )
+
+
 def _train(strategy, cache, targets, weights, updates, seed=0):
     torch.manual_seed(seed)
     policy = build_policy(
@@ -80,25 +100,7 @@ def _train(strategy, cache, targets, weights, updates, seed=0):
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     rng = np.random.default_rng(seed)
     for _ in range(updates // 50):
-        imitation_epoch(
-            policy,
-            policy,
-            opt,
-            torch.amp.GradScaler("cpu", enabled=False),
-            cache,
-            close,
-            np.arange(2000),  # training candles; 2000.. are held out
-            targets,
-            weights,
-            batch_size=8,
-            seq_len=4,
-            burn_in=2,
-            fee=0.001,
-            max_grad_norm=10.0,
-            rng=rng,
-            device=torch.device("cpu"),
-            max_updates=50,
-        )
+        _epoch(policy, opt, cache, close, targets, weights, rng, burn_in=2, max_updates=50)
     return policy
 
 
@@ -191,23 +193,15 @@ def test_values_target_regresses_q_to_the_scaled_dp_values() -> None:
     rng, losses = np.random.default_rng(0), []
     for _ in range(4):
         losses.append(
-            imitation_epoch(
-                policy,
+            _epoch(
                 policy,
                 opt,
-                torch.amp.GradScaler("cpu", enabled=False),
                 cache,
                 cl,
-                np.arange(2000),
                 targets,
                 None,
-                batch_size=8,
-                seq_len=4,
+                rng,
                 burn_in=0,
-                fee=0.001,
-                max_grad_norm=10.0,
-                rng=rng,
-                device=torch.device("cpu"),
                 open_=o,
                 target="values",
                 reward_scale=100.0,
@@ -220,23 +214,15 @@ def test_values_target_regresses_q_to_the_scaled_dp_values() -> None:
     want = 100.0 * targets.values[:2000, 0].mean(0)
     assert np.allclose(q.mean(0).numpy(), want, atol=0.3 * np.abs(want).max())
     with pytest.raises(ValueError, match="needs the dp oracle"):
-        imitation_epoch(
-            policy,
+        _epoch(
             policy,
             opt,
-            torch.amp.GradScaler("cpu", enabled=False),
             cache,
             cl,
-            np.arange(2000),
             imitation_targets(o, cl, "extrema"),
             None,
-            batch_size=8,
-            seq_len=4,
+            rng,
             burn_in=0,
-            fee=0.001,
-            max_grad_norm=10.0,
-            rng=rng,
-            device=torch.device("cpu"),
             target="values",
         )
 
