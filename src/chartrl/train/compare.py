@@ -17,6 +17,10 @@ import torch
 
 from chartrl.account.fills import MarketRules
 from chartrl.train import seedstats
+
+# The curve helpers live in train/curves.py (shared with the sweep report); re-exported here.
+from chartrl.train.curves import CURVES, curve, never_traded, plot_curves  # noqa: F401
+from chartrl.train.curves import to_float as _f
 from chartrl.train.dqn import TrainConfig, train
 from chartrl.train.env import TrainData
 from chartrl.train.evaluation import GreedyRun, run_metrics
@@ -50,13 +54,6 @@ def buy_and_hold(data: TrainData, rules: MarketRules, cash: float) -> dict[str, 
     return run_metrics(run, data.timeframe)
 
 
-def _f(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 TABLE_METRICS = (
     "total_return",
     "sharpe",
@@ -70,14 +67,6 @@ TABLE_METRICS = (
 PAIRED_METRICS = ("total_return", "sharpe", "trades_per_week", "exposure")
 """What is differenced seed by seed against the reference strategy."""
 REFERENCE = "cnn"
-
-
-def never_traded(row: dict[str, Any]) -> bool:
-    """A validation without a single fill (no turnover; older rows: no trade and no exposure)."""
-    if row.get("val_turnover") not in (None, ""):
-        return _f(row["val_turnover"]) == 0.0
-    exposure = _f(row.get("val_exposure"))
-    return _f(row.get("val_trades")) == 0.0 and not exposure > 0.0
 
 
 def final_values(run: list[dict[str, Any]], metric: str) -> float:
@@ -175,66 +164,6 @@ def markdown_table(
                 f"{fmt(d['trades_per_week'])} | {fmt(d['exposure'], 100, 1)} |"
             )
     return "\n".join(lines)
-
-
-CURVES = (
-    ("val_total_return", "validation total return", False),
-    ("val_sharpe", "validation Sharpe (never traded = 0)", True),
-    ("val_trades_per_week", "validation round trips per week", False),
-    ("val_exposure", "validation exposure", False),
-    ("val_skill_p_value", "validation skill p-value", False),
-    ("loss", "DQN TD loss (Huber) since the last point", False),
-)
-
-
-def curve(run: list[dict[str, Any]], key: str, zero_if_flat: bool) -> dict[int, float]:
-    """One run's ``key`` over DQN gradient updates: every DQN validation row (the last at each
-    update count), the last imitation row standing at update 0 (where DQN starts from)."""
-    pts: dict[int, float] = {}
-    imitation = [r for r in run if r.get("stage") == "imitation"]
-    rows = ([imitation[-1]] if imitation and key != "loss" else []) + [
-        r for r in run if r.get("stage") == "dqn"
-    ]
-    for r in rows:
-        v = _f(r.get(key))
-        if not math.isfinite(v) and zero_if_flat and never_traded(r):
-            v = 0.0
-        u = 0 if r.get("stage") == "imitation" else int(_f(r.get("updates")))
-        if math.isfinite(v):
-            pts[u] = v
-    return pts
-
-
-def plot_curves(histories: dict[str, list[list[dict[str, Any]]]], path: Path) -> None:
-    """Learning curves over DQN gradient updates: mean over seeds, band = the seeds' min..max, at
-    the update counts every seed was validated at."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8))
-    for ax, (key, title, zero) in zip(axes.flat, CURVES, strict=True):
-        for name, runs in histories.items():
-            curves = [curve(h, key, zero) for h in runs if h]
-            common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
-            if not common:
-                continue
-            y = np.array([[c[u] for u in common] for c in curves])
-            (line,) = ax.plot(common, y.mean(axis=0), marker="o", ms=2, label=f"{name} (mean)")
-            if len(curves) > 1:
-                ax.fill_between(
-                    common, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2
-                )
-        ax.set_title(title)
-        ax.set_xlabel("DQN gradient updates (0 = after imitation)")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.suptitle("learning curves: line = mean over seeds, band = min..max of the seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def run_compare(
