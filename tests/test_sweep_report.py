@@ -1,0 +1,301 @@
+"""The sweep's statistics and report (experiments/stats.py, experiments/report.py) on a synthetic
+sweep directory made here with the interface's files (docs/experiments.md): 2 strategies x 2 seeds
+x 2 folds with one failed trial; the DSR against a worked example; trial counting."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chartrl.errors import DataError
+from chartrl.experiments import stats
+from chartrl.experiments.report import write_report
+
+SPLIT_FIELDS = (
+    "from",
+    "until",
+    "candles",
+    "total_return",
+    "sharpe",
+    "max_drawdown",
+    "trades",
+    "trades_per_week",
+    "exposure",
+    "turnover",
+    "fees_paid",
+    "skill_p_value",
+    "skill_percentile",
+    "buy_hold_return",
+    "buy_hold_sharpe",
+)
+COLUMNS = [
+    "trial_id",
+    "strategy",
+    "config_id",
+    "params",
+    "seed",
+    "fold",
+    "status",
+    "error",
+    "attempts",
+    "chosen_epoch",
+    "chosen_updates",
+    "seconds",
+] + [f"{s}_{f}" for s in ("val", "test") for f in SPLIT_FIELDS]
+CANDLES = 60
+START = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def history(edge: float) -> list[dict]:
+    """A trainer history.csv: imitation end, then DQN validations at 10 and 20 updates."""
+    base = {"kind": "eval", "loss": 0.5, "val_turnover": 100.0, "val_trades": 2}
+    return [
+        {**base, "stage": "imitation", "epoch": 1, "updates": 0, "val_total_return": 0.0},
+        {**base, "stage": "dqn", "epoch": 1, "updates": 10, "val_total_return": edge / 2},
+        {**base, "stage": "dqn", "epoch": 1, "updates": 20, "val_total_return": edge},
+    ]
+
+
+def write_trial(root: Path, row: dict, returns: np.ndarray, fold: int) -> None:
+    """The trial's history.csv and test_equity.csv (equity from ``returns``)."""
+    d = root / "trials" / row["trial_id"]
+    d.mkdir(parents=True)
+    pd.DataFrame(history(float(row["test_total_return"] or 0))).to_csv(
+        d / "history.csv", index=False
+    )
+    equity = 10_000 * np.concatenate([[1.0], np.cumprod(1 + returns)])
+    ts = pd.date_range(START + pd.Timedelta(hours=fold * 100), periods=len(equity), freq="h")
+    bh = 10_000 * np.linspace(1.0, 1.01, len(equity))
+    pd.DataFrame(
+        {"timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "equity": equity, "buy_hold": bh}
+    ).to_csv(d / "test_equity.csv", index=False)
+
+
+def make_sweep(
+    root: Path,
+    *,
+    fail: tuple = (("gru", 2, 1),),
+    flat: tuple[str, int, int] | None = None,
+) -> Path:
+    """2 strategies x 2 seeds x 2 folds; ``fail`` = the (strategy, seed, fold) of failed trials,
+    ``flat`` one that never trades (flat equity, empty Sharpe)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for strategy, drift in (("cnn", 0.001), ("gru", 0.0)):
+        for seed in (1, 2):
+            for fold in (0, 1):
+                tid = f"{strategy}-s{seed}-f{fold}"
+                row = dict.fromkeys(COLUMNS, "")
+                row.update(
+                    trial_id=tid,
+                    strategy=strategy,
+                    config_id=f"{strategy}|lr=0.001",
+                    params=json.dumps({"lr": 0.001}),
+                    seed=seed,
+                    fold=fold,
+                    status="done",
+                    attempts=1,
+                    chosen_epoch=1,
+                    chosen_updates=20,
+                    seconds=1.5,
+                )
+                if (strategy, seed, fold) in fail:
+                    row.update(
+                        status="failed",
+                        attempts=2,
+                        error="RuntimeError: CUDA out of memory\nTraceback ...",
+                    )
+                    rows.append(row)
+                    continue
+                never = (strategy, seed, fold) == flat
+                r = np.zeros(CANDLES) if never else rng.normal(drift, 0.01, CANDLES)
+                total = float(np.prod(1 + r) - 1)
+                sd = float(np.std(r, ddof=1))
+                row.update(
+                    test_candles=CANDLES + 1,
+                    test_total_return=total,
+                    test_sharpe="" if never else float(r.mean() / sd * math.sqrt(8760)),
+                    test_max_drawdown=0.0 if never else 0.02,
+                    test_trades=0 if never else 3,
+                    test_trades_per_week=0.0 if never else 2.5,
+                    test_exposure=0.0 if never else 0.4,
+                    test_turnover=0.0 if never else 3e4,
+                    test_fees_paid=0.0 if never else 30.0,
+                    test_skill_p_value=1.0 if never else (0.01 if strategy == "cnn" else 0.4),
+                    test_skill_percentile=50.0,
+                    test_buy_hold_return=0.01,
+                    test_buy_hold_sharpe=1.0,
+                    val_total_return=0.01,
+                )
+                write_trial(root, row, r, fold)
+                rows.append(row)
+    with open(root / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+SECTIONS = (
+    "# Sweep report",
+    "## Trials",
+    "## Test metrics per strategy",
+    "## Paired differences against `cnn`",
+    "## Beating buy and hold",
+    "## Skill p-values",
+    "## Deflated Sharpe ratio",
+    "## Probability of backtest overfitting (CSCV)",
+    "## Learning curves",
+)
+PNGS = ("metrics.png", "paired.png", "pbo.png", "curves.png")
+
+
+def test_write_report_has_every_section_the_pngs_and_the_failed_trial(tmp_path: Path) -> None:
+    make_sweep(tmp_path, flat=("cnn", 2, 0))
+    path = write_report(tmp_path)
+    assert path == tmp_path / "report.md"
+    text = path.read_text()
+    for heading in SECTIONS:
+        assert f"\n{heading}\n" in f"\n{text}", heading
+    for png in PNGS:
+        assert (tmp_path / png).stat().st_size > 5_000, png
+        assert f"]({png})" in text
+    # The failed trial: counted, named with its error, and in the DSR's trial count.
+    assert (
+        "8 runs (configuration x seed x fold) of 2 configuration(s): 7 finished, 1 failed" in text
+    )
+    assert "| gru-s2-f1 | RuntimeError: CUDA out of memory |" in text
+    assert "| gru | 1 | 4 | 3 | 1 | 0 |" in text
+    assert "Trials N = 2: every configuration tried, finished or failed" in text
+    assert "Counting every run as a trial (N = 8" in text
+    # The never-trading run counts (return 0) and is flagged.
+    assert "1 finished run(s) never traded" in text and "| (2, 0) |" in text
+    assert "7 tests were run" in text
+    assert "PBO " in text and " combinations (12 blocks, 2 configurations)" in text
+
+
+def test_stats_count_failures_and_never_traded_runs(tmp_path: Path) -> None:
+    make_sweep(tmp_path, flat=("cnn", 2, 0))
+    df = stats.load_results(tmp_path)
+    flat = df[(df.strategy == "cnn") & (df.seed == 2) & (df.fold == 0)].iloc[0]
+    assert flat.never_traded and flat.test_sharpe == 0.0 and flat.test_total_return == 0.0
+    c = stats.trial_counts(df)
+    assert (c["runs"], c["done"], c["failed"], c["attempts"]) == (8, 7, 1, 9)
+    assert c["dsr_trials"] == 2 and c["configurations_all_failed"] == []
+    summary = stats.summarize(df)
+    assert summary["gru"]["done"] == 3 and summary["gru"]["failed"] == 1
+    assert len(summary["cnn"]["sharpe"]["values"]) == 4  # the flat run is in, as 0
+    assert summary["cnn"]["never_traded"] == [(2, 0)]
+    # A configuration whose every run failed was still tried: it raises N.
+    extra = df[df.strategy == "gru"].assign(
+        config_id="gru|lr=0.01", status="failed", trial_id=lambda d: d.trial_id + "-b"
+    )
+    c2 = stats.trial_counts(pd.concat([df, extra]))
+    assert c2["dsr_trials"] == 3 and c2["configurations_all_failed"] == ["gru|lr=0.01"]
+    assert c2["failed"] == 5
+
+
+def test_paired_differences_pair_on_seed_and_fold(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    df = stats.load_results(tmp_path)
+    paired = stats.paired_differences(df, "cnn")["gru"]["total_return"]
+    ret = {(r.strategy, r.seed, r.fold): r.test_total_return for r in df.itertuples()}
+    # gru seed 2 fold 1 failed: 3 pairs, each gru minus cnn at the same (seed, fold).
+    want = [ret[("gru", s, f)] - ret[("cnn", s, f)] for s, f in ((1, 0), (1, 1), (2, 0))]
+    assert paired["pairs"] == 3 and paired["values"] == pytest.approx(want)
+    assert stats.paired_differences(df, "resnet") == {}
+
+
+def test_buy_and_hold_and_skill_summaries(tmp_path: Path) -> None:
+    make_sweep(tmp_path, flat=("cnn", 2, 0))
+    df = stats.load_results(tmp_path)
+    bh = stats.beat_buy_hold(df)
+    d = df[df.status == "done"]
+    for name in ("cnn", "gru"):
+        g = d[d.strategy == name]
+        assert bh[name]["runs"] == len(g)
+        assert bh[name]["runs_beat"] == int((g.test_total_return > 0.01).sum())
+    assert bh["cnn"]["runs_beat"] <= 3  # the flat run (return 0) is below buy and hold (+1 %)
+    sk = stats.skill_summary(df)
+    # cnn p = 0.01, 0.01, 1.0 (flat), 0.01; gru 0.4 x 3 (one failed): 7 tests, 3 below 0.05,
+    # 0.35 expected by chance, Bonferroni threshold 0.05 / 7 = 0.0071 passes none.
+    assert sk["per_strategy"]["cnn"] == {"tests": 4, "median": 0.01, "below": 3}
+    assert sk["per_strategy"]["gru"] == {"tests": 3, "median": 0.4, "below": 0}
+    assert (sk["tests"], sk["below"], sk["bonferroni"]) == (7, 3, 0)
+    assert sk["expected_by_chance"] == pytest.approx(0.35)
+
+
+def _series(values: list[float]) -> pd.Series:
+    ts = pd.date_range("2024-01-01", periods=len(values), freq="h", tz="UTC")
+    index = pd.MultiIndex.from_arrays([[0] * len(values), ts], names=["fold", "timestamp"])
+    return pd.Series(values, index=index)
+
+
+def test_deflated_sharpe_of_the_best_configuration_worked_by_hand() -> None:
+    # a = [0.02, 0, 0.02, 0]: mean 0.01, sample sd 0.01 * sqrt(4/3) -> per-period SR sqrt(3)/2
+    #   = 0.8660; two-point symmetric: skew 0, kurtosis 1, so the SR's standard error is
+    #   sqrt((1 - 0 + (1 - 1)/4 * SR^2) / (n - 1)) = 1/sqrt(3) and PSR = Phi(1.5) = 0.9332.
+    # b = [0.02, 0, 0, 0]: mean 0.005, sample sd 0.01 -> SR 0.5.  a is the best.
+    # Trials N = 3 (a third configuration failed: tried, no returns). Spread of the SRs:
+    #   sd(0.8660, 0.5) = 0.3660 / sqrt(2) = 0.25882.
+    # SR0 = 0.25882 * ((1 - g) * Phi^-1(1 - 1/3) + g * Phi^-1(1 - 1/(3e))), g = 0.57722
+    #     = 0.25882 * (0.42278 * 0.43073 + 0.57722 * 1.16196) = 0.25882 * 0.85280 = 0.22072
+    # DSR = Phi((0.86603 - 0.22072) * sqrt(3)) = Phi(1.11770) = 0.8682.
+    returns = {"a": _series([0.02, 0.0, 0.02, 0.0]), "b": _series([0.02, 0.0, 0.0, 0.0])}
+    d = stats.deflated_best(returns, trials=3)
+    assert d["config_id"] == "a" and d["trials"] == 3 and d["periods"] == 4
+    assert d["sharpe_per_period"] == pytest.approx(math.sqrt(3) / 2)
+    assert (d["skew"], d["kurtosis"]) == pytest.approx((0.0, 1.0))
+    assert d["sr_std"] == pytest.approx(0.25882, abs=1e-5)
+    assert d["psr"] == pytest.approx(0.9332, abs=1e-4)
+    assert d["sr_benchmark"] == pytest.approx(0.22072, abs=1e-5)
+    assert d["dsr"] == pytest.approx(0.8682, abs=1e-4)
+    # Hourly candles: annualised = per-period * sqrt(8766).
+    assert d["sharpe_annualised"] == pytest.approx(math.sqrt(3) / 2 * math.sqrt(8766))
+    # More trials, a higher bar: N = 1 leaves the PSR.
+    assert stats.deflated_best(returns, trials=1)["dsr"] == pytest.approx(d["psr"])
+    assert stats.deflated_best(returns, trials=30)["dsr"] < d["dsr"]
+
+
+def test_incomplete_configurations_are_named_and_pbo_explained(tmp_path: Path) -> None:
+    # Both gru runs of fold 1 failed: gru has no fold-1 result, so neither PBO has 2
+    # configurations; the report says why instead of showing a number.
+    make_sweep(tmp_path, fail=(("gru", 1, 1), ("gru", 2, 1)))
+    text = write_report(tmp_path, reference="resnet").read_text()
+    assert (
+        "- per-candle Sharpe: not computed: 1 configuration(s) with returns on every fold" in text
+    )
+    assert "- fold-level test Sharpe: not computed:" in text
+    assert "Left out, without a finished run on every fold: 1 configuration(s)." in text
+    assert "No finished `resnet` runs to pair with" in text
+    assert not (tmp_path / "pbo.png").exists() and not (tmp_path / "paired.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p.unlink(), "no results.csv in"),
+        (lambda p: p.write_text("trial_id,strategy\nx,cnn\n"), "missing column(s) config_id"),
+        (
+            lambda p: p.write_text(p.read_text().replace(",done,", ",running,", 1)),
+            "status 'running'",
+        ),
+        (
+            lambda p: p.write_text(p.read_text().replace(",1.5,", ",fast,", 1)),
+            "column seconds is 'fast'",
+        ),
+    ],
+)
+def test_bad_results_are_refused_in_one_line(tmp_path: Path, edit, message: str) -> None:
+    make_sweep(tmp_path)
+    edit(tmp_path / "results.csv")
+    with pytest.raises(DataError, match=re.escape(message)) as err:
+        write_report(tmp_path)
+    assert "\n" not in str(err.value)
