@@ -203,12 +203,13 @@ def test_stats_count_failures_and_never_traded_runs(tmp_path: Path) -> None:
 
 
 def test_paired_differences_pair_on_seed_and_fold(tmp_path: Path) -> None:
-    make_sweep(tmp_path)
+    # gru seed 1 fold 1 failed: 3 pairs, each gru minus cnn at the same (seed, fold); pairing by
+    # position would set gru (2, 0) against cnn (1, 1).
+    make_sweep(tmp_path, fail=(("gru", 1, 1),))
     df = stats.load_results(tmp_path)
     paired = stats.paired_differences(df, "cnn")["gru"]["total_return"]
     ret = {(r.strategy, r.seed, r.fold): r.test_total_return for r in df.itertuples()}
-    # gru seed 2 fold 1 failed: 3 pairs, each gru minus cnn at the same (seed, fold).
-    want = [ret[("gru", s, f)] - ret[("cnn", s, f)] for s, f in ((1, 0), (1, 1), (2, 0))]
+    want = [ret[("gru", s, f)] - ret[("cnn", s, f)] for s, f in ((1, 0), (2, 0), (2, 1))]
     assert paired["pairs"] == 3 and paired["values"] == pytest.approx(want)
     assert stats.paired_differences(df, "resnet") == {}
 
