@@ -300,3 +300,14 @@ def test_bad_results_are_refused_in_one_line(tmp_path: Path, edit, message: str)
     with pytest.raises(DataError, match=re.escape(message)) as err:
         write_report(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_a_sweep_where_everything_failed_still_reports(tmp_path: Path) -> None:
+    every = tuple((s, seed, f) for s in ("cnn", "gru") for seed in (1, 2) for f in (0, 1))
+    make_sweep(tmp_path, fail=every)
+    text = write_report(tmp_path).read_text()
+    assert "0 finished, 8 failed; 16 attempts" in text
+    assert "still counted as tried): `cnn|lr=0.001`, `gru|lr=0.001`" in text
+    assert "No finished run has test returns: no DSR." in text
+    assert "no paired differences" in text and "no learning curves" in text
+    assert not list(tmp_path.glob("*.png"))

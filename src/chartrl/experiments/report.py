@@ -7,7 +7,6 @@ it reads the files in DIR itself, so it can be rerun on a finished sweep directo
 from __future__ import annotations
 
 import csv
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,10 +89,14 @@ def _metric_table(summary: dict[str, dict[str, Any]], label: str) -> list[str]:
     return lines
 
 
-def _paired(paired: dict[str, dict[str, Any]], reference: str, runs: int) -> list[str]:
+def _paired(paired: dict[str, dict[str, Any]], reference: str) -> list[str]:
+    """``paired``: the strategies with at least one (seed, fold) pair."""
     lines = [f"## Paired differences against `{reference}`", ""]
     if not paired:
-        return lines + [f"No finished `{reference}` runs to pair with: no paired differences."]
+        return lines + [
+            f"No (seed, fold) where `{reference}` and another strategy both finished: "
+            "no paired differences."
+        ]
     lines += [
         f"Each strategy minus `{reference}` at the same (seed, fold): same data, same budget "
         "(a searched strategy is averaged over its configurations first). Mean ± std "
@@ -254,6 +257,7 @@ def write_report(out_dir: Path, *, reference: str = "cnn") -> Path:
         "training nor the checkpoint choice saw (the checkpoint is the best on validation).",
         "",
     ]
+    has_metrics = any(v["done"] for v in s["strategies"].values())
     body = _trials(c, s["equity_missing"]) + [
         "",
         "## Test metrics per strategy",
@@ -264,12 +268,13 @@ def write_report(out_dir: Path, *, reference: str = "cnn") -> Path:
         "",
         *_metric_table(s["strategies"], "strategy"),
         "",
-        "![test metrics](metrics.png)",
+        "![test metrics](metrics.png)" if has_metrics else "No finished run: nothing to plot.",
         "",
     ]
     if len(s["configs"]) > len(s["strategies"]):
         body += ["### Per configuration", "", *_metric_table(s["configs"], "configuration"), ""]
-    body += _paired(s["paired"], reference, c["runs"]) + [""]
+    paired = {k: v for k, v in s["paired"].items() if v["total_return"]["pairs"]}
+    body += _paired(paired, reference) + [""]
     body += _buy_hold(s["buy_hold"]) + [""] + _skill(s["skill"]) + [""]
     body += _dsr(s["dsr"], s["dsr_every_run"], c) + [""]
     pbo_lines, shown = _pbo_section(s["pbo_returns"], s["pbo_folds"])
@@ -283,10 +288,10 @@ def write_report(out_dir: Path, *, reference: str = "cnn") -> Path:
         )
     else:
         body.append("No history.csv of a finished run: no learning curves.")
-    if any(math.isfinite(v["total_return"]["mean"] or math.nan) for v in s["strategies"].values()):
+    if has_metrics:
         figures.plot_metrics(s["strategies"], out_dir / "metrics.png")
-    if s["paired"]:
-        figures.plot_paired(s["paired"], reference, out_dir / "paired.png")
+    if paired:
+        figures.plot_paired(paired, reference, out_dir / "paired.png")
     if shown:
         figures.plot_pbo(shown, out_dir / "pbo.png")
     path = out_dir / "report.md"
