@@ -275,7 +275,7 @@ def test_incomplete_configurations_are_named_and_pbo_explained(tmp_path: Path) -
     )
     assert "- fold-level test Sharpe: not computed:" in text
     assert "Left out, without a finished run on every fold: 1 configuration(s)." in text
-    assert "No finished `resnet` runs to pair with" in text
+    assert "No (seed, fold) where `resnet` and another strategy both finished" in text
     assert not (tmp_path / "pbo.png").exists() and not (tmp_path / "paired.png").exists()
 
 
