@@ -258,8 +258,8 @@ def test_deflated_sharpe_of_the_best_configuration_worked_by_hand() -> None:
     assert d["psr"] == pytest.approx(0.9332, abs=1e-4)
     assert d["sr_benchmark"] == pytest.approx(0.22072, abs=1e-5)
     assert d["dsr"] == pytest.approx(0.8682, abs=1e-4)
-    # Hourly candles: annualised = per-period * sqrt(8766).
-    assert d["sharpe_annualised"] == pytest.approx(math.sqrt(3) / 2 * math.sqrt(8766))
+    # Hourly candles: annualised = per-period * sqrt(8760), 365 days of 24.
+    assert d["sharpe_annualised"] == pytest.approx(math.sqrt(3) / 2 * math.sqrt(8760))
     # More trials, a higher bar: N = 1 leaves the PSR.
     assert stats.deflated_best(returns, trials=1)["dsr"] == pytest.approx(d["psr"])
     assert stats.deflated_best(returns, trials=30)["dsr"] < d["dsr"]

@@ -270,7 +270,8 @@ def deflated_best(returns: dict[str, pd.Series], trials: int) -> dict[str, Any] 
     out = deflated_sharpe(returns[best].to_numpy(np.float64), trials=trials, sr_std=sr_std)
     ts = returns[best].index.get_level_values("timestamp")
     step = pd.Series(ts).diff().dt.total_seconds().median() if len(ts) > 1 else math.nan
-    per_year = 365.25 * 86_400 / step if step and step > 0 else math.nan
+    # 365 days a year, as timeframe.periods_per_year counts them (crypto trades every day).
+    per_year = 365 * 86_400 / step if step and step > 0 else math.nan
     return {
         **out,
         "config_id": best,
