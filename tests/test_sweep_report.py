@@ -1,146 +1,29 @@
 """The sweep's statistics and report (experiments/stats.py, experiments/report.py) on a synthetic
-sweep directory made here with the interface's files (docs/experiments.md): 2 strategies x 2 seeds
+sweep directory with the interface's files (chartrl.testing.sweepdir, docs/experiments.md): 2 strategies x 2 seeds
 x 2 folds with one failed trial; the DSR against a worked example; trial counting."""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from chartrl.errors import DataError
 from chartrl.experiments import stats
 from chartrl.experiments.report import write_report
-
-SPLIT_FIELDS = (
-    "from",
-    "until",
-    "candles",
-    "total_return",
-    "sharpe",
-    "max_drawdown",
-    "trades",
-    "trades_per_week",
-    "exposure",
-    "turnover",
-    "fees_paid",
-    "skill_p_value",
-    "skill_percentile",
-    "buy_hold_return",
-    "buy_hold_sharpe",
-)
-COLUMNS = [
-    "trial_id",
-    "strategy",
-    "config_id",
-    "params",
-    "seed",
-    "fold",
-    "status",
-    "error",
-    "attempts",
-    "chosen_epoch",
-    "chosen_updates",
-    "seconds",
-] + [f"{s}_{f}" for s in ("val", "test") for f in SPLIT_FIELDS]
-CANDLES = 60
-START = pd.Timestamp("2024-01-01", tz="UTC")
-
-
-def history(edge: float) -> list[dict]:
-    """A trainer history.csv: imitation end, then DQN validations at 10 and 20 updates."""
-    base = {"kind": "eval", "loss": 0.5, "val_turnover": 100.0, "val_trades": 2}
-    return [
-        {**base, "stage": "imitation", "epoch": 1, "updates": 0, "val_total_return": 0.0},
-        {**base, "stage": "dqn", "epoch": 1, "updates": 10, "val_total_return": edge / 2},
-        {**base, "stage": "dqn", "epoch": 1, "updates": 20, "val_total_return": edge},
-    ]
-
-
-def write_trial(root: Path, row: dict, returns: np.ndarray, fold: int) -> None:
-    """The trial's history.csv and test_equity.csv (equity from ``returns``)."""
-    d = root / "trials" / row["trial_id"]
-    d.mkdir(parents=True)
-    pd.DataFrame(history(float(row["test_total_return"] or 0))).to_csv(
-        d / "history.csv", index=False
-    )
-    equity = 10_000 * np.concatenate([[1.0], np.cumprod(1 + returns)])
-    ts = pd.date_range(START + pd.Timedelta(hours=fold * 100), periods=len(equity), freq="h")
-    bh = 10_000 * np.linspace(1.0, 1.01, len(equity))
-    pd.DataFrame(
-        {"timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "equity": equity, "buy_hold": bh}
-    ).to_csv(d / "test_equity.csv", index=False)
+from chartrl.testing.sweepdir import make_sweep_dir
 
 
 def make_sweep(
-    root: Path,
-    *,
-    fail: tuple = (("gru", 2, 1),),
-    flat: tuple[str, int, int] | None = None,
+    root: Path, *, fail: tuple = (("gru", 2, 1),), flat: tuple[str, int, int] | None = None
 ) -> Path:
-    """2 strategies x 2 seeds x 2 folds; ``fail`` = the (strategy, seed, fold) of failed trials,
-    ``flat`` one that never trades (flat equity, empty Sharpe)."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for strategy, drift in (("cnn", 0.001), ("gru", 0.0)):
-        for seed in (1, 2):
-            for fold in (0, 1):
-                tid = f"{strategy}-s{seed}-f{fold}"
-                row = dict.fromkeys(COLUMNS, "")
-                row.update(
-                    trial_id=tid,
-                    strategy=strategy,
-                    config_id=f"{strategy}|lr=0.001",
-                    params=json.dumps({"lr": 0.001}),
-                    seed=seed,
-                    fold=fold,
-                    status="done",
-                    attempts=1,
-                    chosen_epoch=1,
-                    chosen_updates=20,
-                    seconds=1.5,
-                )
-                if (strategy, seed, fold) in fail:
-                    row.update(
-                        status="failed",
-                        attempts=2,
-                        error="RuntimeError: CUDA out of memory\nTraceback ...",
-                    )
-                    rows.append(row)
-                    continue
-                never = (strategy, seed, fold) == flat
-                r = np.zeros(CANDLES) if never else rng.normal(drift, 0.01, CANDLES)
-                total = float(np.prod(1 + r) - 1)
-                sd = float(np.std(r, ddof=1))
-                row.update(
-                    test_candles=CANDLES + 1,
-                    test_total_return=total,
-                    test_sharpe="" if never else float(r.mean() / sd * math.sqrt(8760)),
-                    test_max_drawdown=0.0 if never else 0.02,
-                    test_trades=0 if never else 3,
-                    test_trades_per_week=0.0 if never else 2.5,
-                    test_exposure=0.0 if never else 0.4,
-                    test_turnover=0.0 if never else 3e4,
-                    test_fees_paid=0.0 if never else 30.0,
-                    test_skill_p_value=1.0 if never else (0.01 if strategy == "cnn" else 0.4),
-                    test_skill_percentile=50.0,
-                    test_buy_hold_return=0.01,
-                    test_buy_hold_sharpe=1.0,
-                    val_total_return=0.01,
-                )
-                write_trial(root, row, r, fold)
-                rows.append(row)
-    with open(root / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return root
+    """2 strategies (cnn drifts up, gru does not) x 2 seeds x 2 folds of 60 hourly test candles,
+    one configuration each; ``fail``: the (strategy, seed, fold) of failed trials; ``flat``: a
+    run that never trades."""
+    return make_sweep_dir(root, fail=fail, flat=flat)
 
 
 SECTIONS = (

@@ -221,7 +221,10 @@ def _equity_returns(path: Path) -> pd.Series:
     eq = pd.to_numeric(e["equity"], errors="coerce").to_numpy(np.float64)
     if not np.all(np.isfinite(eq)) or np.any(eq <= 0):
         raise DataError(f"{path}: equity has missing, zero or negative values")
-    return pd.Series(period_returns(eq), index=pd.to_datetime(e["timestamp"].iloc[1:], utc=True))
+    return pd.Series(
+        period_returns(eq),
+        index=pd.to_datetime(e["timestamp"].iloc[1:], utc=True, format="ISO8601"),
+    )
 
 
 def config_returns(out_dir: Path, df: pd.DataFrame) -> tuple[dict[str, pd.Series], list[str]]:
@@ -298,16 +301,17 @@ def returns_pbo(returns: dict[str, pd.Series]) -> dict[str, Any]:
     (the others are named in ``left_out``)."""
     if not returns:
         return {"result": None, "reason": "no finished run has test returns", "left_out": []}
-    index = sorted(set().union(*(set(r.index) for r in returns.values())))
-    full = {c: r for c, r in returns.items() if len(r) == len(index) and set(r.index) == set(index)}
-    left = sorted(set(returns) - set(full))
+    table = pd.concat(returns, axis=1).sort_index()  # outer join on (fold, candle)
+    complete = table.notna().all()
+    full = [str(c) for c in table.columns[complete]]
+    left = sorted(str(c) for c in table.columns[~complete])
     if len(full) < 2:
         return {
             "result": None,
             "reason": f"{len(full)} configuration(s) with returns on every fold; PBO needs 2",
             "left_out": left,
         }
-    m = pd.DataFrame({c: r.reindex(index) for c, r in full.items()}).to_numpy(np.float64)
+    m = table[full].to_numpy(np.float64)
     return {**_pbo_or_reason(pbo.pbo_returns, m), "left_out": left}
 
 
