@@ -47,7 +47,11 @@ def main() -> None:
         s = stats.sweep_stats(root)
         res = s["pbo_returns"]["result"]
         if res is not None:
-            print(pbo.describe(res))
+            slope = res.degradation[0] if res.degradation else float("nan")
+            print(
+                f"{pbo.describe(res)}; degradation slope {slope:.2f}, "
+                f"OOS Sharpe negative in {res.prob_oos_loss:.0%} of the splits"
+            )
         print(
             f"RESULT report_seconds={seconds:.2f} runs={s['counts']['runs']} "
             f"pbo_combinations={res.combinations if res else 0}"

@@ -108,7 +108,7 @@ def plot_pbo(results: dict[str, PBOResult], path: Path) -> None:
             scatter.legend(fontsize=8)
         scatter.axhline(0.0, color="k", lw=0.8)
         what = METRIC_LABEL.get(res.metric, res.metric)
-        scatter.set_title(f"{label}: the IS winner's {what}, in vs out of sample")
+        scatter.set_title(f"{label}: the IS winner, in vs out of sample")
         scatter.set_xlabel(f"in-sample {what}")
         scatter.set_ylabel(f"out-of-sample {what}")
         scatter.grid(alpha=0.3)
