@@ -15,6 +15,7 @@ from chartrl.errors import DataError
 from chartrl.experiments import stats
 from chartrl.experiments.report import write_report
 from chartrl.testing.sweepdir import make_sweep_dir
+from chartrl.train.curves import aligned
 
 
 def make_sweep(
@@ -194,3 +195,14 @@ def test_a_sweep_where_everything_failed_still_reports(tmp_path: Path) -> None:
     assert "No finished run has test returns: no DSR." in text
     assert "no paired differences" in text and "no learning curves" in text
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_learning_curves_align_runs_validated_at_different_updates() -> None:
+    # Two folds of different lengths: validations at 0, 10, 20 and at 0, 15, 30 updates.
+    a, b = {0: 0.0, 10: 1.0, 20: 2.0}, {0: 0.0, 15: 3.0, 30: 6.0}
+    xs, y = aligned([a, b])
+    assert xs == [0] and y.tolist() == [[0.0], [0.0]]
+    # Interpolated over 0..20 (what both reached): a at 15 = 1.5; b at 10 = 2, at 20 = 4.
+    xs, y = aligned([a, b], interpolate=True)
+    assert xs == [0, 10, 15, 20]
+    assert y.tolist() == [[0.0, 1.0, 1.5, 2.0], [0.0, 2.0, 3.0, 4.0]]

@@ -281,10 +281,13 @@ def write_report(out_dir: Path, *, reference: str = "cnn") -> Path:
     body += pbo_lines + ["", "## Learning curves", ""]
     histories = _histories(out_dir, df)
     if histories:
-        plot_curves(histories, out_dir / "curves.png", over="seeds and folds")
+        plot_curves(histories, out_dir / "curves.png", over="seeds and folds", interpolate=True)
         body.append(
             "Validation figures over DQN gradient updates of the finished runs: the line is the "
-            "mean over seeds and folds, the band their min..max.\n\n![learning curves](curves.png)"
+            "mean over seeds and folds, the band their min..max. Folds train on ranges of "
+            "different lengths, so their validations fall at different update counts: each run "
+            "is interpolated linearly between its own validations, over the updates every run "
+            "reached.\n\n![learning curves](curves.png)"
         )
     else:
         body.append("No history.csv of a finished run: no learning curves.")

@@ -60,12 +60,35 @@ def curve(run: list[dict[str, Any]], key: str, zero_if_flat: bool) -> dict[int, 
     return pts
 
 
+def aligned(
+    curves: list[dict[int, float]], interpolate: bool = False
+) -> tuple[list[int], np.ndarray]:
+    """Update counts and a (runs, points) array of the runs' values there. Without
+    ``interpolate``: the update counts every run was validated at. With it: every run's update
+    counts inside the range all runs cover, each run linearly interpolated between its own
+    validations (runs of different lengths, e.g. walk-forward folds, rarely share counts)."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return [], np.empty((0, 0))
+    if not interpolate:
+        common = sorted(set.intersection(*(set(c) for c in curves)))
+        return common, np.array([[c[u] for u in common] for c in curves]).reshape(len(curves), -1)
+    lo, hi = max(min(c) for c in curves), min(max(c) for c in curves)
+    xs = sorted({u for c in curves for u in c if lo <= u <= hi})
+    ys = [np.interp(xs, sorted(c), [c[u] for u in sorted(c)]) for c in curves]
+    return xs, np.array(ys).reshape(len(curves), -1)
+
+
 def plot_curves(
-    histories: dict[str, list[list[dict[str, Any]]]], path: Path, *, over: str = "seeds"
+    histories: dict[str, list[list[dict[str, Any]]]],
+    path: Path,
+    *,
+    over: str = "seeds",
+    interpolate: bool = False,
 ) -> None:
     """Learning curves over DQN gradient updates: mean over the runs, band = the runs' min..max,
-    at the update counts every run was validated at. ``over`` names what the runs are (``seeds``;
-    ``seeds and folds`` in a sweep) for the title."""
+    at the update counts every run was validated at (``interpolate``: see :func:`aligned`).
+    ``over`` names what the runs are (``seeds``; ``seeds and folds`` in a sweep) for the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,22 +97,19 @@ def plot_curves(
     fig, axes = plt.subplots(2, 3, figsize=(16, 8))
     for ax, (key, title, zero) in zip(axes.flat, CURVES, strict=True):
         for name, runs in histories.items():
-            curves = [curve(h, key, zero) for h in runs if h]
-            common = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
-            if not common:
+            xs, y = aligned([curve(h, key, zero) for h in runs if h], interpolate)
+            if not xs:
                 continue
-            y = np.array([[c[u] for u in common] for c in curves])
-            (line,) = ax.plot(common, y.mean(axis=0), marker="o", ms=2, label=f"{name} (mean)")
-            if len(curves) > 1:
-                ax.fill_between(
-                    common, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2
-                )
+            (line,) = ax.plot(xs, y.mean(axis=0), marker="o", ms=2, label=f"{name} (mean)")
+            if len(y) > 1:
+                ax.fill_between(xs, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2)
         ax.set_title(title)
         ax.set_xlabel("DQN gradient updates (0 = after imitation)")
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.suptitle(f"learning curves: line = mean over {over}, band = min..max of the {over}")
+    how = ", runs interpolated between their validations" if interpolate else ""
+    fig.suptitle(f"learning curves: line = mean over {over}, band = min..max of the {over}{how}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
