@@ -206,3 +206,15 @@ def test_learning_curves_align_runs_validated_at_different_updates() -> None:
     xs, y = aligned([a, b], interpolate=True)
     assert xs == [0, 10, 15, 20]
     assert y.tolist() == [[0.0, 1.0, 1.5, 2.0], [0.0, 2.0, 3.0, 4.0]]
+
+
+def test_a_missing_figure_is_counted_in_the_table(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    path = tmp_path / "results.csv"
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[df.trial_id == "cnn-s1-f0", "test_max_drawdown"] = ""
+    df.to_csv(path, index=False)
+    text = write_report(tmp_path).read_text()
+    cnn = next(line for line in text.splitlines() if line.startswith("| cnn | 4 | 0 |"))
+    assert cnn.count("(1 missing)") == 1
+    assert "| cnn | 4 | 0.010 | 4 (100%) |" in text

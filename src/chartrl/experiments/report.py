@@ -18,7 +18,12 @@ from chartrl.train import seedstats
 from chartrl.train.curves import plot_curves
 
 log = get_logger(__name__)
-fmt = seedstats.fmt
+
+
+def fmt(d: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
+    """``seedstats.fmt``, plus how many finished runs lacked the figure (never silently)."""
+    text = seedstats.fmt(d, scale, digits)
+    return text + (f" ({d['missing']} missing)" if d.get("missing") else "")
 
 
 def _histories(out_dir: Path, df) -> dict[str, list[list[dict[str, Any]]]]:
@@ -155,7 +160,8 @@ def _skill(sk: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
     ]
     for name, p in sk["per_strategy"].items():
-        lines.append(f"| {name} | {p['tests']} | {p['median']:.3f} | {p['below']} |")
+        share = p["below"] / p["tests"]
+        lines.append(f"| {name} | {p['tests']} | {p['median']:.3f} | {p['below']} ({share:.0%}) |")
     lines += [
         "",
         f"{sk['tests']} tests were run; with no skill anywhere about {sk['expected_by_chance']:.1f}"
