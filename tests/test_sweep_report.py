@@ -176,6 +176,10 @@ def test_incomplete_configurations_are_named_and_pbo_explained(tmp_path: Path) -
             lambda p: p.write_text(p.read_text().replace(",1.5,", ",fast,", 1)),
             "column seconds is 'fast'",
         ),
+        (
+            lambda p: p.write_text(p.read_text().replace("gru-s1-f0", "cnn-s1-f0")),
+            "'cnn-s1-f0' appears more than once",
+        ),
     ],
 )
 def test_bad_results_are_refused_in_one_line(tmp_path: Path, edit, message: str) -> None:
@@ -195,6 +199,18 @@ def test_a_sweep_where_everything_failed_still_reports(tmp_path: Path) -> None:
     assert "No finished run has test returns: no DSR." in text
     assert "no paired differences" in text and "no learning curves" in text
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_failure_message_never_carries_a_secret(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    path = tmp_path / "results.csv"
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[df.status == "failed", "error"] = (
+        "ExchangeError: GET /api?apiKey=SECRETKEY123&x=1 failed"
+    )
+    df.to_csv(path, index=False)
+    text = write_report(tmp_path).read_text()
+    assert "SECRETKEY123" not in text and "apiKey=***" in text
 
 
 def test_learning_curves_align_runs_validated_at_different_updates() -> None:

@@ -25,6 +25,7 @@ import pandas as pd
 from chartrl.backtest.metrics import deflated_sharpe, period_returns
 from chartrl.errors import DataError
 from chartrl.experiments import pbo
+from chartrl.logs import redact
 from chartrl.train import seedstats
 from chartrl.train.curves import never_traded
 
@@ -54,6 +55,12 @@ def load_results(out_dir: Path) -> pd.DataFrame:
         raise DataError(
             f"{path}: row(s) {', '.join(str(i + 2) for i in bad[:5])} have status "
             f"{df['status'].iloc[bad[0]]!r}, expected done or failed"
+        )
+    dup = df["trial_id"][df["trial_id"].duplicated()]
+    if len(dup):
+        raise DataError(
+            f"{path}: trial_id {dup.iloc[0]!r} appears more than once; one row per trial, "
+            "rerun `chartrl sweep --resume` to rewrite it"
         )
     raw = df.copy()
     metric_cols = [c for c in df.columns if c.startswith(("val_", "test_"))]
@@ -109,11 +116,16 @@ def trial_counts(df: pd.DataFrame) -> dict[str, Any]:
         "dsr_trials": len(configs),
         "never_traded": int(df["never_traded"].sum()),
         "per_strategy": per,
-        "failures": [
-            (r.trial_id, (str(r.error).splitlines() or ["(no error text)"])[0][:160])
-            for r in failed.itertuples()
-        ],
+        "failures": [(r.trial_id, _first_line(r.error)) for r in failed.itertuples()],
     }
+
+
+def _first_line(error: Any, limit: int = 160) -> str:
+    """An error's first line for the report, secrets masked as in the logs (a ccxt message can
+    carry a signed URL)."""
+    line = (str(error).strip().splitlines() or ["(no error text)"])[0]
+    line = redact(None, "", {"error": line})["error"]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _describe(values: pd.Series) -> dict[str, Any]:
