@@ -233,10 +233,18 @@ def _equity_returns(path: Path) -> pd.Series:
     eq = pd.to_numeric(e["equity"], errors="coerce").to_numpy(np.float64)
     if not np.all(np.isfinite(eq)) or np.any(eq <= 0):
         raise DataError(f"{path}: equity has missing, zero or negative values")
-    return pd.Series(
-        period_returns(eq),
-        index=pd.to_datetime(e["timestamp"].iloc[1:], utc=True, format="ISO8601"),
-    )
+    ts = e["timestamp"].iloc[1:]
+    try:
+        # ISO 8601 text as the sweep writes it; plain numbers are epoch milliseconds.
+        numeric = pd.api.types.is_numeric_dtype(ts)
+        index = pd.to_datetime(
+            ts, utc=True, **({"unit": "ms"} if numeric else {"format": "ISO8601"})
+        )
+    except (ValueError, TypeError) as err:
+        raise DataError(
+            f"{path}: unreadable timestamp; expected ISO 8601 such as 2024-01-01T00:00:00+00:00"
+        ) from err
+    return pd.Series(period_returns(eq), index=index)
 
 
 def config_returns(out_dir: Path, df: pd.DataFrame) -> tuple[dict[str, pd.Series], list[str]]:
