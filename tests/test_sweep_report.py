@@ -234,3 +234,12 @@ def test_a_missing_figure_is_counted_in_the_table(tmp_path: Path) -> None:
     cnn = next(line for line in text.splitlines() if line.startswith("| cnn | 4 | 0 |"))
     assert cnn.count("(1 missing)") == 1
     assert "| cnn | 4 | 0.010 | 4 (100%) |" in text
+
+
+def test_an_unreadable_equity_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    make_sweep(tmp_path)
+    eq = tmp_path / "trials" / "cnn-s1-f0" / "test_equity.csv"
+    eq.write_text(eq.read_text().replace("2024-01-01T05:00:00+00:00", "yesterday"))
+    with pytest.raises(DataError, match="cnn-s1-f0/test_equity.csv: unreadable timestamp") as err:
+        write_report(tmp_path)
+    assert "\n" not in str(err.value)
