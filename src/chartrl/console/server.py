@@ -20,7 +20,7 @@ class Console:
     def __init__(self, settings: Settings, host: str | None = None, port: int | None = None):
         import uvicorn
 
-        from chartrl.console.app import create_app
+        from chartrl.console.app import create_app, warm_static
 
         host = host or settings.console.host
         port = settings.console.port if port is None else port
@@ -30,6 +30,8 @@ class Console:
         # The model and chart pages need torch: import it (seconds) now, not in the first request.
         import chartrl.chart.tensor_render  # noqa: F401
         import chartrl.train.checkpoint  # noqa: F401
+
+        warm_static()
 
         # Bound here, not inside uvicorn: a port in use is one clear line, not a log and exit(3).
         try:

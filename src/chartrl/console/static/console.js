@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const PLOT_CONFIG = { responsive: true, displaylogo: false };
 const plotlyReady = new Promise((resolve) => {
   if (window.Plotly) resolve(); else $("plotly-js").addEventListener("load", resolve);
-});
+}).then(() => performance.mark("chartrl:plotly"));
 let timer = null;
 let chartUrl = null;
 
@@ -79,7 +79,8 @@ function halts(h) {
 }
 
 function equityPlot(e) {
-  $("equity-note").textContent = e.time.length ? `max drawdown ${pct(e.max_drawdown)}` : "(no decision yet)";
+  const shown = e.time.length < e.decided ? `, ${e.time.length} of ${e.decided} points: each bucket's low and high` : "";
+  $("equity-note").textContent = e.time.length ? `max drawdown ${pct(e.max_drawdown)}${shown}` : "(no decision yet)";
   const traces = [
     { x: e.time, y: e.equity, name: "bot", type: "scatter", mode: "lines", line: { color: "#1f77b4", width: 1.6 } },
     { x: e.time, y: e.buy_and_hold, name: "buy and hold", type: "scatter", mode: "lines", line: { color: "#8c8c8c", width: 1 } },
@@ -91,7 +92,7 @@ function equityPlot(e) {
     yaxis: { domain: [0.32, 1], title: { text: "equity" } },
     yaxis2: { domain: [0, 0.24], title: { text: "DD %" } }, hovermode: "x unified",
   };
-  Plotly.react("equity", traces, layout, PLOT_CONFIG);
+  return Plotly.react("equity", traces, layout, PLOT_CONFIG).then(() => performance.mark("chartrl:equity"));
 }
 
 function candlePlot(c, trades) {
@@ -177,24 +178,33 @@ function decisions(rows) {
   ], rows));
 }
 
+// Points the equity plot asks for: a bucket per 2 pixels of its width, each keeping the min and
+// max of the three lines (the server picks them), so a year of hours costs what a screen shows.
+const equityPoints = () => 3 * Math.max(400, $("equity").clientWidth || 0);
+
 async function refresh() {
-  try {
-    const [st, eq, h, dec, trades, m, rt] = await Promise.all([
-      json("/api/status"), json("/api/equity"), json("/api/halts"), json("/api/decisions?limit=50"),
-      json("/api/trades?limit=2000"), json("/api/model"), json("/api/retrains?limit=20"),
-    ]);
-    summary(st); halts(h); decisions(dec); model(m, rt);
-    chartImage();
-    const candles = json("/api/candles?limit=200");
-    await plotlyReady;
-    equityPlot(eq); decision(dec);
-    candles.then((c) => candlePlot(c, trades)).catch((e) => {
-      $("candles").replaceChildren(el("p", { class: "muted" }, e.message));
-    });
-    $("updated").textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (e) {
-    if (e.message !== "unauthorised") $("updated").textContent = "refresh failed: " + e.message;
-  }
+  // The equity plot is the page's first picture: its data is asked for first, and each panel
+  // draws when its own data is in rather than when the slowest request is.
+  const eq = json(`/api/equity?points=${equityPoints()}`).then((e) => { performance.mark("chartrl:equity-data"); return e; });
+  const [st, h, dec, trades, m, rt] = ["/api/status", "/api/halts", "/api/decisions?limit=50",
+    "/api/trades?limit=2000", "/api/model", "/api/retrains?limit=20"].map((p) => json(p));
+  // The candles and the chart image (a render on the server) wait for the equity's data, so they
+  // do not compete with it for the server's CPU.
+  const later = eq.catch(() => null);
+  const candles = later.then(() => json("/api/candles?limit=200"));
+  const parts = [
+    Promise.all([eq, plotlyReady]).then(([e]) => equityPlot(e)),
+    st.then(summary), h.then(halts), dec.then(decisions),
+    Promise.all([m, rt]).then(([a, b]) => model(a, b)),
+    Promise.all([dec, plotlyReady]).then(([d]) => decision(d)),
+    later.then(chartImage),
+    Promise.all([candles, trades, plotlyReady]).then(([c, t]) => candlePlot(c, t)).catch((e) => {
+      if (e.message !== "unauthorised") $("candles").replaceChildren(el("p", { class: "muted" }, e.message));
+    }),
+  ];
+  const failed = (await Promise.allSettled(parts)).find((r) => r.status === "rejected");
+  if (!failed) $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  else if (failed.reason.message !== "unauthorised") $("updated").textContent = "refresh failed: " + failed.reason.message;
 }
 
 async function haltAction(path, body) {
