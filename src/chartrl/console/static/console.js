@@ -124,14 +124,17 @@ function decision(rows) {
   pair("price", money(d.price));
   pair("fill", d.fill ? `${d.fill.side} ${num(d.fill.amount, 6)} @ ${money(d.fill.price)}` : "none");
   pair("model", d.model_version);
-  if (d.q) {
+}
+
+function qPlot(rows) {
+  const d = rows[0];
+  if (d && d.q) {
     const names = Object.keys(d.q);
-    Plotly.react("qvalues", [{ x: names, y: names.map((k) => d.q[k]), type: "bar",
+    return Plotly.react("qvalues", [{ x: names, y: names.map((k) => d.q[k]), type: "bar",
       marker: { color: names.map((k) => (k === d.action ? "#1f77b4" : "#b0bec5")) } }],
       { margin: { l: 40, r: 10, t: 20, b: 24 }, title: { text: "Q values", font: { size: 12 } } }, PLOT_CONFIG);
-  } else {
-    $("qvalues").replaceChildren(el("p", { class: "muted" }, "a rule strategy: no Q values"));
   }
+  $("qvalues").replaceChildren(el("p", { class: "muted" }, d ? "a rule strategy: no Q values" : ""));
 }
 
 async function chartImage() {
@@ -189,16 +192,18 @@ async function refresh() {
   const [st, h, dec, trades, m, rt] = ["/api/status", "/api/halts", "/api/decisions?limit=50",
     "/api/trades?limit=2000", "/api/model", "/api/retrains?limit=20"].map((p) => json(p));
   // The candles and the chart image (a render on the server) wait for the equity's data, so they
-  // do not compete with it for the server's CPU.
+  // do not compete with it for the server's CPU; the other plots wait for the equity plot to be
+  // drawn, so they do not compete with it for the browser's.
   const later = eq.catch(() => null);
   const candles = later.then(() => json("/api/candles?limit=200"));
+  const drawn = Promise.all([eq, plotlyReady]).then(([e]) => equityPlot(e));
+  const after = drawn.catch(() => null);
   const parts = [
-    Promise.all([eq, plotlyReady]).then(([e]) => equityPlot(e)),
-    st.then(summary), h.then(halts), dec.then(decisions),
+    drawn, st.then(summary), h.then(halts), dec.then(decisions), dec.then(decision),
     Promise.all([m, rt]).then(([a, b]) => model(a, b)),
-    Promise.all([dec, plotlyReady]).then(([d]) => decision(d)),
     later.then(chartImage),
-    Promise.all([candles, trades, plotlyReady]).then(([c, t]) => candlePlot(c, t)).catch((e) => {
+    Promise.all([dec, after]).then(([d]) => qPlot(d)),
+    Promise.all([candles, trades, after]).then(([c, t]) => candlePlot(c, t)).catch((e) => {
       if (e.message !== "unauthorised") $("candles").replaceChildren(el("p", { class: "muted" }, e.message));
     }),
   ];
