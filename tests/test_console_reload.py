@@ -149,3 +149,67 @@ def test_chartrl_run_reloads_the_console_on_sighup(tmp_path):
     assert proc.returncode == 0, out
     assert out.count('"event": "reloaded"') == 2 and '"event": "console_stopped"' in out
     assert f'"url": "http://127.0.0.1:{p2}/"' in out and A not in out and B not in out
+
+
+class _Ticker:
+    def __init__(self, settings):
+        self.settings = settings
+
+    def tick(self):
+        pass
+
+    def record_missed(self, ms, reason):
+        pass
+
+    def status_text(self):
+        return "test"
+
+    def close(self):
+        pass
+
+
+def test_the_daemon_tells_the_console_only_of_a_reload_that_took(tmp_path):
+    import threading
+
+    from chartrl.daemon.sdnotify import Notifier
+    from chartrl.daemon.service import Daemon
+    from chartrl.errors import ConfigError
+
+    def settings(symbol: str) -> Settings:
+        return Settings.model_validate(
+            {
+                "data": {"dir": str(tmp_path / "data")},
+                "market": {"symbol": symbol},
+                "daemon": {"heartbeat_seconds": 0.05, "retrain_enabled": False},
+            }
+        )
+
+    sources = [ConfigError("console.port: bad"), settings("ETH/USDT"), settings("SOL/USDT")]
+    told: list[str] = []
+
+    def reload() -> Settings:
+        nxt = sources.pop(0)
+        if isinstance(nxt, Exception):
+            raise nxt
+        return nxt
+
+    def hook(new: Settings) -> None:
+        told.append(new.market.symbol)
+        if new.market.symbol == "ETH/USDT":
+            raise RuntimeError("the console broke")  # must not stop the daemon
+
+    d = Daemon(settings("BTC/USDT"), _Ticker, reload_settings=reload, notifier=Notifier({}))
+    d.on_reload = hook
+    th = threading.Thread(target=d.run)
+    th.start()
+    try:
+        assert _until(lambda: d.scheduler is not None and d.scheduler.running, 30)
+        for symbols in ([], ["ETH/USDT"], ["ETH/USDT", "SOL/USDT"]):
+            d.request_reload()
+            assert _until(lambda s=symbols: told == s and not d._reload.is_set(), 30)
+            time.sleep(0.2)
+            assert told == symbols and th.is_alive()
+    finally:
+        d.request_stop()
+        th.join(30)
+    assert d.settings.market.symbol == "SOL/USDT"

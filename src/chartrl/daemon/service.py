@@ -117,7 +117,7 @@ class Daemon:
         self.reload_settings = reload_settings
         self.on_reload = on_reload
         """Called with the new settings after a reload took: what runs beside the daemon (the
-        console) follows it. It logs its own failures; trading never waits on it."""
+        console) follows it. It logs its own failures; ticks run on meanwhile (scheduler threads)."""
         self.notifier = notifier or Notifier()
         self.ticker: Any = None
         self.scheduler: Any = None
