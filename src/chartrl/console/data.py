@@ -115,10 +115,7 @@ class ConsoleData:
                 "SELECT candle_ms, price FROM decisions WHERE symbol = ? AND mode = ? "
                 "AND price IS NOT NULL AND id IN (SELECT max(id) FROM decisions "
                 "WHERE symbol = ? AND mode = ? GROUP BY candle_ms) ORDER BY candle_ms",
-                ser.symbol,
-                ser.mode,
-                ser.symbol,
-                ser.mode,
+                *(ser.symbol, ser.mode) * 2,
             )
             fills = self._rows(
                 conn,
