@@ -134,6 +134,9 @@ def test_every_endpoint_answers_from_the_ledger(client, book):
         "/api/equity", params={"from": eq["time"][3], "to": eq["time"][5]}, headers=AUTH
     ).json()
     assert part["time"] == eq["time"][3:6] and part["equity"] == eq["equity"][3:6]
+    # The drawdown is the book's, from its running peak, whatever the range (a zoom keeps a fall).
+    assert part["drawdown"] == eq["drawdown"][3:6] and min(part["drawdown"]) < 0
+    assert part["max_drawdown"] == -min(part["drawdown"])
 
     trades = client.get("/api/trades", headers=AUTH).json()
     assert [t["side"] for t in trades] == ["buy", "sell", "buy"]  # newest first

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from chartrl.backtest.metrics import drawdown_series, max_drawdown
+from chartrl.backtest.metrics import drawdown_series
 from chartrl.config.settings import Settings
 from chartrl.console.downsample import envelope_indices
 from chartrl.daemon.status import ACTIONS, find_ledger, open_readonly, read_status
@@ -144,8 +144,8 @@ class ConsoleData:
         hold = initial * p / p[0] if len(p) else p
         lo = 0 if start_ms is None else int(np.searchsorted(t, start_ms, "left"))
         hi = len(t) if end_ms is None else int(np.searchsorted(t, end_ms, "right"))
-        part, hold = e[lo:hi], hold[lo:hi]
-        dd = drawdown_series(part) if len(part) else part
+        # From the book's running peak whatever the range: a zoom must not shrink a fall.
+        part, hold, dd = e[lo:hi], hold[lo:hi], drawdown_series(e)[lo:hi]
         keep = envelope_indices([part, hold, dd], points) if points else np.arange(len(part))
         return {
             "symbol": ser.symbol,
@@ -157,7 +157,7 @@ class ConsoleData:
             "equity": part[keep].tolist(),
             "buy_and_hold": hold[keep].tolist(),
             "drawdown": dd[keep].tolist(),
-            "max_drawdown": max_drawdown(part),
+            "max_drawdown": float(0.0 - dd.min()) if len(dd) else 0.0,
             "decided": len(part),
         }
 

@@ -80,7 +80,9 @@ function halts(h) {
 
 function equityPlot(e) {
   const shown = e.time.length < e.decided ? `, ${e.time.length} of ${e.decided} points: each bucket's low and high` : "";
-  $("equity-note").textContent = e.time.length ? `max drawdown ${pct(e.max_drawdown)}${shown}` : "(no decision yet)";
+  const where = equityRange ? " in this range (double-click: the whole book)" : "";
+  $("equity-note").textContent = e.time.length ? `max drawdown${where} ${pct(e.max_drawdown)}${shown}`
+    : (equityRange ? "(no decision in this range)" : "(no decision yet)");
   const traces = [
     { x: e.time, y: e.equity, name: "bot", type: "scatter", mode: "lines", line: { color: "#1f77b4", width: 1.6 } },
     { x: e.time, y: e.buy_and_hold, name: "buy and hold", type: "scatter", mode: "lines", line: { color: "#8c8c8c", width: 1 } },
@@ -91,8 +93,23 @@ function equityPlot(e) {
     margin: { l: 56, r: 10, t: 10, b: 30 }, legend: { orientation: "h", y: 1.08 },
     yaxis: { domain: [0.32, 1], title: { text: "equity" } },
     yaxis2: { domain: [0, 0.24], title: { text: "DD %" } }, hovermode: "x unified",
+    uirevision: "equity",  // a refresh keeps the operator's zoom
   };
-  return Plotly.react("equity", traces, layout, PLOT_CONFIG).then(() => performance.mark("chartrl:equity"));
+  return Plotly.react("equity", traces, layout, PLOT_CONFIG).then((gd) => {
+    performance.mark("chartrl:equity");
+    if (!gd._chartrlZoom) { gd._chartrlZoom = true; gd.on("plotly_relayout", zoomed); }
+  });
+}
+
+// A zoom asks the server for that range at full detail (the overview holds each bucket's low and
+// high only); a double click (autorange) goes back to the whole book.
+function zoomed(ev) {
+  const range = ev["xaxis.range"] || (ev["xaxis.range[0]"] !== undefined ? [ev["xaxis.range[0]"], ev["xaxis.range[1]"]] : null);
+  const next = ev["xaxis.autorange"] ? null : range;
+  if (next === null && !ev["xaxis.autorange"]) return;  // a y-only or legend change
+  if (JSON.stringify(next) === JSON.stringify(equityRange)) return;
+  equityRange = next;
+  json(equityUrl()).then(equityPlot).catch((e) => { $("equity-note").textContent = e.message; });
 }
 
 function candlePlot(c, trades) {
@@ -184,11 +201,16 @@ function decisions(rows) {
 // Points the equity plot asks for: a bucket per 2 pixels of its width, each keeping the min and
 // max of the three lines (the server picks them), so a year of hours costs what a screen shows.
 const equityPoints = () => 3 * Math.max(400, $("equity").clientWidth || 0);
+let equityRange = null;  // [from, to] while the operator has zoomed into the equity plot
+const equityUrl = () => `/api/equity?points=${equityPoints()}` +
+  (equityRange ? `&from=${encodeURIComponent(iso(equityRange[0]))}&to=${encodeURIComponent(iso(equityRange[1]))}` : "");
+// Plotly's axis ranges are "YYYY-MM-DD HH:MM:SS.sss" in the data's (UTC) clock, maybe just a date.
+const iso = (r) => String(r).trim().replace(" ", "T");
 
 async function refresh() {
   // The equity plot is the page's first picture: its data is asked for first, and each panel
   // draws when its own data is in rather than when the slowest request is.
-  const eq = json(`/api/equity?points=${equityPoints()}`).then((e) => { performance.mark("chartrl:equity-data"); return e; });
+  const eq = json(equityUrl()).then((e) => { performance.mark("chartrl:equity-data"); return e; });
   const [st, h, dec, trades, m, rt] = ["/api/status", "/api/halts", "/api/decisions?limit=50",
     "/api/trades?limit=2000", "/api/model", "/api/retrains?limit=20"].map((p) => json(p));
   // The candles and the chart image (a render on the server) wait for the equity's data, so they
