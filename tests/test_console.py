@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import sqlite3
 import stat
@@ -133,6 +134,9 @@ def test_every_endpoint_answers_from_the_ledger(client, book):
         "/api/equity", params={"from": eq["time"][3], "to": eq["time"][5]}, headers=AUTH
     ).json()
     assert part["time"] == eq["time"][3:6] and part["equity"] == eq["equity"][3:6]
+    # The drawdown is the book's, from its running peak, whatever the range (a zoom keeps a fall).
+    assert part["drawdown"] == eq["drawdown"][3:6] and min(part["drawdown"]) < 0
+    assert part["max_drawdown"] == -min(part["drawdown"])
 
     trades = client.get("/api/trades", headers=AUTH).json()
     assert [t["side"] for t in trades] == ["buy", "sell", "buy"]  # newest first
@@ -169,11 +173,41 @@ def test_every_endpoint_answers_from_the_ledger(client, book):
         SPEC["height"] * SCALE,
     )
 
-    page = client.get("/")
-    assert page.status_code == 200 and "/static/plotly.min.js" in page.text
-    js = client.get("/static/plotly.min.js")
-    assert js.status_code == 200 and len(js.content) > 1_000_000 and b"plotly" in js.content[:2000]
     assert client.get("/openapi.json").json()["paths"]["/api/decisions"]
+
+
+def test_equity_downsampled_keeps_every_bucket_s_low_and_high(client, book):
+    full = client.get("/api/equity", headers=AUTH).json()
+    few = client.get("/api/equity", params={"points": 8}, headers=AUTH).json()
+    assert full["decided"] == few["decided"] == len(full["time"]) == sum(t for _a, t in PLAN)
+    assert 2 < len(few["time"]) <= 8 and few["time"] == sorted(few["time"])
+    assert {few["time"][0], few["time"][-1]} == {full["time"][0], full["time"][-1]}
+    # The points kept are points of the full series, and the extremes are among them.
+    at = dict(zip(full["time"], zip(full["equity"], full["drawdown"], strict=True), strict=True))
+    assert [at[t] for t in few["time"]] == list(zip(few["equity"], few["drawdown"], strict=True))
+    assert min(few["drawdown"]) == min(full["drawdown"]) == -few["max_drawdown"]
+    assert (min(few["equity"]), max(few["equity"])) == (min(full["equity"]), max(full["equity"]))
+    assert client.get("/api/equity", params={"points": 1000}, headers=AUTH).json() == full
+
+
+def test_plotly_js_is_the_vendored_bundle_served_from_here(client):
+    from chartrl.console.app import PLOTLY_JS, PLOTLY_JS_SHA256, STATIC
+
+    page = client.get("/")
+    assert page.status_code == 200 and f'src="/static/{PLOTLY_JS}"' in page.text
+    assert not re.search(r'(src|href)="(https?:)?//', page.text)  # nothing from elsewhere
+    on_disk = (STATIC / PLOTLY_JS).read_bytes()
+    assert hashlib.sha256(on_disk).hexdigest() == PLOTLY_JS_SHA256  # the file npm shipped
+    assert b"plotly.js (finance - minified) v3.7.0" in on_disk[:200]
+    assert b"MIT License" in (STATIC / PLOTLY_JS.replace(".min.js", ".LICENSE.txt")).read_bytes()
+    for encoding in ("gzip", "identity"):
+        js = client.get(f"/static/{PLOTLY_JS}", headers={"Accept-Encoding": encoding})
+        assert js.status_code == 200 and js.content == on_disk  # httpx inflates the gzip one
+        assert js.headers.get("content-encoding", "identity") == encoding
+        assert "immutable" in js.headers["cache-control"]
+        assert js.headers["content-type"].startswith("text/javascript")
+    css = client.get("/static/console.css", headers={"Accept-Encoding": "gzip"})
+    assert css.headers["cache-control"] == "no-cache" and css.headers["etag"]
 
 
 def test_metrics_are_the_ledger_s_figures(client, book):
@@ -247,6 +281,7 @@ def test_every_api_route_needs_the_token(client):
         ("/api/equity", {"from": "yesterday"}, "query parameter from"),
         ("/api/equity", {"to": "31/12/2024"}, "query parameter to"),
         ("/api/equity", {"from": "2024-02-01", "to": "2024-01-01"}, "query parameter to"),
+        ("/api/equity", {"points": 7}, "query parameter points"),
     ],
 )
 def test_bad_parameters_get_a_422_naming_the_field(client, path, params, named):

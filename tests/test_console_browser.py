@@ -5,6 +5,7 @@ It skips only where chromium is not installed, and says so; `.ci/run` installs i
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -96,6 +97,24 @@ def test_dashboard_draws_the_equity_and_halts_from_the_button(console, tmp_path)
             timeout=30_000,
         )
         page.wait_for_selector("#chart-img[src^='blob:']", timeout=30_000)
+        # A zoom fetches that range at full detail; a double click (autorange) the whole book.
+        xs = page.evaluate("document.getElementById('equity').data[0].x")
+        plotly_time = [x.replace("T", " ").replace("+00:00", "") for x in xs]  # as a drag gives
+        page.evaluate(
+            "r => Plotly.relayout('equity', {'xaxis.range[0]': r[0], 'xaxis.range[1]': r[1]})",
+            [plotly_time[3], plotly_time[8]],
+        )
+        page.wait_for_function(
+            f"() => JSON.stringify(document.getElementById('equity').data[0].x) === "
+            f"'{json.dumps(xs[3:9], separators=(',', ':'))}'",
+            timeout=30_000,
+        )
+        assert "in this range" in page.locator("#equity-note").inner_text()
+        page.evaluate("Plotly.relayout('equity', {'xaxis.autorange': true})")
+        page.wait_for_function(
+            f"() => document.getElementById('equity').data[0].x.length === {len(xs)}",
+            timeout=30_000,
+        )
         assert page.locator("#halt-badge").inner_text() == "trading"
         assert page.locator("#decisions tbody tr").count() == 15
         assert TOKEN not in page.url and all(TOKEN not in u for u in requests)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chartrl.config import load_settings
 from chartrl.market.fetch import update_series
@@ -134,3 +137,19 @@ def test_tick_trigger_and_tick_target_agree(timeframe: str) -> None:
     now = int(fire.timestamp() * 1000)
     target = last_closed_open_ms(now, timeframe)
     assert candle_close_ms(target, timeframe) == now - 10_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["1m", "15m", "1h", "4h", "1d", "1w", "1M", "3M"]),
+    st.lists(st.integers(0, 4_000_000_000_000), min_size=1, max_size=40),
+    st.integers(-30, 30),
+)
+def test_shifting_an_array_is_shifting_each_open(timeframe: str, times: list[int], n: int) -> None:
+    # The console rebuilds a year of equity with one array call: it must be the scalar arithmetic.
+    opens = [candle_open_ms(t, timeframe) for t in times]
+    shifted = shift_open_ms(np.asarray(opens, dtype=np.int64), timeframe, n)
+    assert shifted.tolist() == [shift_open_ms(o, timeframe, n) for o in opens]
+    assert candle_close_ms(np.asarray(opens), timeframe).tolist() == [
+        candle_close_ms(o, timeframe) for o in opens
+    ]

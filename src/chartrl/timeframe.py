@@ -75,18 +75,21 @@ def candle_open_ms(ts_ms: int, timeframe: str) -> int:
     return ts_ms
 
 
-def shift_open_ms(open_ms: int, timeframe: str, n: int) -> int:
-    """The open time ``n`` candles after (``n`` < 0: before) the candle opened at ``open_ms``."""
+def shift_open_ms(open_ms: Any, timeframe: str, n: int) -> Any:
+    """The open time ``n`` candles after (``n`` < 0: before) the candle opened at ``open_ms`` (an
+    int, or an int64 array: a year of hourly candles at once, not 8,760 calls)."""
     months = _months(timeframe)
     if months:
-        index = int(_month_index(open_ms))
-        into = open_ms - int(_month_start_ms(index))  # 0 for candles opening on the 1st
-        return int(_month_start_ms(index + n * months)) + into
-    return open_ms + n * timeframe_ms(timeframe)
+        index = _month_index(open_ms)
+        into = np.asarray(open_ms, dtype="int64") - _month_start_ms(index)  # 0 on the 1st
+        out = _month_start_ms(index + n * months) + into
+    else:
+        out = np.asarray(open_ms, dtype="int64") + n * timeframe_ms(timeframe)
+    return int(out) if np.ndim(out) == 0 else out
 
 
-def candle_close_ms(open_ms: int, timeframe: str) -> int:
-    """When the candle opened at ``open_ms`` closes: the next candle's open."""
+def candle_close_ms(open_ms: Any, timeframe: str) -> Any:
+    """When the candle opened at ``open_ms`` (an int or an array) closes: the next candle's open."""
     return shift_open_ms(open_ms, timeframe, 1)
 
 

@@ -68,6 +68,14 @@ def _run(args: argparse.Namespace) -> int:
         check_live(fresh, args.live)
         return fresh
 
+    console = None
+
+    def follow_console(new: Any) -> None:  # SIGHUP: [console] follows the reloaded settings
+        nonlocal console
+        from chartrl.console.server import follow
+
+        console = follow(console, new)
+
     # The nightly retrain child must work on the same series and data dir (ledger) as the daemon.
     daemon = Daemon(
         s,
@@ -75,8 +83,8 @@ def _run(args: argparse.Namespace) -> int:
         config_path=args.config,
         reload_settings=reload,
         cli_overrides=series_flags(args),
+        on_reload=follow_console,
     )
-    console = None
     if s.console.enabled:  # bound before the first tick: a port in use fails the start, clearly
         from chartrl.console.server import Console
 

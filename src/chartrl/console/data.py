@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from chartrl.backtest.metrics import drawdown_series, max_drawdown
+from chartrl.backtest.metrics import drawdown_series
 from chartrl.config.settings import Settings
+from chartrl.console.downsample import envelope_indices
 from chartrl.daemon.status import ACTIONS, find_ledger, open_readonly, read_status
 from chartrl.errors import DataError
 from chartrl.timeframe import candle_close_ms, timeframe_ms
@@ -101,9 +102,12 @@ class ConsoleData:
             return False, f"last tick {age:.0f} s ago, more than two {tf} candles", facts
         return True, "ticking", facts
 
-    def equity(self, start_ms: int | None = None, end_ms: int | None = None) -> dict[str, Any]:
+    def equity(
+        self, start_ms: int | None = None, end_ms: int | None = None, points: int | None = None
+    ) -> dict[str, Any]:
         """Equity at the close of every decided candle, rebuilt from the book's own fills, with
-        buy and hold (the starting equity in the coin at the first decision's close, no fees)."""
+        buy and hold (the starting equity in the coin at the first decision's close, no fees).
+        ``points``: at most that many, each bucket's extremes of all three lines kept (downsample)."""
         ser = self.series()
         with self._conn() as conn:
             decisions = self._rows(
@@ -111,10 +115,7 @@ class ConsoleData:
                 "SELECT candle_ms, price FROM decisions WHERE symbol = ? AND mode = ? "
                 "AND price IS NOT NULL AND id IN (SELECT max(id) FROM decisions "
                 "WHERE symbol = ? AND mode = ? GROUP BY candle_ms) ORDER BY candle_ms",
-                ser.symbol,
-                ser.mode,
-                ser.symbol,
-                ser.mode,
+                *(ser.symbol, ser.mode) * 2,
             )
             fills = self._rows(
                 conn,
@@ -125,17 +126,16 @@ class ConsoleData:
             )
             initial = self._initial_equity(conn, ser)
         cash, pos, k = initial, 0.0, 0
-        t, eq, price = [], [], []
-        for d in decisions:
+        opens = np.fromiter((d["candle_ms"] for d in decisions), np.int64, len(decisions))
+        t = candle_close_ms(opens, ser.timeframe).tolist()
+        eq, price = [], [d["price"] for d in decisions]
+        for close, p in zip(t, price, strict=True):
             # Decided at the close of candle t, filled at the open of t+1: the fills before t's
             # close are in the book it was marked with.
-            close = candle_close_ms(d["candle_ms"], ser.timeframe)
             while k < len(fills) and fills[k]["timestamp_ms"] < close:
                 cash, pos = _apply(cash, pos, fills[k])
                 k += 1
-            t.append(close)
-            eq.append(cash + pos * d["price"])
-            price.append(d["price"])
+            eq.append(cash + pos * p)
         while k < len(fills):
             cash, pos = _apply(cash, pos, fills[k])
             k += 1
@@ -144,18 +144,21 @@ class ConsoleData:
         hold = initial * p / p[0] if len(p) else p
         lo = 0 if start_ms is None else int(np.searchsorted(t, start_ms, "left"))
         hi = len(t) if end_ms is None else int(np.searchsorted(t, end_ms, "right"))
-        part = e[lo:hi]
+        # From the book's running peak whatever the range: a zoom must not shrink a fall.
+        part, hold, dd = e[lo:hi], hold[lo:hi], drawdown_series(e)[lo:hi]
+        keep = envelope_indices([part, hold, dd], points) if points else np.arange(len(part))
         return {
             "symbol": ser.symbol,
             "mode": ser.mode,
             "initial_equity": initial,
             "cash": cash,
             "position": pos,
-            "time": [iso(x) for x in t[lo:hi]],
-            "equity": part.tolist(),
-            "buy_and_hold": hold[lo:hi].tolist(),
-            "drawdown": drawdown_series(part).tolist() if len(part) else [],
-            "max_drawdown": max_drawdown(part),
+            "time": [iso(t[lo + i]) for i in keep],
+            "equity": part[keep].tolist(),
+            "buy_and_hold": hold[keep].tolist(),
+            "drawdown": dd[keep].tolist(),
+            "max_drawdown": float(0.0 - dd.min()) if len(dd) else 0.0,
+            "decided": len(part),
         }
 
     def _initial_equity(self, conn: sqlite3.Connection | None, ser: Series) -> float:

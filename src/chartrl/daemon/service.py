@@ -107,6 +107,7 @@ class Daemon:
         reload_settings: Callable[[], Settings] | None = None,
         notifier: Notifier | None = None,
         cli_overrides: Sequence[str] = (),
+        on_reload: Callable[[Settings], None] | None = None,
     ) -> None:
         self.settings = settings
         self.ticker_factory = ticker_factory
@@ -114,6 +115,9 @@ class Daemon:
         self.cli_overrides = list(cli_overrides)
         """Command-line options the settings came from (``--data-dir X``); the retrain child gets them too."""
         self.reload_settings = reload_settings
+        self.on_reload = on_reload
+        """Called with the new settings after a reload took: what runs beside the daemon (the
+        console) follows it. It logs its own failures; ticks run on meanwhile (scheduler threads)."""
         self.notifier = notifier or Notifier()
         self.ticker: Any = None
         self.scheduler: Any = None
@@ -361,6 +365,11 @@ class Daemon:
             timeframe=new.market.timeframe,
         )
         self._write_state()
+        if self.on_reload is not None:
+            try:
+                self.on_reload(new)
+            except Exception as exc:  # noqa: BLE001 - a side service must not stop the daemon
+                log.error("reload_hook_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _reload_failed(self, exc: BaseException) -> None:
         msg = str(exc) if isinstance(exc, ChartrlError) else f"{type(exc).__name__}: {exc}"

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const PLOT_CONFIG = { responsive: true, displaylogo: false };
 const plotlyReady = new Promise((resolve) => {
   if (window.Plotly) resolve(); else $("plotly-js").addEventListener("load", resolve);
-});
+}).then(() => performance.mark("chartrl:plotly"));
 let timer = null;
 let chartUrl = null;
 
@@ -79,7 +79,10 @@ function halts(h) {
 }
 
 function equityPlot(e) {
-  $("equity-note").textContent = e.time.length ? `max drawdown ${pct(e.max_drawdown)}` : "(no decision yet)";
+  const shown = e.time.length < e.decided ? `, ${e.time.length} of ${e.decided} points: each bucket's low and high` : "";
+  const where = equityRange ? " in this range (double-click: the whole book)" : "";
+  $("equity-note").textContent = e.time.length ? `max drawdown${where} ${pct(e.max_drawdown)}${shown}`
+    : (equityRange ? "(no decision in this range)" : "(no decision yet)");
   const traces = [
     { x: e.time, y: e.equity, name: "bot", type: "scatter", mode: "lines", line: { color: "#1f77b4", width: 1.6 } },
     { x: e.time, y: e.buy_and_hold, name: "buy and hold", type: "scatter", mode: "lines", line: { color: "#8c8c8c", width: 1 } },
@@ -90,8 +93,23 @@ function equityPlot(e) {
     margin: { l: 56, r: 10, t: 10, b: 30 }, legend: { orientation: "h", y: 1.08 },
     yaxis: { domain: [0.32, 1], title: { text: "equity" } },
     yaxis2: { domain: [0, 0.24], title: { text: "DD %" } }, hovermode: "x unified",
+    uirevision: "equity",  // a refresh keeps the operator's zoom
   };
-  Plotly.react("equity", traces, layout, PLOT_CONFIG);
+  return Plotly.react("equity", traces, layout, PLOT_CONFIG).then((gd) => {
+    performance.mark("chartrl:equity");
+    if (!gd._chartrlZoom) { gd._chartrlZoom = true; gd.on("plotly_relayout", zoomed); }
+  });
+}
+
+// A zoom asks the server for that range at full detail (the overview holds each bucket's low and
+// high only); a double click (autorange) goes back to the whole book.
+function zoomed(ev) {
+  const range = ev["xaxis.range"] || (ev["xaxis.range[0]"] !== undefined ? [ev["xaxis.range[0]"], ev["xaxis.range[1]"]] : null);
+  const next = ev["xaxis.autorange"] ? null : range;
+  if (next === null && !ev["xaxis.autorange"]) return;  // a y-only or legend change
+  if (JSON.stringify(next) === JSON.stringify(equityRange)) return;
+  equityRange = next;
+  json(equityUrl()).then(equityPlot).catch((e) => { $("equity-note").textContent = e.message; });
 }
 
 function candlePlot(c, trades) {
@@ -123,14 +141,17 @@ function decision(rows) {
   pair("price", money(d.price));
   pair("fill", d.fill ? `${d.fill.side} ${num(d.fill.amount, 6)} @ ${money(d.fill.price)}` : "none");
   pair("model", d.model_version);
-  if (d.q) {
+}
+
+function qPlot(rows) {
+  const d = rows[0];
+  if (d && d.q) {
     const names = Object.keys(d.q);
-    Plotly.react("qvalues", [{ x: names, y: names.map((k) => d.q[k]), type: "bar",
+    return Plotly.react("qvalues", [{ x: names, y: names.map((k) => d.q[k]), type: "bar",
       marker: { color: names.map((k) => (k === d.action ? "#1f77b4" : "#b0bec5")) } }],
       { margin: { l: 40, r: 10, t: 20, b: 24 }, title: { text: "Q values", font: { size: 12 } } }, PLOT_CONFIG);
-  } else {
-    $("qvalues").replaceChildren(el("p", { class: "muted" }, "a rule strategy: no Q values"));
   }
+  $("qvalues").replaceChildren(el("p", { class: "muted" }, d ? "a rule strategy: no Q values" : ""));
 }
 
 async function chartImage() {
@@ -177,24 +198,40 @@ function decisions(rows) {
   ], rows));
 }
 
+// Points the equity plot asks for: a bucket per 2 pixels of its width, each keeping the min and
+// max of the three lines (the server picks them), so a year of hours costs what a screen shows.
+const equityPoints = () => 3 * Math.max(400, $("equity").clientWidth || 0);
+let equityRange = null;  // [from, to] while the operator has zoomed into the equity plot
+const equityUrl = () => `/api/equity?points=${equityPoints()}` +
+  (equityRange ? `&from=${encodeURIComponent(iso(equityRange[0]))}&to=${encodeURIComponent(iso(equityRange[1]))}` : "");
+// Plotly's axis ranges are "YYYY-MM-DD HH:MM:SS.sss" in the data's (UTC) clock, maybe just a date.
+const iso = (r) => String(r).trim().replace(" ", "T");
+
 async function refresh() {
-  try {
-    const [st, eq, h, dec, trades, m, rt] = await Promise.all([
-      json("/api/status"), json("/api/equity"), json("/api/halts"), json("/api/decisions?limit=50"),
-      json("/api/trades?limit=2000"), json("/api/model"), json("/api/retrains?limit=20"),
-    ]);
-    summary(st); halts(h); decisions(dec); model(m, rt);
-    chartImage();
-    const candles = json("/api/candles?limit=200");
-    await plotlyReady;
-    equityPlot(eq); decision(dec);
-    candles.then((c) => candlePlot(c, trades)).catch((e) => {
-      $("candles").replaceChildren(el("p", { class: "muted" }, e.message));
-    });
-    $("updated").textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (e) {
-    if (e.message !== "unauthorised") $("updated").textContent = "refresh failed: " + e.message;
-  }
+  // The equity plot is the page's first picture: its data is asked for first, and each panel
+  // draws when its own data is in rather than when the slowest request is.
+  const eq = json(equityUrl()).then((e) => { performance.mark("chartrl:equity-data"); return e; });
+  const [st, h, dec, trades, m, rt] = ["/api/status", "/api/halts", "/api/decisions?limit=50",
+    "/api/trades?limit=2000", "/api/model", "/api/retrains?limit=20"].map((p) => json(p));
+  // The candles and the chart image (a render on the server) wait for the equity's data, so they
+  // do not compete with it for the server's CPU; the other plots wait for the equity plot to be
+  // drawn, so they do not compete with it for the browser's.
+  const later = eq.catch(() => null);
+  const candles = later.then(() => json("/api/candles?limit=200"));
+  const drawn = Promise.all([eq, plotlyReady]).then(([e]) => equityPlot(e));
+  const after = drawn.catch(() => null);
+  const parts = [
+    drawn, st.then(summary), h.then(halts), dec.then(decisions), dec.then(decision),
+    Promise.all([m, rt]).then(([a, b]) => model(a, b)),
+    later.then(chartImage),
+    Promise.all([dec, after]).then(([d]) => qPlot(d)),
+    Promise.all([candles, trades, after]).then(([c, t]) => candlePlot(c, t)).catch((e) => {
+      if (e.message !== "unauthorised") $("candles").replaceChildren(el("p", { class: "muted" }, e.message));
+    }),
+  ];
+  const failed = (await Promise.allSettled(parts)).find((r) => r.status === "rejected");
+  if (!failed) $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  else if (failed.reason.message !== "unauthorised") $("updated").textContent = "refresh failed: " + failed.reason.message;
 }
 
 async function haltAction(path, body) {
