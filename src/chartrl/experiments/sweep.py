@@ -125,7 +125,7 @@ def _trainable() -> Any:
     return tune_trainable
 
 
-def run_sweep(
+def run_trials(
     plan: Plan,
     candles: pd.DataFrame | None,
     out: Path,
@@ -135,9 +135,9 @@ def run_sweep(
     progress: bool = True,
     num_cpus: int | None = None,
 ) -> Path:
-    """Run (or, with ``resume``, continue) the sweep into ``out``: results.csv, then the report
-    (whose path it returns). ``candles``
-    are stored with the plan on a new sweep (a resumed one reads its own back)."""
+    """Run (or, with ``resume``, continue) the sweep's trials into ``out``, then write
+    results.csv (its path). ``candles`` are stored with the plan on a new sweep (a resumed one
+    reads its own back)."""
     import ray
 
     from chartrl.experiments.progress import ProgressTable
@@ -146,23 +146,23 @@ def run_sweep(
     if not resume:
         save_plan(plan, candles, out)
     started = init_ray(address, num_cpus)
-    log.info(
-        "sweep_start",
-        out=str(out),
-        trials=total_trials(plan),
-        resume=resume,
-        ray=ray.get_runtime_context().gcs_address,
-    )
+    total = total_trials(plan)
+    log.info("sweep_start", out=str(out), trials=total, resume=resume)
     try:
-        with ProgressTable(total_trials(plan), show=progress) as cb:
+        with ProgressTable(total, show=progress) as cb:
             for name, space, alg, samples in _experiments(plan):
                 _tuner(plan, out, name, space, alg, samples, cb, resume).fit()
     finally:
         if started:
             ray.shutdown()
+    return write_results(out)
+
+
+def run_sweep(plan: Plan, candles: pd.DataFrame | None, out: Path, **kwargs: Any) -> Path:
+    """The trials (``run_trials``, same options), then the report over them: its path."""
     from chartrl.experiments.report import write_report
 
-    path = write_results(out)
-    report = write_report(out, reference=plan.reference)
-    log.info("sweep_done", results=str(path), report=str(report))
+    results = run_trials(plan, candles, out, **kwargs)
+    report = write_report(results.parent, reference=plan.reference)
+    log.info("sweep_done", results=str(results), report=str(report))
     return report
