@@ -10,7 +10,10 @@ one at a time through the very same engine. Reported:
   adds to a trial (scheduling, the worker, loading the plan and candles, Tune's bookkeeping,
   results.csv), with training and judging excluded (target <= 5 s).
 
-    .venv/bin/python benchmarks/sweep.py [--candles 3000] [--steps 60]
+On a loaded machine the two measurements see different loads; ``--repeat N`` alternates them N
+times (parallel, serial, parallel, ...) and keeps the fastest of each.
+
+    .venv/bin/python benchmarks/sweep.py [--candles 3000] [--steps 60] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -82,6 +85,9 @@ def main() -> None:
     ap.add_argument("--candles", type=int, default=3000)
     ap.add_argument(
         "--steps", type=int, default=60, help="DQN steps (and imitation updates) per trial"
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="alternate the two runs N times, keep the fastest"
     )
     args = ap.parse_args()
     cores = os.cpu_count() or 1
