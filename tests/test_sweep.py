@@ -138,5 +138,5 @@ def test_compare_is_a_one_fold_sweep(tmp_path, capsys) -> None:
     assert exc.value.code == 0, capsys.readouterr().err
     got = rows(out)
     assert sorted((r["strategy"], r["fold"]) for r in got) == [("cnn", "0"), ("gru", "0")]
-    assert "2 trials done, 0 failed" in capsys.readouterr().out
+    assert "2 of 2 trials done, 0 failed" in capsys.readouterr().out
     assert (out / "report.md").is_file()

@@ -95,7 +95,7 @@ def test_sigkill_of_the_driver_then_resume_gives_8_rows_and_reruns_no_finished_t
         for tid, body in finished.items():  # not run again: same result, one attempt
             assert (out / "trials" / tid / RESULT_FILE).read_text() == body
             assert attempts(out / "trials" / tid) == 1
-        assert "8 trials done, 0 failed" in second.stdout
+        assert "8 of 8 trials done, 0 failed" in second.stdout
         time.sleep(1)
         assert _pids_using(ray_tmp) == []  # the resumed driver shut its Ray down
     finally:

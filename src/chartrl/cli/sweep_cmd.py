@@ -177,7 +177,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from chartrl.cli.app import settings
     from chartrl.experiments.plan import PLAN_FILE, load_plan
     from chartrl.experiments.results import RESULTS_FILE, trial_rows
-    from chartrl.experiments.sweep import run_sweep
+    from chartrl.experiments.sweep import run_sweep, total_trials
 
     out: Path = args.out
     if args.resume:
@@ -198,9 +198,10 @@ def _sweep(args: argparse.Namespace) -> int:
         plan, candles, out, address=args.address, resume=args.resume, progress=not args.no_progress
     )
     rows = trial_rows(out)
-    failed = sum(r["status"] != "done" for r in rows)
+    done = sum(r["status"] == "done" for r in rows)
+    total = total_trials(plan)
     print(
-        f"{len(rows) - failed} trials done, {failed} failed; written: {out / RESULTS_FILE}, {report}"
-        + (f" (--resume {out} retries the failed ones)" if failed else "")
+        f"{done} of {total} trials done, {len(rows) - done} failed; written: {out / RESULTS_FILE}, {report}"
+        + (f" (--resume {out} retries the failed, runs the rest)" if done < total else "")
     )
     return 0

@@ -34,6 +34,8 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
 
     import ray
 
+    # Tune warns about every trial it has no result file for (those an interrupt stopped): noise.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if ray.is_initialized():
         return False
     # The live table is ours (progress.py); Tune's newer console output ignores verbose=0.
