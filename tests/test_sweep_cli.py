@@ -118,7 +118,8 @@ def _main(tmp_path, capsys, monkeypatch, *argv: str) -> tuple[int, str, list]:
         (["--strategies", "cnn,sma"], "--strategies 'cnn,sma'"),
         (["--search", "optuna"], "--search optuna needs at least one --param"),
         (["--trials", "4"], "give --search optuna or drop --trials"),
-        (["--strategies", "gru", "--param", "frame_stack=1,2"], "only the cnn stacks frames"),
+        (["--strategies", "gru", "--param", "frame_stack=2,4"], "gru has nothing to train"),
+        (["--strategies", "cnn,gru", "--frame-stack", "2"], "gru has nothing to train"),
         (["--validation-fraction", "0.2"], "a sweep's folds set the split"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
         (["--device", "cuda"], "--device cuda needs --gpus-per-trial > 0"),
@@ -165,3 +166,23 @@ def test_resume_of_nothing_and_options_on_resume_are_refused(tmp_path, capsys, m
         tmp_path, capsys, monkeypatch, "--resume", "--folds", "2", "--out", str(tmp_path / "none")
     )
     assert code == 2 and "drop --folds" in err
+
+
+def test_a_grid_over_frame_stack_gives_the_cnn_both_and_the_others_no_stack() -> None:
+    from chartrl.experiments.sweep import total_trials
+    from sweep_kit import tiny_plan
+
+    plan, _ = tiny_plan(
+        strategies=["cnn", "gru"], param_texts=["frame_stack=1,4", "norm=group,layer"]
+    )
+    configs = grid(plan.params)
+    cells = {(s, configs[i]["frame_stack"], configs[i]["norm"]) for s, i in plan.cells()}
+    assert cells == {
+        ("cnn", 1, "group"),
+        ("cnn", 1, "layer"),
+        ("cnn", 4, "group"),
+        ("cnn", 4, "layer"),
+        ("gru", 1, "group"),
+        ("gru", 1, "layer"),
+    }
+    assert total_trials(plan) == 6 * 2 * 2  # cells x seeds x folds

@@ -89,7 +89,7 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any]:
     """Check every option, load the candles and fit the folds: the Plan and its candles."""
     from chartrl.backtest.runner import first_chart_index
     from chartrl.experiments.folds import check_folds, purge_gap, sweep_folds
-    from chartrl.experiments.params import grid, parse_params
+    from chartrl.experiments.params import applicable, grid, parse_params
     from chartrl.experiments.plan import Plan
     from chartrl.experiments.spec import apply_spec
     from chartrl.strategies.registry import NEURAL_NAMES
@@ -134,10 +134,16 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any]:
             raise UsageError(
                 "imitation_target values needs the dp oracle; drop oracle extrema from the sweep"
             )
-        if cfg.frame_stack != 1 and strategies != ["cnn"]:
+    for s in strategies:
+        if not any(applicable(s, {**train, **c}) for c in configs):
             raise UsageError(
-                f"frame_stack {cfg.frame_stack}: only the cnn stacks frames; sweep --strategies cnn"
+                f"{s} has nothing to train: frame_stack other than 1 is the cnn's alone; "
+                f"add frame_stack 1 to the values or drop {s}"
             )
+    if search == "optuna" and "frame_stack" in {p.name for p in params} and strategies != ["cnn"]:
+        raise UsageError(
+            "--search optuna over frame_stack: only the cnn stacks frames; sweep --strategies cnn"
+        )
     gpus = args.gpus_per_trial or 0.0
     if args.device == "cuda" and gpus == 0:
         raise UsageError("--device cuda needs --gpus-per-trial > 0 (a trial holds its GPU share)")

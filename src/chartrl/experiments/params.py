@@ -232,6 +232,13 @@ def grid(params: list[Param]) -> list[dict[str, Any]]:
     ]
 
 
+def applicable(strategy: str, config: dict[str, Any]) -> bool:
+    """Whether ``strategy`` trains under ``config`` (TrainConfig fields): stacking frames is the
+    cnn's alone (the recurrent policies have a memory of their own), so a grid over frame_stack
+    gives the other strategies its value 1 only; the cnn with and without a stack in one sweep."""
+    return strategy == "cnn" or config.get("frame_stack", 1) == 1
+
+
 def canonical(value: Any) -> str:
     """A value as config_id writes it: floats in 6 significant digits, others as str."""
     if isinstance(value, bool):

@@ -18,7 +18,7 @@ from chartrl.account.fills import MarketRules
 from chartrl.backtest.walkforward import Fold
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import UsageError
-from chartrl.experiments.params import Param, parse_params
+from chartrl.experiments.params import Param, applicable, grid, parse_params
 
 PLAN_FILE = "sweep.json"
 CANDLES_FILE = "candles.parquet"
@@ -54,6 +54,16 @@ class Plan:
     @property
     def params(self) -> list[Param]:
         return parse_params(self.param_texts)
+
+    def cells(self) -> list[tuple[str, int]]:
+        """(strategy, index into ``grid(params)``) of every grid configuration a strategy trains."""
+        configs = grid(self.params)
+        return [
+            (s, i)
+            for s in self.strategies
+            for i, c in enumerate(configs)
+            if applicable(s, {**self.train, **c})
+        ]
 
     def save(self, out: Path) -> None:
         body = asdict(self)

@@ -1,8 +1,7 @@
 """The sweep driver: Ray (embedded, or a cluster's), one Tune experiment per search, resume, and
 the outputs (results.csv, the report) once the trials are through.
 
-Grid search is one experiment over strategy x grid configuration x seed x fold, each cell a
-trial. ``--search optuna`` is one experiment per strategy: Optuna proposes a configuration, Tune's
+Grid search is one experiment over (strategy, grid configuration) x seed x fold, each a trial. ``--search optuna`` is one experiment per strategy: Optuna proposes a configuration, Tune's
 Repeater runs it once per seed and fold, and Optuna learns the mean validation score over them
 (never a test figure). The experiments live in ``DIR/tune`` (Tune's own state, for
 ``Tuner.restore``) beside ``DIR/trials`` (ours: what a trial wrote, the ground truth of what is
@@ -17,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 
-from chartrl.experiments.params import grid
 from chartrl.experiments.plan import Plan, save_plan
 from chartrl.experiments.results import write_results
 from chartrl.logs import get_logger
@@ -57,7 +55,7 @@ def total_trials(plan: Plan) -> int:
     per_config = len(plan.seeds) * len(plan.folds)
     if plan.search == "optuna":
         return len(plan.strategies) * plan.trials * per_config
-    return len(plan.strategies) * len(grid(plan.params)) * per_config
+    return len(plan.cells()) * per_config
 
 
 def _experiments(plan: Plan) -> list[tuple[str, dict[str, Any], Any, int]]:
@@ -67,8 +65,7 @@ def _experiments(plan: Plan) -> list[tuple[str, dict[str, Any], Any, int]]:
     folds = list(range(len(plan.folds)))
     if plan.search == "grid":
         space = {
-            "strategy": tune.grid_search(plan.strategies),
-            "config": tune.grid_search(list(range(len(grid(plan.params))))),
+            "cell": tune.grid_search([list(c) for c in plan.cells()]),
             "seed": tune.grid_search(plan.seeds),
             "fold": tune.grid_search(folds),
         }

@@ -72,8 +72,9 @@ def unit_of(config: dict[str, Any], plan: Plan) -> Unit:
         return Unit(config["strategy"], dict(config.get("params") or {}), plan.seeds[seed_i], fold)
     from chartrl.experiments.params import grid
 
-    params = grid(plan.params)[int(config["config"])]
-    return Unit(config["strategy"], params, int(config["seed"]), int(config["fold"]))
+    strategy, index = config["cell"]
+    params = grid(plan.params)[int(index)]
+    return Unit(strategy, params, int(config["seed"]), int(config["fold"]))
 
 
 def trial_dir(out: Path, unit: Unit) -> Path:
