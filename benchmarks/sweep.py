@@ -96,11 +96,15 @@ def main() -> None:
     init_ray(None, num_cpus=cores)
     ray_start = time.perf_counter() - t0
     plan, candles = plan_for(args.candles, args.steps, 1.0)
+    serial = replace(plan, cpus_per_trial=float(cores))
+    par, ser = [], []
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
-        par_wall, par_own = timed(plan, candles, Path(tmp) / "parallel")
-        ser_wall, ser_own = timed(
-            replace(plan, cpus_per_trial=float(cores)), candles, Path(tmp) / "serial"
-        )
+        for i in range(args.repeat):
+            par.append(timed(plan, candles, Path(tmp) / f"parallel{i}"))
+            ser.append(timed(serial, candles, Path(tmp) / f"serial{i}"))
+    (par_wall, par_own), (ser_wall, ser_own) = min(par), min(ser)
+    walls = ", ".join(f"{w:.1f}" for w, _ in par), ", ".join(f"{w:.1f}" for w, _ in ser)
+    print(f"walls: parallel {walls[0]} s; serial {walls[1]} s")
     speedup = ser_wall / par_wall
     overhead = (ser_wall - ser_own) / TRIALS
     print(

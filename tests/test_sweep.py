@@ -13,6 +13,9 @@ from chartrl.experiments.results import COLUMNS
 from chartrl.experiments.sweep import run_sweep
 from sweep_kit import CHART_TOML, install_report_placeholder, tiny_plan
 
+# Each test runs real Tune trials (tens of seconds on the shared 2-core machine).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_up():

@@ -15,6 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from chartrl.experiments.trainable import RESULT_FILE, Unit, attempts, run_unit, trial_dir
 from sweep_kit import CHART_TOML, REPORT_PLACEHOLDER, SPEC_TOML, tiny_plan
 
@@ -56,6 +58,7 @@ def _done(out: Path) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_driver_then_resume_gives_8_rows_and_reruns_no_finished_trial(
     tmp_path,
 ) -> None:
