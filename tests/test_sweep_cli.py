@@ -186,3 +186,18 @@ def test_a_grid_over_frame_stack_gives_the_cnn_both_and_the_others_no_stack() ->
         ("gru", 1, "layer"),
     }
     assert total_trials(plan) == 6 * 2 * 2  # cells x seeds x folds
+
+
+def test_the_shipped_article_spec_reads() -> None:
+    from argparse import Namespace
+    from pathlib import Path
+
+    from chartrl.experiments.spec import apply_spec
+
+    path = Path(__file__).resolve().parents[1] / "config" / "sweep-article.toml"
+    args = Namespace(strategies=None, seeds=None, folds=None, param=[], exchange=None)
+    args.__dict__.update(symbol=None, timeframe=None, data_dir=None, date_from=None)
+    args.__dict__.update(date_until=None, synthetic=None, cpus_per_trial=None, max_failures=None)
+    assert apply_spec(args, path) == {}
+    assert args.strategies == "cnn,cnnrnn,gru" and args.param == ["frame_stack=1,4"]
+    assert args.symbol == "BTC/USDT" and args.folds == 3
