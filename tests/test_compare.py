@@ -1,33 +1,24 @@
-"""`chartrl compare`: honest statistics across seeds (sample std, bootstrap interval, never-traded
+"""Comparing policies (train/compare.py): honest statistics across seeds (sample std, bootstrap interval, never-traded
 seeds counted and flagged, paired differences against cnn) and learning curves over updates."""
 
 from __future__ import annotations
 
-import json
-import math
 import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chartrl.chart.spec import ChartSpec
-from chartrl.testing.synthetic import synthetic_candles
 from chartrl.train import seedstats
 from chartrl.train.compare import (
     curve,
     markdown_table,
     paired_differences,
     plot_curves,
-    run_compare,
     summarize,
 )
-from chartrl.train.dqn import TrainConfig
-from chartrl.train.env import prepare_data
-from test_training import tiny_cfg
 
 
 def run(ret: float, sharpe: float | None = 1.0, trades: int = 4, exposure: float = 0.3) -> list:
@@ -145,49 +136,4 @@ def test_bootstrap_interval_invariants(values: list[float], shift: float) -> Non
     assert same["mean"] == 0 and same["std"] == 0 and same["ci95"] == (0.0, 0.0)
 
 
-SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_period=10)
-
-
-def test_run_compare_end_to_end(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
-    data = prepare_data(synthetic_candles(500, seed=5), SPEC, "1h", validation_fraction=0.2)
-    cfg = tiny_cfg(epochs=1, target_network_frequency=TrainConfig.target_network_frequency)
-    meta = {
-        "chart_spec": SPEC,
-        "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},
-        "data_range": {"source": "synthetic", "candles": 500},
-    }
-    table = run_compare(["cnn", "gru"], 2, data, cfg, tmp_path, meta, progress=False)
-    saved = json.loads((tmp_path / "compare.json").read_text())
-    assert set(saved["summary"]) == {"cnn", "gru"} and set(saved["paired_vs_cnn"]) == {"gru"}
-    assert saved["summary"]["cnn"]["seeds"] == 2
-    per_seed = saved["summary"]["gru"]["total_return"]["values"]
-    ref = saved["summary"]["cnn"]["total_return"]["values"]
-    assert saved["paired_vs_cnn"]["gru"]["total_return"]["values"] == pytest.approx(
-        [a - b for a, b in zip(per_seed, ref, strict=True)]
-    )
-    assert all(math.isfinite(v) for v in per_seed)
-    assert "buy & hold" in table and (tmp_path / "curves.png").is_file()
-    assert "bootstrap 95 %" in (tmp_path / "compare.md").read_text()
-
-
-def test_run_compare_pairs_each_seed_with_cnns_same_seed(tmp_path: Path, monkeypatch) -> None:
-    """The wiring: runs of seed k are differenced against cnn's seed k, whatever order they ran."""
-    from types import SimpleNamespace
-
-    from chartrl.train import compare
-
-    returns = {("cnn", 1): 0.10, ("cnn", 2): -0.30, ("gru", 1): 0.15, ("gru", 2): -0.20}
-    monkeypatch.setattr(
-        compare,
-        "train",
-        lambda name, data, cfg, *a, **k: SimpleNamespace(history=run(returns[name, cfg.seed])),
-    )
-    monkeypatch.setattr(compare, "buy_and_hold", lambda *a: None)
-    monkeypatch.setattr(compare, "plot_curves", lambda *a: None)
-    data = SimpleNamespace(train=range(10), validation=range(0))
-    meta = {"data_range": {"source": "test"}}
-    run_compare(["gru", "cnn"], 2, data, TrainConfig(), tmp_path, meta, progress=False)
-    saved = json.loads((tmp_path / "compare.json").read_text())
-    got = saved["paired_vs_cnn"]["gru"]["total_return"]["values"]
-    assert got == pytest.approx([0.05, 0.10])
+# Running a comparison end to end is a one-fold sweep: tests/test_sweep.py::test_compare_is_a_one_fold_sweep

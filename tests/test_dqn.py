@@ -403,7 +403,7 @@ def test_cli_refuses_a_bad_norm_or_n_step(tmp_path, capsys, bad, named) -> None:
 
 
 def test_cli_options_reach_the_policy_and_model_json(tmp_path, capsys) -> None:
-    from chartrl.cli.train_cmd import NORMS
+    from chartrl.cli.train_options import NORMS
     from chartrl.strategies import base
     from chartrl.train.checkpoint import load_model
 

@@ -16,6 +16,7 @@ from chartrl.cli import (
     halt_cmd,
     serve_cmd,
     sim_cmd,
+    sweep_cmd,
     train_cmd,
 )
 from chartrl.errors import ChartrlError
@@ -29,6 +30,7 @@ COMMAND_MODULES = [
     daemon_cmd,
     sim_cmd,
     train_cmd,
+    sweep_cmd,
     halt_cmd,
     serve_cmd,
     demo_cmd,

@@ -1,19 +1,17 @@
-"""Train several policies on the same data, split and budget (several seeds each) and compare
-their learning: one PNG of learning curves and a table of final validation metrics.
+"""Comparing the learning of several policies across seeds: summaries of their final validation
+figures (sample std, bootstrap interval, never-traded seeds counted), paired differences against
+``cnn``, learning curves over gradient updates, and buy-and-hold over a validation part.
 
-This is the experiment behind the article's question: does CNN+RNN learn better than a CNN alone?
+Running the comparison itself is a one-fold sweep (`chartrl compare`, chartrl.experiments): one
+engine for every experiment of many runs.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from chartrl.account.fills import MarketRules
 from chartrl.train import seedstats
@@ -21,7 +19,6 @@ from chartrl.train import seedstats
 # The curve helpers live in train/curves.py (shared with the sweep report); re-exported here.
 from chartrl.train.curves import CURVES, curve, never_traded, plot_curves  # noqa: F401
 from chartrl.train.curves import to_float as _f
-from chartrl.train.dqn import TrainConfig, train
 from chartrl.train.env import TrainData
 from chartrl.train.evaluation import GreedyRun, run_metrics
 
@@ -164,78 +161,3 @@ def markdown_table(
                 f"{fmt(d['trades_per_week'])} | {fmt(d['exposure'], 100, 1)} |"
             )
     return "\n".join(lines)
-
-
-def run_compare(
-    strategies: list[str],
-    seeds: int,
-    data: TrainData,
-    cfg: TrainConfig,
-    out: Path | str,
-    meta: dict[str, Any],
-    *,
-    device: torch.device | str = "cpu",
-    rules: MarketRules | None = None,
-    initial_cash: float = 10_000.0,
-    progress: bool = True,
-) -> str:
-    """Train every strategy with seeds 1..``seeds``; write curves.png, compare.md, compare.json; the table."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rules = rules or MarketRules()
-    histories: dict[str, list[list[dict[str, Any]]]] = {}
-    for name in strategies:
-        for seed in range(1, seeds + 1):
-            run_dir = out / "runs" / f"{name}-seed{seed}"
-            if run_dir.exists():
-                import shutil
-
-                shutil.rmtree(run_dir)  # a compare run is one experiment: start its runs fresh
-            h = train(
-                name,
-                data,
-                replace(cfg, seed=seed),
-                run_dir,
-                meta,
-                device=device,
-                rules=rules,
-                initial_cash=initial_cash,
-                progress=progress,
-            ).history
-            histories.setdefault(name, []).append(h)
-    reference = buy_and_hold(data, rules, initial_cash) if len(data.validation) else None
-    summary = summarize(histories)
-    paired = paired_differences(histories)
-    table = markdown_table(summary, reference, paired)
-    plot_curves(histories, out / "curves.png")
-    budget = (
-        f"{cfg.imitation_epochs if 'imitation' in cfg.stages else 0} imitation + {cfg.epochs if 'dqn' in cfg.stages else 0} DQN epochs"
-        + (f", at most {cfg.max_steps_per_epoch} steps/epoch" if cfg.max_steps_per_epoch else "")
-    )
-    r = meta["data_range"]
-    where = f"{r.get('source')}, {r.get('candles')} candles {r.get('from')} .. {r.get('until')} (validation from {r.get('validation_from')})"
-    header = (
-        f"# Policy comparison\n\nData: {where}; {len(data.train)} training / {len(data.validation)} validation "
-        f"decisions; budget per run: {budget}; seeds 1..{seeds}. Values: the last validation of each run, "
-        f"as mean ± sample std (ddof=1) [percentile bootstrap 95 % interval of the mean over seeds, "
-        f"{seedstats.RESAMPLES:,} resamples]. A seed that never traded counts (return 0, Sharpe 0) "
-        "and is named in the last column. Skill p-value: the run's return against 1,000 random "
-        "placements of its own round trips (docs/backtest.md).\n\n"
-    )
-    (out / "compare.md").write_text(header + table + "\n\n![learning curves](curves.png)\n")
-    (out / "compare.json").write_text(
-        json.dumps(
-            {
-                "summary": summary,
-                "paired_vs_" + REFERENCE: paired,
-                "reference_buy_and_hold": reference,
-                "budget": budget,
-                "data_range": meta["data_range"],
-                "fills": meta.get("fills"),
-                "histories": histories,
-            },
-            indent=2,
-            default=str,
-        )
-    )
-    return table

@@ -281,8 +281,10 @@ def train(
     initial_cash: float = 10_000.0,
     resume: bool = False,
     progress: bool = True,
+    tb_dir: Path | str | None = None,
 ) -> TrainResult:
-    """Train ``strategy`` on ``data``; writes the model dir after every epoch."""
+    """Train ``strategy`` on ``data``; writes the model dir after every epoch (TensorBoard events
+    to ``tb_dir``, by default ``out_dir/tb``; a sweep gathers its trials' under one root)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -348,7 +350,7 @@ def train(
     if main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out_dir / "tb"))
+        writer = SummaryWriter(str(tb_dir or out_dir / "tb"))
     hidden_size = int(getattr(policy, "hidden_size", 0)) if policy.recurrent else 0
 
     # The best validation score so far (train/monitor.py selection_score) and where it was reached;

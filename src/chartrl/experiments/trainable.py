@@ -1,0 +1,298 @@
+"""One unit of a sweep, as a Ray Tune trial runs it: train a strategy with its params and seed on
+one fold's training range, let its validation range choose the checkpoint (the trainer's
+``best/``), judge that checkpoint on the fold's test range, and write the trial's files.
+
+The trial's directory ``DIR/trials/<trial_id>`` is the trainer's model directory, so an
+interrupted trial resumes from its last finished epoch (``train(resume=True)``), and a finished
+one (``result.json`` with status done) is never trained again, whatever Tune's own experiment
+state says after a SIGKILL of the driver.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from chartrl.atomic import atomic_write
+from chartrl.backtest.walkforward import Fold
+from chartrl.experiments.params import config_id, params_json, trial_id
+from chartrl.experiments.plan import Plan, load_candles, load_plan
+from chartrl.logs import get_logger, one_line_error
+
+log = get_logger(__name__)
+
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.txt"
+ATTEMPTS_FILE = "attempts.json"
+UNIT_FILE = "unit.json"
+SPLIT_METRICS = (
+    "total_return",
+    "sharpe",
+    "max_drawdown",
+    "trades",
+    "trades_per_week",
+    "exposure",
+    "turnover",
+    "fees_paid",
+    "skill_p_value",
+    "skill_percentile",
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one trial trains: a configuration, a seed and a fold."""
+
+    strategy: str
+    params: dict[str, Any]
+    seed: int
+    fold: int
+
+    @property
+    def trial_id(self) -> str:
+        return trial_id(self.strategy, self.params, self.seed, self.fold)
+
+    @property
+    def config_id(self) -> str:
+        return config_id(self.strategy, self.params)
+
+
+def unit_of(config: dict[str, Any], plan: Plan) -> Unit:
+    """The unit a Tune trial config names: grid configs carry it whole; an Optuna trial carries
+    the strategy and sampled params, and the Repeater's index picks its seed and fold."""
+    if "__trial_index__" in config:
+        seed_i, fold = divmod(int(config["__trial_index__"]), len(plan.folds))
+        return Unit(config["strategy"], dict(config.get("params") or {}), plan.seeds[seed_i], fold)
+    from chartrl.experiments.params import grid
+
+    strategy, index = config["cell"]
+    params = grid(plan.params)[int(index)]
+    return Unit(strategy, params, int(config["seed"]), int(config["fold"]))
+
+
+def trial_dir(out: Path, unit: Unit) -> Path:
+    return Path(out) / "trials" / unit.trial_id
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, body: dict[str, Any]) -> None:
+    atomic_write(path, lambda fh: fh.write((json.dumps(body, default=str) + "\n").encode()))
+
+
+def _attempt(path: Path) -> int:
+    """Count this start of the unit (a resumed or retried trial is one more attempt)."""
+    try:
+        n = int(json.loads((path / ATTEMPTS_FILE).read_text())["attempts"]) + 1
+    except (OSError, ValueError, KeyError):
+        n = 1
+    path.mkdir(parents=True, exist_ok=True)
+    _write_json(path / ATTEMPTS_FILE, {"attempts": n})
+    return n
+
+
+def attempts(path: Path) -> int:
+    try:
+        return int(json.loads((path / ATTEMPTS_FILE).read_text())["attempts"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def fold_data(candles: pd.DataFrame, plan: Plan, fold: Fold) -> Any:
+    """The trainer's TrainData for one fold: candles up to the validation end only (the test
+    range is not even loaded), training decisions inside the training range, validation ones
+    inside the validation range, the oracle cut at the end of training."""
+    import numpy as np
+
+    from chartrl.chart.tensor_render import TensorRenderer
+    from chartrl.train.env import CandleArrays, FrameCache, TrainData
+
+    visible = candles.iloc[: fold.val[1] + 1].reset_index(drop=True)
+    renderer = TensorRenderer(visible, plan.spec, "cpu")
+    valid = np.asarray(renderer.valid_indices)
+    train = valid[(valid >= fold.train[0]) & (valid < fold.train[1])]
+    validation = valid[(valid >= fold.val[0]) & (valid < fold.val[1])]
+    return TrainData(
+        visible,
+        plan.spec,
+        plan.timeframe,
+        CandleArrays(visible),
+        FrameCache(renderer),
+        train,
+        validation,
+        fold.train[1] + 1,
+    )
+
+
+def judge(
+    policy: Any, candles: pd.DataFrame, plan: Plan, span: tuple[int, int]
+) -> tuple[dict, Any, Any]:
+    """The backtest's metrics of ``policy`` deciding over the candle range ``span`` (seeing no
+    candle after it), buy and hold's over the same candles, and both runs."""
+    from chartrl.backtest.walkforward import evaluate_runs
+    from chartrl.timeframe import periods_per_year
+
+    ts = candles["timestamp"]
+    return evaluate_runs(
+        policy,
+        candles.iloc[: span[1] + 1],
+        plan.spec,
+        plan.rules,
+        ts.iloc[span[0]],
+        ts.iloc[span[1]],
+        initial_cash=plan.initial_cash,
+        periods_per_year=periods_per_year(plan.timeframe),
+        threads=plan.threads,
+    )
+
+
+def _split(
+    prefix: str, candles: pd.DataFrame, span: tuple[int, int], metrics: dict
+) -> dict[str, Any]:
+    ts = candles["timestamp"]
+    bh = metrics["baselines"]["buyhold"]
+    return {
+        f"{prefix}_from": ts.iloc[span[0]].isoformat(),
+        f"{prefix}_until": ts.iloc[span[1]].isoformat(),
+        f"{prefix}_candles": span[1] - span[0] + 1,
+        **{f"{prefix}_{k}": metrics.get(k) for k in SPLIT_METRICS},
+        f"{prefix}_buy_hold_return": bh.get("total_return"),
+        f"{prefix}_buy_hold_sharpe": bh.get("sharpe"),
+    }
+
+
+def _equity_csv(result: Any, baseline: Any) -> bytes:
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["timestamp", "equity", "buy_hold"])
+    for t, e, b in zip(result.candles["timestamp"], result.equity, baseline.equity, strict=True):
+        w.writerow([t.isoformat(), f"{e:.6f}", f"{b:.6f}"])
+    return buf.getvalue().encode()
+
+
+def base_row(unit: Unit, status: str, error: str, tries: int) -> dict[str, Any]:
+    return {
+        "trial_id": unit.trial_id,
+        "strategy": unit.strategy,
+        "config_id": unit.config_id,
+        "params": params_json(unit.params),
+        "seed": unit.seed,
+        "fold": unit.fold,
+        "status": status,
+        "error": error,
+        "attempts": tries,
+    }
+
+
+def run_unit(unit: Unit, plan: Plan, candles: pd.DataFrame, out: Path) -> dict[str, Any]:
+    """Train, choose, judge and record one unit; its result row (also ``result.json``)."""
+    import torch
+
+    from chartrl.train import checkpoint as ckpt
+    from chartrl.train.distributed import pick_device
+    from chartrl.train.dqn import TrainConfig, train
+
+    path = trial_dir(out, unit)
+    done = read_result(path)
+    if done and done.get("status") == "done":
+        return done  # finished before an interruption: never trained twice
+    tries = _attempt(path)
+    _write_json(path / UNIT_FILE, base_row(unit, "running", "", tries))
+    t0 = time.perf_counter()
+    if plan.threads:
+        torch.set_num_threads(plan.threads)
+    tb = Path(out) / "tensorboard" / unit.trial_id
+    resume = (path / ckpt.META_FILE).is_file()
+    if not resume:  # a start killed before its first epoch ended: nothing to continue from
+        for p in (path / ckpt.BEST_DIR, tb):
+            shutil.rmtree(p, ignore_errors=True)
+    fold = plan.folds[unit.fold]
+    cfg = replace(TrainConfig(**plan.train), **unit.params, seed=unit.seed, validation_fraction=0.0)
+    data = fold_data(candles, plan, fold)
+    ts = candles["timestamp"]
+    meta = {
+        **plan.meta,
+        "chart_spec": plan.spec,
+        "data_range": {
+            **plan.meta["data_range"],
+            "until": ts.iloc[fold.val[1]].isoformat(),
+            "candles": fold.val[1] + 1,
+            "validation_from": ts.iloc[fold.val[0]].isoformat(),
+            "source": f"{plan.meta['data_range'].get('source')} sweep fold {fold.index}",
+        },
+    }
+    device = pick_device(plan.device) if plan.gpus_per_trial > 0 else torch.device("cpu")
+    log.info("trial_start", trial=unit.trial_id, attempt=tries, resume=resume)
+    train(
+        unit.strategy,
+        data,
+        cfg,
+        path,
+        meta,
+        device=device,
+        rules=plan.rules,
+        initial_cash=plan.initial_cash,
+        resume=resume,
+        progress=False,
+        tb_dir=tb,
+    )
+    best = (ckpt.read_meta(path).get("checkpoint") or {}).get("best")
+    chosen = path / ckpt.BEST_DIR if best else path  # no validation yet: the last network
+    record = best or ckpt.read_meta(path).get("checkpoint") or {}
+    policy, _ = ckpt.load_model(chosen, "cpu", expect_spec=plan.spec)
+    val, _, _ = judge(policy, candles, plan, fold.val)
+    test, result, baseline = judge(policy, candles, plan, fold.test)
+    atomic_write(path / "test_equity.csv", lambda fh: fh.write(_equity_csv(result, baseline)))
+    row = {
+        **base_row(unit, "done", "", tries),
+        "chosen_epoch": record.get("epoch"),
+        "chosen_updates": record.get("updates"),
+        "seconds": round(time.perf_counter() - t0, 3),
+        **_split("val", candles, fold.val, val),
+        **_split("test", candles, fold.test, test),
+    }
+    _write_json(path / RESULT_FILE, row)
+    (path / ERROR_FILE).unlink(missing_ok=True)
+    log.info(
+        "trial_done", trial=unit.trial_id, val_sharpe=row["val_sharpe"], seconds=row["seconds"]
+    )
+    return row
+
+
+_CACHE: dict[str, tuple[Plan, pd.DataFrame]] = {}
+
+
+def tune_trainable(config: dict[str, Any], out_dir: str) -> None:
+    """The Ray Tune function trainable: run the unit; report its validation score (the search's
+    objective: never a test figure) and the row."""
+    from ray import tune
+
+    from chartrl.train.monitor import selection_score
+
+    if out_dir not in _CACHE:  # one read per worker process, not per trial
+        _CACHE[out_dir] = (load_plan(Path(out_dir)), load_candles(Path(out_dir)))
+    plan, candles = _CACHE[out_dir]
+    unit = unit_of(config, plan)
+    try:
+        row = run_unit(unit, plan, candles, Path(out_dir))
+    except Exception as exc:
+        path = trial_dir(Path(out_dir), unit)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / ERROR_FILE).write_text(one_line_error(exc, 500) + "\n")
+        raise
+    score = selection_score({"sharpe": row.get("val_sharpe")})
+    tune.report({"score": score, "unit": unit.trial_id, "seconds": row["seconds"]})
