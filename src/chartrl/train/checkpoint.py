@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from chartrl.atomic import atomic_write
@@ -252,3 +253,45 @@ def load_train_state(dir: Path | str) -> dict[str, Any]:
             f"corrupt/truncated training state {path}: not a readable torch file, so {dir} cannot be resumed; restore it from a "
             f"backup or train anew into another --out (the model itself may still load)"
         ) from None
+
+
+def train_state_bytes(
+    target: torch.nn.Module,
+    dqn_optimizer: torch.optim.Optimizer,
+    imitation_optimizer: torch.optim.Optimizer,
+    counters: dict[str, int],
+    rng: np.random.Generator,
+) -> bytes:
+    """What ``--resume`` needs beside the weights (``TRAIN_STATE_FILE``): the target network, both
+    optimisers, the counters and the numpy stream."""
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "target": target.state_dict(),
+            "dqn_optimizer": dqn_optimizer.state_dict(),
+            "imitation_optimizer": imitation_optimizer.state_dict(),
+            "counters": counters,
+            "numpy_rng": rng.bit_generator.state,
+        },
+        buf,
+    )
+    return buf.getvalue()
+
+
+def restore_train_state(
+    dir: Path | str,
+    target: torch.nn.Module,
+    dqn_optimizer: torch.optim.Optimizer,
+    imitation_optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    rank: int = 0,
+) -> dict[str, int]:
+    """Load ``train_state_bytes``' content from ``dir`` into the objects; returns the counters.
+    Only rank 0's numpy stream was saved: other ranks keep their own fresh streams."""
+    state = load_train_state(dir)
+    target.load_state_dict(state["target"])
+    dqn_optimizer.load_state_dict(state["dqn_optimizer"])
+    imitation_optimizer.load_state_dict(state["imitation_optimizer"])
+    if rank == 0:
+        rng.bit_generator.state = state["numpy_rng"]
+    return {k: int(v) for k, v in state["counters"].items()}

@@ -18,7 +18,7 @@ from chartrl.backtest.metrics import compute_metrics
 from chartrl.backtest.skill import skill_test, trip_blocks
 from chartrl.strategies.base import Policy
 from chartrl.timeframe import periods_per_year
-from chartrl.train.env import CandleArrays, FrameCache, new_account
+from chartrl.train.env import CandleArrays, FrameCache, TrainData, new_account
 
 VALIDATION_METRICS = (
     "total_return",
@@ -120,3 +120,13 @@ def run_metrics(run: GreedyRun, timeframe: str) -> dict[str, float | None]:
         r = run.rules
         m.update(skill_test(run.opens, run.last_close, blocks, r.fee, r.slippage_bps))
     return {k: m.get(k) for k in VALIDATION_METRICS}
+
+
+def validate(
+    policy: Policy, data: TrainData, rules: MarketRules, cash: float, device: torch.device
+) -> tuple[dict[str, float | None], np.ndarray | None]:
+    """Validation metrics and the greedy actions (None without a validation part)."""
+    if len(data.validation) == 0:
+        return {}, None
+    run = greedy_run(policy, data.frames, data.arrays, data.validation, cash, rules, device)
+    return run_metrics(run, data.timeframe), run.actions
