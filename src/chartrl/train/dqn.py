@@ -35,7 +35,7 @@ from chartrl.train.distributed import DistInfo, barrier, sync_buffers, wrap
 from chartrl.train.env import ReplayEnv, TrainData, max_lanes
 from chartrl.train.evaluation import validate
 from chartrl.train.history import history_bytes, read_history
-from chartrl.train.imitation import class_weights, imitation_epoch, imitation_targets
+from chartrl.train.imitation import class_weights, imitation_epoch, imitation_targets_for
 from chartrl.train.learner import new_policy, optimizer_step, td_loss
 from chartrl.train.monitor import (
     DqnScalars,
@@ -46,6 +46,7 @@ from chartrl.train.monitor import (
     write_validation,
 )
 from chartrl.train.replay import SequenceReplay
+from chartrl.train.series import lane_layout, series_visits
 
 __all__ = [  # the names other modules import from here, defined next door
     "TrainConfig",
@@ -206,17 +207,7 @@ def train(
     with Progress(*progress_columns(), disable=not (progress and main), transient=False) as bar:
         # ---- stage 1: imitation of the oracle -------------------------------------------------
         if "imitation" in cfg.stages and counters["imitation_epochs"] < cfg.imitation_epochs:
-            end = data.validation_start  # the oracle sees training candles only
-            targets = imitation_targets(
-                data.arrays.open[:end],
-                data.arrays.close[:end],
-                cfg.oracle,
-                fee=rules.fee,
-                slippage_bps=rules.slippage_bps,
-                trade_penalty=cfg.oracle_trade_penalty,
-                window=cfg.oracle_window,
-                gamma=cfg.gamma,
-            )
+            targets = imitation_targets_for(data, cfg, rules)  # training candles only
             inverse = cfg.imitation_weights == "inverse"
             weights = class_weights(targets.labels[data.train]) if inverse else None
             for epoch in range(counters["imitation_epochs"], cfg.imitation_epochs):
@@ -249,6 +240,7 @@ def train(
                     on_update=lambda v, task=task: bar.update(
                         task, advance=1, info=f"loss {v:.4f}"
                     ),
+                    series=data.series,
                 )
                 counters["imitation_epochs"] = epoch + 1
                 record(
@@ -263,14 +255,16 @@ def train(
         # ---- stage 2: Double DQN ------------------------------------------------------------------
         if "dqn" in cfg.stages and counters["dqn_epochs"] < cfg.epochs:
             lanes = cfg.num_envs
+            segments, lane_rules = lane_layout(data, lanes * dist.world_size, rules)
             env = ReplayEnv(
                 data.arrays,
                 data.train,
                 lanes,
                 initial_cash,
-                rules,
+                lane_rules,
                 lane_offset=dist.rank * lanes,
                 total_lanes=lanes * dist.world_size,
+                segments=segments,
             )
             rb = SequenceReplay(
                 cfg.buffer_size, lanes, hidden_size, seed=int(rng.integers(1 << 31))
@@ -390,6 +384,7 @@ def train(
                         "epsilon": round(eps, 4),
                         "updates": counters["updates"],
                         "transitions": steps * lanes,
+                        **series_visits(data, env.segments, steps),
                         "train_log_return": round(rewards / lanes, 6),
                         "render_seconds": round(data.frames.render_seconds - r0, 3),
                         "eval_seconds": round(eval_seconds, 3),
