@@ -39,3 +39,9 @@ def parse_series(text: str, option: str = "--series") -> list[tuple[str, str, st
 def series_name(exchange: str, symbol: str, timeframe: str) -> str:
     """The ``exchange:BASE/QUOTE:timeframe`` form ``parse_series`` reads."""
     return f"{exchange}:{symbol}:{timeframe}"
+
+
+def series_slug(name: str) -> str:
+    """A column- and path-safe form of a series name: ``binance:BTC/USDT:1h`` ->
+    ``binance_BTC-USDT_1h`` (history.csv ``val_sharpe@<slug>``, the transfer matrix' folders)."""
+    return name.replace("/", "-").replace(":", "_")

@@ -248,15 +248,10 @@ class ReplayEnv:
             terminated[k] = account.bankrupt
             truncated[k] = not terminated[k] and (self.ptr[k] >= last or not valid[k])
         next_idx, next_pos = self.observe()
-        for k in np.flatnonzero(
-            (terminated | truncated) & (self.ptr < last)
-        ):  # restart flat, new episode
-            self.accounts[k] = new_account(
-                self.arrays,
-                int(self.segments[k, self.ptr[k]]),
-                self.initial_cash,
-                self.lane_rules[k],
-            )
+        # restart flat, new episode
+        for k in np.flatnonzero((terminated | truncated) & (self.ptr < last)):
+            t = int(self.segments[k, self.ptr[k]])
+            self.accounts[k] = new_account(self.arrays, t, self.initial_cash, self.rules_at(t))
             self.episode[k] = self._episode_counter
             self._episode_counter += 1
         return {

@@ -31,6 +31,7 @@ import torch
 from chartrl.account.fills import MarketRules
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import DataError, UsageError
+from chartrl.symbols import series_slug as slug
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,6 @@ class SeriesPart:
     """Its share of lanes and imitation sequences (None: by its size)."""
     info: dict[str, Any] = field(default_factory=dict)
     """What model.json records of it (exchange, symbol, timeframe, range, candles, ...)."""
-
-
-def slug(name: str) -> str:
-    """A column- and path-safe form of a series name: ``binance:BTC/USDT:1h`` -> ``binance_BTC-USDT_1h``."""
-    return name.replace("/", "-").replace(":", "_")
 
 
 class ConcatRenderer:
@@ -106,12 +102,13 @@ def allocate_lanes(weights: np.ndarray, lanes: int) -> np.ndarray:
         raise UsageError(
             f"--num-envs {lanes}: {k} weighted series need at least one lane each; use --num-envs {k} or more"
         )
-    share = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
-    out = np.ones(k, dtype=np.int64)
-    extra = share * (lanes - k)
-    out += np.floor(extra).astype(np.int64)
-    rest = lanes - int(out.sum())
-    out[np.argsort(-(extra - np.floor(extra)), kind="stable")[:rest]] += 1
+    quota = np.asarray(weights, dtype=np.float64) / float(np.sum(weights)) * lanes
+    out = np.maximum(np.floor(quota).astype(np.int64), 1)
+    while out.sum() > lanes:  # the minimum of one lane was taken from the most over-served
+        over = np.where(out > 1, out - quota, -np.inf)
+        out[int(np.argmax(over))] -= 1
+    while out.sum() < lanes:  # the rest by largest remainder
+        out[int(np.argmax(quota - out))] += 1
     return out
 
 
