@@ -112,7 +112,17 @@ def test_imitation_windows_stay_inside_one_series() -> None:
     assert (floor == np.array([p.start for p in data.series])[k]).all()
 
 
-def test_training_on_two_series_records_and_visits_both(tmp_path: Path) -> None:
+def test_training_on_two_series_records_and_visits_both(tmp_path: Path, monkeypatch) -> None:
+    from chartrl.train import imitation
+
+    drawn: list[np.ndarray] = []
+
+    def spy(*args, **kwargs):
+        out = series_windows(*args, **kwargs)
+        drawn.append(out[0])
+        return out
+
+    monkeypatch.setattr(imitation, "series_windows", spy)
     data = _two(weights=[1.0, 1.0])
     meta = {
         "chart_spec": SPEC,
@@ -127,6 +137,8 @@ def test_training_on_two_series_records_and_visits_both(tmp_path: Path) -> None:
     rows = read_history(out)
     dqn = [r for r in rows if r["stage"] == "dqn" and r["kind"] == "epoch"][-1]
     assert int(dqn["transitions@x_AAA-USDT_1h"]) > 0 and int(dqn["transitions@x_BBB-BTC_1h"]) > 0
+    owner = series_of(data.series, len(data.arrays))
+    assert set(owner[np.concatenate(drawn)[:, 0]].tolist()) == {0, 1}  # imitation saw both
     # validation per series and pooled
     for col in ("val_sharpe", "val_skill_p_value", "val_total_return@x_BBB-BTC_1h"):
         assert col in dqn
@@ -163,6 +175,11 @@ def test_pooled_skill_of_one_series_is_its_skill_test() -> None:
     # Two series: the statistic is the sum of the model's log returns.
     two = pooled_skill_test([(opens, float(opens[-1]), blocks, 0.001, 5.0)] * 2)
     assert two["skill_log_return"] == pytest.approx(2 * one["skill_log_return"])
+    # ... against the sum of the two series' random placements (series k seeded seed + k).
+    other = skill_test(opens, float(opens[-1]), blocks, 0.001, 5.0, seed=1)
+    assert two["skill_null_mean"] == pytest.approx(
+        one["skill_null_mean"] + other["skill_null_mean"]
+    )
 
 
 # ---- CLI on a store of two series -------------------------------------------------------------

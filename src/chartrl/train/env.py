@@ -127,14 +127,13 @@ class CandleArrays:
 
     @classmethod
     def concat(cls, parts: list[CandleArrays]) -> CandleArrays:
-        """Several series end to end (train/series.py): the last candle of each is a break, so
-        nothing steps from one series into the next."""
+        """Several series end to end (train/series.py). Each series' last candle keeps its
+        ``break_after`` (it has no next candle), so nothing steps from one series into the next."""
         if len(parts) == 1:
             return parts[0]
         out = cls.__new__(cls)
         for name in ("ts", "open", "high", "low", "close", "volume", "break_after"):
             setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
-        out.break_after[np.cumsum([len(p) for p in parts]) - 1] = True
         return out
 
     def __len__(self) -> int:
