@@ -290,3 +290,28 @@ def test_transfer_matrix_writes_table_and_figure(store: Path, tmp_path: Path, ca
     assert etc["series_in_training"] is False and etc["quote_currency"] == "BTC"
     assert "Final equity (BTC)" in (out / "binance_ETC-BTC_1h" / "report.md").read_text()
     assert "binance:ETC/BTC:1h" in stdout
+
+
+def test_load_model_accepts_a_transfer_of_its_timeframe_only(tmp_path: Path) -> None:
+    """What backtest and the daemon (`run`) load: another series of the model's timeframe, logged
+    as a transfer; another timeframe refused. Without allow_transfer (resume, retrain) the series
+    must be the model's."""
+    from structlog.testing import capture_logs
+
+    from chartrl.errors import CheckpointError
+    from chartrl.strategies.registry import build_policy
+    from chartrl.train.checkpoint import load_model, save_model, series_in_training
+
+    policy = build_policy("cnn", SPEC, feat_dim=8)
+    meta = {"chart_spec": SPEC, "series": {"exchange": "x", "symbol": "A/USDT", "timeframe": "1h"}}
+    model = save_model(tmp_path / "m", policy, meta)
+    with capture_logs() as logs:
+        _, got = load_model(model, expect_series=("x", "B/BTC", "1h"), allow_transfer=True)
+    assert not series_in_training(got, "x", "B/BTC", "1h")
+    assert series_in_training(got, "x", "A/USDT", "1h")
+    events = [e for e in logs if e["event"] == "model_transfer"]
+    assert events and events[0]["training_series"] == "x:A/USDT:1h"
+    with pytest.raises(CheckpointError, match="trained on 1h candles, not 4h"):
+        load_model(model, expect_series=("x", "B/BTC", "4h"), allow_transfer=True)
+    with pytest.raises(CheckpointError, match="another series"):
+        load_model(model, expect_series=("x", "B/BTC", "1h"))
