@@ -194,9 +194,9 @@ def imitation_targets_for(data: TrainData, cfg: Any, rules: MarketRules) -> Targ
     n = len(data.arrays)
     labels = np.zeros((n, 2), dtype=np.int64)
     values = np.zeros((n, 2, N_ACTIONS), dtype=np.float32) if cfg.oracle == "dp" else None
-    for p in data.series:
-        r = p.rules or rules
-        lo, hi = p.start, p.validation_start
+    spans = [(p.start, p.validation_start, p.rules) for p in data.series]
+    for lo, hi, own in spans or [(0, data.validation_start, None)]:
+        r = own or rules
         tg = imitation_targets(
             data.arrays.open[lo:hi],
             data.arrays.close[lo:hi],
