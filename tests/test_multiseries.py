@@ -212,17 +212,29 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return int(exc.value.code or 0), out, err
 
 
-def test_cli_trains_on_two_series(store: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("source", ["options", "config"])
+def test_cli_trains_on_two_series(store: Path, tmp_path: Path, capsys, source) -> None:
     out = tmp_path / "m"
+    if source == "options":
+        given = [
+            "train",
+            "--series",
+            "binance:BTC/USDT:1h,binance:ETC/BTC:1h",
+            "--series-weights",
+            "1,1",
+        ]
+    else:
+        config = tmp_path / "c.toml"
+        config.write_text(
+            '[model]\ntrain_series = ["binance:BTC/USDT:1h", "binance:ETC/BTC:1h"]\n'
+            "train_series_weights = [1, 1]\n"
+        )
+        given = ["-c", str(config), "train"]
     code, _, err = _run(
         capsys,
-        "train",
+        *given,
         "--strategy",
         "cnn",
-        "--series",
-        "binance:BTC/USDT:1h,binance:ETC/BTC:1h",
-        "--series-weights",
-        "1,1",
         "--stages",
         "dqn",
         "--epochs",

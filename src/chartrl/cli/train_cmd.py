@@ -307,6 +307,11 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
         import torch
 
         torch.set_num_threads(args.threads)
+    explicit = args.synthetic or args.exchange or args.symbol  # one series asked for
+    if args.series is None and s.model.train_series and not explicit:  # config's --series
+        args.series = ",".join(s.model.train_series)
+        if args.series_weights is None and s.model.train_series_weights:
+            args.series_weights = ",".join(f"{w:g}" for w in s.model.train_series_weights)
     if args.series:
         return _load_series(args, s)
     if args.series_weights:
