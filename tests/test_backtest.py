@@ -437,6 +437,7 @@ def test_cli_transfer_backtest_is_labelled(
     assert "In-sample" not in report
     assert "| Fees paid (USDT) |" in report and "Final equity (USDT)" in report
     assert "TRANSFER: trained on binance:ETC/BTC:1h" in stdout
+    assert "Transfer:" in (out / "report.html").read_text()
     # The same model on its own series is no transfer.
     own = _model(tmp_path, SPEC)
     code, _, err = _cli(capsys, "--model", str(own), "--out", str(tmp_path / "own"))
