@@ -60,6 +60,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--strategy", default="cnnrnn")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--stages", default="imitation,dqn")
     p.add_argument("--imitation-epochs", type=int, default=1)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=150)
@@ -75,7 +76,7 @@ def main() -> int:
     config.write_text(f"[chart]\n{args.chart}\n")
     os.environ.setdefault("CHARTRL_DATA_DIR", str(args.data_dir))
     budget = [
-        "--imitation-epochs", str(args.imitation_epochs), "--epochs", str(args.epochs),
+        "--stages", args.stages, "--imitation-epochs", str(args.imitation_epochs), "--epochs", str(args.epochs),
         "--max-steps-per-epoch", str(args.max_steps), "--num-envs", str(args.num_envs),
         "--learning-starts", str(args.learning_starts), "--eval-every", "1000000",
         "--threads", "1", "--no-progress",
