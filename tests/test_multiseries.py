@@ -70,34 +70,28 @@ def test_charts_and_steps_never_mix_two_series() -> None:
 
 
 def test_lanes_cover_both_series_by_size_or_weight() -> None:
-    data = _two()
-    owner = series_of(data.series, len(data.arrays))
-    segments, rules_at = lane_layout(data, 4, MarketRules())
-    env = ReplayEnv(data.arrays, data.train, 4, 1000.0, rules_at, segments=segments)
-    share = np.bincount(owner[env.segments].ravel(), minlength=2) / env.segments.size
-    sizes = np.array([len(p.train) for p in data.series])
-    assert share == pytest.approx(sizes / sizes.sum(), abs=0.02)  # by size
-    # A lane that walks from A's end into B is truncated there (no transition across) and
-    # restarts under B's fill model.
     rules = [MarketRules(fee=0.001), MarketRules(fee=0.002)]
     data = _two(rules=rules)
-    segments, rules_at = lane_layout(data, 2, MarketRules())
-    env = ReplayEnv(data.arrays, data.train, 2, 1000.0, rules_at, segments=segments)
-    crossed = 0
-    for _ in range(env.steps_per_epoch):
-        before = env.segments[1, env.ptr[1]]
-        tr = env.step(np.zeros(2, dtype=np.int64))
-        if owner[before] == 0 and owner[tr["next_idx"][1]] == 1:
-            crossed += 1
-            assert tr["truncated"][1] and not tr["valid"][1]
-            assert env.accounts[1].rules.fee == 0.002
-    assert crossed == 1
+    owner = series_of(data.series, len(data.arrays))
+    segments, rules_at = lane_layout(data, 10, MarketRules())
+    env = ReplayEnv(data.arrays, data.train, 10, 1000.0, rules_at, segments=segments)
+    sizes = np.array([len(p.train) for p in data.series])
+    lane_series = owner[env.segments[:, 0]]
+    assert (owner[env.segments] == lane_series[:, None]).all()  # each lane inside one series
+    share = np.bincount(lane_series, minlength=2) / 10
+    assert share == pytest.approx(sizes / sizes.sum(), abs=0.02)  # by size: 6 and 4 lanes
+    # ... also in the first steps of an epoch (max_steps_per_epoch: a nightly fine-tune)
+    first = np.bincount(owner[env.segments[:, :5]].ravel(), minlength=2) / env.segments[:, :5].size
+    assert first == pytest.approx(share)
+    # each lane's account fills under its own series' rules
+    assert [a.rules.fee for a in env.accounts] == [0.001 if k == 0 else 0.002 for k in lane_series]
     weighted = _two(weights=[1.0, 3.0])
     segments, _ = lane_layout(weighted, 4, MarketRules())
-    lanes = owner[segments[:, 0]]
-    assert sorted(lanes.tolist()) == [0, 1, 1, 1]  # 1:3 of the lanes
-    for row in segments:  # each lane inside one series
+    assert sorted(owner[segments[:, 0]].tolist()) == [0, 1, 1, 1]  # 1:3 of the lanes
+    for row in segments:
         assert len(set(owner[row].tolist())) == 1
+    with pytest.raises(UsageError, match="at least one lane each"):
+        lane_layout(weighted, 1, MarketRules())
 
 
 def test_imitation_windows_stay_inside_one_series() -> None:

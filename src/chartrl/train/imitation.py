@@ -171,12 +171,12 @@ def series_windows(
     fee: float,
     slip: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``sample_windows`` over several series: each sequence's series drawn by ``imitation_shares``,
+    """``sample_windows`` over several series: each sequence's series drawn by ``series_shares``,
     its window inside that series only. Also per sequence: fee and slippage (its series' fill
     model, else the given ones) and its series' first candle (``start_positions``' floor)."""
-    from chartrl.train.series import imitation_shares
+    from chartrl.train.series import series_shares
 
-    owner = rng.choice(len(parts), size=batch, p=imitation_shares(parts))
+    owner = rng.choice(len(parts), size=batch, p=series_shares(parts))
     idx = np.empty((batch, length), dtype=np.int64)
     for k in np.unique(owner):
         sel = np.flatnonzero(owner == k)

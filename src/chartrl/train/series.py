@@ -12,10 +12,9 @@ by one chart window), is validated on its own, and fills under its own market's 
 quote currency: returns are what is learnt and compared, so a BTC-quoted and a USDT-quoted series
 mix without any conversion.
 
-How much each series weighs: by default the lanes walk equal slices of all series' training
-decisions laid end to end, so lanes, replay and imitation samples follow the series' sizes.
-``weights`` (``--series-weights``) instead give series k a share w_k / sum(w) of the lanes (at
-least one each) and of the imitation sequences.
+How much each series weighs: series k gets a share of the lanes (at least one each, every lane
+inside one series) and of the imitation sequences in proportion to its training candles, or to
+``weights`` (``--series-weights``) w_k / sum(w); the replay memory holds what the lanes collect.
 """
 
 from __future__ import annotations
@@ -112,14 +111,17 @@ def allocate_lanes(weights: np.ndarray, lanes: int) -> np.ndarray:
     return out
 
 
-def weighted_segments(parts: Sequence[SeriesPart], total_lanes: int) -> np.ndarray:
-    """``(total_lanes, per)`` decision slices when the series carry weights: series k gets
-    ``allocate_lanes`` lanes, each walking ``per`` consecutive training decisions of that series
-    only, their starts spread evenly over it. ``per`` is what equal slices of all decisions would
-    give (capped by the smallest series), so an epoch makes as many steps as unweighted; a series
-    with more lanes than its size fills overlaps them, one with fewer leaves stretches unvisited."""
+def lane_segments(parts: Sequence[SeriesPart], total_lanes: int) -> np.ndarray:
+    """``(total_lanes, per)`` decision slices over several series: series k gets
+    ``allocate_lanes`` lanes by its share (``series_shares``: weight, else size), each walking
+    ``per`` consecutive training decisions of that series only, their starts spread evenly over
+    it. ``per`` is what equal slices of all decisions would give (capped by the smallest series),
+    so an epoch makes as many steps as one series of that size would. A series with more lanes
+    than its size fills overlaps them, one with fewer leaves short stretches unvisited. Every lane
+    staying in one series keeps the shares true also when ``max_steps_per_epoch`` cuts epochs
+    short (a nightly fine-tune): lanes walking all series end to end would then see the first."""
     sizes = np.array([len(p.train) for p in parts])
-    lanes = allocate_lanes(np.array([p.weight for p in parts], dtype=np.float64), total_lanes)
+    lanes = allocate_lanes(series_shares(parts), total_lanes)
     per = min(int(sizes.sum()) // total_lanes, int(sizes.min()))
     if per < 2:
         raise UsageError(
@@ -132,8 +134,9 @@ def weighted_segments(parts: Sequence[SeriesPart], total_lanes: int) -> np.ndarr
     return np.stack(rows)
 
 
-def imitation_shares(parts: Sequence[SeriesPart]) -> np.ndarray:
-    """Probability that an imitation sequence comes from each series: the weights, or the sizes."""
+def series_shares(parts: Sequence[SeriesPart]) -> np.ndarray:
+    """Each series' share of the lanes and of the imitation sequences: the weights, else the
+    sizes (training decisions)."""
     w = np.array([len(p.train) if p.weight is None else p.weight for p in parts], dtype=np.float64)
     return w / w.sum()
 
@@ -246,12 +249,12 @@ def lane_layout(
     data: Any, total_lanes: int, rules: MarketRules
 ) -> tuple[np.ndarray | None, MarketRules | Any]:
     """What :class:`~chartrl.train.env.ReplayEnv` needs beyond ``data.train`` for several series:
-    the lanes' slices (``weighted_segments`` when weights are given, else None: equal slices of
-    the series end to end) and the fill model as a function of the candle a lane starts at."""
+    the lanes' slices (``lane_segments``; None for one series: equal slices of it) and the fill
+    model as a function of the candle a lane starts at."""
     parts = data.series
     if len(parts) <= 1:
         return None, rules
-    segments = weighted_segments(parts, total_lanes) if parts[0].weight is not None else None
+    segments = lane_segments(parts, total_lanes)
     owner = series_of(parts, len(data.arrays))
     by_series = [p.rules or rules for p in parts]
     return segments, lambda t: by_series[owner[t]]
