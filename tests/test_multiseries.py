@@ -321,3 +321,15 @@ def test_load_model_accepts_a_transfer_of_its_timeframe_only(tmp_path: Path) -> 
         load_model(model, expect_series=("x", "B/BTC", "4h"), allow_transfer=True)
     with pytest.raises(CheckpointError, match="another series"):
         load_model(model, expect_series=("x", "B/BTC", "1h"))
+    # A model of two series is its own on either (resume, nightly retrain).
+    both = {
+        **meta,
+        "training_series": [
+            {"name": n, "exchange": "x", "symbol": y, "timeframe": "1h"}
+            for n, y in (("x:A/USDT:1h", "A/USDT"), ("x:B/BTC:1h", "B/BTC"))
+        ],
+    }
+    two = save_model(tmp_path / "two", policy, both)
+    assert series_in_training(
+        load_model(two, expect_series=("x", "B/BTC", "1h"))[1], "x", "B/BTC", "1h"
+    )

@@ -198,6 +198,7 @@ def load_model(
     allow_transfer: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The policy (in eval mode, on ``device``) and its meta; refuses a mismatch or a bad file.
+    ``expect_series`` must be one of the series the model learnt from (``training_series``).
     ``allow_transfer``: ``expect_series`` may be a series the model was not trained on (the
     chart is scale-free, so a model can read another market's chart), as long as the timeframe
     is the model's; the load is logged as ``model_transfer``, and the caller labels its output
@@ -234,7 +235,8 @@ def load_model(
                 series=":".join(expect_series),
                 training_series=learnt,
             )
-    elif expect_series is not None:
+    elif expect_series is not None and not series_in_training(meta, *expect_series):
+        # Any series of a multi-series model is its own; the message names the first one.
         got = (series.get("exchange"), series.get("symbol"), series.get("timeframe"))
         diffs = [
             f"{k}: {a!r} != {b!r}"
