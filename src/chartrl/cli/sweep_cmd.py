@@ -148,6 +148,11 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.device == "cuda" and gpus == 0:
         raise UsageError("--device cuda needs --gpus-per-trial > 0 (a trial holds its GPU share)")
     s, candles, meta = load_series(args)
+    if isinstance(candles, list):  # --series or the config's model.train_series
+        raise UsageError(
+            "sweep over several series (--series / model.train_series) is not supported yet: "
+            "sweep one series (--exchange/--symbol/--timeframe)"
+        )
     rules = fill_rules(s, meta)
     windows = [
         p.high if p.is_range else max(p.choices) for p in params if p.name == "oracle_window"

@@ -65,6 +65,17 @@ def _resume_config(args: argparse.Namespace, saved: dict[str, Any], given: dict[
 def _resume_data_args(args: argparse.Namespace, saved: dict[str, Any]) -> None:
     """Default the series and range to the saved run's, so a grown store does not shift its split."""
     series, span = saved.get("series") or {}, saved.get("data_range") or {}
+    many = saved.get("training_series") or []
+    if len(many) > 1:
+        args.series = args.series or ",".join(x["name"] for x in many)
+        weights = [x.get("weight") for x in many]
+        if args.series_weights is None and None not in weights:
+            args.series_weights = ",".join(f"{w:g}" for w in weights)
+        asked = saved.get("series_range") or {}  # what --from/--until asked of every series
+        for attr, key in (("date_from", "from"), ("date_until", "until")):
+            if getattr(args, attr, None) is None:
+                setattr(args, attr, asked.get(key))
+        return
     if series.get("exchange") == SYNTHETIC:
         if args.synthetic is None:
             args.synthetic = span.get("candles")
@@ -89,6 +100,13 @@ def _check_resumed_data(
     """Refuse to resume on other candles than the run's (another series, range or length)."""
     was = {**(saved.get("series") or {}), **(saved.get("data_range") or {})}
     now = {**meta["series"], **meta["data_range"]}
+    trained = [x.get("name") for x in saved.get("training_series") or []]
+    loads = [x["name"] for x in meta.get("training_series") or []]
+    if len(trained) > 1 and trained != loads:
+        raise UsageError(
+            f"--resume {args.resume}: the run was trained on --series {','.join(trained)} but now "
+            f"loads {','.join(loads) or 'one series'}; resume without --series, or train anew"
+        )
     for key in ("exchange", "symbol", "timeframe", "candles", "from", "until"):
         if key in was and was[key] != now[key]:
             raise UsageError(
@@ -137,7 +155,7 @@ def _train(args: argparse.Namespace) -> int:
     rules = fill_rules(s, meta)
     dist, device = setup(args.device or s.model.device)
     try:
-        data = prepare(s, candles, cfg, meta)
+        data = prepare(s, candles, cfg, meta, args.series_weights)
         history = train(
             strategy,
             data,
@@ -158,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
         val = ", ".join(
             f"{k[4:]} {'n/a' if v in (None, '') else f'{float(v):.4g}'}"
             for k, v in last.items()
-            if k.startswith("val_")
+            if k.startswith("val_") and "@" not in k  # several series: the pooled figures
         )
         epochs = sum(1 for h in history if h.get("kind", "epoch") == "epoch")
         best = (ckpt.read_meta(out).get("checkpoint") or {}).get("best")

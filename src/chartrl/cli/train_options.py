@@ -55,6 +55,17 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
 def add_training_options(p: argparse.ArgumentParser) -> None:
     add_series_options(p)
     g = p.add_argument_group("training")
+    g.add_argument(
+        "--series",
+        metavar="A,B",
+        help="train on several stored series at once, exchange:BASE/QUOTE:timeframe comma list "
+        "(e.g. binance:BTC/USDT:1h,binance:ETC/BTC:1h; all of the model's timeframe)",
+    )
+    g.add_argument(
+        "--series-weights",
+        metavar="W,W",
+        help="--series: each series' share of the lanes and imitation samples (default: by size)",
+    )
     g.add_argument("--epochs", type=int, help="DQN epochs (total, also when resuming; default 10)")
     g.add_argument("--imitation-epochs", type=int, help="imitation epochs before DQN (default 3)")
     g.add_argument("--stages", help="comma list of stages to run: imitation, dqn (default both)")
@@ -178,12 +189,21 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load_series(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """Settings, candles and the checkpoint meta describing them."""
+    """Settings, candles (or --series: a list of (name, candles, rules)) and the checkpoint meta."""
     s = settings(args)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
+    explicit = args.synthetic or args.exchange or args.symbol  # one series asked for
+    if args.series is None and s.model.train_series and not explicit:  # config's --series
+        args.series = ",".join(s.model.train_series)
+        if args.series_weights is None and s.model.train_series_weights:
+            args.series_weights = ",".join(f"{w:g}" for w in s.model.train_series_weights)
+    if args.series:
+        return _load_many(args)
+    if args.series_weights:
+        raise UsageError("--series-weights needs --series")
     if args.synthetic:
         from chartrl.testing.synthetic import synthetic_candles
 
@@ -220,6 +240,32 @@ def load_series(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     return s, candles, meta
 
 
+def _load_many(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    from chartrl.train.sources import load_series as load_many
+    from chartrl.train.sources import series_meta
+
+    if args.synthetic or args.exchange or args.symbol:
+        raise UsageError("--series names every series; drop --exchange/--symbol/--synthetic")
+    start, end = date_range(args)
+
+    def settings_for(exchange: str, symbol: str, timeframe: str) -> Any:
+        exchange_, symbol_, tf_ = args.exchange, args.symbol, args.timeframe
+        args.exchange, args.symbol, args.timeframe = exchange, symbol, timeframe
+        try:
+            return settings(args)
+        finally:
+            args.exchange, args.symbol, args.timeframe = exchange_, symbol_, tf_
+
+    series, rules, infos, tf = load_many(
+        args.series, args.series_weights, args.timeframe, settings_for, start, end
+    )
+    s = settings_for(infos[0]["exchange"], infos[0]["symbol"], tf)
+    meta = series_meta(
+        s.chart, f"store:{s.data_dir}", series, infos, args.date_from, args.date_until
+    )
+    return s, [(name, c, r) for (name, c), r in zip(series, rules, strict=True)], meta
+
+
 def fill_rules(s: Any, meta: dict[str, Any]) -> Any:
     """The fills the model will get, as `chartrl backtest` and the daemon build them (the market's
     precision and minimums), recorded in ``meta`` (model.json ``fills``): a model trained and
@@ -236,9 +282,16 @@ def fill_rules(s: Any, meta: dict[str, Any]) -> Any:
     return rules
 
 
-def prepare(s: Any, candles: Any, cfg: Any, meta: dict[str, Any]) -> Any:
+def prepare(
+    s: Any, candles: Any, cfg: Any, meta: dict[str, Any], weights: str | None = None
+) -> Any:
+    from chartrl.train.checkpoint import training_series
     from chartrl.train.env import prepare_data
 
+    if isinstance(candles, list):  # --series
+        from chartrl.train.sources import prepare_many
+
+        return prepare_many(candles, s.chart, s.market.timeframe, cfg, weights, meta)
     data = prepare_data(candles, s.chart, s.market.timeframe, cfg.validation_fraction)
     ts = candles["timestamp"]
     meta["data_range"]["validation_from"] = (
@@ -246,4 +299,5 @@ def prepare(s: Any, candles: Any, cfg: Any, meta: dict[str, Any]) -> Any:
         if len(data.validation)
         else None
     )
+    meta["training_series"] = training_series(meta)
     return data

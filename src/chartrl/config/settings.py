@@ -250,6 +250,16 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto uses CUDA when present, else CPU."
     )
+    train_series: list[str] = Field(
+        default_factory=list,
+        description="`chartrl train` on several stored series at once, each "
+        "exchange:BASE/QUOTE:timeframe (the default of --series; empty = the market's one series).",
+    )
+    train_series_weights: list[float] = Field(
+        default_factory=list,
+        description="Each train_series' share of the lanes and imitation samples (the default of "
+        "--series-weights; empty = by their sizes).",
+    )
 
 
 class DaemonSettings(_Section):

@@ -155,7 +155,11 @@ class PolicyRunner:
             )
         stamp = _model_stamp(self.model_dir)
         validate_meta(self.model_dir)
-        policy, meta = load_model(self.model_dir, self.device, expect_series=self._series())
+        # Another series of the model's timeframe is a transfer (logged model_transfer); another
+        # timeframe is refused.
+        policy, meta = load_model(
+            self.model_dir, self.device, expect_series=self._series(), allow_transfer=True
+        )
         self.spec = ChartSpec(**meta["chart_spec"])
         diff = self.spec.diff(self.settings.chart)
         if diff:
