@@ -1,7 +1,9 @@
 """Issue 14's measurement: does a chart model trained on two markets beat one trained on either alone?
 
 Trains ``--strategy`` (cnnrnn) on (a) BTC/USDT alone, (b) ETC/BTC alone, (c) both, with the same
-budget (the same imitation updates and DQN steps x lanes, ``--max-steps-per-epoch``), ``--seeds``
+DQN budget (steps x lanes, ``--max-steps``; an imitation epoch is a pass over the training
+candles, so (c) gets about twice the imitation updates unless ``--max-steps`` caps them below the
+smaller series' ~128 an epoch), ``--seeds``
 seeds each, on candles up to ``--train-until``; then replays every model on both series' later
 period (``--test-from`` .. ``--test-until``) with the transfer matrix (``chartrl backtest
 --series``). Reports per (training set, test series) the mean, sample std (ddof=1) and a bootstrap
