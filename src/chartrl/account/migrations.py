@@ -159,7 +159,13 @@ _V2: list[str] = [
     "ALTER TABLE balances ADD COLUMN equity REAL",
 ]
 
-MIGRATIONS: list[Migration] = [_V1, _V2]
+# v3: a halt may target one symbol (a daemon trading several: `chartrl halt set --symbol X`);
+# NULL, as every v2 halt, halts every symbol.
+_V3: list[str] = [
+    "ALTER TABLE halts ADD COLUMN symbol TEXT",
+]
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
 
 
 def backup_path(path: Path, version: int) -> Path:

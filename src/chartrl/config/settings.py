@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from chartrl.chart.spec import ChartSpec
 from chartrl.timeframe import timeframe_seconds
@@ -87,8 +87,29 @@ class ExchangeSettings(_Section):
         return v
 
 
+def _check_symbol(v: str) -> str:
+    base, sep, quote = v.partition("/")
+    if not sep or not base or not quote:
+        raise ValueError(f"symbol {v!r} must be BASE/QUOTE, e.g. BTC/USDT")
+    return v
+
+
 class MarketSettings(_Section):
-    symbol: str = Field("BTC/USDT", description="Unified ccxt symbol BASE/QUOTE.")
+    symbol: str = Field(
+        "BTC/USDT",
+        description="Unified ccxt symbol BASE/QUOTE. With market.symbols set: the one of them that "
+        "single-series commands (backtest, train, fetch, status --symbol) use; default its first.",
+    )
+    symbols: list[str] | None = Field(
+        None,
+        description="Daemon: several symbols traded at once, one tick job, book, recurrent state, "
+        "risk limits and halts each (docs/daemon.md). Empty = market.symbol alone.",
+    )
+    reporting_currency: str | None = Field(
+        None,
+        description="Currency `chartrl status` totals every symbol's equity in (converted at stored "
+        "prices; a missing price is said, never guessed). Empty = the quote of market.symbol.",
+    )
     timeframe: str = Field(
         "1h", description="Candle timeframe (ccxt name: 1m, 5m, 15m, 1h, 4h, 1d...)."
     )
@@ -99,10 +120,54 @@ class MarketSettings(_Section):
     @field_validator("symbol")
     @classmethod
     def _symbol(cls, v: str) -> str:
-        base, sep, quote = v.partition("/")
-        if not sep or not base or not quote:
-            raise ValueError("symbol must be BASE/QUOTE, e.g. BTC/USDT")
+        return _check_symbol(v)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("an empty list trades nothing; list one symbol or more, or drop it")
+        for sym in v:
+            _check_symbol(sym)
+        twice = sorted({sym for sym in v if v.count(sym) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed twice; list each symbol once")
         return v
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _currency(cls, v: str | None) -> str | None:
+        if v is not None and (not v.isalnum() or v != v.upper()):
+            raise ValueError("must be a currency code in capitals, e.g. USDT, BTC, KRW")
+        return v
+
+    @model_validator(mode="after")
+    def _symbol_in_symbols(self) -> MarketSettings:
+        if self.symbols is None:
+            return self
+        if "symbol" not in self.model_fields_set:
+            # Single-series commands default to the first listed symbol.
+            object.__setattr__(self, "symbol", self.symbols[0])
+        elif self.symbol not in self.symbols:
+            raise ValueError(
+                f"market.symbol = {self.symbol!r} is not one of market.symbols "
+                f"{self.symbols}; drop market.symbol or add it to market.symbols"
+            )
+        return self
+
+    @property
+    def all_symbols(self) -> list[str]:
+        """Every symbol the daemon trades: market.symbols, else market.symbol alone."""
+        return list(self.symbols) if self.symbols is not None else [self.symbol]
+
+    @property
+    def reporting(self) -> str:
+        """The currency totals are reported in."""
+        from chartrl.symbols import base_quote
+
+        return self.reporting_currency or base_quote(self.symbol)[1]
 
     @field_validator("timeframe")
     @classmethod
@@ -162,7 +227,8 @@ class TradingSettings(_Section):
     initial_cash: float = Field(
         10_000.0,
         gt=0,
-        description="Starting cash of a paper or backtest account, in the quote currency.",
+        description="Starting cash of a paper or backtest account, in the quote currency (each symbol's "
+        "paper book starts with it).",
     )
     fee: float | None = Field(
         0.001,
@@ -215,9 +281,19 @@ class TradingSettings(_Section):
 
 class RiskSettings(_Section):
     max_position_value: float | None = Field(
-        None, gt=0, description="Largest position value in the quote currency; empty = no limit."
+        None,
+        gt=0,
+        description="Largest position value of one symbol, in its quote currency; empty = no limit.",
     )
-    max_orders_per_day: int = Field(48, ge=1, description="Orders allowed per UTC day.")
+    max_total_quote: dict[str, float] = Field(
+        default_factory=dict,
+        description="Largest value of all symbols' positions together, per quote currency (a table "
+        '{ "USDT" = 5000.0, "BTC" = 0.2 }: BTC/USDT and ETH/USDT share the USDT total, ETC/BTC has '
+        "the BTC one); a buy beyond it is capped or held. A quote not listed has no total limit.",
+    )
+    max_orders_per_day: int = Field(
+        48, ge=1, description="Orders allowed per UTC day (per symbol)."
+    )
     max_daily_loss: float = Field(
         0.05,
         gt=0,
@@ -234,8 +310,21 @@ class RiskSettings(_Section):
     )
     halt_file: Path | None = Field(
         None,
-        description="When this file exists, no order is sent (operator's manual halt). Empty = <data dir>/HALT.",
+        description="When this file exists, no order is sent, for any symbol (operator's manual halt). "
+        "Empty = <data dir>/HALT.",
     )
+
+    @field_validator("max_total_quote")
+    @classmethod
+    def _quote_totals(cls, v: dict[str, float]) -> dict[str, float]:
+        for currency, limit in v.items():
+            if not currency.isalnum() or currency != currency.upper():
+                raise ValueError(
+                    f"key {currency!r} must be a quote currency in capitals, e.g. USDT"
+                )
+            if not limit > 0:
+                raise ValueError(f"{currency} = {limit}: a total limit must be > 0")
+        return v
 
 
 class ModelSettings(_Section):
@@ -249,6 +338,11 @@ class ModelSettings(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto uses CUDA when present, else CPU."
+    )
+    per_symbol: bool = Field(
+        False,
+        description="With market.symbols: one champion per symbol (<model dir>/<BASE-QUOTE>), each "
+        "retrained on its own symbol; false = one model for every symbol.",
     )
 
 
@@ -388,3 +482,26 @@ class Settings(_Section):
     @property
     def model_dir(self) -> Path:
         return (self.model.dir or self.data_dir / "models" / "champion").expanduser()
+
+    def for_symbol(self, symbol: str) -> Settings:
+        """These settings narrowed to one of market.symbols: what that symbol's tick, book and
+        retrain see (market.symbol = it, no list; with model.per_symbol its own model dir)."""
+        if symbol not in self.market.all_symbols:
+            raise ValueError(f"{symbol} is not one of {self.market.all_symbols}")
+        market = self.market.model_copy(
+            update={"symbol": symbol, "symbols": None, "reporting_currency": self.market.reporting}
+        )
+        model = self.model
+        if self.model.per_symbol and self.market.symbols is not None:
+            model = model.model_copy(update={"dir": symbol_model_dir(self.model_dir, symbol)})
+        return self.model_copy(update={"market": market, "model": model})
+
+
+def symbol_slug(symbol: str) -> str:
+    """``BTC/USDT`` -> ``BTC-USDT`` (``:SETTLE`` dropped): a symbol as a file or directory name."""
+    return symbol.split(":")[0].replace("/", "-")
+
+
+def symbol_model_dir(model_dir: Path, symbol: str) -> Path:
+    """The champion of one symbol under model.per_symbol: ``<model dir>/<BASE-QUOTE>``."""
+    return model_dir / symbol_slug(symbol)
