@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from chartrl.config import load_settings
     from chartrl.daemon.service import Daemon
-    from chartrl.daemon.tick import ticker_factory
+    from chartrl.daemon.symbol_tickers import ticker_factory
 
     s = settings(args)
     check_live(s, args.live)
@@ -126,7 +126,14 @@ def _status(args: argparse.Namespace) -> None:
 
     s = settings(args)
     explicit = getattr(args, "symbol", None)
-    st = read_status(s.data_dir, symbol=explicit, mode=None)
+    st = read_status(
+        s.data_dir,
+        symbol=explicit,
+        mode=None,
+        reporting=s.market.reporting,
+        exchange=s.exchange.id,
+        timeframe=s.market.timeframe,
+    )
     if args.json:
         print(json.dumps(st.to_dict(), indent=1, default=str))
     else:

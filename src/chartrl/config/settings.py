@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from chartrl.chart.spec import ChartSpec
 from chartrl.timeframe import timeframe_seconds
@@ -470,6 +478,7 @@ class Settings(_Section):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    _shared_by: tuple[str, ...] = PrivateAttr(())
 
     @property
     def data_dir(self) -> Path:
@@ -492,9 +501,19 @@ class Settings(_Section):
             update={"symbol": symbol, "symbols": None, "reporting_currency": self.market.reporting}
         )
         model = self.model
-        if self.model.per_symbol and self.market.symbols is not None:
+        several = len(self.market.all_symbols) > 1
+        if self.model.per_symbol and several:
             model = model.model_copy(update={"dir": symbol_model_dir(self.model_dir, symbol)})
-        return self.model_copy(update={"market": market, "model": model})
+        narrowed = self.model_copy(update={"market": market, "model": model})
+        if several and not self.model.per_symbol:
+            narrowed._shared_by = tuple(self.market.all_symbols)
+        return narrowed
+
+    @property
+    def model_shared_by(self) -> tuple[str, ...]:
+        """The symbols whose ticks share this one model (empty: it serves market.symbol alone,
+        and must have been trained on it)."""
+        return self._shared_by
 
 
 def symbol_slug(symbol: str) -> str:

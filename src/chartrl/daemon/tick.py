@@ -513,11 +513,6 @@ class Ticker(TickGuards):
         return text + (f" | HALTED ({halt}): chartrl halt clear resumes" if halt else "")
 
 
-def ticker_factory(live: bool = False) -> Any:
-    """The daemon's ticker factory (system clock, the configured exchange)."""
-    return lambda settings: Ticker(settings, live=live)
-
-
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 2)
 
