@@ -13,7 +13,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as hst
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as hst
 from structlog.testing import capture_logs
 
 from chartrl.config.settings import Settings
