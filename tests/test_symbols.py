@@ -237,7 +237,8 @@ def test_symbols_config_is_validated(tmp_path):
     per = Settings.model_validate(
         {"market": {"symbols": [BTC, ETH]}, "model": {"per_symbol": True}}
     )
-    assert per.for_symbol(ETH).model_dir == per.model_dir / "ETH-USDT"
+    assert per.for_symbol(ETH).model_dir == per.data_dir / "models" / "champion" / "ETH-USDT"
+    assert per.model_dir.name == "BTC-USDT"  # single-series commands: market.symbol's
     shared = Settings.model_validate({"market": {"symbols": [BTC, ETH]}})
     assert shared.for_symbol(ETH).model_dir == shared.model_dir
     assert shared.for_symbol(ETH).model_shared_by == (BTC, ETH)
@@ -317,3 +318,34 @@ def test_each_symbols_position_is_the_sum_of_its_own_fills(steps):
             assert again.book.position == pytest.approx(acc.book.position, abs=1e-12)
             assert again.book.cash == pytest.approx(acc.book.cash, abs=1e-9)
         ledger.close()
+
+
+def test_retrain_per_symbol_and_the_missing_all_symbols_training(tmp_path, sims):
+    from chartrl.account.ledger import Ledger
+    from chartrl.daemon.retrain import run_retrains
+    from chartrl.train.checkpoint import read_meta
+    from test_daemon import RETRAIN
+
+    s = _settings(tmp_path, sims, model={"per_symbol": True}, daemon=RETRAIN)
+    for seed, sym in enumerate((BTC, ETH)):
+        series = {"exchange": "binance", "symbol": sym, "timeframe": "1h"}
+        _save(s.for_symbol(sym).model_dir, "cnnrnn", seed=seed, always=0, series=series)
+    d = _daemon(s, sims)  # one tick each stores the candles the retrain reads
+    d._tick_job(BTC)
+    d._tick_job(ETH)
+    d.ticker.close()
+    results = run_retrains(s, fetch=False, epochs=1, max_steps=4)
+    assert [r.symbol for r in results] == [BTC, ETH]
+    assert all(r.status in ("promoted", "kept") for r in results), [r.error for r in results]
+    assert results[0].champion != results[1].champion  # two models, each its own
+    for sym in (BTC, ETH):  # each promoted challenger learned from its own symbol's candles
+        meta = read_meta(s.for_symbol(sym).model_dir)
+        assert meta["series"]["symbol"] == sym and meta["parent"]
+    with Ledger.for_data_dir(s.data_dir) as led:
+        rows = led._query("SELECT symbol, status FROM retrain_results ORDER BY id")
+    assert [r[0] for r in rows] == [BTC, ETH]
+    # One model for every symbol needs multi-series training: refused, and recorded so.
+    shared = _settings(tmp_path, sims, daemon=RETRAIN)
+    (r,) = run_retrains(shared, fetch=False, epochs=1, max_steps=4)
+    assert r.status == "failed" and "needs multi-series training" in r.error
+    assert "model.per_symbol = true" in r.summary()

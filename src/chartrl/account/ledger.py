@@ -557,11 +557,11 @@ class Ledger:
         r = rows[0]
         return unpack_hidden(r["meta"], r["data"], device), int(r["candle_ms"]), r["model_version"]
 
-    def start_retrain(self, champion: str | None) -> int:
+    def start_retrain(self, champion: str | None, symbol: str | None = None) -> int:
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT INTO retrain_results (started_ms, status, champion) VALUES (?, 'running', ?)",
-                (now_ms(), champion),
+                "INSERT INTO retrain_results (started_ms, status, champion, symbol) VALUES (?, 'running', ?, ?)",
+                (now_ms(), champion, symbol),
             )
             return int(cur.lastrowid)
 

@@ -99,7 +99,7 @@ def check_live(settings: Any, live_flag: bool) -> None:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from chartrl.daemon.retrain import run_retrain
+    from chartrl.daemon.retrain import run_retrains
 
     s = settings(args)
     if args.epochs is not None and args.epochs < 1:
@@ -110,15 +110,16 @@ def _retrain(args: argparse.Namespace) -> int:
         import os
 
         os.nice(args.nice)
-    result = run_retrain(
+    results = run_retrains(
         s,
         fetch=not args.no_fetch,
         epochs=args.epochs,
         max_steps=args.max_steps,
         progress=args.progress,
     )
-    print(result.summary())
-    return 0 if result.status != "failed" else 1
+    for result in results:
+        print(result.summary())
+    return 1 if any(r.status == "failed" for r in results) else 0
 
 
 def _status(args: argparse.Namespace) -> None:

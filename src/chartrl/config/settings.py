@@ -349,8 +349,8 @@ class ModelSettings(_Section):
     )
     per_symbol: bool = Field(
         False,
-        description="With market.symbols: one champion per symbol (<model dir>/<BASE-QUOTE>), each "
-        "retrained on its own symbol; false = one model for every symbol.",
+        description="One champion per symbol, in <model dir>/<BASE-QUOTE> (train it with --symbol), "
+        "each retrained on its own candles; false = one model for every symbol of market.symbols.",
     )
 
 
@@ -490,22 +490,21 @@ class Settings(_Section):
 
     @property
     def model_dir(self) -> Path:
-        return (self.model.dir or self.data_dir / "models" / "champion").expanduser()
+        """The champion of market.symbol: model.dir (default <data dir>/models/champion), and
+        under model.per_symbol that symbol's own directory in it (``.../champion/BTC-USDT``)."""
+        base = (self.model.dir or self.data_dir / "models" / "champion").expanduser()
+        return symbol_model_dir(base, self.market.symbol) if self.model.per_symbol else base
 
     def for_symbol(self, symbol: str) -> Settings:
         """These settings narrowed to one of market.symbols: what that symbol's tick, book and
-        retrain see (market.symbol = it, no list; with model.per_symbol its own model dir)."""
+        retrain see (market.symbol = it, no list; so with model.per_symbol its own model dir)."""
         if symbol not in self.market.all_symbols:
             raise ValueError(f"{symbol} is not one of {self.market.all_symbols}")
         market = self.market.model_copy(
             update={"symbol": symbol, "symbols": None, "reporting_currency": self.market.reporting}
         )
-        model = self.model
-        several = len(self.market.all_symbols) > 1
-        if self.model.per_symbol and several:
-            model = model.model_copy(update={"dir": symbol_model_dir(self.model_dir, symbol)})
-        narrowed = self.model_copy(update={"market": market, "model": model})
-        if several and not self.model.per_symbol:
+        narrowed = self.model_copy(update={"market": market})
+        if len(self.market.all_symbols) > 1 and not self.model.per_symbol:
             narrowed._shared_by = tuple(self.market.all_symbols)
         return narrowed
 

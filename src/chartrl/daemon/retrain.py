@@ -22,23 +22,20 @@ failed, the challenger removed. The daemon notices the new champion at its next 
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import shutil
-import signal
-import threading
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from chartrl.account.fills import MarketRules
 from chartrl.account.ledger import Ledger
 from chartrl.config.settings import Settings
+from chartrl.daemon.finetune import fine_tune
 from chartrl.daemon.promotion import decide, incomparable, score, sharpe_difference_se
+from chartrl.daemon.retrain_swap import RetrainAborted, SigtermAborts, promote
 from chartrl.errors import ChartrlError, CheckpointError, DataError, TemporaryError
 from chartrl.logs import get_logger
 from chartrl.market.store import CandleStore
@@ -60,169 +57,26 @@ class RetrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    symbol: str | None = None
+    """The symbol retrained under model.per_symbol (None: the one model)."""
 
     def summary(self) -> str:
+        of = f" of {self.symbol}" if self.symbol else ""
         if self.status == "failed":
-            return f"retrain failed: {self.error}"
+            return f"retrain{of} failed: {self.error}"
         verb = (
             "promoted: the challenger is the new champion"
             if self.status == "promoted"
             else "kept the champion"
         )
         return (
-            f"retrain {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
+            f"retrain{of} {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
             f"challenger {_fmt(self.challenger_score)}; {self.reason}; {self.seconds:.0f} s)"
         )
 
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-class RetrainAborted(BaseException):
-    """SIGTERM during a cycle. A BaseException (like KeyboardInterrupt) so no ``except Exception`` on
-    the way swallows it: the cycle unwinds through its cleanup and is recorded as failed."""
-
-
-class _SigtermAborts:
-    """While active (main thread only), SIGTERM raises :class:`RetrainAborted`. Its default action
-    would end the process at once, leaving the challenger directory and a ``running`` ledger row."""
-
-    def __init__(self) -> None:
-        self._previous: Any = None
-        self._active = threading.current_thread() is threading.main_thread()
-
-    def __enter__(self) -> _SigtermAborts:
-        if self._active:
-            self._previous = signal.signal(signal.SIGTERM, self._abort)
-        return self
-
-    def _abort(self, signum: int, _frame: Any) -> None:
-        self.hold()
-        raise RetrainAborted(signal.Signals(signum).name)
-
-    def hold(self) -> None:
-        """Ignore SIGTERM from now on: what is left (the swap, the cleanup) takes milliseconds and
-        must not be cut in half."""
-        if self._active:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._active:
-            # None: a handler installed outside Python, which cannot be put back; the default then.
-            signal.signal(
-                signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous
-            )
-
-
-# ------------------------------------------------------------------------------ directory swap
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two directories (Linux renameat2); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return rc == 0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def promote(challenger: Path, champion: Path) -> Path:
-    """Make ``challenger`` the champion; the old one becomes ``<champion>.prev``. Returns that path."""
-    prev = champion.with_name(champion.name + ".prev")
-    if prev.exists():
-        shutil.rmtree(prev)
-    if champion.exists() and _exchange(challenger, champion):
-        # The champion path switched in one step; the challenger path now holds the old model.
-        os.replace(challenger, prev)
-    else:
-        # A reader can find no champion for an instant here; the daemon retries at its next tick.
-        if champion.exists():
-            os.replace(champion, prev)
-        os.replace(challenger, champion)
-    _fsync_dir(champion.parent)
-    return prev
-
-
-# --------------------------------------------------------------------------------- fine-tuning
-def fine_tune(
-    champion: Path,
-    out: Path,
-    candles: pd.DataFrame,
-    settings: Settings,
-    *,
-    rules: MarketRules,
-    rules_source: str,
-    epochs: int,
-    max_steps: int | None = None,
-    device: Any = "cpu",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Train a challenger in ``out`` from the champion's weights on ``candles``, under the fill
-    ``rules`` it will trade under (from ``rules_source``, recorded in its model.json); its meta."""
-    from chartrl.chart.spec import ChartSpec
-    from chartrl.market.markets import fill_parameters
-    from chartrl.train import checkpoint as ckpt
-    from chartrl.train.dqn import train, train_config
-    from chartrl.train.env import prepare_data
-
-    meta = ckpt.read_meta(champion)
-    cfg = train_config(meta.get("hyperparameters") or {})
-    counters = meta.get("counters") or {}
-    resumable = (champion / ckpt.TRAIN_STATE_FILE).is_file()
-    if resumable:
-        # Resuming a copy continues the champion: its weights, target network, optimiser state.
-        shutil.copytree(champion, out, ignore=shutil.ignore_patterns("tb"))
-        cfg = replace(cfg, stages=("dqn",), epochs=int(counters.get("dqn_epochs", 0)) + epochs)
-    else:
-        log.warning(
-            "retrain_from_scratch",
-            champion=str(champion),
-            why=f"no {ckpt.TRAIN_STATE_FILE} to continue from",
-        )
-        cfg = replace(cfg, stages=("imitation", "dqn"), epochs=epochs)
-    if max_steps is not None:
-        cfg = replace(cfg, max_steps_per_epoch=max_steps)
-    spec = ChartSpec(**meta["chart_spec"])
-    data = prepare_data(candles, spec, settings.market.timeframe, cfg.validation_fraction)
-    new_meta = {
-        "chart_spec": spec,
-        "series": meta["series"],
-        "data_range": {
-            "from": candles["timestamp"].iloc[0].isoformat(),
-            "until": candles["timestamp"].iloc[-1].isoformat(),
-            "candles": len(candles),
-            "source": f"store:{settings.data_dir}",
-        },
-        "parent": meta.get("weights_sha256", "")[:12] or None,
-        "fills": fill_parameters(rules, rules_source),
-    }
-    train(
-        meta["strategy"],
-        data,
-        cfg,
-        out,
-        new_meta,
-        device=device,
-        rules=rules,
-        initial_cash=settings.trading.initial_cash,
-        resume=resumable,
-        progress=progress,
-    )
-    return ckpt.read_meta(out)
 
 
 # ------------------------------------------------------------------------------------ the cycle
@@ -273,6 +127,33 @@ def _trained_on(meta: dict[str, Any], eval_start: pd.Timestamp) -> str | None:
     return str(until) if ts >= eval_start else None
 
 
+SHARED_RETRAIN_MISSING = (
+    "retraining one model on all of market.symbols ({symbols}) needs multi-series training "
+    "(`chartrl train --series`, issue 14 item 1), which this chartrl does not have yet; set "
+    "model.per_symbol = true (a model per symbol), or retrain one with `chartrl retrain --symbol X`"
+)
+
+
+def run_retrains(settings: Settings, **kw: Any) -> list[RetrainResult]:
+    """Every configured symbol's retrain (``chartrl retrain``, the daemon's nightly child): one
+    cycle per symbol under model.per_symbol, each on its own candles and champion, one failing
+    never stopping the next; else the one model's cycle. Same keywords as :func:`run_retrain`."""
+    from chartrl.daemon.lock import data_dir_lock
+
+    symbols = settings.market.all_symbols
+    if len(symbols) == 1:
+        return [run_retrain(settings, **kw)]
+    with data_dir_lock(settings.data_dir, "retrain"):
+        if settings.model.per_symbol:
+            return [_run_retrain(settings.for_symbol(sym), symbol=sym, **kw) for sym in symbols]
+        error = SHARED_RETRAIN_MISSING.format(symbols=", ".join(symbols))
+        with Ledger.for_data_dir(settings.data_dir) as ledger:
+            rid = ledger.start_retrain(None)
+            ledger.finish_retrain(rid, status="failed", error=error)
+        log.error("retrain_finished", status="failed", error=error)
+        return [RetrainResult("failed", error=error)]
+
+
 def run_retrain(
     settings: Settings,
     *,
@@ -281,12 +162,15 @@ def run_retrain(
     max_steps: int | None = None,
     progress: bool = False,
 ) -> RetrainResult:
-    """One cycle; never raises for an expected failure (recorded as ``failed`` instead).
+    """One cycle of one series (market.symbol); never raises for an expected failure (recorded
+    as ``failed`` instead). Several symbols go through :func:`run_retrains`.
 
     Refused (UsageError) while another process writes the data dir; the daemon's own retrain
     child runs under the daemon's lock."""
     from chartrl.daemon.lock import data_dir_lock
 
+    if len(settings.market.all_symbols) > 1:
+        raise ValueError("run_retrain retrains one series; use run_retrains for market.symbols")
     with data_dir_lock(settings.data_dir, "retrain"):
         return _run_retrain(
             settings, fetch=fetch, epochs=epochs, max_steps=max_steps, progress=progress
@@ -294,7 +178,13 @@ def run_retrain(
 
 
 def _run_retrain(
-    settings: Settings, *, fetch: bool, epochs: int | None, max_steps: int | None, progress: bool
+    settings: Settings,
+    *,
+    fetch: bool = True,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    progress: bool = False,
+    symbol: str | None = None,
 ) -> RetrainResult:
     from chartrl.backtest import walkforward
     from chartrl.chart.spec import ChartSpec
@@ -305,14 +195,14 @@ def _run_retrain(
     t0 = time.monotonic()
     champion = settings.model_dir
     ledger = Ledger.for_data_dir(settings.data_dir)
-    result = RetrainResult("failed")
+    result = RetrainResult("failed", symbol=symbol)
     rid: int | None = None
     challenger = champion.with_name(f".challenger-{os.getpid()}-{int(time.time())}")
-    with _SigtermAborts() as sigterm:
+    with SigtermAborts() as sigterm:
         try:
             meta = read_meta(champion)
             result.champion = model_version(champion, meta)
-            rid = ledger.start_retrain(result.champion)
+            rid = ledger.start_retrain(result.champion, symbol)
             log.info("retrain_started", champion=result.champion, model_dir=str(champion))
             if fetch:
                 from chartrl.market.fetch import update_series
@@ -446,7 +336,7 @@ def _run_retrain(
             shutil.rmtree(challenger, ignore_errors=True)
             result.seconds = round(time.monotonic() - t0, 1)
             if rid is None:
-                rid = ledger.start_retrain(result.champion)
+                rid = ledger.start_retrain(result.champion, symbol)
             ledger.finish_retrain(
                 rid,
                 status=result.status,
@@ -459,6 +349,7 @@ def _run_retrain(
     level = log.error if result.status == "failed" else log.info
     level(
         "retrain_finished",
+        symbol=symbol,
         status=result.status,
         champion=result.champion,
         challenger=result.challenger,

@@ -327,6 +327,7 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             "challenger": rr["challenger"],
             "metrics": json.loads(rr["metrics"]) if rr["metrics"] else None,
             "error": rr["error"],
+            "symbol": rr["symbol"] if "symbol" in rr.keys() else None,
         }
     st.open_orders = [
         {k: r[k] for k in ("client_order_id", "symbol", "side", "amount", "filled", "state")}
