@@ -176,6 +176,25 @@ def test_the_total_quote_limit_caps_then_blocks_a_buy_across_symbols(tmp_path, s
     d.ticker.close()
 
 
+def test_a_symbol_trades_under_its_own_risk_limits(tmp_path, sims):
+    s = _settings(
+        tmp_path,
+        sims,
+        strategy="buyhold",
+        risk={"per_symbol": {ETH: {"max_position_value": 500.0}}, "max_orders_per_day": 1000},
+    )
+    assert s.for_symbol(ETH).risk.max_position_value == 500.0
+    assert s.for_symbol(BTC).risk.max_position_value is None
+    d = _daemon(s, sims)
+    d._tick_job(BTC)
+    d._tick_job(ETH)
+    reasons = dict(_rows(s, "SELECT symbol, reason FROM decisions"))
+    spent = dict(_rows(s, "SELECT symbol, sum(cost) FROM fills GROUP BY symbol"))
+    assert reasons == {BTC: "ok", ETH: "max_position_value_capped"}
+    assert spent[ETH] <= 500.0 and spent[BTC] > 9_000
+    d.ticker.close()
+
+
 def test_a_halt_can_stop_one_symbol_or_all(tmp_path, sims):
     from chartrl.account.ledger import Ledger
     from chartrl.cli.halt_cmd import halt, resume
@@ -226,6 +245,10 @@ def test_symbols_config_is_validated(tmp_path):
             load(f"[market]\n{text}\n")
     with pytest.raises(ConfigError, match="a total limit must be > 0"):
         load("[risk]\nmax_total_quote = { USDT = 0 }\n")
+    odd = load(
+        '[market]\nsymbols = ["ETH/USDT"]\n[risk.per_symbol."XRP/USDT"]\nmax_orders_per_day = 3\n'
+    )
+    assert any("risk.per_symbol names XRP/USDT" in p for p in daemon_problems(odd))
     live = load('[market]\nsymbols = ["ETH/USDT", "ETC/BTC"]\n[trading]\nmode = "live"\n')
     assert any("live trading runs one symbol per daemon" in p for p in daemon_problems(live))
     # --symbol on the command line means that one series, replacing the list.

@@ -229,11 +229,8 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):  # an inline table, e.g. risk.max_total_quote = { "USDT" = 5000.0 }
-        return (
-            "{ "
-            + ", ".join(f"{_toml_value(str(k))} = {_toml_value(x)}" for k, x in v.items())
-            + " }"
-        )
+        items = [f"{_toml_value(str(k))} = {_toml_value(x)}" for k, x in v.items() if x is not None]
+        return "{ " + ", ".join(items) + " }"
     s = str(v).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{s}"'
 

@@ -287,6 +287,21 @@ class TradingSettings(_Section):
     )
 
 
+class RiskOverride(_Section):
+    """One symbol's own risk limits (``[risk.per_symbol."ETH/USDT"]``); a field left out keeps
+    the [risk] value."""
+
+    max_position_value: float | None = Field(None, gt=0, description="As risk.max_position_value.")
+    max_orders_per_day: int | None = Field(None, ge=1, description="As risk.max_orders_per_day.")
+    max_daily_loss: float | None = Field(None, gt=0, le=1, description="As risk.max_daily_loss.")
+    on_daily_loss: Literal["flatten", "stop_buying"] | None = Field(
+        None, description="As risk.on_daily_loss."
+    )
+    stale_after_timeframes: float | None = Field(
+        None, gt=0, description="As risk.stale_after_timeframes."
+    )
+
+
 class RiskSettings(_Section):
     max_position_value: float | None = Field(
         None,
@@ -321,6 +336,26 @@ class RiskSettings(_Section):
         description="When this file exists, no order is sent, for any symbol (operator's manual halt). "
         "Empty = <data dir>/HALT.",
     )
+
+    per_symbol: dict[str, RiskOverride] = Field(
+        default_factory=dict,
+        description='Own limits of some of market.symbols, e.g. [risk.per_symbol."ETH/USDT"] '
+        "max_position_value = 500.0; the others (and every field left out) keep these.",
+    )
+
+    @field_validator("per_symbol")
+    @classmethod
+    def _override_symbols(cls, v: dict[str, RiskOverride]) -> dict[str, RiskOverride]:
+        for symbol in v:
+            _check_symbol(symbol)
+        return v
+
+    def for_symbol(self, symbol: str) -> RiskSettings:
+        """The limits ``symbol`` trades under: these, with its per_symbol entry applied."""
+        override = self.per_symbol.get(symbol)
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
 
     @field_validator("max_total_quote")
     @classmethod
@@ -503,7 +538,7 @@ class Settings(_Section):
         market = self.market.model_copy(
             update={"symbol": symbol, "symbols": None, "reporting_currency": self.market.reporting}
         )
-        narrowed = self.model_copy(update={"market": market})
+        narrowed = self.model_copy(update={"market": market, "risk": self.risk.for_symbol(symbol)})
         if len(self.market.all_symbols) > 1 and not self.model.per_symbol:
             narrowed._shared_by = tuple(self.market.all_symbols)
         return narrowed

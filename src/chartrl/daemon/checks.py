@@ -45,6 +45,12 @@ def daemon_problems(settings: Settings) -> list[str]:
             "per daemon (each with its own data dir and exchange account); list one symbol, or "
             "trade the others in paper mode"
         )
+    unknown = sorted(set(settings.risk.per_symbol) - set(symbols))
+    if unknown and settings.market.symbols is not None:
+        problems.append(
+            f"risk.per_symbol names {', '.join(unknown)}, which market.symbols {symbols} does not "
+            "list; fix the symbol or drop its entry"
+        )
     if settings.trading.mode == "live":
         grace = settings.trading.order_lookup_grace_seconds
         timeout = settings.exchange.timeout_ms / 1000

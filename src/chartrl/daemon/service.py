@@ -31,6 +31,7 @@ from chartrl.daemon import lock
 from chartrl.daemon.lock import child_env
 from chartrl.daemon.sdnotify import Notifier, heartbeat_interval
 from chartrl.daemon.status import write_daemon_state
+from chartrl.daemon.symbol_tickers import SymbolHealth
 from chartrl.daemon.triggers import retrain_trigger, tick_trigger
 from chartrl.errors import ChartrlError, ConfigError, OperationalError, TemporaryError
 from chartrl.logs import get_logger
@@ -128,8 +129,7 @@ class Daemon:
         self._lock_fd: int | None = None
         self.ticks_done = 0
         self.ticks_missed = 0
-        self.health: dict[str, dict[str, Any]] = {}
-        """Per symbol: state ok | missed | failing, its error, consecutive failures, last ok."""
+        self.health = SymbolHealth()
 
     # ---------------------------------------------------------------- jobs
     def _ticker_of(self, symbol: str) -> Any:
@@ -137,15 +137,6 @@ class Daemon:
         raise for a symbol that cannot start), or the one ticker itself."""
         pick = getattr(self.ticker, "get", None)
         return pick(symbol) if pick is not None else self.ticker
-
-    def _health(self, symbol: str, state: str, error: str | None = None) -> None:
-        """Per-symbol health for daemon.json (``chartrl status``): ok | missed | failing."""
-        h = self.health.setdefault(symbol, {"failures": 0})
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        h.update(state=state, error=error, at=now)
-        h["failures"] = h["failures"] + 1 if state == "failing" else 0
-        if state != "failing":
-            h["last_ok"] = now
 
     def _tick_job(self, symbol: str) -> None:
         # One symbol's failure is caught here, in its own job: the other symbols' jobs run on.
@@ -158,19 +149,21 @@ class Daemon:
                 self.ticks_done += 1
                 self.notifier.status(self.ticker.status_text())
                 missed = getattr(result, "status", None) == "missed"
-                self._health(symbol, "missed" if missed else "ok", getattr(result, "reason", None))
+                self.health.record(
+                    symbol, "missed" if missed else "ok", getattr(result, "reason", None)
+                )
             except TemporaryError as exc:
                 log.warning("tick_failed", symbol=symbol, error=str(exc), kind="TemporaryError")
-                self._health(symbol, "failing", str(exc))
+                self.health.record(symbol, "failing", str(exc))
                 self._schedule_retry(symbol)
             except ChartrlError as exc:
                 log.error("tick_failed", symbol=symbol, error=str(exc), kind=type(exc).__name__)
-                self._health(symbol, "failing", str(exc))
+                self.health.record(symbol, "failing", str(exc))
                 if isinstance(exc, OperationalError):
                     self.notifier.status(f"HALTED {symbol}: {exc}")
             except Exception as exc:  # noqa: BLE001 - a bug in one tick must not kill the service
                 log.exception("tick_crashed", symbol=symbol, error=f"{type(exc).__name__}: {exc}")
-                self._health(symbol, "failing", f"{type(exc).__name__}: {exc}")
+                self.health.record(symbol, "failing", f"{type(exc).__name__}: {exc}")
             finally:
                 self._tick_started = None
                 self._last_progress = time.monotonic()
@@ -325,14 +318,7 @@ class Daemon:
         )
 
     def _symbol_health(self) -> dict[str, dict[str, Any]]:
-        """Every configured symbol's health; one that could not start is failing from the start."""
-        errors = getattr(self.ticker, "start_errors", None) or {}
-        out = {}
-        for symbol in self.symbols:
-            if symbol in errors and self.health.get(symbol, {}).get("state") != "failing":
-                self._health(symbol, "failing", errors[symbol])
-            out[symbol] = dict(self.health.get(symbol) or {"state": "waiting"})
-        return out
+        return self.health.snapshot(self.symbols, getattr(self.ticker, "start_errors", None))
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

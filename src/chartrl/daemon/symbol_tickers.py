@@ -13,6 +13,7 @@ setting; a temporary error is retried by the daemon's start-up).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from chartrl.account.ledger import Ledger
@@ -107,6 +108,32 @@ class SymbolTickers:
             ticker.close()
         if self._own_ledger:
             self.ledger.close()
+
+
+class SymbolHealth:
+    """Each symbol's health as its tick jobs end, for daemon.json and ``chartrl status``: state
+    ok | missed (the tick ran, its candle was not tradeable) | failing (an error), the error,
+    the consecutive failures and when it was last ok."""
+
+    def __init__(self) -> None:
+        self._by_symbol: dict[str, dict[str, Any]] = {}
+
+    def record(self, symbol: str, state: str, error: str | None = None) -> None:
+        h = self._by_symbol.setdefault(symbol, {"failures": 0})
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        h.update(state=state, error=error, at=now)
+        h["failures"] = h["failures"] + 1 if state == "failing" else 0
+        if state != "failing":
+            h["last_ok"] = now
+
+    def snapshot(
+        self, symbols: list[str], start_errors: dict[str, str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Every configured symbol's; one that could not start is failing from the start."""
+        for symbol, error in (start_errors or {}).items():
+            if self._by_symbol.get(symbol, {}).get("state") != "failing":
+                self.record(symbol, "failing", error)
+        return {s: dict(self._by_symbol.get(s) or {"state": "waiting"}) for s in symbols}
 
 
 def ticker_factory(live: bool = False) -> Callable[[Settings], SymbolTickers]:
