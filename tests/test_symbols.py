@@ -277,6 +277,9 @@ def test_status_shows_a_line_per_symbol_and_the_total(tmp_path, sims, capsys):
     d._tick_job(ETH)
     d._tick_job("ETC/BTC")
     d.ticker.close()
+    from chartrl.cli.halt_cmd import halt
+
+    halt(s, "test", "ETH looks odd", symbol=ETH)
     with pytest.raises(SystemExit) as exc:
         main(["status", "--data-dir", str(s.data_dir), "--json"])
     assert exc.value.code == 0
@@ -293,6 +296,9 @@ def test_status_shows_a_line_per_symbol_and_the_total(tmp_path, sims, capsys):
         main(["status", "--data-dir", str(s.data_dir)])
     out = capsys.readouterr().out
     assert "3 symbols" in out and out.count("health ") == 3 and "total         " in out
+    assert "HALTED (manual)" in next(ln for ln in out.splitlines() if ln.startswith(f"  {ETH}"))
+    assert "HALTED" not in next(ln for ln in out.splitlines() if ln.startswith(f"  {BTC}"))
+    assert f"manual of {ETH} since" in out
     # A quote without a price to convert it at is said, not guessed.
     from chartrl.daemon.status import format_status, read_status
 

@@ -217,6 +217,7 @@ def _fill_symbols(
     symbols += [x for x in traded if x not in symbols]  # one the daemon no longer trades, too
     if len(symbols) < 2:
         return
+    st.halts = _halts(conn, None)  # every symbol's, each naming its symbol
     st.per_symbol = ss.symbol_lines(
         conn, _fill_from_ledger, symbols, st.mode, state.get("health") or {}
     )
@@ -337,7 +338,12 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             "SELECT * FROM orders WHERE state NOT IN ('filled', 'canceled', 'rejected') ORDER BY created_ms",
         )
     ]
-    st.halts = [
+    st.halts = _halts(conn, st.symbol)
+
+
+def _halts(conn: sqlite3.Connection, symbol: str | None) -> list[dict[str, Any]]:
+    """Active halts; with ``symbol``, those that stop it (its own and the all-symbol ones)."""
+    return [
         {
             "since": _iso(r["created_ms"]),
             "reason": r["reason"],
@@ -346,7 +352,7 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             "symbol": r["symbol"] if "symbol" in r.keys() else None,
         }
         for r in _all(conn, "SELECT * FROM halts WHERE cleared_ms IS NULL ORDER BY id")
-        if st.symbol is None or "symbol" not in r.keys() or r["symbol"] in (None, st.symbol)
+        if symbol is None or "symbol" not in r.keys() or r["symbol"] in (None, symbol)
     ]
 
 

@@ -45,8 +45,9 @@ def format_status(st: Status, halt_file: Path | None = None) -> str:
         if st.initial_equity:
             vs = f"   vs start {st.initial_equity:,.2f} ({(st.equity / st.initial_equity - 1) * 100:+.2f}%)"
         lines.append(f"equity        {st.equity:,.2f}{vs}")
-    lines.append(f"last tick     {st.last_tick or '-'}   candle {st.last_candle or '-'}")
-    if st.last_decision:
+    if not st.per_symbol:  # several: each symbol's line has its decision and candle
+        lines.append(f"last tick     {st.last_tick or '-'}   candle {st.last_candle or '-'}")
+    if st.last_decision and not st.per_symbol:
         lines.append(f"decision      {st.last_decision}   ({st.last_reason})")
     lines.append(
         f"next tick     {st.next_tick or '-'}"

@@ -161,12 +161,17 @@ def total(
     return out
 
 
+def _money(x: float) -> str:
+    # Cents for USDT-sized amounts; significant digits for BTC-sized ones (0.00012345 BTC).
+    return f"{x:,.2f}" if abs(x) >= 1000 else f"{x:,.8g}"
+
+
 def format_lines(lines: list[SymbolLine], tot: Total | None) -> list[str]:
     """The per-symbol block and the total line of ``chartrl status``."""
     out = []
     for ln in lines:
         pos = "-" if ln.position is None else f"{ln.position:.8g}"
-        eq = "-" if ln.equity is None else f"{ln.equity:,.2f} {ln.quote}"
+        eq = "-" if ln.equity is None else f"{_money(ln.equity)} {ln.quote}"
         h = ln.health or {}
         health = h.get("state", "-")
         if h.get("state") == "failing":
@@ -179,7 +184,7 @@ def format_lines(lines: list[SymbolLine], tot: Total | None) -> list[str]:
             f"{ln.last_decision or '-'} @ {ln.last_candle or '-'}   health {health}{halt}"
         )
     if tot is not None:
-        text = "n/a" if tot.equity is None else f"{tot.equity:,.2f} {tot.currency}"
+        text = "n/a" if tot.equity is None else f"{_money(tot.equity)} {tot.currency}"
         rates = ", ".join(
             f"1 {q} = {r:.8g} {tot.currency} ({tot.rate_sources[q]})"
             for q, r in tot.rates.items()
@@ -188,7 +193,7 @@ def format_lines(lines: list[SymbolLine], tot: Total | None) -> list[str]:
         line = f"total         {text}" + (f"   at {rates}" if rates else "")
         for q, eq in tot.missing.items():
             line += (
-                f"   + {eq:,.2f} {q} not converted: no {q}/{tot.currency} or {tot.currency}/{q} "
+                f"   + {_money(eq)} {q} not converted: no {q}/{tot.currency} or {tot.currency}/{q} "
                 f"price traded or stored (`chartrl fetch --symbol {q}/{tot.currency}`)"
             )
         out.append(line)
