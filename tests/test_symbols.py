@@ -256,6 +256,11 @@ def test_symbols_config_is_validated(tmp_path):
         tmp_path / "c.toml", env={}, overrides={"market": {"symbol": "BTC/USDT", "symbols": None}}
     )
     assert narrowed.market.all_symbols == ["BTC/USDT"]
+    # The example file: three symbols, each book's cash in its own quote, no daemon problem.
+    example = load_settings(Path(__file__).parents[1] / "config" / "several-symbols.toml", env={})
+    assert daemon_problems(example) == [] and len(example.market.all_symbols) == 3
+    assert example.for_symbol("ETC/BTC").trading.initial_cash == 0.3
+    assert example.for_symbol(BTC).trading.initial_cash == 10_000.0
     # Per symbol models live apart; one shared model knows who shares it.
     per = Settings.model_validate(
         {"market": {"symbols": [BTC, ETH]}, "model": {"per_symbol": True}}

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from chartrl.chart.spec import ChartSpec
+from chartrl.symbols import base_quote
 from chartrl.timeframe import timeframe_seconds
 
 
@@ -173,8 +174,6 @@ class MarketSettings(_Section):
     @property
     def reporting(self) -> str:
         """The currency totals are reported in."""
-        from chartrl.symbols import base_quote
-
         return self.reporting_currency or base_quote(self.symbol)[1]
 
     @field_validator("timeframe")
@@ -238,6 +237,11 @@ class TradingSettings(_Section):
         description="Starting cash of a paper or backtest account, in the quote currency (each symbol's "
         "paper book starts with it).",
     )
+    initial_cash_by_quote: dict[str, float] = Field(
+        default_factory=dict,
+        description="Starting cash of the paper books of symbols with these quote currencies, e.g. "
+        "{ BTC = 0.5 } for ETC/BTC beside USDT pairs; a quote not listed starts with initial_cash.",
+    )
     fee: float | None = Field(
         0.001,
         ge=0,
@@ -257,6 +261,17 @@ class TradingSettings(_Section):
         description="Live, on an exchange that cannot buy by quote amount: headroom in basis points (beyond "
         "slippage_bps and the fee) left when a market buy is sized from the ticker.",
     )
+
+    @field_validator("initial_cash_by_quote")
+    @classmethod
+    def _cash_by_quote(cls, v: dict[str, float]) -> dict[str, float]:
+        for currency, cash in v.items():
+            if not currency.isalnum() or currency != currency.upper():
+                raise ValueError(f"key {currency!r} must be a quote currency in capitals, e.g. BTC")
+            if not cash > 0:
+                raise ValueError(f"{currency} = {cash}: starting cash must be > 0")
+        return v
+
     max_quote: float | None = Field(
         None,
         gt=0,
@@ -538,7 +553,13 @@ class Settings(_Section):
         market = self.market.model_copy(
             update={"symbol": symbol, "symbols": None, "reporting_currency": self.market.reporting}
         )
-        narrowed = self.model_copy(update={"market": market, "risk": self.risk.for_symbol(symbol)})
+        cash = self.trading.initial_cash_by_quote.get(
+            base_quote(symbol)[1], self.trading.initial_cash
+        )
+        trading = self.trading.model_copy(update={"initial_cash": cash})
+        narrowed = self.model_copy(
+            update={"market": market, "risk": self.risk.for_symbol(symbol), "trading": trading}
+        )
         if len(self.market.all_symbols) > 1 and not self.model.per_symbol:
             narrowed._shared_by = tuple(self.market.all_symbols)
         return narrowed
