@@ -184,7 +184,7 @@ def format_lines(lines: list[SymbolLine], tot: Total | None) -> list[str]:
             f"{ln.last_decision or '-'} @ {ln.last_candle or '-'}   health {health}{halt}"
         )
     if tot is not None:
-        text = "n/a" if tot.equity is None else f"{_money(tot.equity)} {tot.currency}"
+        text = f"{'n/a' if tot.equity is None else _money(tot.equity)} {tot.currency}"
         rates = ", ".join(
             f"1 {q} = {r:.8g} {tot.currency} ({tot.rate_sources[q]})"
             for q, r in tot.rates.items()
