@@ -10,22 +10,22 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
     field_validator,
-    model_validator,
 )
 
 from chartrl.chart.spec import ChartSpec
+from chartrl.config.base import Section as _Section
+from chartrl.config.market import (  # noqa: F401 - re-exported: settings import them from here
+    MarketSettings,
+    check_currency_amounts,
+    symbol_model_dir,
+    symbol_slug,
+)
+from chartrl.config.risk import RiskOverride, RiskSettings  # noqa: F401 - re-exported
 from chartrl.symbols import base_quote
-from chartrl.timeframe import timeframe_seconds
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ExchangeSettings(_Section):
@@ -96,112 +96,6 @@ class ExchangeSettings(_Section):
         return v
 
 
-def _check_symbol(v: str) -> str:
-    base, sep, quote = v.partition("/")
-    if not sep or not base or not quote:
-        raise ValueError(f"symbol {v!r} must be BASE/QUOTE, e.g. BTC/USDT")
-    return v
-
-
-class MarketSettings(_Section):
-    symbol: str = Field(
-        "BTC/USDT",
-        description="Unified ccxt symbol BASE/QUOTE. With market.symbols set: the one of them that "
-        "single-series commands (backtest, train, fetch, status --symbol) use; default its first.",
-    )
-    symbols: list[str] | None = Field(
-        None,
-        description="Daemon: several symbols traded at once, one tick job, book, recurrent state, "
-        "risk limits and halts each (docs/daemon.md). Empty = market.symbol alone.",
-    )
-    reporting_currency: str | None = Field(
-        None,
-        description="Currency `chartrl status` totals every symbol's equity in (converted at stored "
-        "prices; a missing price is said, never guessed). Empty = the quote of market.symbol.",
-    )
-    timeframe: str = Field(
-        "1h", description="Candle timeframe (ccxt name: 1m, 5m, 15m, 1h, 4h, 1d...)."
-    )
-    since: str = Field(
-        "2017-08-01", description="First date fetched when nothing is stored yet (UTC)."
-    )
-
-    @field_validator("symbol")
-    @classmethod
-    def _symbol(cls, v: str) -> str:
-        return _check_symbol(v)
-
-    @field_validator("symbols")
-    @classmethod
-    def _symbols(cls, v: list[str] | None) -> list[str] | None:
-        if v is None:
-            return None
-        if not v:
-            raise ValueError("an empty list trades nothing; list one symbol or more, or drop it")
-        for sym in v:
-            _check_symbol(sym)
-        twice = sorted({sym for sym in v if v.count(sym) > 1})
-        if twice:
-            raise ValueError(f"{', '.join(twice)} listed twice; list each symbol once")
-        return v
-
-    @field_validator("reporting_currency")
-    @classmethod
-    def _currency(cls, v: str | None) -> str | None:
-        if v is not None and (not v.isalnum() or v != v.upper()):
-            raise ValueError("must be a currency code in capitals, e.g. USDT, BTC, KRW")
-        return v
-
-    @model_validator(mode="after")
-    def _symbol_in_symbols(self) -> MarketSettings:
-        if self.symbols is None:
-            return self
-        if "symbol" not in self.model_fields_set:
-            # Single-series commands default to the first listed symbol.
-            object.__setattr__(self, "symbol", self.symbols[0])
-        elif self.symbol not in self.symbols:
-            raise ValueError(
-                f"market.symbol = {self.symbol!r} is not one of market.symbols "
-                f"{self.symbols}; drop market.symbol or add it to market.symbols"
-            )
-        return self
-
-    @property
-    def all_symbols(self) -> list[str]:
-        """Every symbol the daemon trades: market.symbols, else market.symbol alone."""
-        return list(self.symbols) if self.symbols is not None else [self.symbol]
-
-    @property
-    def reporting(self) -> str:
-        """The currency totals are reported in."""
-        return self.reporting_currency or base_quote(self.symbol)[1]
-
-    @field_validator("timeframe")
-    @classmethod
-    def _timeframe(cls, v: str) -> str:
-        timeframe_seconds(v)
-        return v
-
-    @field_validator("since", mode="before")
-    @classmethod
-    def _date_as_text(cls, v: object) -> object:
-        # An unquoted TOML date (since = 2018-01-01, also via CHARTRL__MARKET__SINCE) arrives as a date.
-        from datetime import date
-
-        return v.isoformat() if isinstance(v, date) else v
-
-    @field_validator("since")
-    @classmethod
-    def _iso_date(cls, v: str) -> str:
-        from datetime import datetime
-
-        try:
-            datetime.fromisoformat(v)
-        except ValueError:
-            raise ValueError("must be an ISO date such as 2017-08-01 (UTC)") from None
-        return v
-
-
 class DataSettings(_Section):
     dir: Path = Field(
         Path("~/.local/share/chartrl"),
@@ -265,12 +159,7 @@ class TradingSettings(_Section):
     @field_validator("initial_cash_by_quote")
     @classmethod
     def _cash_by_quote(cls, v: dict[str, float]) -> dict[str, float]:
-        for currency, cash in v.items():
-            if not currency.isalnum() or currency != currency.upper():
-                raise ValueError(f"key {currency!r} must be a quote currency in capitals, e.g. BTC")
-            if not cash > 0:
-                raise ValueError(f"{currency} = {cash}: starting cash must be > 0")
-        return v
+        return check_currency_amounts(v, "starting cash")
 
     max_quote: float | None = Field(
         None,
@@ -300,89 +189,6 @@ class TradingSettings(_Section):
         "with backoff, until this long after it was recorded; only then is it declared never-arrived. No new "
         "order is sent meanwhile.",
     )
-
-
-class RiskOverride(_Section):
-    """One symbol's own risk limits (``[risk.per_symbol."ETH/USDT"]``); a field left out keeps
-    the [risk] value."""
-
-    max_position_value: float | None = Field(None, gt=0, description="As risk.max_position_value.")
-    max_orders_per_day: int | None = Field(None, ge=1, description="As risk.max_orders_per_day.")
-    max_daily_loss: float | None = Field(None, gt=0, le=1, description="As risk.max_daily_loss.")
-    on_daily_loss: Literal["flatten", "stop_buying"] | None = Field(
-        None, description="As risk.on_daily_loss."
-    )
-    stale_after_timeframes: float | None = Field(
-        None, gt=0, description="As risk.stale_after_timeframes."
-    )
-
-
-class RiskSettings(_Section):
-    max_position_value: float | None = Field(
-        None,
-        gt=0,
-        description="Largest position value of one symbol, in its quote currency; empty = no limit.",
-    )
-    max_total_quote: dict[str, float] = Field(
-        default_factory=dict,
-        description="Largest value of all symbols' positions together, per quote currency (a table "
-        '{ "USDT" = 5000.0, "BTC" = 0.2 }: BTC/USDT and ETH/USDT share the USDT total, ETC/BTC has '
-        "the BTC one); a buy beyond it is capped or held. A quote not listed has no total limit.",
-    )
-    max_orders_per_day: int = Field(
-        48, ge=1, description="Orders allowed per UTC day (per symbol)."
-    )
-    max_daily_loss: float = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="Loss of equity since the UTC day's start that fires the kill switch.",
-    )
-    on_daily_loss: Literal["flatten", "stop_buying"] = Field(
-        "stop_buying", description="What the kill switch does."
-    )
-    stale_after_timeframes: float = Field(
-        2.0,
-        gt=0,
-        description="No trade when the newest closed candle is older than this many timeframes.",
-    )
-    halt_file: Path | None = Field(
-        None,
-        description="When this file exists, no order is sent, for any symbol (operator's manual halt). "
-        "Empty = <data dir>/HALT.",
-    )
-
-    per_symbol: dict[str, RiskOverride] = Field(
-        default_factory=dict,
-        description='Own limits of some of market.symbols, e.g. [risk.per_symbol."ETH/USDT"] '
-        "max_position_value = 500.0; the others (and every field left out) keep these.",
-    )
-
-    @field_validator("per_symbol")
-    @classmethod
-    def _override_symbols(cls, v: dict[str, RiskOverride]) -> dict[str, RiskOverride]:
-        for symbol in v:
-            _check_symbol(symbol)
-        return v
-
-    def for_symbol(self, symbol: str) -> RiskSettings:
-        """The limits ``symbol`` trades under: these, with its per_symbol entry applied."""
-        override = self.per_symbol.get(symbol)
-        if override is None:
-            return self
-        return self.model_copy(update=override.model_dump(exclude_none=True))
-
-    @field_validator("max_total_quote")
-    @classmethod
-    def _quote_totals(cls, v: dict[str, float]) -> dict[str, float]:
-        for currency, limit in v.items():
-            if not currency.isalnum() or currency != currency.upper():
-                raise ValueError(
-                    f"key {currency!r} must be a quote currency in capitals, e.g. USDT"
-                )
-            if not limit > 0:
-                raise ValueError(f"{currency} = {limit}: a total limit must be > 0")
-        return v
 
 
 class ModelSettings(_Section):
@@ -569,13 +375,3 @@ class Settings(_Section):
         """The symbols whose ticks share this one model (empty: it serves market.symbol alone,
         and must have been trained on it)."""
         return self._shared_by
-
-
-def symbol_slug(symbol: str) -> str:
-    """``BTC/USDT`` -> ``BTC-USDT`` (``:SETTLE`` dropped): a symbol as a file or directory name."""
-    return symbol.split(":")[0].replace("/", "-")
-
-
-def symbol_model_dir(model_dir: Path, symbol: str) -> Path:
-    """The champion of one symbol under model.per_symbol: ``<model dir>/<BASE-QUOTE>``."""
-    return model_dir / symbol_slug(symbol)
