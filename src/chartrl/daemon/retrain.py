@@ -22,24 +22,27 @@ failed, the challenger removed. The daemon notices the new champion at its next 
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import pandas as pd
 
 from chartrl.account.ledger import Ledger
 from chartrl.config.settings import Settings
 from chartrl.daemon.finetune import fine_tune
-from chartrl.daemon.promotion import decide, incomparable, score, sharpe_difference_se
+from chartrl.daemon.retrain_judge import (  # noqa: F401 - _split, min_eval_candles re-exported
+    HeldOut,
+    Verdict,
+    _split,
+    held_out,
+    judge,
+    min_eval_candles,
+)
 from chartrl.daemon.retrain_swap import RetrainAborted, SigtermAborts, promote
-from chartrl.errors import ChartrlError, CheckpointError, DataError, TemporaryError
+from chartrl.errors import ChartrlError, CheckpointError
 from chartrl.logs import get_logger
-from chartrl.market.store import CandleStore
-from chartrl.timeframe import periods_per_year, timeframe_ms
 
 log = get_logger("chartrl.retrain")
 
@@ -77,54 +80,6 @@ class RetrainResult:
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-# ------------------------------------------------------------------------------------ the cycle
-_DAY_MS = 86_400_000
-
-
-def min_eval_candles(timeframe: str) -> int:
-    """Held-out candles a Sharpe comparison needs: a day of them, and at least 7 (a week of daily)."""
-    return max(7, _DAY_MS // timeframe_ms(timeframe))
-
-
-def _split(
-    settings: Settings, candles: pd.DataFrame, window: int
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
-    d, tf = settings.daemon, settings.market.timeframe
-    step = timeframe_ms(tf)
-    need = min_eval_candles(tf)
-    if d.eval_days * _DAY_MS // step < need:
-        raise DataError(
-            f"daemon.eval_days = {d.eval_days} holds {d.eval_days * _DAY_MS // step} {tf} candles, too few to compare "
-            f"champion and challenger (at least {need}); raise daemon.eval_days to {math.ceil(need * step / _DAY_MS)} or more"
-        )
-    last = candles["timestamp"].iloc[-1]
-    eval_start = last - pd.Timedelta(days=d.eval_days) + pd.Timedelta(milliseconds=step)
-    train_start = eval_start - pd.Timedelta(days=d.retrain_window_days)
-    train_part = candles[
-        (candles["timestamp"] >= train_start) & (candles["timestamp"] < eval_start)
-    ].reset_index(drop=True)
-    # The evaluation's first charts need a window of history; those candles are drawn, not traded.
-    first_eval = int(candles["timestamp"].searchsorted(eval_start))
-    eval_part = candles.iloc[max(first_eval - window - 150, 0) :].reset_index(drop=True)
-    if first_eval < window or len(candles) - first_eval < need:
-        raise DataError(
-            f"not enough candles for a retrain: {len(candles)} {tf} candles stored from {candles['timestamp'].iloc[0]:%Y-%m-%d}; "
-            f"the held-out last {d.eval_days} days need {need} candles in them and {window} of chart history before them; "
-            "fetch older history (market.since, then `chartrl fetch`) or lower daemon.eval_days"
-        )
-    return train_part, eval_part, eval_start
-
-
-def _trained_on(meta: dict[str, Any], eval_start: pd.Timestamp) -> str | None:
-    """The end of the model's training data when it reaches into the held-out days, else None."""
-    until = (meta.get("data_range") or {}).get("until")
-    if not until:
-        return None
-    ts = pd.Timestamp(until)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-    return str(until) if ts >= eval_start else None
 
 
 SHARED_RETRAIN_MISSING = (
@@ -177,20 +132,15 @@ def run_retrain(
         )
 
 
-def _run_retrain(
-    settings: Settings,
-    *,
-    fetch: bool = True,
-    epochs: int | None = None,
-    max_steps: int | None = None,
-    progress: bool = False,
-    symbol: str | None = None,
-) -> RetrainResult:
-    from chartrl.backtest import walkforward
-    from chartrl.chart.spec import ChartSpec
+CycleBody = Callable[[RetrainResult, Any, Any, dict[str, Any], Any], Verdict]
+"""``body(result, champion_dir, challenger_dir, champion_meta, device)``: fine-tune and judge."""
+
+
+def run_cycle(settings: Settings, body: CycleBody, symbol: str | None = None) -> RetrainResult:
+    """The frame of every cycle: the ledger row, SIGTERM, promotion, cleanup, the log event; the
+    ``body`` fine-tunes the challenger and judges it. Never raises for an expected failure."""
     from chartrl.daemon.model import model_version, resolve_device
-    from chartrl.market.markets import fill_parameters, market_rules
-    from chartrl.train.checkpoint import load_model, read_meta
+    from chartrl.train.checkpoint import read_meta
 
     t0 = time.monotonic()
     champion = settings.model_dir
@@ -204,115 +154,16 @@ def _run_retrain(
             result.champion = model_version(champion, meta)
             rid = ledger.start_retrain(result.champion, symbol)
             log.info("retrain_started", champion=result.champion, model_dir=str(champion))
-            if fetch:
-                from chartrl.market.fetch import update_series
-
-                try:
-                    update_series(settings, progress=progress)
-                except TemporaryError as exc:
-                    log.warning("retrain_fetch_failed", error=str(exc), using="the stored candles")
-            spec = ChartSpec(**meta["chart_spec"])
-            ex, sym, tf = settings.exchange.id, settings.market.symbol, settings.market.timeframe
-            candles = CandleStore(settings.data_dir).load(ex, sym, tf)
-            train_part, eval_part, eval_start = _split(settings, candles, spec.window)
-            in_sample = _trained_on(meta, eval_start)
-            if in_sample:
-                log.warning(
-                    "retrain_champion_in_sample",
-                    trained_until=in_sample,
-                    eval_from=eval_start.isoformat(),
-                    why="the champion was trained on some of the held-out days: its score there flatters it",
-                )
-            device = resolve_device(settings.model.device)
-            # The fills the daemon's paper account gets (stored market info, as `chartrl backtest`):
-            # the challenger is trained, and both models judged, under them.
-            rules, rules_source = market_rules(settings)
-            fine_tune(
-                champion,
-                challenger,
-                train_part,
-                settings,
-                rules=rules,
-                rules_source=rules_source,
-                epochs=epochs or settings.daemon.retrain_epochs,
-                max_steps=max_steps,
-                device=device,
-                progress=progress,
+            verdict = body(
+                result, champion, challenger, meta, resolve_device(settings.model.device)
             )
-            cash = settings.trading.initial_cash
-            scores: dict[str, Any] = {}
-            returns: dict[str, Any] = {}
-            for name, path in (("champion", champion), ("challenger", challenger)):
-                policy, m = load_model(path, device, expect_spec=spec, expect_series=(ex, sym, tf))
-                if name == "challenger":
-                    result.challenger = model_version(path, m)
-                scores[name], run, _ = walkforward.evaluate_runs(
-                    policy,
-                    eval_part,
-                    spec,
-                    rules,
-                    start=eval_start,
-                    initial_cash=cash,
-                    device=device,
-                )
-                returns[name] = run.equity[1:] / run.equity[:-1] - 1.0
+            result.challenger = verdict.challenger
             result.champion_score, result.challenger_score = (
-                score(scores["champion"]),
-                score(scores["challenger"]),
+                verdict.champion_score,
+                verdict.challenger_score,
             )
-            d = settings.daemon
-            if incomparable(scores["champion"], d.min_eval_trades):
-                returns["champion"] = returns["champion"] * 0.0  # judged against doing nothing
-            se = sharpe_difference_se(
-                returns["champion"],
-                returns["challenger"],
-                periods_per_year(tf),
-                block=max(1, _DAY_MS // timeframe_ms(tf)),
-            )
-            promoted, result.reason = decide(
-                scores["champion"],
-                scores["challenger"],
-                d.promote_margin,
-                d.min_eval_trades,
-                se=se,
-                se_multiple=d.promote_se_multiple,
-                skill_p=d.promote_skill_p,
-            )
-            buyhold = (scores["champion"].get("baselines") or {}).get("buyhold") or {}
-            result.metrics = {
-                "champion_score": result.champion_score,
-                "challenger_score": result.challenger_score,
-                "margin": d.promote_margin,
-                "min_eval_trades": d.min_eval_trades,
-                "sharpe_difference_se": se,
-                "se_multiple": d.promote_se_multiple,
-                "skill_p_threshold": d.promote_skill_p,
-                "eval_returns": int(len(returns["challenger"])),
-                "reason": result.reason,
-                "eval_from": eval_start.isoformat(),
-                "eval_days": d.eval_days,
-                "train_from": train_part["timestamp"].iloc[0].isoformat()
-                if len(train_part)
-                else None,
-                "champion_trained_until": (meta.get("data_range") or {}).get("until"),
-                "champion_in_sample": bool(in_sample),
-                "champion": _brief(scores["champion"]),
-                "challenger": _brief(scores["challenger"]),
-                # Context for both scores: what simply holding the coin did over the same days.
-                "buyhold": {
-                    "sharpe": buyhold.get("sharpe"),
-                    "total_return": buyhold.get("total_return"),
-                },
-                "fills": fill_parameters(rules, rules_source),
-            }
-            log.info(
-                "retrain_compared",
-                promote=promoted,
-                reason=result.reason,
-                sharpe_difference_se=se,
-                challenger_skill_p_value=scores["challenger"].get("skill_p_value"),
-            )
-            if promoted:
+            result.reason, result.metrics = verdict.reason, verdict.metrics
+            if verdict.promoted:
                 sigterm.hold()
                 promote(challenger, champion)
                 result.status = "promoted"
@@ -362,17 +213,33 @@ def _run_retrain(
     return result
 
 
-def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "sharpe",
-        "total_return",
-        "max_drawdown",
-        "trades",
-        "open_position_at_end",
-        "final_equity",
-        "exposure",
-        "trades_per_week",
-        "skill_p_value",
-        "skill_percentile",
-    )
-    return {k: metrics.get(k) for k in keys}
+def _run_retrain(
+    settings: Settings,
+    *,
+    fetch: bool = True,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    progress: bool = False,
+    symbol: str | None = None,
+) -> RetrainResult:
+    """One series' cycle: fine-tune the champion on its recent candles, judge on its held-out days."""
+
+    def body(
+        result: RetrainResult, champion: Any, challenger: Any, meta: Any, device: Any
+    ) -> Verdict:
+        h = held_out(settings, meta, fetch=fetch, progress=progress)
+        fine_tune(
+            champion,
+            challenger,
+            h.train_part,
+            settings,
+            rules=h.rules,
+            rules_source=h.rules_source,
+            epochs=epochs or settings.daemon.retrain_epochs,
+            max_steps=max_steps,
+            device=device,
+            progress=progress,
+        )
+        return judge(h, champion, challenger, meta, device)
+
+    return run_cycle(settings, body, symbol)
