@@ -383,3 +383,37 @@ def test_retrain_per_symbol_and_the_missing_all_symbols_training(tmp_path, sims)
     (r,) = run_retrains(shared, fetch=False, epochs=1, max_steps=4)
     assert r.status == "failed" and "needs multi-series training" in r.error
     assert "model.per_symbol = true" in r.summary()
+
+
+def test_one_tick_job_per_symbol_and_a_reload_drops_a_removed_symbol(tmp_path):
+    import threading
+
+    from chartrl.daemon.sdnotify import Notifier
+    from test_daemon_service import RecordingTicker, _wait
+
+    def cfg(symbols):
+        return Settings.model_validate(
+            {
+                "data": {"dir": str(tmp_path)},
+                "market": {"symbols": symbols},
+                "daemon": {"heartbeat_seconds": 0.05, "retrain_enabled": False},
+            }
+        )
+
+    d = Daemon(
+        cfg([BTC, ETH]), RecordingTicker, reload_settings=lambda: cfg([ETH]), notifier=Notifier({})
+    )
+    th = threading.Thread(target=d.run)
+    th.start()
+    try:
+        assert _wait(lambda: d.scheduler is not None and d.scheduler.running)
+        assert sorted(j.id for j in d.scheduler.get_jobs()) == [f"tick:{BTC}", f"tick:{ETH}"]
+        assert _wait(lambda: "health" in read_daemon_state(tmp_path))
+        health = read_daemon_state(tmp_path)["health"]
+        assert health == {BTC: {"state": "waiting"}, ETH: {"state": "waiting"}}
+        d.request_reload()
+        assert _wait(lambda: [j.id for j in d.scheduler.get_jobs()] == [f"tick:{ETH}"])
+    finally:
+        d.request_stop()
+        th.join(10)
+    assert read_daemon_state(tmp_path)["symbols"] == [ETH]
