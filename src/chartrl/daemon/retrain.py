@@ -22,6 +22,7 @@ failed, the challenger removed. The daemon notices the new champion at its next 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import time
@@ -101,6 +102,10 @@ def run_retrains(settings: Settings, **kw: Any) -> list[RetrainResult]:
     with data_dir_lock(settings.data_dir, "retrain"):
         if settings.model.per_symbol:
             return [_run_retrain(settings.for_symbol(sym), symbol=sym, **kw) for sym in symbols]
+        if importlib.util.find_spec("chartrl.train.series") is not None:
+            from chartrl.daemon.retrain_shared import run_shared_retrain
+
+            return [run_shared_retrain(settings, **kw)]
         error = SHARED_RETRAIN_MISSING.format(symbols=", ".join(symbols))
         with Ledger.for_data_dir(settings.data_dir) as ledger:
             rid = ledger.start_retrain(None)
