@@ -417,3 +417,32 @@ def test_one_tick_job_per_symbol_and_a_reload_drops_a_removed_symbol(tmp_path):
         d.request_stop()
         th.join(10)
     assert read_daemon_state(tmp_path)["symbols"] == [ETH]
+
+
+def test_bad_candles_of_one_symbol_miss_its_tick_only(tmp_path, series):
+    bad = series[ETH].copy()
+    bad.loc[START + 1, ["open", "high", "low", "close"]] *= 3  # an implausible print on ETH alone
+    clock = SimClock(_open_ms(series[BTC], START + 1) + 5_000)
+    with (
+        ExchangeSim(series[BTC], symbol=BTC, clock=clock) as a,
+        ExchangeSim(bad, symbol=ETH, clock=clock) as b,
+    ):
+        sims = {BTC: a, ETH: b}
+        s = _settings(tmp_path, sims, strategy="buyhold")
+        d = _daemon(s, sims)
+        for _ in range(2):
+            d._tick_job(BTC)
+            d._tick_job(ETH)
+            clock.advance(HOUR)
+        health = read_daemon_state(s.data_dir)["health"]
+        d.ticker.close()
+    assert health[BTC]["state"] == "ok"
+    assert health[ETH] | {"at": None, "last_ok": None} == {
+        "state": "missed",
+        "error": "price_quarantined",
+        "failures": 0,
+        "at": None,
+        "last_ok": None,
+    }
+    decided = _rows(s, "SELECT symbol, count(*) FROM decisions GROUP BY symbol")
+    assert dict(decided) == {BTC: 2, ETH: 1}
