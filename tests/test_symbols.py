@@ -446,3 +446,22 @@ def test_bad_candles_of_one_symbol_miss_its_tick_only(tmp_path, series):
     }
     decided = _rows(s, "SELECT symbol, count(*) FROM decisions GROUP BY symbol")
     assert dict(decided) == {BTC: 2, ETH: 1}
+
+
+def test_the_console_reads_a_ledger_of_several_symbols(tmp_path, sims):
+    from fastapi.testclient import TestClient
+
+    from chartrl.console.app import create_app
+    from test_console import AUTH, GETS, TOKEN
+
+    s = _settings(tmp_path, sims, strategy="buyhold", console={"token": TOKEN})
+    d = _daemon(s, sims)
+    d._tick_job(BTC)
+    d._tick_job(ETH)
+    d.ticker.close()
+    with TestClient(create_app(s, TOKEN)) as client:
+        for path in GETS:
+            assert client.get(path, headers=AUTH).status_code == 200, path
+        st = client.get("/api/status", headers=AUTH).json()
+    assert {ln["symbol"] for ln in st["per_symbol"]} == {BTC, ETH}
+    assert st["total"]["currency"] == "USDT" and st["total"]["equity"] > 19_000
