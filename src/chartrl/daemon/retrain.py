@@ -73,6 +73,8 @@ class RetrainResult:
             if self.status == "promoted"
             else "kept the champion"
         )
+        if "per_symbol" in self.metrics:  # one model for several symbols: a verdict each
+            return f"retrain{of} {verb} ({self.reason}; {self.seconds:.0f} s)"
         return (
             f"retrain{of} {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
             f"challenger {_fmt(self.challenger_score)}; {self.reason}; {self.seconds:.0f} s)"
