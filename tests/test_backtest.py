@@ -335,17 +335,20 @@ def test_market_rules_empty_fee_takes_the_exchange_fee(store, tmp_path: Path) ->
             market_rules(s)
 
 
-def _model(tmp_path: Path, spec: ChartSpec, symbol: str = "BTC/USDT") -> Path:
+def _model(
+    tmp_path: Path, spec: ChartSpec, symbol: str = "BTC/USDT", timeframe: str = "1h"
+) -> Path:
     from chartrl.strategies.registry import build_policy
     from chartrl.train.checkpoint import save_model
 
     policy = build_policy("cnnrnn", spec, widths=(4, 4, 4), feat_dim=8, hidden_size=8)
     meta = {
         "chart_spec": spec,
-        "series": {"exchange": "binance", "symbol": symbol, "timeframe": "1h"},
+        "series": {"exchange": "binance", "symbol": symbol, "timeframe": timeframe},
         "data_range": {"from": "2021-01-01T00:00:00+00:00", "until": "2021-01-10T00:00:00+00:00"},
     }
-    return save_model(tmp_path / f"model-{symbol.replace('/', '')}-{spec.window}", policy, meta)
+    name = f"model-{symbol.replace('/', '')}-{timeframe}-{spec.window}"
+    return save_model(tmp_path / name, policy, meta)
 
 
 def test_cli_replays_a_model(
@@ -397,23 +400,50 @@ def test_cli_bad_input_is_one_line(
     assert len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("other", ["spec", "symbol"])
-def test_cli_refuses_a_model_of_another_spec_or_symbol(
+@pytest.mark.parametrize("other", ["spec", "timeframe"])
+def test_cli_refuses_a_model_of_another_spec_or_timeframe(
     store, tmp_path: Path, capsys: pytest.CaptureFixture, other
 ) -> None:
     model = (
         _model(tmp_path, SPEC.model_copy(update={"window": 40}))
         if other == "spec"
-        else _model(tmp_path, SPEC, "ETH/USDT")
+        else _model(tmp_path, SPEC, timeframe="4h")
     )
     code, _, err = _cli(capsys, "--model", str(model), "--out", str(tmp_path / "x"))
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert (
         ("another chart spec" in err and "window" in err)
         if other == "spec"
-        else ("another series" in err and "ETH/USDT" in err)
+        else ("trained on 4h candles, not 1h" in err)
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_transfer_backtest_is_labelled(
+    store, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A model of another symbol (same spec and timeframe) replays, and every output says it is a
+    transfer and which series the model learnt from; money is labelled in the series' quote."""
+    out = tmp_path / "transfer"
+    model = _model(tmp_path, SPEC, "ETC/BTC")
+    code, stdout, err = _cli(capsys, "--model", str(model), "--out", str(out), "--device", "cpu")
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["series_in_training"] is False and m["model_trained_on_period"] is False
+    assert [t["name"] for t in m["training_series"]] == ["binance:ETC/BTC:1h"]
+    assert m["quote_currency"] == "USDT" and m["series_name"] == "binance:BTC/USDT:1h"
+    report = (out / "report.md").read_text()
+    assert "**Transfer:**" in report and "binance:ETC/BTC:1h" in report
+    assert "In-sample" not in report
+    assert "| Fees paid (USDT) |" in report and "Final equity (USDT)" in report
+    assert "TRANSFER: trained on binance:ETC/BTC:1h" in stdout
+    assert "Transfer:" in (out / "report.html").read_text()
+    # The same model on its own series is no transfer.
+    own = _model(tmp_path, SPEC)
+    code, _, err = _cli(capsys, "--model", str(own), "--out", str(tmp_path / "own"))
+    m = json.loads((tmp_path / "own" / "metrics.json").read_text())
+    assert code == 0 and m["series_in_training"] is True
+    assert "**Transfer:**" not in (tmp_path / "own" / "report.md").read_text()
 
 
 def test_rule_signals_by_hand() -> None:

@@ -114,7 +114,7 @@ def test_a_fault_on_one_symbol_leaves_the_other_trading_and_the_books_apart(tmp_
     assert eth == [first, first + 3 * HOUR]  # ETH: before the fault, and once it is gone
     failed = [e for e in logs if e["event"] == "tick_failed"]
     assert failed and {e["symbol"] for e in failed} == {ETH}
-    assert any(e["event"] == "model_transfer" and e["symbol"] == ETH for e in logs)
+    assert any(e["event"] == "model_transfer" and ETH in e["series"] for e in logs)
     assert read_daemon_state(s.data_dir)["health"][ETH]["state"] == "ok"
     # Books apart: each symbol's fills are its own, each book holds exactly what its fills bought.
     books = {r[0]: r[1:] for r in _rows(s, "SELECT symbol, cash, position FROM paper_books")}
@@ -269,8 +269,6 @@ def test_symbols_config_is_validated(tmp_path):
     assert per.model_dir.name == "BTC-USDT"  # single-series commands: market.symbol's
     shared = Settings.model_validate({"market": {"symbols": [BTC, ETH]}})
     assert shared.for_symbol(ETH).model_dir == shared.model_dir
-    assert shared.for_symbol(ETH).model_shared_by == (BTC, ETH)
-    assert per.for_symbol(ETH).model_shared_by == ()
 
 
 def test_status_shows_a_line_per_symbol_and_the_total(tmp_path, sims, capsys):
@@ -354,7 +352,7 @@ def test_each_symbols_position_is_the_sum_of_its_own_fills(steps):
         ledger.close()
 
 
-def test_retrain_per_symbol_and_the_missing_all_symbols_training(tmp_path, sims):
+def test_retrain_per_symbol_or_one_model_on_every_symbol(tmp_path, sims, monkeypatch):
     from chartrl.account.ledger import Ledger
     from chartrl.daemon.retrain import run_retrains
     from chartrl.train.checkpoint import read_meta
@@ -378,11 +376,33 @@ def test_retrain_per_symbol_and_the_missing_all_symbols_training(tmp_path, sims)
     with Ledger.for_data_dir(s.data_dir) as led:
         rows = led._query("SELECT symbol, status FROM retrain_results ORDER BY id")
     assert [r[0] for r in rows] == [BTC, ETH]
-    # One model for every symbol needs multi-series training: refused, and recorded so.
-    shared = _settings(tmp_path, sims, daemon=RETRAIN)
+    # One model for every symbol: fine-tuned on both at once, judged on each symbol's own days.
+    shared = _settings(tmp_path / "shared", sims, daemon=RETRAIN)
+    _save(shared.model_dir, "cnnrnn", always=0)  # learnt from BTC/USDT only
+    d = _daemon(shared, sims)
+    d._tick_job(BTC)
+    d._tick_job(ETH)
+    d.ticker.close()
     (r,) = run_retrains(shared, fetch=False, epochs=1, max_steps=4)
-    assert r.status == "failed" and "needs multi-series training" in r.error
-    assert "model.per_symbol = true" in r.summary()
+    assert r.status == "promoted", r.error  # a champion that never trades loses on both
+    assert set(r.metrics["per_symbol"]) == {BTC, ETH} and r.metrics["left_out"] == {}
+    assert r.reason.startswith(f"{BTC}: ") and f"; {ETH}: " in r.reason
+    with Ledger.for_data_dir(shared.data_dir) as led:
+        row = led.retrain_results()[0]
+    assert row["symbol"] is None and set(row["metrics"]["per_symbol"]) == {BTC, ETH}
+    meta = read_meta(shared.model_dir)  # the new champion learnt from both symbols
+    assert [t["symbol"] for t in meta["training_series"]] == [BTC, ETH]
+    # Better on one symbol, worse on the other: the one model that trades both stays.
+    from chartrl.daemon import retrain_shared
+    from chartrl.daemon.retrain_judge import Verdict
+
+    def split_verdict(h, *a, **k):
+        wins = h.settings.market.symbol == BTC
+        return Verdict(wins, "wins" if wins else "loses", None, None, "v", {})
+
+    monkeypatch.setattr(retrain_shared, "judge", split_verdict)
+    (r,) = run_retrains(shared, fetch=False, epochs=1, max_steps=4)
+    assert r.status == "kept" and r.reason == f"{BTC}: wins; {ETH}: loses"
 
 
 def test_one_tick_job_per_symbol_and_a_reload_drops_a_removed_symbol(tmp_path):

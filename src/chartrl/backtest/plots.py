@@ -147,3 +147,35 @@ def plot_trades(path: Path, result: BacktestResult, title: str, size: int = TRAD
     fig.suptitle(f"{title}, {span}: buy ▲ / sell ▼ at the fill candle", y=0.98)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
+
+
+def plot_panels(
+    path: Path,
+    panels: Sequence[tuple[str, Sequence[tuple[str, pd.Series, np.ndarray]]]],
+    title: str,
+) -> None:
+    """One panel per ``(panel title, curves)``, stacked; each curve (label, timestamps, equity) is
+    drawn normalised to 1 at its start on a log scale, the first as the strategy."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(11, 2.6 * len(panels) + 0.8),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    colors = ["tab:blue", "tab:gray", "tab:orange", "tab:green"]
+    for ax, (name, curves) in zip(axes[:, 0], panels, strict=True):
+        for i, (label, ts, eq) in enumerate(curves):
+            eq = np.asarray(eq, dtype=np.float64)
+            ax.plot(
+                _naive(ts), eq / eq[0], label=label, color=colors[i % 4], lw=1.3 if i == 0 else 1.0
+            )
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize="medium")
+        ax.set_ylabel("equity (start = 1)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="upper left", fontsize="small")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -16,6 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chartrl.backtest.provenance import (
+    name_of,
+    overlaps,
+    provenance,
+    quote_of,
+    training_range,
+    transfer_lines,
+)
 from chartrl.backtest.runner import BacktestResult
 
 CHEATING_NOTE = (
@@ -92,12 +100,18 @@ def chain_results(results: Sequence[BacktestResult]) -> BacktestResult:
     )
 
 
-def _table(columns: Sequence[tuple[str, dict]]) -> str:
+def table_rows(quote: str | None) -> list[tuple[str, str, str]]:
+    """``TABLE`` with the money rows labelled in the run's quote currency (``Fees paid (BTC)``)."""
+    unit = f" ({quote})" if quote else ""
+    return [(k, label + unit if kind == "money" else label, kind) for k, label, kind in TABLE]
+
+
+def _table(columns: Sequence[tuple[str, dict]], quote: str | None = None) -> str:
     head = "| metric | " + " | ".join(name for name, _ in columns) + " |"
     rule = "|---|" + "---:|" * len(columns)
     rows = [
         f"| {label} | " + " | ".join(fmt(m.get(key), kind) for _, m in columns) + " |"
-        for key, label, kind in TABLE
+        for key, label, kind in table_rows(quote)
     ]
     return "\n".join([head, rule, *rows])
 
@@ -168,11 +182,15 @@ def write_report(
     write_html(
         paths[5],
         f"Backtest: {name}",
-        [(label, [fmt(m.get(key), kind) for _, m in columns]) for key, label, kind in TABLE],
+        [
+            (label, [fmt(m.get(key), kind) for _, m in columns])
+            for key, label, kind in table_rows(metrics.get("quote_currency"))
+        ],
         [c for c, _ in columns],
         result,
         baseline,
-        [CHEATING_NOTE] if result.cheating else [],
+        ([CHEATING_NOTE] if result.cheating else [])
+        + [x.lstrip("> ").replace("**", "") for x in transfer_lines(metrics) if x],
     )
     return paths
 
@@ -190,13 +208,17 @@ def _markdown(
             "> **In-sample:** the model was trained on candles of this period; these figures flatter it.",
             "",
         ]
+    lines += transfer_lines(metrics)
+    quote = metrics.get("quote_currency")
     lines += [
-        f"{metrics.get('start')} to {metrics.get('end')}, {metrics.get('candles'):,} candles. "
-        "Decisions at the close of each candle fill at the next candle's open, with fees and slippage.",
+        f"{metrics.get('series_name') or ''} {metrics.get('start')} to {metrics.get('end')}, "
+        f"{metrics.get('candles'):,} candles. Decisions at the close of each candle fill at the "
+        "next candle's open, with fees and slippage."
+        + (f" Equity, cash, fees and turnover are in {quote}." if quote else ""),
         "",
         "## Metrics",
         "",
-        _table([(name, metrics), ("buy and hold", metrics["baselines"]["buyhold"])]),
+        _table([(name, metrics), ("buy and hold", metrics["baselines"]["buyhold"])], quote),
         "",
         *_dsr_lines(metrics.get("deflated_sharpe")),
         "",
@@ -258,8 +280,13 @@ def run_and_report(
     retrain: Any = None,
     model_meta: dict | None = None,
     threads: int | None = None,
+    series: tuple[str, str, str] | None = None,
+    curves: list | None = None,
 ) -> dict:
-    """Run one backtest (or K walk-forward folds), write the report into ``out``, return the metrics."""
+    """Run one backtest (or K walk-forward folds), write the report into ``out``, return the
+    metrics. ``series`` (exchange, symbol, timeframe): the candles' series, which labels the
+    report's units and, with a ``model_meta``, says whether this is a transfer. ``curves``: a list
+    the run's (result, buy-and-hold result) is appended to (the transfer matrix draws them)."""
     from chartrl.backtest import walkforward as wf
     from chartrl.backtest.metrics import result_metrics
     from chartrl.timeframe import periods_per_year
@@ -289,10 +316,10 @@ def run_and_report(
             **result_metrics(result, ppy, trials),
         }
         metrics["baselines"] = {"buyhold": result_metrics(baseline, ppy)}
-        trained = (model_meta or {}).get("data_range")
+        trained = training_range(model_meta or {}, series)
         for f in run.folds:
             # A fixed model evaluated on candles it was trained on is in-sample: say so per fold.
-            f["model_trained_on_test"] = bool(trained) and _overlaps(trained, f["test"])
+            f["model_trained_on_test"] = bool(trained) and overlaps(trained, f["test"])
         metrics["walk_forward"] = {
             "folds": walk_forward,
             "retrain": retrain is not None,
@@ -318,14 +345,22 @@ def run_and_report(
             progress=progress,
             threads=threads,
         )
-    if model_meta and model_meta.get("data_range"):
+    if series is not None:
+        metrics["series_name"], metrics["quote_currency"] = name_of(series), quote_of(series)
+    if model_meta and series is not None:
+        metrics.update(provenance(model_meta, series))
+    if model_meta and training_range(model_meta, series):
         # A model scored on candles it learnt from is in-sample: the figures flatter it.
-        metrics["model_trained_on_period"] = _overlaps(
-            model_meta["data_range"], (metrics["start"], metrics["end"])
+        metrics["model_trained_on_period"] = overlaps(
+            training_range(model_meta, series), (metrics["start"], metrics["end"])
         )
+    elif model_meta:
+        metrics["model_trained_on_period"] = False  # a transfer: it never saw this series
     if result.cheating:
         metrics["note"] = CHEATING_NOTE
     metrics["parameters"] = params
+    if curves is not None:
+        curves.append((result, baseline))
     write_report(
         out,
         metrics,
@@ -337,16 +372,3 @@ def run_and_report(
         decisions=decisions,
     )
     return metrics
-
-
-def _overlaps(trained: Any, test: tuple[str, str]) -> bool:
-    """Whether a model's training range (model.json ``data_range``: from, until, validation_from)
-    meets the dates ``test``; training ends where validation starts when that is known."""
-    try:
-        lo = trained.get("from")
-        hi = trained.get("validation_from") or trained.get("until")
-        return pd.Timestamp(lo) <= pd.Timestamp(test[1]) and pd.Timestamp(hi) >= pd.Timestamp(
-            test[0]
-        )
-    except (AttributeError, TypeError, ValueError):
-        return False

@@ -55,29 +55,23 @@ def _log_prices(
     return entry, exit_
 
 
-def skill_test(
+def _null(
     opens: np.ndarray,
     last_close: float,
     blocks: np.ndarray,
     fee: float,
     slippage_bps: float,
-    sims: int = SIMS,
-    seed: int = SEED,
-) -> dict:
-    """p-value and percentile of the trips ``blocks`` against ``sims`` random placements of them.
-
-    ``opens[k]`` is the open that fill index k fills at (``opens[0]``, the first decision candle's
-    open, is never traded); ``last_close`` marks a trip open at the end.
-    """
+    sims: int,
+    seed: int,
+) -> tuple[float, np.ndarray | None]:
+    """The model's log return and the ``sims`` random placements' (None without a trip)."""
     n = len(opens) - 1
     entry_lp, exit_lp = _log_prices(opens, last_close, fee, slippage_bps / 1e4)
     blocks = np.asarray(blocks, dtype=np.int64).reshape(-1, 2)
     m = len(blocks)
     model = float(np.sum(exit_lp[blocks[:, 1]] - entry_lp[blocks[:, 0]])) if m else 0.0
-    out = {"skill_sims": sims, "skill_seed": seed, "skill_log_return": model}
     if m == 0:
-        # No trip: every random policy is the same empty policy; nothing to tell apart.
-        return {**out, "skill_p_value": 1.0, "skill_percentile": 50.0, "skill_null_mean": 0.0}
+        return model, None
     dur = blocks[:, 1] - blocks[:, 0]
     slack = n - int(dur.sum()) - (m - 1)
     if slack < 0:
@@ -94,6 +88,14 @@ def skill_test(
         cuts = (u[:, :m] * ((slack + 1) / u[:, m:])).astype(np.int64)
         starts = 1 + cuts + (np.cumsum(d, axis=1) - d) + np.arange(m)  # + earlier trips' candles
         rand[lo : lo + k] = np.sum(exit_lp[starts + d] - entry_lp[starts], axis=1)
+    return model, rand
+
+
+def _verdict(model: float, rand: np.ndarray | None, sims: int, seed: int) -> dict:
+    out = {"skill_sims": sims, "skill_seed": seed, "skill_log_return": model}
+    if rand is None:
+        # No trip: every random policy is the same empty policy; nothing to tell apart.
+        return {**out, "skill_p_value": 1.0, "skill_percentile": 50.0, "skill_null_mean": 0.0}
     # A float tie (same trips, same places) must count as a tie, not as luck either way.
     tol = 1e-12 * max(1.0, abs(model))
     above = int(np.sum(rand >= model - tol))
@@ -105,6 +107,42 @@ def skill_test(
         "skill_percentile": 100.0 * (below + 0.5 * ties) / sims,
         "skill_null_mean": float(np.mean(rand)),
     }
+
+
+def skill_test(
+    opens: np.ndarray,
+    last_close: float,
+    blocks: np.ndarray,
+    fee: float,
+    slippage_bps: float,
+    sims: int = SIMS,
+    seed: int = SEED,
+) -> dict:
+    """p-value and percentile of the trips ``blocks`` against ``sims`` random placements of them.
+
+    ``opens[k]`` is the open that fill index k fills at (``opens[0]``, the first decision candle's
+    open, is never traded); ``last_close`` marks a trip open at the end.
+    """
+    model, rand = _null(opens, last_close, blocks, fee, slippage_bps, sims, seed)
+    return _verdict(model, rand, sims, seed)
+
+
+def pooled_skill_test(
+    runs: Sequence[tuple[np.ndarray, float, np.ndarray, float, float]],
+    sims: int = SIMS,
+    seed: int = SEED,
+) -> dict:
+    """One skill test over several series at once: ``runs`` holds each series' ``skill_test``
+    arguments (opens, last_close, blocks, fee, slippage_bps). A random policy places each series'
+    trips at random inside that series (series k seeded ``seed + k``); the statistic is the sum of
+    the log returns over the series, the model's against the random ones'."""
+    total, null = 0.0, None
+    for k, args in enumerate(runs):
+        model, rand = _null(*args, sims, seed + k)
+        total += model
+        if rand is not None:
+            null = rand if null is None else null + rand
+    return _verdict(total, null, sims, seed)
 
 
 def result_skill(result, sims: int = SIMS, seed: int = SEED) -> dict:

@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_series_options(p)
     p.add_argument(
+        "--series",
+        metavar="A,B,C",
+        help="transfer matrix: replay on each stored series exchange:BASE/QUOTE:timeframe "
+        "(comma list); one report per series under --out, plus matrix.md/csv and matrix.png",
+    )
+    p.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="output directory (created)"
     )
     p.add_argument(
@@ -220,8 +226,7 @@ def _penalty(args: argparse.Namespace) -> dict[str, float]:
     return {"oracle_trade_penalty": pen}
 
 
-def handle(args: argparse.Namespace) -> int:
-    _check_args(args)
+def _settings(args: argparse.Namespace) -> Any:
     trading: dict[str, Any] = {}
     for key, attr in (
         ("fee", "fee"),
@@ -231,7 +236,25 @@ def handle(args: argparse.Namespace) -> int:
     ):
         if getattr(args, attr) is not None:
             trading[key] = getattr(args, attr)
-    s = settings(args, **({"trading": trading} if trading else {}))
+    return settings(args, **({"trading": trading} if trading else {}))
+
+
+def handle(args: argparse.Namespace) -> int:
+    _check_args(args)
+    if args.series:
+        from chartrl.cli.matrix_cmd import transfer_matrix
+
+        return transfer_matrix(args, _settings, _backtest)
+    metrics = _backtest(args, _settings(args), args.out)
+    _print_summary(metrics, args.out)
+    return 0
+
+
+def _backtest(args: argparse.Namespace, s: Any, out: Path, curves: list | None = None) -> dict:
+    """One backtest of the configured series into ``out``; its metrics (``curves``: see
+    ``run_and_report``)."""
+    from chartrl.backtest.provenance import quote_of
+
     start, end = date_range(args)
     device = _device(args.device or s.model.device)
     from chartrl.market.markets import fill_parameters, market_rules
@@ -263,14 +286,17 @@ def handle(args: argparse.Namespace) -> int:
     else:
         strategy, name = None, args.strategy
     candles = _load_candles(s, start, end)
+    series = (s.exchange.id, s.market.symbol, s.market.timeframe)
+    quote = quote_of(series)
     params = {
         "strategy": name + (" (CHEATING: reads future candles)" if name == "oracle" else ""),
         "model": str(args.model) if args.model else "",
         "series": f"{s.exchange.id} {s.market.symbol} {s.market.timeframe}",
+        "quote_currency": quote,
         "from": start.isoformat() if start else "first stored candle",
         "until": end.isoformat() if end else "last stored candle",
         **fill_parameters(rules, market_info),
-        "initial_cash": s.trading.initial_cash,
+        f"initial_cash ({quote})": s.trading.initial_cash,
         "chart": spec.model_dump_json(),
         "trials": args.trials,
         "device": device,
@@ -294,7 +320,7 @@ def handle(args: argparse.Namespace) -> int:
         rules,
         start,
         end,
-        args.out,
+        out,
         params,
         timeframe=s.market.timeframe,
         initial_cash=s.trading.initial_cash,
@@ -305,12 +331,11 @@ def handle(args: argparse.Namespace) -> int:
         retrain=_retrainer(args, s, rules, device, progress) if args.retrain else None,
         model_meta=meta,
         threads=args.threads,
+        series=series,
+        curves=curves,
     )
-    log.info(
-        "backtest_written", out=str(args.out), strategy=name, total_return=metrics["total_return"]
-    )
-    _print_summary(metrics, args.out)
-    return 0
+    log.info("backtest_written", out=str(out), strategy=name, total_return=metrics["total_return"])
+    return metrics
 
 
 def _load_model(path: Path, device: str, s: Any) -> tuple[Any, dict]:
@@ -320,11 +345,13 @@ def _load_model(path: Path, device: str, s: Any) -> tuple[Any, dict]:
         raise CheckpointError(
             f"model loading is unavailable in this build ({exc}); use --strategy"
         ) from None
+    # Another series of the same timeframe is a transfer, labelled as such in the report.
     return load_model(
         path,
         device,
         expect_spec=s.chart,
         expect_series=(s.exchange.id, s.market.symbol, s.market.timeframe),
+        allow_transfer=True,
     )
 
 
@@ -355,6 +382,9 @@ def _print_summary(m: dict, out: Path) -> None:
 
     b = m["baselines"]["buyhold"]
     flag = "  [CHEATING: upper bound only]" if m.get("cheating") else ""
+    if m.get("series_in_training") is False:
+        learnt = ", ".join(t["name"] for t in m.get("training_series") or [])
+        flag += f"  [TRANSFER: trained on {learnt}]"
     print(f"{m['strategy']}{flag}: {m['start'][:16]} .. {m['end'][:16]}, {m['candles']:,} candles")
     for key, label, kind in (
         ("total_return", "return", "pct"),

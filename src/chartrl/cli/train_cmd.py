@@ -57,6 +57,17 @@ _RESUMABLE = ("epochs", "imitation_epochs", "stages")
 def _common(p: argparse.ArgumentParser) -> None:
     add_series_options(p)
     g = p.add_argument_group("training")
+    g.add_argument(
+        "--series",
+        metavar="A,B",
+        help="train on several stored series at once, exchange:BASE/QUOTE:timeframe comma list "
+        "(e.g. binance:BTC/USDT:1h,binance:ETC/BTC:1h; all of the model's timeframe)",
+    )
+    g.add_argument(
+        "--series-weights",
+        metavar="W,W",
+        help="--series: each series' share of the lanes and imitation samples (default: by size)",
+    )
     g.add_argument("--epochs", type=int, help="DQN epochs (total, also when resuming; default 10)")
     g.add_argument("--imitation-epochs", type=int, help="imitation epochs before DQN (default 3)")
     g.add_argument("--stages", help="comma list of stages to run: imitation, dqn (default both)")
@@ -239,6 +250,17 @@ def _resume_config(args: argparse.Namespace, saved: dict[str, Any], given: dict[
 def _resume_data_args(args: argparse.Namespace, saved: dict[str, Any]) -> None:
     """Default the series and range to the saved run's, so a grown store does not shift its split."""
     series, span = saved.get("series") or {}, saved.get("data_range") or {}
+    many = saved.get("training_series") or []
+    if len(many) > 1:
+        args.series = args.series or ",".join(x["name"] for x in many)
+        weights = [x.get("weight") for x in many]
+        if args.series_weights is None and None not in weights:
+            args.series_weights = ",".join(f"{w:g}" for w in weights)
+        asked = saved.get("series_range") or {}  # what --from/--until asked of every series
+        for attr, key in (("date_from", "from"), ("date_until", "until")):
+            if getattr(args, attr, None) is None:
+                setattr(args, attr, asked.get(key))
+        return
     if series.get("exchange") == SYNTHETIC:
         if args.synthetic is None:
             args.synthetic = span.get("candles")
@@ -263,6 +285,13 @@ def _check_resumed_data(
     """Refuse to resume on other candles than the run's (another series, range or length)."""
     was = {**(saved.get("series") or {}), **(saved.get("data_range") or {})}
     now = {**meta["series"], **meta["data_range"]}
+    trained = [x.get("name") for x in saved.get("training_series") or []]
+    loads = [x["name"] for x in meta.get("training_series") or []]
+    if len(trained) > 1 and trained != loads:
+        raise UsageError(
+            f"--resume {args.resume}: the run was trained on --series {','.join(trained)} but now "
+            f"loads {','.join(loads) or 'one series'}; resume without --series, or train anew"
+        )
     for key in ("exchange", "symbol", "timeframe", "candles", "from", "until"):
         if key in was and was[key] != now[key]:
             raise UsageError(
@@ -272,12 +301,21 @@ def _check_resumed_data(
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """Settings, candles and the checkpoint meta describing them."""
+    """Settings, candles (or --series: a list of (name, candles, rules)) and the checkpoint meta."""
     s = settings(args)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
+    explicit = args.synthetic or args.exchange or args.symbol  # one series asked for
+    if args.series is None and s.model.train_series and not explicit:  # config's --series
+        args.series = ",".join(s.model.train_series)
+        if args.series_weights is None and s.model.train_series_weights:
+            args.series_weights = ",".join(f"{w:g}" for w in s.model.train_series_weights)
+    if args.series:
+        return _load_series(args, s)
+    if args.series_weights:
+        raise UsageError("--series-weights needs --series")
     if args.synthetic:
         from chartrl.testing.synthetic import synthetic_candles
 
@@ -314,6 +352,31 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     return s, candles, meta
 
 
+def _load_series(args: argparse.Namespace, s: Any) -> tuple[Any, Any, dict[str, Any]]:
+    from chartrl.train.sources import load_series, series_meta
+
+    if args.synthetic or args.exchange or args.symbol:
+        raise UsageError("--series names every series; drop --exchange/--symbol/--synthetic")
+    start, end = date_range(args)
+
+    def settings_for(exchange: str, symbol: str, timeframe: str) -> Any:
+        exchange_, symbol_, tf_ = args.exchange, args.symbol, args.timeframe
+        args.exchange, args.symbol, args.timeframe = exchange, symbol, timeframe
+        try:
+            return settings(args)
+        finally:
+            args.exchange, args.symbol, args.timeframe = exchange_, symbol_, tf_
+
+    series, rules, infos, tf = load_series(
+        args.series, args.series_weights, args.timeframe, settings_for, start, end
+    )
+    s = settings_for(infos[0]["exchange"], infos[0]["symbol"], tf)
+    meta = series_meta(
+        s.chart, f"store:{s.data_dir}", series, infos, args.date_from, args.date_until
+    )
+    return s, [(name, c, r) for (name, c), r in zip(series, rules, strict=True)], meta
+
+
 def _rules(s: Any, meta: dict[str, Any]) -> Any:
     """The fills the model will get, as `chartrl backtest` and the daemon build them (the market's
     precision and minimums), recorded in ``meta`` (model.json ``fills``): a model trained and
@@ -331,8 +394,13 @@ def _rules(s: Any, meta: dict[str, Any]) -> Any:
 
 
 def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dict[str, Any]) -> Any:
+    from chartrl.train.checkpoint import training_series
     from chartrl.train.env import prepare_data
 
+    if isinstance(candles, list):  # --series
+        from chartrl.train.sources import prepare_many
+
+        return prepare_many(candles, s.chart, s.market.timeframe, cfg, args.series_weights, meta)
     data = prepare_data(candles, s.chart, s.market.timeframe, cfg.validation_fraction)
     ts = candles["timestamp"]
     meta["data_range"]["validation_from"] = (
@@ -340,6 +408,7 @@ def _prepare(args: argparse.Namespace, s: Any, candles: Any, cfg: Any, meta: dic
         if len(data.validation)
         else None
     )
+    meta["training_series"] = training_series(meta)
     return data
 
 
@@ -404,7 +473,7 @@ def _train(args: argparse.Namespace) -> int:
         val = ", ".join(
             f"{k[4:]} {'n/a' if v in (None, '') else f'{float(v):.4g}'}"
             for k, v in last.items()
-            if k.startswith("val_")
+            if k.startswith("val_") and "@" not in k  # several series: the pooled figures
         )
         epochs = sum(1 for h in history if h.get("kind", "epoch") == "epoch")
         best = (ckpt.read_meta(out).get("checkpoint") or {}).get("best")

@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import (
     Field,
-    PrivateAttr,
     SecretStr,
     field_validator,
 )
@@ -205,8 +204,19 @@ class ModelSettings(_Section):
     )
     per_symbol: bool = Field(
         False,
-        description="One champion per symbol, in <model dir>/<BASE-QUOTE> (train it with --symbol), "
+        description="One champion per symbol, in <model dir>/<BASE-QUOTE> (chartrl train --symbol "
+        "X --out there), "
         "each retrained on its own candles; false = one model for every symbol of market.symbols.",
+    )
+    train_series: list[str] = Field(
+        default_factory=list,
+        description="`chartrl train` on several stored series at once, each "
+        "exchange:BASE/QUOTE:timeframe (the default of --series; empty = the market's one series).",
+    )
+    train_series_weights: list[float] = Field(
+        default_factory=list,
+        description="Each train_series' share of the lanes and imitation samples (the default of "
+        "--series-weights; empty = by their sizes).",
     )
 
 
@@ -334,7 +344,6 @@ class Settings(_Section):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
-    _shared_by: tuple[str, ...] = PrivateAttr(())
 
     @property
     def data_dir(self) -> Path:
@@ -363,15 +372,6 @@ class Settings(_Section):
             base_quote(symbol)[1], self.trading.initial_cash
         )
         trading = self.trading.model_copy(update={"initial_cash": cash})
-        narrowed = self.model_copy(
+        return self.model_copy(
             update={"market": market, "risk": self.risk.for_symbol(symbol), "trading": trading}
         )
-        if len(self.market.all_symbols) > 1 and not self.model.per_symbol:
-            narrowed._shared_by = tuple(self.market.all_symbols)
-        return narrowed
-
-    @property
-    def model_shared_by(self) -> tuple[str, ...]:
-        """The symbols whose ticks share this one model (empty: it serves market.symbol alone,
-        and must have been trained on it)."""
-        return self._shared_by

@@ -79,28 +79,6 @@ def resolve_device(name: str) -> Any:
     return torch.device("cpu")
 
 
-def _check_shared(
-    model_dir: Path, meta: dict[str, Any], symbol: str, shared: tuple[str, ...], want: tuple
-) -> None:
-    """A model shared by ``shared`` symbols: refused on another timeframe; logged when ``symbol``
-    is not the series it learned from (a transfer, which status and the log say plainly)."""
-    series = meta.get("series") or {}
-    if series.get("timeframe") != want[2]:
-        raise CheckpointError(
-            f"model {model_dir} was trained on {series.get('timeframe')!r} candles, the daemon "
-            f"trades {want[2]!r} (market.timeframe); one model for market.symbols {list(shared)} "
-            "must have their timeframe"
-        )
-    if (series.get("exchange"), series.get("symbol")) != want[:2]:
-        log.warning(
-            "model_transfer",
-            symbol=symbol,
-            model_dir=str(model_dir),
-            trained_on=f"{series.get('exchange')}:{series.get('symbol')}:{series.get('timeframe')}",
-            why="one model for every symbol (model.per_symbol = false)",
-        )
-
-
 def _model_stamp(model_dir: Path) -> tuple[int, int] | None:
     # The retrain renames a whole new directory into place: a new inode tells us, cheaply.
     for name in ("model.json", "model.pt"):
@@ -177,12 +155,11 @@ class PolicyRunner:
             )
         stamp = _model_stamp(self.model_dir)
         validate_meta(self.model_dir)
-        shared = self.settings.model_shared_by
-        # One model for several symbols cannot match each one's series: the timeframe must.
-        expect = None if shared else self._series()
-        policy, meta = load_model(self.model_dir, self.device, expect_series=expect)
-        if shared:
-            _check_shared(self.model_dir, meta, self.settings.market.symbol, shared, self._series())
+        # Another series of the model's timeframe is a transfer (logged model_transfer); another
+        # timeframe is refused.
+        policy, meta = load_model(
+            self.model_dir, self.device, expect_series=self._series(), allow_transfer=True
+        )
         self.spec = ChartSpec(**meta["chart_spec"])
         diff = self.spec.diff(self.settings.chart)
         if diff:

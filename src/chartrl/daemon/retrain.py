@@ -22,7 +22,6 @@ failed, the challenger removed. The daemon notices the new champion at its next 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import time
@@ -85,17 +84,11 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-SHARED_RETRAIN_MISSING = (
-    "retraining one model on all of market.symbols ({symbols}) needs multi-series training "
-    "(`chartrl train --series`, issue 14 item 1), which this chartrl does not have yet; set "
-    "model.per_symbol = true (a model per symbol), or retrain one with `chartrl retrain --symbol X`"
-)
-
-
 def run_retrains(settings: Settings, **kw: Any) -> list[RetrainResult]:
     """Every configured symbol's retrain (``chartrl retrain``, the daemon's nightly child): one
     cycle per symbol under model.per_symbol, each on its own candles and champion, one failing
-    never stopping the next; else the one model's cycle. Same keywords as :func:`run_retrain`."""
+    never stopping the next; else the one model's cycle on every symbol at once
+    (daemon/retrain_shared.py). Same keywords as :func:`run_retrain`."""
     from chartrl.daemon.lock import data_dir_lock
 
     symbols = settings.market.all_symbols
@@ -104,16 +97,9 @@ def run_retrains(settings: Settings, **kw: Any) -> list[RetrainResult]:
     with data_dir_lock(settings.data_dir, "retrain"):
         if settings.model.per_symbol:
             return [_run_retrain(settings.for_symbol(sym), symbol=sym, **kw) for sym in symbols]
-        if importlib.util.find_spec("chartrl.train.series") is not None:
-            from chartrl.daemon.retrain_shared import run_shared_retrain
+        from chartrl.daemon.retrain_shared import run_shared_retrain
 
-            return [run_shared_retrain(settings, **kw)]
-        error = SHARED_RETRAIN_MISSING.format(symbols=", ".join(symbols))
-        with Ledger.for_data_dir(settings.data_dir) as ledger:
-            rid = ledger.start_retrain(None)
-            ledger.finish_retrain(rid, status="failed", error=error)
-        log.error("retrain_finished", status="failed", error=error)
-        return [RetrainResult("failed", error=error)]
+        return [run_shared_retrain(settings, **kw)]
 
 
 def run_retrain(

@@ -144,8 +144,10 @@ def judge(
     returns: dict[str, Any] = {}
     version = None
     for name, path in (("champion", champion), ("challenger", challenger)):
-        expect = None if any_series else (ex, sym, tf)
-        policy, m = load_model(path, device, expect_spec=spec, expect_series=expect)
+        # A model of other series too (the shared one) still must have this timeframe.
+        policy, m = load_model(
+            path, device, expect_spec=spec, expect_series=(ex, sym, tf), allow_transfer=any_series
+        )
         if name == "challenger":
             version = model_version(path, m)
         scores[name], run, _ = walkforward.evaluate_runs(

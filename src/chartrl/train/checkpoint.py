@@ -24,11 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from chartrl.atomic import atomic_write
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import CheckpointError
+from chartrl.logs import get_logger
+
+log = get_logger(__name__)
 
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
@@ -166,13 +170,39 @@ def read_meta(dir: Path | str) -> dict[str, Any]:
     return meta
 
 
+def training_series(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every series a model learnt from: model.json ``training_series`` (name, exchange, symbol,
+    timeframe, from, until, candles, validation_from, weight, fills), or for a model written
+    before it existed, its one ``series`` with ``data_range``."""
+    if meta.get("training_series"):
+        return list(meta["training_series"])
+    s, span = meta.get("series") or {}, meta.get("data_range") or {}
+    name = f"{s.get('exchange')}:{s.get('symbol')}:{s.get('timeframe')}"
+    keys = ("from", "until", "candles", "validation_from")
+    return [{"name": name, **s, **{k: span.get(k) for k in keys if k in span}}]
+
+
+def series_in_training(meta: dict[str, Any], exchange: str, symbol: str, timeframe: str) -> bool:
+    """Whether the model learnt from this series; False means using it here is a transfer."""
+    return any(
+        (t.get("exchange"), t.get("symbol"), t.get("timeframe")) == (exchange, symbol, timeframe)
+        for t in training_series(meta)
+    )
+
+
 def load_model(
     dir: Path | str,
     device: str | torch.device = "cpu",
     expect_spec: ChartSpec | None = None,
     expect_series: tuple[str, str, str] | None = None,
+    allow_transfer: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The policy (in eval mode, on ``device``) and its meta; refuses a mismatch or a bad file."""
+    """The policy (in eval mode, on ``device``) and its meta; refuses a mismatch or a bad file.
+    ``expect_series`` must be one of the series the model learnt from (``training_series``).
+    ``allow_transfer``: ``expect_series`` may be a series the model was not trained on (the
+    chart is scale-free, so a model can read another market's chart), as long as the timeframe
+    is the model's; the load is logged as ``model_transfer``, and the caller labels its output
+    (``series_in_training``)."""
     from chartrl.strategies.registry import build_policy
 
     dir = Path(dir)
@@ -190,7 +220,23 @@ def load_model(
                 f"model {dir} was trained on another chart spec (model != expected): {'; '.join(diffs)}; retrain or use a matching config"
             )
     series = meta["series"]
-    if expect_series is not None:
+    if expect_series is not None and allow_transfer:
+        if series.get("timeframe") != expect_series[2]:
+            raise CheckpointError(
+                f"model {dir} was trained on {series.get('timeframe')} candles, not "
+                f"{expect_series[2]}: a chart of another timeframe is another picture of time; "
+                f"use --timeframe {series.get('timeframe')} or a model of that timeframe"
+            )
+        if not series_in_training(meta, *expect_series):
+            learnt = ", ".join(str(t.get("name")) for t in training_series(meta))
+            log.warning(
+                "model_transfer",
+                model_dir=str(dir),
+                series=":".join(expect_series),
+                training_series=learnt,
+            )
+    elif expect_series is not None and not series_in_training(meta, *expect_series):
+        # Any series of a multi-series model is its own; the message names the first one.
         got = (series.get("exchange"), series.get("symbol"), series.get("timeframe"))
         diffs = [
             f"{k}: {a!r} != {b!r}"
@@ -252,3 +298,45 @@ def load_train_state(dir: Path | str) -> dict[str, Any]:
             f"corrupt/truncated training state {path}: not a readable torch file, so {dir} cannot be resumed; restore it from a "
             f"backup or train anew into another --out (the model itself may still load)"
         ) from None
+
+
+def train_state_bytes(
+    target: torch.nn.Module,
+    dqn_optimizer: torch.optim.Optimizer,
+    imitation_optimizer: torch.optim.Optimizer,
+    counters: dict[str, int],
+    rng: np.random.Generator,
+) -> bytes:
+    """What ``--resume`` needs beside the weights (``TRAIN_STATE_FILE``): the target network, both
+    optimisers, the counters and the numpy stream."""
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "target": target.state_dict(),
+            "dqn_optimizer": dqn_optimizer.state_dict(),
+            "imitation_optimizer": imitation_optimizer.state_dict(),
+            "counters": counters,
+            "numpy_rng": rng.bit_generator.state,
+        },
+        buf,
+    )
+    return buf.getvalue()
+
+
+def restore_train_state(
+    dir: Path | str,
+    target: torch.nn.Module,
+    dqn_optimizer: torch.optim.Optimizer,
+    imitation_optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    rank: int = 0,
+) -> dict[str, int]:
+    """Load ``train_state_bytes``' content from ``dir`` into the objects; returns the counters.
+    Only rank 0's numpy stream was saved: other ranks keep their own fresh streams."""
+    state = load_train_state(dir)
+    target.load_state_dict(state["target"])
+    dqn_optimizer.load_state_dict(state["dqn_optimizer"])
+    imitation_optimizer.load_state_dict(state["imitation_optimizer"])
+    if rank == 0:
+        rng.bit_generator.state = state["numpy_rng"]
+    return {k: int(v) for k, v in state["counters"].items()}

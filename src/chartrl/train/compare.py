@@ -19,35 +19,43 @@ from chartrl.account.fills import MarketRules
 from chartrl.train import seedstats
 from chartrl.train.dqn import TrainConfig, train
 from chartrl.train.env import TrainData
-from chartrl.train.evaluation import GreedyRun, run_metrics
+from chartrl.train.evaluation import GreedyRun, pooled_metrics, run_metrics
 
 
 def buy_and_hold(data: TrainData, rules: MarketRules, cash: float) -> dict[str, float | None]:
     """The validation metrics of buying at the first validation candle and holding (a reference):
-    the backtest's buy-and-hold baseline over the validation decisions."""
+    the backtest's buy-and-hold baseline over the validation decisions; with several series, on
+    each series' own candles, pooled as validation pools them (evaluation.pooled_metrics)."""
     from chartrl.backtest.runner import run_backtest
     from chartrl.strategies.rules import BuyHold
 
-    v = data.validation
-    res = run_backtest(
-        BuyHold(),
-        data.candles,
-        data.spec,
-        rules,
-        initial_cash=cash,
-        span=(int(v[0]), int(v[-1]) + 1),
-    )
-    run = GreedyRun(
-        res.actions,
-        res.equity,
-        res.position,
-        res.fills,
-        res.fill_index,
-        res.candles["open"].to_numpy(np.float64),
-        float(res.candles["close"].iloc[-1]),
-        rules,
-    )
-    return run_metrics(run, data.timeframe)
+    runs = []
+    for p in data.series or [None]:
+        lo, hi = (0, len(data.candles)) if p is None else (p.start, p.stop)
+        v = (data.validation if p is None else p.validation) - lo
+        r = rules if p is None or p.rules is None else p.rules
+        res = run_backtest(
+            BuyHold(),
+            data.candles.iloc[lo:hi].reset_index(drop=True),
+            data.spec,
+            r,
+            initial_cash=cash,
+            span=(int(v[0]), int(v[-1]) + 1),
+        )
+        runs.append(
+            GreedyRun(
+                res.actions,
+                res.equity,
+                res.position,
+                res.fills,
+                res.fill_index,
+                res.candles["open"].to_numpy(np.float64),
+                float(res.candles["close"].iloc[-1]),
+                r,
+            )
+        )
+    each = [run_metrics(run, data.timeframe) for run in runs]
+    return each[0] if len(runs) == 1 else pooled_metrics(runs, each, data.timeframe)
 
 
 def _f(v: Any) -> float:

@@ -1,9 +1,11 @@
 """The trainer: optional imitation pretraining, then Double DQN on the replay environment.
 
-Written top to bottom in the manner of CleanRL's ``dqn_atari.py``: a dataclass of hyperparameters,
-then one loop in plain sight. Shared pieces live next door: the environment and frame cache
-(env.py), the replay memory (replay.py), imitation (imitation.py), evaluation (evaluation.py),
-checkpoints (checkpoint.py) and torch.distributed plumbing (distributed.py).
+Written top to bottom in the manner of CleanRL's ``dqn_atari.py``: the hyperparameters (a
+dataclass with a docstring per field, config.py), then one loop in plain sight. Shared pieces live
+next door: the environment and frame cache (env.py), the replay memory (replay.py), the TD loss and
+optimiser step (learner.py), imitation (imitation.py), evaluation (evaluation.py), validation
+scheduling and TensorBoard (monitor.py), history.csv (history.py), checkpoints (checkpoint.py) and
+torch.distributed plumbing (distributed.py).
 
 Every policy trains on sequences: stateless ones (cnn, resnet) on sequences of length 1, which is
 plain DQN; recurrent ones (cnnrnn, gru) on ``burn_in + seq_len`` steps R2D2-style, with the hidden
@@ -13,133 +15,51 @@ state stored at the sequence start, burnt in without gradients and then unrolled
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from chartrl.account.fills import MarketRules
 from chartrl.errors import UsageError
 from chartrl.logs import get_logger
-from chartrl.strategies.base import frozen_bn_stats, stack_frames
-from chartrl.strategies.registry import build_policy
-from chartrl.strategies.rules import DEFAULT_TRADE_PENALTY
+from chartrl.strategies.base import stack_frames
 from chartrl.train import checkpoint as ckpt
+from chartrl.train.config import TrainConfig, eps_decay_for, epsilon_at, train_config
 from chartrl.train.distributed import DistInfo, barrier, sync_buffers, wrap
-from chartrl.train.env import FrameCache, ReplayEnv, TrainData, max_lanes
-from chartrl.train.evaluation import greedy_run, run_metrics
-from chartrl.train.imitation import class_weights, imitation_epoch, imitation_targets
+from chartrl.train.env import ReplayEnv, TrainData, max_lanes
+from chartrl.train.evaluation import validate
+from chartrl.train.history import history_bytes, read_history
+from chartrl.train.imitation import class_weights, imitation_epoch, imitation_targets_for
+from chartrl.train.learner import new_policy, optimizer_step, td_loss
 from chartrl.train.monitor import (
     DqnScalars,
     due,
     eval_every_for,
+    progress_columns,
     selection_score,
     write_validation,
 )
-from chartrl.train.replay import SequenceBatch, SequenceReplay
+from chartrl.train.replay import SequenceReplay
+from chartrl.train.series import lane_layout, series_visits
+
+__all__ = [  # the names other modules import from here, defined next door
+    "TrainConfig",
+    "TrainResult",
+    "eps_decay_for",
+    "epsilon_at",
+    "read_history",
+    "td_loss",
+    "train",
+    "train_config",
+]
 
 log = get_logger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of one training run (stored in model.json)."""
-
-    seed: int = 1
-    """Seed of weights, exploration and replay sampling (rank r of a distributed run adds r to the latter)."""
-    stages: tuple[str, ...] = ("imitation", "dqn")
-    """Stages to run, in order: 'imitation' (oracle labels), 'dqn' (reinforcement fine-tuning)."""
-    epochs: int = 10
-    """DQN epochs; one epoch walks the whole training part once (split over the lanes). A total: --resume stops there."""
-    imitation_epochs: int = 3
-    """Imitation epochs; each samples as many labelled frames as the training part holds."""
-    num_envs: int = 8
-    """Lanes walking consecutive slices of the training history at once (batched acting)."""
-    learning_rate: float = 2.5e-4
-    """Adam learning rate of the DQN stage."""
-    imitation_lr: float = 1e-3
-    """Adam learning rate of the imitation stage."""
-    buffer_size: int = 50_000
-    """Replay memory size in transitions (all lanes together)."""
-    gamma: float = 0.99
-    """Discount factor per candle."""
-    target_network_frequency: int = 200
-    """Gradient updates between copies of the online network into the target network."""
-    batch_size: int = 16
-    """Sequences per update; stateless policies take batch_size * seq_len single transitions instead."""
-    seq_len: int = 8
-    """Steps per sequence that receive a TD loss (recurrent policies); also the BPTT length of imitation."""
-    burn_in: int = 8
-    """Steps per sequence that only warm the hidden state up from its stored value (recurrent policies)."""
-    learning_starts: int = 2_000
-    """Transitions collected before the first update."""
-    train_frequency: int = 16
-    """Environment steps (of all lanes at once) between two updates: 16 x 8 lanes = 128 transitions per
-    update of 16 x 8 learned steps (replay ratio 1 per epoch), sized so a cnnrnn epoch over the
-    whole BTC history fits in 5 minutes on a 2-core CPU (benchmarks/train.py)."""
-    eps_start: float = 0.9
-    """Exploration rate until the first update (PyTorch DQN tutorial's EPS_START)."""
-    eps_end: float = 0.05
-    """Exploration rate it decays to (EPS_END)."""
-    eps_decay: float | None = None
-    """Exponential decay constant in transitions (EPS_DECAY), counted from learning_starts:
-    eps = end + (start - end) * exp(-max(0, n - learning_starts) / decay). None: a fifth of the DQN
-    transitions planned after learning_starts (epochs x steps x lanes), so eps is still ~0.6 after
-    a tenth of the run and within 0.01 of the floor only in about its last tenth; the tutorial's 1000
-    would reach the floor after 6k of the ~28k transitions of one BTC epoch. The value used is
-    stored with the hyperparameters, so --resume continues the same schedule."""
-    max_grad_norm: float = 10.0
-    """Gradient norm clip."""
-    reward_scale: float = 100.0
-    """Rewards (hourly log returns, ~1e-3) are multiplied by this so Q-values are O(1) for the Huber loss."""
-    oracle_window: int = 24
-    """Half-width in candles of the extrema oracle's window (oracle = 'extrema' only)."""
-    oracle: str = "dp"
-    """Imitation targets: 'dp', the fee-aware optimal action from the position the policy is in;
-    'extrema', the article's window-extrema labels (the same in either position)."""
-    oracle_trade_penalty: float = DEFAULT_TRADE_PENALTY
-    """Penalty per round trip of the dp oracle, log-return units: 0.02 gives ~4 round trips a week
-    on hourly BTC (benchmarks/oracle_penalty.py); fees alone still trade on most hourly swings."""
-    imitation_target: str = "labels"
-    """'labels': cross-entropy on the oracle's action; 'values' (dp only): Huber regression of Q to
-    the DP's discounted action values x reward_scale, the scale DQN then continues on."""
-    imitation_weights: str = "none"
-    """Cross-entropy class weights: 'none', or 'inverse' frequency (moves the argmax towards
-    trading: kept only to reproduce the old imitation)."""
-    validation_fraction: float = 0.15
-    """Last fraction of the candles kept for validation (minus one chart window, purged)."""
-    max_steps_per_epoch: int | None = None
-    """Cap on environment steps (and imitation updates) per epoch, for smoke runs and benchmarks."""
-    eval_every: int | None = None
-    """DQN gradient updates between two greedy validation runs, counted from each epoch's start
-    (each a history.csv row with the update count, TensorBoard points and a chance to become the
-    best checkpoint), besides the one at every epoch end (one due within half of N of the epoch
-    end is left to it). None: enough
-    for at least 10 validation points per run, epoch ends included (train/monitor.py); 0: epoch
-    ends only. The value used is stored with the hyperparameters."""
-    policy_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the policy constructor (e.g. {'hidden_size': 64})."""
-    norm: str = "group"
-    """Conv normalisation: 'group' (default), 'layer', 'none' compute the same function when acting,
-    learning and as the target; 'batch' uses batch statistics to learn, running ones to act."""
-    dueling: bool = False
-    """Dueling Q head (Q = V + A - mean A) instead of a linear one."""
-    n_step: int = 1
-    """Steps of reward summed before bootstrapping (n-step Double DQN), inside one episode."""
-    frame_stack: int = 1
-    """cnn only: the charts of the last K candles as the channels of its input (a memory of K)."""
-
-
-# What a model.json written before a field existed was trained with (train_config fills these in).
-_BEFORE = {"norm": "batch", "dueling": False, "n_step": 1, "frame_stack": 1}
 
 
 @dataclass
@@ -148,124 +68,6 @@ class TrainResult:
     """One row per epoch (also written to history.csv)."""
     policy: nn.Module
     """The trained policy (this rank's copy; identical on every rank of a distributed run)."""
-
-
-def eps_decay_for(cfg: TrainConfig, planned_transitions: int) -> float:
-    """``cfg.eps_decay``, or its default for a run of ``planned_transitions`` (see TrainConfig)."""
-    if cfg.eps_decay is not None:
-        return cfg.eps_decay
-    return max(1.0, (planned_transitions - cfg.learning_starts) / 5)
-
-
-def epsilon_at(cfg: TrainConfig, transitions: int, decay: float) -> float:
-    """Exploration rate after ``transitions``: eps_start until learning_starts, then decaying."""
-    n = max(0, transitions - cfg.learning_starts)
-    return cfg.eps_end + (cfg.eps_start - cfg.eps_end) * math.exp(-n / decay)
-
-
-def train_config(saved: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from model.json's ``hyperparameters`` (unknown keys of other versions dropped)."""
-    known = {f.name for f in fields(TrainConfig)}
-    kwargs = {**_BEFORE, **{k: v for k, v in saved.items() if k in known}}
-    if "stages" in kwargs:
-        kwargs["stages"] = tuple(kwargs["stages"])
-    return TrainConfig(**kwargs)
-
-
-def td_loss(
-    batch: SequenceBatch,
-    frames: FrameCache,
-    policy: nn.Module,
-    model: nn.Module,
-    target: nn.Module,
-    burn_in: int,
-    gamma: float,
-    device: torch.device,
-    n_step: int = 1,
-) -> torch.Tensor:
-    """Double-DQN Huber loss on the steps after the burn-in, with n-step returns: step k's target
-    is r_k + g r_(k+1) + ... + g^(n-1) r_(k+n-1) + g^n Q_target(s_(k+n), argmax Q_online(s_(k+n))).
-    The sequence holds burn_in + learned + n - 1 steps, all of one episode, so the last n - 1 only
-    supply rewards and bootstrap states. A terminated step (bankruptcy) ends the sum: nothing after
-    it counts, no value is bootstrapped; a truncated one (slice end) keeps its next state, being
-    stored only when that is the next candle. The no-grad passes of the online network (burn-in,
-    the steps after the learned ones) leave BatchNorm's running statistics alone; under BatchNorm
-    they normalise by their batch like the learned steps (see strategies/base.frozen_bn_stats)."""
-    bsz, steps = batch.action.shape
-    b, n = burn_in, n_step
-    t = steps - b - (n - 1)  # steps that get a loss
-    x = frames.get(batch.idx)
-    x = x.view(bsz, steps + 1, *x.shape[1:]).to(device, non_blocking=True)
-    pos = batch.position.to(device)
-    h0 = batch.hidden.to(device) if batch.hidden is not None else None
-    amp = device.type == "cuda"
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-        with torch.no_grad():
-            q_target, _ = target(x, pos, h0)  # (B, T+1, 3): its own burn-in, from the stored state
-            with frozen_bn_stats(policy):
-                h = policy(x[:, :b], pos[:, :b], h0)[1] if b else h0
-        q, h_end = model(x[:, b : b + t], pos[:, b : b + t], h)
-        with torch.no_grad(), frozen_bn_stats(policy):
-            q_ahead, _ = policy(
-                x[:, b + t :], pos[:, b + t :], h_end.detach() if h_end is not None else None
-            )
-    q, q_target, q_ahead = q.float(), q_target.float(), q_ahead.float()
-    online = torch.cat([q[:, 1:].detach(), q_ahead], dim=1)  # states b+1 .. T
-    next_online = online[:, n - 1 : n - 1 + t]  # the bootstrap states b+n .. b+n+t-1
-    next_value = (
-        q_target[:, b + n : b + n + t].gather(-1, next_online.argmax(-1, keepdim=True)).squeeze(-1)
-    )
-    rewards = batch.reward[:, b:].to(device).unfold(1, n, 1)  # (B, t, n): r_k .. r_(k+n-1)
-    alive = (1.0 - batch.terminated[:, b:].to(device)).unfold(1, n, 1).cumprod(-1)
-    before = torch.cat([torch.ones_like(alive[..., :1]), alive[..., :-1]], dim=-1)
-    powers = gamma ** torch.arange(n, device=device, dtype=rewards.dtype)
-    y = (rewards * powers * before).sum(-1) + gamma**n * alive[..., -1] * next_value
-    q_sa = q.gather(-1, batch.action[:, b : b + t].to(device).unsqueeze(-1)).squeeze(-1)
-    return F.smooth_l1_loss(q_sa, y)
-
-
-def _step(
-    loss: torch.Tensor,
-    policy: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    clip: float,
-) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    nn.utils.clip_grad_norm_(policy.parameters(), clip)
-    scaler.step(optimizer)
-    scaler.update()
-
-
-def _validate(
-    policy: nn.Module, data: TrainData, rules: MarketRules, cash: float, device: torch.device
-) -> tuple[dict[str, float], np.ndarray | None]:
-    """Validation metrics and the greedy actions (None without a validation part)."""
-    if len(data.validation) == 0:
-        return {}, None
-    run = greedy_run(policy, data.frames, data.arrays, data.validation, cash, rules, device)
-    return run_metrics(run, data.timeframe), run.actions
-
-
-def _history_bytes(rows: list[dict[str, Any]]) -> bytes:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue().encode()
-
-
-def read_history(out_dir: Path) -> list[dict[str, Any]]:
-    path = out_dir / "history.csv"
-    if not path.is_file():
-        return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def train(
@@ -283,14 +85,7 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train ``strategy`` on ``data``; writes the model dir after every epoch."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
 
     out_dir, device, dist, rules = (
         Path(out_dir),
@@ -303,29 +98,16 @@ def train(
     rng = np.random.default_rng([cfg.seed, dist.rank])
     series = tuple(meta["series"][k] for k in ("exchange", "symbol", "timeframe"))
     most = max_lanes(len(data.train)) // dist.world_size
-    if (
-        "dqn" in cfg.stages and cfg.num_envs > most
-    ):  # refused before minutes of imitation, not after
+    if "dqn" in cfg.stages and cfg.num_envs > most:  # refused before minutes of imitation
         raise UsageError(
-            f"--num-envs {cfg.num_envs}: {len(data.train)} training candles feed at most {most} lanes per process; "
-            f"use --num-envs {most} or less, or load more candles"
+            f"--num-envs {cfg.num_envs}: {len(data.train)} training candles feed at most {most} "
+            f"lanes per process; use --num-envs {most} or less, or load more candles"
         )
-    if (
-        resume
-    ):  # the saved network, whatever policy_kwargs built it; refused if spec or series differ
-        policy = ckpt.load_model(out_dir, "cpu", expect_spec=data.spec, expect_series=series)[0].to(
-            device
-        )
+    if resume:  # the saved network, whatever policy_kwargs built it; refused if spec/series differ
+        policy = ckpt.load_model(out_dir, "cpu", expect_spec=data.spec, expect_series=series)[0]
     else:
-        kwargs = {"norm": cfg.norm, "dueling": cfg.dueling, **cfg.policy_kwargs}
-        if cfg.frame_stack != 1:
-            if strategy != "cnn":
-                raise UsageError(
-                    f"--frame-stack {cfg.frame_stack}: only the cnn stacks frames; "
-                    f"{strategy} has its own memory, drop --frame-stack"
-                )
-            kwargs["frame_stack"] = cfg.frame_stack
-        policy = build_policy(strategy, data.spec, **kwargs).to(device)
+        policy = new_policy(strategy, data.spec, cfg)
+    policy = policy.to(device)
     data = replace(data, frames=stack_frames(data.frames, policy))  # the same, or K stacked
     target = copy.deepcopy(policy).eval().requires_grad_(False)
     model = wrap(policy, dist, device)
@@ -335,13 +117,9 @@ def train(
     counters = {"imitation_epochs": 0, "dqn_epochs": 0, "transitions": 0, "updates": 0}
     history: list[dict[str, Any]] = []
     if resume:
-        state = ckpt.load_train_state(out_dir)
-        target.load_state_dict(state["target"])
-        dqn_opt.load_state_dict(state["dqn_optimizer"])
-        imit_opt.load_state_dict(state["imitation_optimizer"])
-        counters.update({k: int(v) for k, v in state["counters"].items()})
-        if dist.rank == 0:  # other ranks keep their own fresh streams (only rank 0's was saved)
-            rng.bit_generator.state = state["numpy_rng"]
+        counters.update(
+            ckpt.restore_train_state(out_dir, target, dqn_opt, imit_opt, rng, dist.rank)
+        )
         history = read_history(out_dir)
         log.info("train_resumed", dir=str(out_dir), **counters)
     writer = None
@@ -362,17 +140,7 @@ def train(
 
     def checkpoint(metrics: dict[str, float], where: dict[str, Any]) -> None:
         if main:
-            buf = io.BytesIO()
-            torch.save(
-                {
-                    "target": target.state_dict(),
-                    "dqn_optimizer": dqn_opt.state_dict(),
-                    "imitation_optimizer": imit_opt.state_dict(),
-                    "counters": counters,
-                    "numpy_rng": rng.bit_generator.state,
-                },
-                buf,
-            )
+            state = ckpt.train_state_bytes(target, dqn_opt, imit_opt, counters, rng)
             full = {
                 **meta,
                 "strategy": strategy,
@@ -387,8 +155,8 @@ def train(
                 policy,
                 full,
                 extra_files={
-                    ckpt.TRAIN_STATE_FILE: buf.getvalue(),
-                    "history.csv": _history_bytes(history),
+                    ckpt.TRAIN_STATE_FILE: state,
+                    "history.csv": history_bytes(history),
                 },
             )
         barrier(dist)
@@ -404,7 +172,7 @@ def train(
             metrics, actions = last_eval["metrics"], None  # nothing learned since: same network
         else:
             sync_buffers(policy, dist)  # every rank validates and saves the very same network
-            metrics, actions = _validate(policy, data, rules, initial_cash, device)
+            metrics, actions = validate(policy, data, rules, initial_cash, device)
         where = {"stage": stage, "epoch": epoch, "updates": counters["updates"]}
         row = {
             **where,
@@ -436,28 +204,10 @@ def train(
         checkpoint(metrics, where)
         return metrics
 
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, disable=not (progress and main), transient=False) as bar:
+    with Progress(*progress_columns(), disable=not (progress and main), transient=False) as bar:
         # ---- stage 1: imitation of the oracle -------------------------------------------------
         if "imitation" in cfg.stages and counters["imitation_epochs"] < cfg.imitation_epochs:
-            end = data.validation_start  # the oracle sees training candles only
-            targets = imitation_targets(
-                data.arrays.open[:end],
-                data.arrays.close[:end],
-                cfg.oracle,
-                fee=rules.fee,
-                slippage_bps=rules.slippage_bps,
-                trade_penalty=cfg.oracle_trade_penalty,
-                window=cfg.oracle_window,
-                gamma=cfg.gamma,
-            )
+            targets = imitation_targets_for(data, cfg, rules)  # training candles only
             inverse = cfg.imitation_weights == "inverse"
             weights = class_weights(targets.labels[data.train]) if inverse else None
             for epoch in range(counters["imitation_epochs"], cfg.imitation_epochs):
@@ -490,6 +240,7 @@ def train(
                     on_update=lambda v, task=task: bar.update(
                         task, advance=1, info=f"loss {v:.4f}"
                     ),
+                    series=data.series,
                 )
                 counters["imitation_epochs"] = epoch + 1
                 record(
@@ -504,14 +255,16 @@ def train(
         # ---- stage 2: Double DQN ------------------------------------------------------------------
         if "dqn" in cfg.stages and counters["dqn_epochs"] < cfg.epochs:
             lanes = cfg.num_envs
+            segments, lane_rules = lane_layout(data, lanes * dist.world_size, rules)
             env = ReplayEnv(
                 data.arrays,
                 data.train,
                 lanes,
                 initial_cash,
-                rules,
+                lane_rules,
                 lane_offset=dist.rank * lanes,
                 total_lanes=lanes * dist.world_size,
+                segments=segments,
             )
             rb = SequenceReplay(
                 cfg.buffer_size, lanes, hidden_size, seed=int(rng.integers(1 << 31))
@@ -575,9 +328,8 @@ def train(
                     ended = tr["terminated"] | tr["truncated"]
                     if hidden is not None and ended.any():
                         hidden = hidden.clone()
-                        hidden[:, torch.from_numpy(ended).to(device)] = (
-                            0.0  # a new episode starts from scratch
-                        )
+                        # a new episode starts from scratch
+                        hidden[:, torch.from_numpy(ended).to(device)] = 0.0
                     obs_idx, obs_pos = env.observe()
                     counters["transitions"] += lanes
                     # This run's replay, not the restored counter: a resumed run (and every
@@ -599,7 +351,7 @@ def train(
                             device,
                             cfg.n_step,
                         )
-                        _step(loss, policy, dqn_opt, scaler, cfg.max_grad_norm)
+                        optimizer_step(loss, policy, dqn_opt, scaler, cfg.max_grad_norm)
                         losses.append(float(loss.item()))
                         counters["updates"] += 1
                         if counters["updates"] % cfg.target_network_frequency == 0:
@@ -632,6 +384,7 @@ def train(
                         "epsilon": round(eps, 4),
                         "updates": counters["updates"],
                         "transitions": steps * lanes,
+                        **series_visits(data, env.segments, steps),
                         "train_log_return": round(rewards / lanes, 6),
                         "render_seconds": round(data.frames.render_seconds - r0, 3),
                         "eval_seconds": round(eval_seconds, 3),

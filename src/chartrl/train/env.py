@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,10 @@ import torch
 from chartrl.account.base import Candle, SimAccount
 from chartrl.account.fills import MarketRules
 from chartrl.chart.spec import ChartSpec
-from chartrl.errors import DataError
 from chartrl.market.candles import to_ms
+
+if TYPE_CHECKING:
+    from chartrl.train.series import SeriesPart
 
 
 class FrameSource(Protocol):
@@ -122,6 +125,17 @@ class CandleArrays:
             np.append(step > np.median(step), True) if len(step) else np.ones(len(self.ts), bool)
         )
 
+    @classmethod
+    def concat(cls, parts: list[CandleArrays]) -> CandleArrays:
+        """Several series end to end (train/series.py). Each series' last candle keeps its
+        ``break_after`` (it has no next candle), so nothing steps from one series into the next."""
+        if len(parts) == 1:
+            return parts[0]
+        out = cls.__new__(cls)
+        for name in ("ts", "open", "high", "low", "close", "volume", "break_after"):
+            setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
+        return out
+
     def __len__(self) -> int:
         return len(self.close)
 
@@ -149,7 +163,10 @@ class ReplayEnv:
     """``num_lanes`` accounts walking equal consecutive slices of ``decisions`` (candle indices
     t, each with t+1 in the frame). A lane's episode is truncated at its slice end and at a break
     in the history, terminated on bankruptcy; within its slice a lane then restarts flat at the
-    next decision candle (new episode id)."""
+    next decision candle (new episode id). ``segments`` (all lanes' slices, ``(total, per)``)
+    replaces the equal split, and ``rules`` may be a function of the candle a lane (re)starts at
+    (several series, each with its fill model: train/series.py; crossing from one series into the
+    next is always a break, so an account never trades two series)."""
 
     def __init__(
         self,
@@ -157,9 +174,10 @@ class ReplayEnv:
         decisions: np.ndarray,
         num_lanes: int,
         initial_cash: float,
-        rules: MarketRules,
+        rules: MarketRules | Callable[[int], MarketRules],
         lane_offset: int = 0,
         total_lanes: int | None = None,
+        segments: np.ndarray | None = None,
     ) -> None:
         total = total_lanes or num_lanes
         decisions = np.asarray(decisions, dtype=np.int64)
@@ -171,16 +189,17 @@ class ReplayEnv:
             raise ValueError(
                 f"decision candle {int(decisions.max())} has no next candle to fill at"
             )
-        per = len(decisions) // total
-        # Drop the remainder at the start so every lane has the same length and epochs end together.
-        start = len(decisions) - per * total
-        self.segments = decisions[start:].reshape(total, per)[lane_offset : lane_offset + num_lanes]
-        self.arrays, self.num_lanes, self.initial_cash, self.rules = (
-            arrays,
-            num_lanes,
-            initial_cash,
-            rules,
-        )
+        if segments is None:
+            per = len(decisions) // total
+            # Drop the remainder at the start so every lane has the same length and epochs end
+            # together.
+            start = len(decisions) - per * total
+            segments = decisions[start:].reshape(total, per)
+        lanes = slice(lane_offset, lane_offset + num_lanes)
+        self.segments = segments[lanes]
+        per = self.segments.shape[1]
+        self.rules_at = rules if callable(rules) else lambda t: rules
+        self.arrays, self.num_lanes, self.initial_cash = arrays, num_lanes, initial_cash
         self.steps_per_epoch = per - 1
         self._episode_counter = 0
         self.reset()
@@ -192,7 +211,7 @@ class ReplayEnv:
     def reset(self) -> tuple[np.ndarray, np.ndarray]:
         self.ptr = np.zeros(self.num_lanes, dtype=np.int64)
         self.accounts = [
-            new_account(self.arrays, int(s[0]), self.initial_cash, self.rules)
+            new_account(self.arrays, int(s[0]), self.initial_cash, self.rules_at(int(s[0])))
             for s in self.segments
         ]
         self.episode = np.arange(self.num_lanes, dtype=np.int64) + self._episode_counter
@@ -228,12 +247,10 @@ class ReplayEnv:
             terminated[k] = account.bankrupt
             truncated[k] = not terminated[k] and (self.ptr[k] >= last or not valid[k])
         next_idx, next_pos = self.observe()
-        for k in np.flatnonzero(
-            (terminated | truncated) & (self.ptr < last)
-        ):  # restart flat, new episode
-            self.accounts[k] = new_account(
-                self.arrays, int(self.segments[k, self.ptr[k]]), self.initial_cash, self.rules
-            )
+        # restart flat, new episode
+        for k in np.flatnonzero((terminated | truncated) & (self.ptr < last)):
+            t = int(self.segments[k, self.ptr[k]])
+            self.accounts[k] = new_account(self.arrays, t, self.initial_cash, self.rules_at(t))
             self.episode[k] = self._episode_counter
             self._episode_counter += 1
         return {
@@ -250,7 +267,8 @@ class ReplayEnv:
 
 @dataclass
 class TrainData:
-    """One series prepared for training: frames, candles, and the date split."""
+    """One series (or several end to end, ``series``) prepared for training: frames, candles,
+    and the date split."""
 
     candles: pd.DataFrame
     spec: ChartSpec
@@ -262,7 +280,9 @@ class TrainData:
     validation: np.ndarray
     """Decision candles of the validation part, purged so no chart reaches into training candles."""
     validation_start: int
-    """First validation candle; oracle labels are computed on candles before it only."""
+    """First validation candle (of the first series; each one's is in ``series``)."""
+    series: tuple[SeriesPart, ...] = ()
+    """The series laid end to end in the index space (train/series.py); one for a single series."""
 
 
 def prepare_data(
@@ -271,28 +291,10 @@ def prepare_data(
     timeframe: str,
     validation_fraction: float = 0.15,
     cache_mb: int = 3072,
+    name: str = "",
 ) -> TrainData:
     """Render setup and the date split: the last ``validation_fraction`` of candles validate,
     minus one chart window (purge) so no validation chart contains a training candle."""
-    from chartrl.chart.tensor_render import TensorRenderer
+    from chartrl.train.series import prepare_series
 
-    n = len(candles)
-    renderer = TensorRenderer(candles, spec, "cpu")
-    valid = renderer.valid_indices[renderer.valid_indices < n - 1]
-    val_start = int(round(n * (1 - validation_fraction))) if validation_fraction > 0 else n
-    train = valid[valid + 1 < val_start]
-    validation = valid[valid >= val_start + spec.window - 1]
-    if len(train) < 64:
-        raise DataError(
-            f"only {len(train)} training candles with a complete {spec.window}-candle chart out of {n}; "
-            f"load a longer range (--from/--until) or use a smaller chart.window"
-        )
-    if validation_fraction > 0 and len(validation) < 16:
-        raise DataError(
-            f"only {len(validation)} validation candles after purging one chart window ({spec.window}) from the last "
-            f"{validation_fraction:.0%} of {n} candles; load a longer range or lower the validation fraction"
-        )
-    frames = FrameCache(renderer, max_bytes=cache_mb << 20)
-    return TrainData(
-        candles, spec, timeframe, CandleArrays(candles), frames, train, validation, val_start
-    )
+    return prepare_series([(name, candles)], spec, timeframe, validation_fraction, cache_mb)

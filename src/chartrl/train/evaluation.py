@@ -15,10 +15,11 @@ import torch
 
 from chartrl.account.fills import Fill, MarketRules
 from chartrl.backtest.metrics import compute_metrics
-from chartrl.backtest.skill import skill_test, trip_blocks
+from chartrl.backtest.skill import pooled_skill_test, skill_test, trip_blocks
 from chartrl.strategies.base import Policy
 from chartrl.timeframe import periods_per_year
-from chartrl.train.env import CandleArrays, FrameCache, new_account
+from chartrl.train.env import CandleArrays, FrameCache, TrainData, new_account
+from chartrl.train.series import slug
 
 VALIDATION_METRICS = (
     "total_return",
@@ -120,3 +121,60 @@ def run_metrics(run: GreedyRun, timeframe: str) -> dict[str, float | None]:
         r = run.rules
         m.update(skill_test(run.opens, run.last_close, blocks, r.fee, r.slippage_bps))
     return {k: m.get(k) for k in VALIDATION_METRICS}
+
+
+def pooled_metrics(runs: list[GreedyRun], per_series: list[dict], timeframe: str) -> dict:
+    """``VALIDATION_METRICS`` of several series' runs together. The equity curves are chained, each
+    starting where the previous ended, so returns, Sharpe and drawdown are those of the series'
+    per-candle returns one after the other (returns carry no currency: a BTC-quoted and a
+    USDT-quoted series pool without conversion); exposure over all their candles; trades summed;
+    fees and turnover None (they are in different quote currencies); the skill test pooled
+    (``pooled_skill_test``: each series' trips placed at random inside it)."""
+    equity, position = [], []
+    for k, run in enumerate(runs):
+        scale = equity[-1][-1] / run.equity[0] if k else 1.0 / run.equity[0]
+        equity.append(run.equity[1 if k else 0 :] * scale)
+        position.append(run.position[1 if k else 0 :])
+    ppy = periods_per_year(timeframe)
+    m = compute_metrics(np.concatenate(equity), np.concatenate(position), [], ppy)
+    m["trades"] = int(sum(s["trades"] or 0 for s in per_series))
+    years = (m["candles"] - 1) / ppy
+    m["trades_per_week"] = m["trades"] / (years * 365.0 / 7.0) if years > 0 else 0.0
+    m["fees_paid"] = m["turnover"] = None
+    skill = [
+        (
+            r.opens,
+            r.last_close,
+            trip_blocks(r.fills, r.fill_index, len(r.opens) - 1),
+            r.rules.fee,
+            r.rules.slippage_bps,
+        )
+        for r in runs
+        if r.opens is not None and r.rules is not None
+    ]
+    if len(skill) == len(runs):
+        m.update(pooled_skill_test(skill))
+    return {k: m.get(k) for k in VALIDATION_METRICS}
+
+
+def validate(
+    policy: Policy, data: TrainData, rules: MarketRules, cash: float, device: torch.device
+) -> tuple[dict[str, float | None], np.ndarray | None]:
+    """Validation metrics and the greedy actions (None without a validation part). With several
+    series, each is run on its own (own account, own fill model, hidden state from zero) and the
+    metrics are the pooled ones (``pooled_metrics``) plus ``<metric>@<series slug>`` per series."""
+    if len(data.validation) == 0:
+        return {}, None
+    parts = [p for p in data.series if len(p.validation)]
+    if len(data.series) <= 1:
+        run = greedy_run(policy, data.frames, data.arrays, data.validation, cash, rules, device)
+        return run_metrics(run, data.timeframe), run.actions
+    runs = [
+        greedy_run(policy, data.frames, data.arrays, p.validation, cash, p.rules or rules, device)
+        for p in parts
+    ]
+    each = [run_metrics(run, data.timeframe) for run in runs]
+    out = pooled_metrics(runs, each, data.timeframe)
+    for p, m in zip(parts, each, strict=True):
+        out.update({f"{k}@{slug(p.name)}": v for k, v in m.items()})
+    return out, np.concatenate([run.actions for run in runs])

@@ -24,8 +24,9 @@ The oracle looks ahead; its labels and values are targets only, never inputs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +37,11 @@ from chartrl.actions import Action
 from chartrl.strategies.base import N_ACTIONS, frozen_bn_stats
 from chartrl.strategies.oracle import optimal_actions, optimal_values, oracle_labels
 from chartrl.train.env import FrameCache
+
+if TYPE_CHECKING:
+    from chartrl.account.fills import MarketRules
+    from chartrl.train.env import TrainData
+    from chartrl.train.series import SeriesPart
 
 MEAN_HOLDING = 24
 """Mean candles since entry of a sequence that starts long (geometric): a day on hourly candles."""
@@ -80,13 +86,19 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
 
 
 def start_positions(
-    open_: np.ndarray, first: np.ndarray, rng: np.random.Generator, fee: float, slip: float = 0.0
+    open_: np.ndarray,
+    first: np.ndarray,
+    rng: np.random.Generator,
+    fee: float | np.ndarray,
+    slip: float | np.ndarray = 0.0,
+    floor: np.ndarray | int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per sequence: long or flat (half each), and a long one's entry cost (open of a random candle
-    at or before ``first``, with slippage and fee), from the past only."""
+    at or before ``first``, with slippage and fee), from the past only, and never before ``floor``
+    (the first candle of the sequence's series, with several series end to end)."""
     long = rng.random(len(first)) < 0.5
     held = rng.geometric(1.0 / MEAN_HOLDING, len(first)) - 1
-    entry = open_[np.maximum(first - held, 0)] * (1 + slip) * (1 + fee)
+    entry = open_[np.maximum(first - held, floor)] * (1 + slip) * (1 + fee)
     return long, np.where(long, entry, 0.0)
 
 
@@ -115,8 +127,8 @@ def follow_policy(
     entry: np.ndarray,
     open_: np.ndarray,
     close: np.ndarray,
-    fee: float,
-    slip: float,
+    fee: float | np.ndarray,
+    slip: float | np.ndarray,
     burn_in: int,
 ) -> tuple[torch.Tensor, np.ndarray, object]:
     """Step the policy greedily along its sequences (no gradients, BatchNorm statistics frozen):
@@ -151,6 +163,56 @@ def sample_windows(
     return decisions[starts[:, None] + np.arange(length)[None, :]]
 
 
+def series_windows(
+    parts: Sequence[SeriesPart],
+    batch: int,
+    length: int,
+    rng: np.random.Generator,
+    fee: float,
+    slip: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``sample_windows`` over several series: each sequence's series drawn by ``series_shares``,
+    its window inside that series only. Also per sequence: fee and slippage (its series' fill
+    model, else the given ones) and its series' first candle (``start_positions``' floor)."""
+    from chartrl.train.series import series_shares
+
+    owner = rng.choice(len(parts), size=batch, p=series_shares(parts))
+    idx = np.empty((batch, length), dtype=np.int64)
+    for k in np.unique(owner):
+        sel = np.flatnonzero(owner == k)
+        idx[sel] = sample_windows(parts[k].train, len(sel), length, rng)
+    rules = [p.rules for p in parts]
+    fees = np.array([r.fee if r is not None else fee for r in rules])[owner]
+    slips = np.array([r.slippage_bps / 1e4 if r is not None else slip for r in rules])[owner]
+    return idx, fees, slips, np.array([p.start for p in parts])[owner]
+
+
+def imitation_targets_for(data: TrainData, cfg: Any, rules: MarketRules) -> Targets:
+    """``imitation_targets`` of every series of ``data`` on its own training candles (the oracle
+    never sees validation candles, nor crosses from one series into the next), by global index;
+    each under its series' fill model, else ``rules``."""
+    n = len(data.arrays)
+    labels = np.zeros((n, 2), dtype=np.int64)
+    values = np.zeros((n, 2, N_ACTIONS), dtype=np.float32) if cfg.oracle == "dp" else None
+    spans = [(p.start, p.validation_start, p.rules) for p in data.series]
+    for lo, hi, own in spans or [(0, data.validation_start, None)]:
+        r = own or rules
+        tg = imitation_targets(
+            data.arrays.open[lo:hi],
+            data.arrays.close[lo:hi],
+            cfg.oracle,
+            fee=r.fee,
+            slippage_bps=r.slippage_bps,
+            trade_penalty=cfg.oracle_trade_penalty,
+            window=cfg.oracle_window,
+            gamma=cfg.gamma,
+        )
+        labels[lo:hi] = tg.labels
+        if values is not None and tg.values is not None:
+            values[lo:hi] = tg.values
+    return Targets(labels, values)
+
+
 def imitation_epoch(
     policy: nn.Module,
     model: nn.Module,
@@ -175,12 +237,14 @@ def imitation_epoch(
     reward_scale: float = 100.0,
     max_updates: int | None = None,
     on_update: Callable[[float], None] | None = None,
+    series: Sequence[SeriesPart] = (),
 ) -> float:
     """One pass (in expectation) over ``decisions``; the mean loss. ``labels``: Targets, or one
     label per candle whatever the position (broadcast). ``weights``: class weights of the
     cross-entropy, None for none. ``open_``: fill prices of the rollout (default: the previous
     close, gap-free). ``model`` is ``policy`` or its DDP wrapper (the gradient step goes through
-    it, the no-grad rollout through ``policy``)."""
+    it, the no-grad rollout through ``policy``). ``series``: with several, each sequence is drawn
+    inside one of them (``series_windows``), ``decisions`` only sets the epoch's length."""
     tg = labels if isinstance(labels, Targets) else Targets(np.stack([labels, labels], 1), None)
     if target == "values" and tg.values is None:
         raise ValueError("imitation target 'values' needs the dp oracle's action values")
@@ -197,15 +261,18 @@ def imitation_epoch(
     policy.train()
     total = 0.0
     for _ in range(updates):
-        idx = sample_windows(decisions, n_seq, b + t, rng)
+        if len(series) > 1:
+            idx, fees, slips, floor = series_windows(series, n_seq, b + t, rng, fee, slip)
+        else:
+            idx, fees, slips, floor = sample_windows(decisions, n_seq, b + t, rng), fee, slip, 0
         x = frames.get(idx)
         x = x.view(n_seq, b + t, *x.shape[1:]).to(device, non_blocking=True)
-        long0, entry0 = start_positions(open_, idx[:, 0], rng, fee, slip)
+        long0, entry0 = start_positions(open_, idx[:, 0], rng, fees, slips, floor)
         hidden = None
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             if b + t > 1:
                 pos, held, hidden = follow_policy(
-                    policy, x, idx, long0, entry0, open_, close, fee, slip, b
+                    policy, x, idx, long0, entry0, open_, close, fees, slips, b
                 )
             else:
                 held = long0[:, None]

@@ -132,3 +132,23 @@ class DqnScalars:
             for a, name in enumerate(("hold", "buy", "sell")):
                 w.add_scalar(f"dqn/{name}_share", float(np.mean(acts == a)), updates)
         self._reset()
+
+
+def progress_columns() -> list[Any]:
+    """The trainer's rich progress bar: stage and epoch, bar, count, loss/eps, elapsed, remaining."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
