@@ -359,9 +359,8 @@ def test_retrain_per_symbol_or_one_model_on_every_symbol(tmp_path, sims, monkeyp
     from test_daemon import RETRAIN
 
     s = _settings(tmp_path, sims, model={"per_symbol": True}, daemon=RETRAIN)
-    for seed, sym in enumerate((BTC, ETH)):
-        series = {"exchange": "binance", "symbol": sym, "timeframe": "1h"}
-        _save(s.for_symbol(sym).model_dir, "cnnrnn", seed=seed, always=0, series=series)
+    for seed, sym in enumerate((BTC, ETH)):  # ETH/USDT's champion came from BTC/USDT (a transfer)
+        _save(s.for_symbol(sym).model_dir, "cnnrnn", seed=seed, always=0)
     d = _daemon(s, sims)  # one tick each stores the candles the retrain reads
     d._tick_job(BTC)
     d._tick_job(ETH)

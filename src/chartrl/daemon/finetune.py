@@ -69,7 +69,12 @@ def fine_tune(
     data = prepare_data(candles, spec, settings.market.timeframe, cfg.validation_fraction)
     new_meta = {
         "chart_spec": spec,
-        "series": meta["series"],
+        # The series it is fine-tuned on (a per-symbol champion may have come from another).
+        "series": {
+            "exchange": settings.exchange.id,
+            "symbol": settings.market.symbol,
+            "timeframe": settings.market.timeframe,
+        },
         "data_range": {
             "from": candles["timestamp"].iloc[0].isoformat(),
             "until": candles["timestamp"].iloc[-1].isoformat(),

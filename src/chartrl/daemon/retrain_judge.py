@@ -126,11 +126,10 @@ def judge(
     challenger: Any,
     meta: dict[str, Any],
     device: Any,
-    *,
-    any_series: bool = False,
 ) -> Verdict:
     """Champion against challenger on ``h``'s held-out days, by chartrl.daemon.promotion's rule.
-    ``any_series``: the models may have learnt from other series too (one model, several symbols)."""
+    Either may have learnt from other series too (the one model of several symbols, a champion
+    taken from another symbol): a transfer, logged; another timeframe is refused."""
     from chartrl.backtest import walkforward
     from chartrl.chart.spec import ChartSpec
     from chartrl.daemon.model import model_version
@@ -144,9 +143,8 @@ def judge(
     returns: dict[str, Any] = {}
     version = None
     for name, path in (("champion", champion), ("challenger", challenger)):
-        # A model of other series too (the shared one) still must have this timeframe.
         policy, m = load_model(
-            path, device, expect_spec=spec, expect_series=(ex, sym, tf), allow_transfer=any_series
+            path, device, expect_spec=spec, expect_series=(ex, sym, tf), allow_transfer=True
         )
         if name == "challenger":
             version = model_version(path, m)

@@ -66,8 +66,7 @@ def run_shared_retrain(
             progress=progress,
         )
         verdicts = {
-            p.settings.market.symbol: judge(p, champion, challenger, meta, device, any_series=True)
-            for p in parts
+            p.settings.market.symbol: judge(p, champion, challenger, meta, device) for p in parts
         }
         promoted = all(v.promoted for v in verdicts.values())
         reason = "; ".join(f"{sym}: {v.reason}" for sym, v in verdicts.items())
