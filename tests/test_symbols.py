@@ -484,3 +484,19 @@ def test_the_console_reads_a_ledger_of_several_symbols(tmp_path, sims):
         st = client.get("/api/status", headers=AUTH).json()
     assert {ln["symbol"] for ln in st["per_symbol"]} == {BTC, ETH}
     assert st["total"]["currency"] == "USDT" and st["total"]["equity"] > 19_000
+
+
+def test_a_v2_ledger_halt_halts_every_symbol_after_the_migration(tmp_path):
+    from chartrl.account.ledger import Ledger
+    from chartrl.account.migrations import MIGRATIONS
+
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path, migrations=MIGRATIONS[:2]) as old:  # a ledger written before v3
+        old._conn.execute(
+            "INSERT INTO halts (created_ms, reason, source) VALUES (1, 'balance_mismatch', 'live')"
+        )
+    with Ledger(path) as led:
+        assert led.schema_version == 3
+        assert [h.symbol for h in led.active_halts(ETH)] == [None]
+        assert [h.reason for h in led.active_halts(BTC)] == ["balance_mismatch"]
+    assert (tmp_path / "ledger.sqlite.bak-v2").is_file()
