@@ -83,6 +83,8 @@ class HaltRow:
     details: str | None
     cleared_ms: int | None
     cleared_by: str | None
+    symbol: str | None = None
+    """The one symbol halted; None halts every symbol."""
 
 
 def _row(cls: type[_R], row: sqlite3.Row) -> _R:
@@ -428,19 +430,24 @@ class Ledger:
                 )
 
     # -- halts ------------------------------------------------------------------------------------
-    def set_halt(self, reason: str, source: str, details: str | None = None) -> int:
+    def set_halt(
+        self, reason: str, source: str, details: str | None = None, symbol: str | None = None
+    ) -> int:
+        """Record a halt of ``symbol`` (None: of every symbol); its id."""
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT INTO halts (created_ms, reason, source, details) VALUES (?,?,?,?)",
-                (now_ms(), reason, source, details),
+                "INSERT INTO halts (created_ms, reason, source, details, symbol) VALUES (?,?,?,?,?)",
+                (now_ms(), reason, source, details, symbol),
             )
             return int(cur.lastrowid)
 
-    def active_halts(self) -> list[HaltRow]:
-        return [
-            _row(HaltRow, r)
-            for r in self._query("SELECT * FROM halts WHERE cleared_ms IS NULL ORDER BY id")
-        ]
+    def active_halts(self, symbol: str | None = None) -> list[HaltRow]:
+        """Halts in force; with ``symbol``, those that stop it (its own and the all-symbol ones)."""
+        sql = "SELECT * FROM halts WHERE cleared_ms IS NULL"
+        params: tuple[Any, ...] = ()
+        if symbol is not None:
+            sql, params = sql + " AND (symbol IS NULL OR symbol = ?)", (symbol,)
+        return [_row(HaltRow, r) for r in self._query(sql + " ORDER BY id", params)]
 
     def halts(self, limit: int = 20) -> list[HaltRow]:
         return [
@@ -448,13 +455,14 @@ class Ledger:
             for r in self._query("SELECT * FROM halts ORDER BY id DESC LIMIT ?", (limit,))
         ]
 
-    def clear_halts(self, cleared_by: str) -> list[HaltRow]:
-        """Clear every active halt; a cleared balance mismatch asks the live account to re-baseline."""
+    def clear_halts(self, cleared_by: str, symbol: str | None = None) -> list[HaltRow]:
+        """Clear every active halt, or with ``symbol`` only the halts of that one symbol (an
+        all-symbol halt stays); a cleared balance mismatch asks the live account to re-baseline."""
         with self.transaction() as c:
-            active = self.active_halts()
+            active = [h for h in self.active_halts() if symbol is None or h.symbol == symbol]
             c.execute(
-                "UPDATE halts SET cleared_ms = ?, cleared_by = ? WHERE cleared_ms IS NULL",
-                (now_ms(), cleared_by),
+                f"UPDATE halts SET cleared_ms = ?, cleared_by = ? WHERE id IN ({','.join('?' * len(active))})",
+                (now_ms(), cleared_by, *(h.id for h in active)),
             )
             if any(h.reason == "balance_mismatch" for h in active):
                 self.set_flag("live.rebaseline", "1")
@@ -549,11 +557,11 @@ class Ledger:
         r = rows[0]
         return unpack_hidden(r["meta"], r["data"], device), int(r["candle_ms"]), r["model_version"]
 
-    def start_retrain(self, champion: str | None) -> int:
+    def start_retrain(self, champion: str | None, symbol: str | None = None) -> int:
         with self.transaction() as c:
             cur = c.execute(
-                "INSERT INTO retrain_results (started_ms, status, champion) VALUES (?, 'running', ?)",
-                (now_ms(), champion),
+                "INSERT INTO retrain_results (started_ms, status, champion, symbol) VALUES (?, 'running', ?, ?)",
+                (now_ms(), champion, symbol),
             )
             return int(cur.lastrowid)
 

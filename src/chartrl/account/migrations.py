@@ -159,7 +159,15 @@ _V2: list[str] = [
     "ALTER TABLE balances ADD COLUMN equity REAL",
 ]
 
-MIGRATIONS: list[Migration] = [_V1, _V2]
+# v3: a daemon trading several symbols. A halt may target one symbol (`chartrl halt set --symbol
+# X`); NULL, as every v2 halt, halts every symbol. A retrain names the symbol it retrained under
+# model.per_symbol (NULL: the one model).
+_V3: list[str] = [
+    "ALTER TABLE halts ADD COLUMN symbol TEXT",
+    "ALTER TABLE retrain_results ADD COLUMN symbol TEXT",
+]
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
 
 
 def backup_path(path: Path, version: int) -> Path:

@@ -17,6 +17,12 @@ Checks, first match wins:
 5. ``max_orders_per_day`` — this UTC day's orders reached ``risk.max_orders_per_day``: HOLD.
 6. ``max_position_value`` — a buy is refused when the position is already worth the limit, else its
    spend is capped to the room left (``max_position_value_capped``).
+7. ``max_total_quote`` — the same for the positions of every symbol with this symbol's quote
+   currency together (``risk.max_total_quote``, one limit per quote currency, no conversion
+   between them): the other symbols' own positions, from their fills, at their last prices.
+
+Every limit and counter is per symbol (its own orders, its own day's equity, its own kill switch);
+only a halt without a symbol, the halt file and the total limit span symbols.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from chartrl.account.ledger import Ledger
 from chartrl.actions import Action
 from chartrl.config.settings import RiskSettings
 from chartrl.logs import get_logger
+from chartrl.symbols import base_quote
 from chartrl.timeframe import candle_close_ms, timeframe_ms
 
 OK = "ok"
@@ -81,6 +88,7 @@ class RiskGuard:
         self.mode = mode
         self.timeframe = timeframe
         self.timeframe_ms = timeframe_ms(timeframe)
+        self.quote = base_quote(symbol)[1]
         self.halt_file = Path(
             halt_file or risk.halt_file or ledger.path.parent / "HALT"
         ).expanduser()
@@ -90,7 +98,7 @@ class RiskGuard:
         """The halt reason in force, or None."""
         if self.halt_file.exists():
             return "halt_file"
-        if self.ledger.active_halts():
+        if self.ledger.active_halts(self.symbol):
             return "ledger_halt"
         return None
 
@@ -172,12 +180,24 @@ class RiskGuard:
             >= r.max_orders_per_day
         ):
             return RiskVerdict(action, Action.HOLD, "max_orders_per_day")
-        if action == Action.BUY and r.max_position_value is not None:
-            room = r.max_position_value - max(position_value, 0.0)
+        if action != Action.BUY:
+            return RiskVerdict(action, action, OK)
+        verdict = RiskVerdict(action, action, OK)
+        rooms = []
+        if r.max_position_value is not None:
+            rooms.append(("max_position_value", r.max_position_value - max(position_value, 0.0)))
+        total = r.max_total_quote.get(self.quote)
+        if total is not None:
+            from chartrl.account.exposure import quote_exposure
+
+            others = quote_exposure(self.ledger, self.mode, self.quote, exclude=self.symbol)
+            rooms.append(("max_total_quote", total - others - max(position_value, 0.0)))
+        for name, room in rooms:  # the tighter limit names the verdict
             if room <= 0:
-                return RiskVerdict(action, Action.HOLD, "max_position_value")
-            capped = buy_budget is None or buy_budget > room
-            return RiskVerdict(
-                action, action, "max_position_value_capped" if capped else OK, max_notional=room
-            )
-        return RiskVerdict(action, action, OK)
+                return RiskVerdict(action, Action.HOLD, name)
+            if verdict.max_notional is None or room < verdict.max_notional:
+                capped = buy_budget is None or buy_budget > room
+                verdict = RiskVerdict(
+                    action, action, f"{name}_capped" if capped else OK, max_notional=room
+                )
+        return verdict

@@ -86,7 +86,10 @@ def add_series_options(parser: argparse.ArgumentParser, date_range: bool = True)
     """--exchange/--symbol/--timeframe/--data-dir (defaults from config) and --from/--until."""
     g = parser.add_argument_group("series")
     g.add_argument("--exchange", help="ccxt exchange id (default: config exchange.id)")
-    g.add_argument("--symbol", help="symbol such as BTC/USDT (default: config market.symbol)")
+    g.add_argument(
+        "--symbol",
+        help="symbol such as BTC/USDT (default: config market.symbol); replaces market.symbols",
+    )
     g.add_argument("--timeframe", help="timeframe such as 1h (default: config market.timeframe)")
     g.add_argument(
         "--data-dir",
@@ -124,6 +127,9 @@ def series_overrides(args: argparse.Namespace) -> dict[str, dict[str, str]]:
         value = getattr(args, attr, None)
         if value is not None:
             out.setdefault(section, {})[key] = str(value)
+    if "symbol" in out.get("market", {}):
+        # --symbol means that one series: it replaces a configured market.symbols list.
+        out["market"]["symbols"] = None
     return out
 
 

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from chartrl.config import load_settings
     from chartrl.daemon.service import Daemon
-    from chartrl.daemon.tick import ticker_factory
+    from chartrl.daemon.symbol_tickers import ticker_factory
 
     s = settings(args)
     check_live(s, args.live)
@@ -107,7 +107,7 @@ def check_live(settings: Any, live_flag: bool) -> None:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from chartrl.daemon.retrain import run_retrain
+    from chartrl.daemon.retrain import run_retrains
 
     s = settings(args)
     if args.epochs is not None and args.epochs < 1:
@@ -118,15 +118,16 @@ def _retrain(args: argparse.Namespace) -> int:
         import os
 
         os.nice(args.nice)
-    result = run_retrain(
+    results = run_retrains(
         s,
         fetch=not args.no_fetch,
         epochs=args.epochs,
         max_steps=args.max_steps,
         progress=args.progress,
     )
-    print(result.summary())
-    return 0 if result.status != "failed" else 1
+    for result in results:
+        print(result.summary())
+    return 1 if any(r.status == "failed" for r in results) else 0
 
 
 def _status(args: argparse.Namespace) -> None:
@@ -134,7 +135,14 @@ def _status(args: argparse.Namespace) -> None:
 
     s = settings(args)
     explicit = getattr(args, "symbol", None)
-    st = read_status(s.data_dir, symbol=explicit, mode=None)
+    st = read_status(
+        s.data_dir,
+        symbol=explicit,
+        mode=None,
+        reporting=s.market.reporting,
+        exchange=s.exchange.id,
+        timeframe=s.market.timeframe,
+    )
     if args.json:
         print(json.dumps(st.to_dict(), indent=1, default=str))
     else:

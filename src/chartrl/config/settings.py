@@ -9,14 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    field_validator,
+)
 
 from chartrl.chart.spec import ChartSpec
-from chartrl.timeframe import timeframe_seconds
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from chartrl.config.base import Section as _Section
+from chartrl.config.market import (  # noqa: F401 - re-exported: settings import them from here
+    MarketSettings,
+    check_currency_amounts,
+    symbol_model_dir,
+    symbol_slug,
+)
+from chartrl.config.risk import RiskOverride, RiskSettings  # noqa: F401 - re-exported
+from chartrl.symbols import base_quote
 
 
 class ExchangeSettings(_Section):
@@ -87,49 +95,6 @@ class ExchangeSettings(_Section):
         return v
 
 
-class MarketSettings(_Section):
-    symbol: str = Field("BTC/USDT", description="Unified ccxt symbol BASE/QUOTE.")
-    timeframe: str = Field(
-        "1h", description="Candle timeframe (ccxt name: 1m, 5m, 15m, 1h, 4h, 1d...)."
-    )
-    since: str = Field(
-        "2017-08-01", description="First date fetched when nothing is stored yet (UTC)."
-    )
-
-    @field_validator("symbol")
-    @classmethod
-    def _symbol(cls, v: str) -> str:
-        base, sep, quote = v.partition("/")
-        if not sep or not base or not quote:
-            raise ValueError("symbol must be BASE/QUOTE, e.g. BTC/USDT")
-        return v
-
-    @field_validator("timeframe")
-    @classmethod
-    def _timeframe(cls, v: str) -> str:
-        timeframe_seconds(v)
-        return v
-
-    @field_validator("since", mode="before")
-    @classmethod
-    def _date_as_text(cls, v: object) -> object:
-        # An unquoted TOML date (since = 2018-01-01, also via CHARTRL__MARKET__SINCE) arrives as a date.
-        from datetime import date
-
-        return v.isoformat() if isinstance(v, date) else v
-
-    @field_validator("since")
-    @classmethod
-    def _iso_date(cls, v: str) -> str:
-        from datetime import datetime
-
-        try:
-            datetime.fromisoformat(v)
-        except ValueError:
-            raise ValueError("must be an ISO date such as 2017-08-01 (UTC)") from None
-        return v
-
-
 class DataSettings(_Section):
     dir: Path = Field(
         Path("~/.local/share/chartrl"),
@@ -162,7 +127,13 @@ class TradingSettings(_Section):
     initial_cash: float = Field(
         10_000.0,
         gt=0,
-        description="Starting cash of a paper or backtest account, in the quote currency.",
+        description="Starting cash of a paper or backtest account, in the quote currency (each symbol's "
+        "paper book starts with it).",
+    )
+    initial_cash_by_quote: dict[str, float] = Field(
+        default_factory=dict,
+        description="Starting cash of the paper books of symbols with these quote currencies, e.g. "
+        "{ BTC = 0.5 } for ETC/BTC beside USDT pairs; a quote not listed starts with initial_cash.",
     )
     fee: float | None = Field(
         0.001,
@@ -183,6 +154,12 @@ class TradingSettings(_Section):
         description="Live, on an exchange that cannot buy by quote amount: headroom in basis points (beyond "
         "slippage_bps and the fee) left when a market buy is sized from the ticker.",
     )
+
+    @field_validator("initial_cash_by_quote")
+    @classmethod
+    def _cash_by_quote(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_currency_amounts(v, "starting cash")
+
     max_quote: float | None = Field(
         None,
         gt=0,
@@ -213,31 +190,6 @@ class TradingSettings(_Section):
     )
 
 
-class RiskSettings(_Section):
-    max_position_value: float | None = Field(
-        None, gt=0, description="Largest position value in the quote currency; empty = no limit."
-    )
-    max_orders_per_day: int = Field(48, ge=1, description="Orders allowed per UTC day.")
-    max_daily_loss: float = Field(
-        0.05,
-        gt=0,
-        le=1,
-        description="Loss of equity since the UTC day's start that fires the kill switch.",
-    )
-    on_daily_loss: Literal["flatten", "stop_buying"] = Field(
-        "stop_buying", description="What the kill switch does."
-    )
-    stale_after_timeframes: float = Field(
-        2.0,
-        gt=0,
-        description="No trade when the newest closed candle is older than this many timeframes.",
-    )
-    halt_file: Path | None = Field(
-        None,
-        description="When this file exists, no order is sent (operator's manual halt). Empty = <data dir>/HALT.",
-    )
-
-
 class ModelSettings(_Section):
     strategy: str = Field(
         "cnnrnn",
@@ -249,6 +201,12 @@ class ModelSettings(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto uses CUDA when present, else CPU."
+    )
+    per_symbol: bool = Field(
+        False,
+        description="One champion per symbol, in <model dir>/<BASE-QUOTE> (chartrl train --symbol "
+        "X --out there), "
+        "each retrained on its own candles; false = one model for every symbol of market.symbols.",
     )
     train_series: list[str] = Field(
         default_factory=list,
@@ -397,4 +355,23 @@ class Settings(_Section):
 
     @property
     def model_dir(self) -> Path:
-        return (self.model.dir or self.data_dir / "models" / "champion").expanduser()
+        """The champion of market.symbol: model.dir (default <data dir>/models/champion), and
+        under model.per_symbol that symbol's own directory in it (``.../champion/BTC-USDT``)."""
+        base = (self.model.dir or self.data_dir / "models" / "champion").expanduser()
+        return symbol_model_dir(base, self.market.symbol) if self.model.per_symbol else base
+
+    def for_symbol(self, symbol: str) -> Settings:
+        """These settings narrowed to one of market.symbols: what that symbol's tick, book and
+        retrain see (market.symbol = it, no list; so with model.per_symbol its own model dir)."""
+        if symbol not in self.market.all_symbols:
+            raise ValueError(f"{symbol} is not one of {self.market.all_symbols}")
+        market = self.market.model_copy(
+            update={"symbol": symbol, "symbols": None, "reporting_currency": self.market.reporting}
+        )
+        cash = self.trading.initial_cash_by_quote.get(
+            base_quote(symbol)[1], self.trading.initial_cash
+        )
+        trading = self.trading.model_copy(update={"initial_cash": cash})
+        return self.model_copy(
+            update={"market": market, "risk": self.risk.for_symbol(symbol), "trading": trading}
+        )

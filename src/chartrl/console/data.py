@@ -270,6 +270,7 @@ class ConsoleData:
                 "details": r["details"],
                 "cleared": iso(r["cleared_ms"]),
                 "cleared_by": r["cleared_by"],
+                "symbol": r["symbol"] if "symbol" in r.keys() else None,  # None: every symbol
             }
             for r in rows
         ]

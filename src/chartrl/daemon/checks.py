@@ -36,6 +36,21 @@ def daemon_problems(settings: Settings) -> list[str]:
         retrain_trigger(settings.daemon.retrain_cron)
     except ChartrlError as exc:
         problems.append(str(exc))
+    symbols = settings.market.all_symbols
+    if settings.trading.mode == "live" and len(symbols) > 1:
+        # The live balance check compares the whole exchange account with one symbol's own fills:
+        # a second symbol's fills on the same account would read as a mismatch and halt both.
+        problems.append(
+            f"trading.mode = 'live' with market.symbols = {symbols}: live trading runs one symbol "
+            "per daemon (each with its own data dir and exchange account); list one symbol, or "
+            "trade the others in paper mode"
+        )
+    unknown = sorted(set(settings.risk.per_symbol) - set(symbols))
+    if unknown and settings.market.symbols is not None:
+        problems.append(
+            f"risk.per_symbol names {', '.join(unknown)}, which market.symbols {symbols} does not "
+            "list; fix the symbol or drop its entry"
+        )
     if settings.trading.mode == "live":
         grace = settings.trading.order_lookup_grace_seconds
         timeout = settings.exchange.timeout_ms / 1000

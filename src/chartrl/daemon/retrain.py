@@ -22,27 +22,27 @@ failed, the challenger removed. The daemon notices the new champion at its next 
 
 from __future__ import annotations
 
-import ctypes
-import math
 import os
 import shutil
-import signal
-import threading
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
-from chartrl.account.fills import MarketRules
 from chartrl.account.ledger import Ledger
 from chartrl.config.settings import Settings
-from chartrl.daemon.promotion import decide, incomparable, score, sharpe_difference_se
-from chartrl.errors import ChartrlError, CheckpointError, DataError, TemporaryError
+from chartrl.daemon.finetune import fine_tune
+from chartrl.daemon.retrain_judge import (  # noqa: F401 - _split, min_eval_candles re-exported
+    HeldOut,
+    Verdict,
+    _split,
+    held_out,
+    judge,
+    min_eval_candles,
+)
+from chartrl.daemon.retrain_swap import RetrainAborted, SigtermAborts, promote
+from chartrl.errors import ChartrlError, CheckpointError
 from chartrl.logs import get_logger
-from chartrl.market.store import CandleStore
-from chartrl.timeframe import periods_per_year, timeframe_ms
 
 log = get_logger("chartrl.retrain")
 
@@ -60,17 +60,22 @@ class RetrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    symbol: str | None = None
+    """The symbol retrained under model.per_symbol (None: the one model)."""
 
     def summary(self) -> str:
+        of = f" of {self.symbol}" if self.symbol else ""
         if self.status == "failed":
-            return f"retrain failed: {self.error}"
+            return f"retrain{of} failed: {self.error}"
         verb = (
             "promoted: the challenger is the new champion"
             if self.status == "promoted"
             else "kept the champion"
         )
+        if "per_symbol" in self.metrics:  # one model for several symbols: a verdict each
+            return f"retrain{of} {verb} ({self.reason}; {self.seconds:.0f} s)"
         return (
-            f"retrain {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
+            f"retrain{of} {verb} (Sharpe on the held-out days: champion {_fmt(self.champion_score)}, "
             f"challenger {_fmt(self.challenger_score)}; {self.reason}; {self.seconds:.0f} s)"
         )
 
@@ -79,198 +84,22 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-class RetrainAborted(BaseException):
-    """SIGTERM during a cycle. A BaseException (like KeyboardInterrupt) so no ``except Exception`` on
-    the way swallows it: the cycle unwinds through its cleanup and is recorded as failed."""
+def run_retrains(settings: Settings, **kw: Any) -> list[RetrainResult]:
+    """Every configured symbol's retrain (``chartrl retrain``, the daemon's nightly child): one
+    cycle per symbol under model.per_symbol, each on its own candles and champion, one failing
+    never stopping the next; else the one model's cycle on every symbol at once
+    (daemon/retrain_shared.py). Same keywords as :func:`run_retrain`."""
+    from chartrl.daemon.lock import data_dir_lock
 
+    symbols = settings.market.all_symbols
+    if len(symbols) == 1:
+        return [run_retrain(settings, **kw)]
+    with data_dir_lock(settings.data_dir, "retrain"):
+        if settings.model.per_symbol:
+            return [_run_retrain(settings.for_symbol(sym), symbol=sym, **kw) for sym in symbols]
+        from chartrl.daemon.retrain_shared import run_shared_retrain
 
-class _SigtermAborts:
-    """While active (main thread only), SIGTERM raises :class:`RetrainAborted`. Its default action
-    would end the process at once, leaving the challenger directory and a ``running`` ledger row."""
-
-    def __init__(self) -> None:
-        self._previous: Any = None
-        self._active = threading.current_thread() is threading.main_thread()
-
-    def __enter__(self) -> _SigtermAborts:
-        if self._active:
-            self._previous = signal.signal(signal.SIGTERM, self._abort)
-        return self
-
-    def _abort(self, signum: int, _frame: Any) -> None:
-        self.hold()
-        raise RetrainAborted(signal.Signals(signum).name)
-
-    def hold(self) -> None:
-        """Ignore SIGTERM from now on: what is left (the swap, the cleanup) takes milliseconds and
-        must not be cut in half."""
-        if self._active:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._active:
-            # None: a handler installed outside Python, which cannot be put back; the default then.
-            signal.signal(
-                signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous
-            )
-
-
-# ------------------------------------------------------------------------------ directory swap
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two directories (Linux renameat2); False where unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return rc == 0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def promote(challenger: Path, champion: Path) -> Path:
-    """Make ``challenger`` the champion; the old one becomes ``<champion>.prev``. Returns that path."""
-    prev = champion.with_name(champion.name + ".prev")
-    if prev.exists():
-        shutil.rmtree(prev)
-    if champion.exists() and _exchange(challenger, champion):
-        # The champion path switched in one step; the challenger path now holds the old model.
-        os.replace(challenger, prev)
-    else:
-        # A reader can find no champion for an instant here; the daemon retries at its next tick.
-        if champion.exists():
-            os.replace(champion, prev)
-        os.replace(challenger, champion)
-    _fsync_dir(champion.parent)
-    return prev
-
-
-# --------------------------------------------------------------------------------- fine-tuning
-def fine_tune(
-    champion: Path,
-    out: Path,
-    candles: pd.DataFrame,
-    settings: Settings,
-    *,
-    rules: MarketRules,
-    rules_source: str,
-    epochs: int,
-    max_steps: int | None = None,
-    device: Any = "cpu",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Train a challenger in ``out`` from the champion's weights on ``candles``, under the fill
-    ``rules`` it will trade under (from ``rules_source``, recorded in its model.json); its meta."""
-    from chartrl.chart.spec import ChartSpec
-    from chartrl.market.markets import fill_parameters
-    from chartrl.train import checkpoint as ckpt
-    from chartrl.train.dqn import train, train_config
-    from chartrl.train.env import prepare_data
-
-    meta = ckpt.read_meta(champion)
-    cfg = train_config(meta.get("hyperparameters") or {})
-    counters = meta.get("counters") or {}
-    resumable = (champion / ckpt.TRAIN_STATE_FILE).is_file()
-    if resumable:
-        # Resuming a copy continues the champion: its weights, target network, optimiser state.
-        shutil.copytree(champion, out, ignore=shutil.ignore_patterns("tb"))
-        cfg = replace(cfg, stages=("dqn",), epochs=int(counters.get("dqn_epochs", 0)) + epochs)
-    else:
-        log.warning(
-            "retrain_from_scratch",
-            champion=str(champion),
-            why=f"no {ckpt.TRAIN_STATE_FILE} to continue from",
-        )
-        cfg = replace(cfg, stages=("imitation", "dqn"), epochs=epochs)
-    if max_steps is not None:
-        cfg = replace(cfg, max_steps_per_epoch=max_steps)
-    spec = ChartSpec(**meta["chart_spec"])
-    data = prepare_data(candles, spec, settings.market.timeframe, cfg.validation_fraction)
-    new_meta = {
-        "chart_spec": spec,
-        "series": meta["series"],
-        "data_range": {
-            "from": candles["timestamp"].iloc[0].isoformat(),
-            "until": candles["timestamp"].iloc[-1].isoformat(),
-            "candles": len(candles),
-            "source": f"store:{settings.data_dir}",
-        },
-        "parent": meta.get("weights_sha256", "")[:12] or None,
-        "fills": fill_parameters(rules, rules_source),
-    }
-    train(
-        meta["strategy"],
-        data,
-        cfg,
-        out,
-        new_meta,
-        device=device,
-        rules=rules,
-        initial_cash=settings.trading.initial_cash,
-        resume=resumable,
-        progress=progress,
-    )
-    return ckpt.read_meta(out)
-
-
-# ------------------------------------------------------------------------------------ the cycle
-_DAY_MS = 86_400_000
-
-
-def min_eval_candles(timeframe: str) -> int:
-    """Held-out candles a Sharpe comparison needs: a day of them, and at least 7 (a week of daily)."""
-    return max(7, _DAY_MS // timeframe_ms(timeframe))
-
-
-def _split(
-    settings: Settings, candles: pd.DataFrame, window: int
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
-    d, tf = settings.daemon, settings.market.timeframe
-    step = timeframe_ms(tf)
-    need = min_eval_candles(tf)
-    if d.eval_days * _DAY_MS // step < need:
-        raise DataError(
-            f"daemon.eval_days = {d.eval_days} holds {d.eval_days * _DAY_MS // step} {tf} candles, too few to compare "
-            f"champion and challenger (at least {need}); raise daemon.eval_days to {math.ceil(need * step / _DAY_MS)} or more"
-        )
-    last = candles["timestamp"].iloc[-1]
-    eval_start = last - pd.Timedelta(days=d.eval_days) + pd.Timedelta(milliseconds=step)
-    train_start = eval_start - pd.Timedelta(days=d.retrain_window_days)
-    train_part = candles[
-        (candles["timestamp"] >= train_start) & (candles["timestamp"] < eval_start)
-    ].reset_index(drop=True)
-    # The evaluation's first charts need a window of history; those candles are drawn, not traded.
-    first_eval = int(candles["timestamp"].searchsorted(eval_start))
-    eval_part = candles.iloc[max(first_eval - window - 150, 0) :].reset_index(drop=True)
-    if first_eval < window or len(candles) - first_eval < need:
-        raise DataError(
-            f"not enough candles for a retrain: {len(candles)} {tf} candles stored from {candles['timestamp'].iloc[0]:%Y-%m-%d}; "
-            f"the held-out last {d.eval_days} days need {need} candles in them and {window} of chart history before them; "
-            "fetch older history (market.since, then `chartrl fetch`) or lower daemon.eval_days"
-        )
-    return train_part, eval_part, eval_start
-
-
-def _trained_on(meta: dict[str, Any], eval_start: pd.Timestamp) -> str | None:
-    """The end of the model's training data when it reaches into the held-out days, else None."""
-    until = (meta.get("data_range") or {}).get("until")
-    if not until:
-        return None
-    ts = pd.Timestamp(until)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-    return str(until) if ts >= eval_start else None
+        return [run_shared_retrain(settings, **kw)]
 
 
 def run_retrain(
@@ -281,148 +110,53 @@ def run_retrain(
     max_steps: int | None = None,
     progress: bool = False,
 ) -> RetrainResult:
-    """One cycle; never raises for an expected failure (recorded as ``failed`` instead).
+    """One cycle of one series (market.symbol); never raises for an expected failure (recorded
+    as ``failed`` instead). Several symbols go through :func:`run_retrains`.
 
     Refused (UsageError) while another process writes the data dir; the daemon's own retrain
     child runs under the daemon's lock."""
     from chartrl.daemon.lock import data_dir_lock
 
+    if len(settings.market.all_symbols) > 1:
+        raise ValueError("run_retrain retrains one series; use run_retrains for market.symbols")
     with data_dir_lock(settings.data_dir, "retrain"):
         return _run_retrain(
             settings, fetch=fetch, epochs=epochs, max_steps=max_steps, progress=progress
         )
 
 
-def _run_retrain(
-    settings: Settings, *, fetch: bool, epochs: int | None, max_steps: int | None, progress: bool
-) -> RetrainResult:
-    from chartrl.backtest import walkforward
-    from chartrl.chart.spec import ChartSpec
+CycleBody = Callable[[RetrainResult, Any, Any, dict[str, Any], Any], Verdict]
+"""``body(result, champion_dir, challenger_dir, champion_meta, device)``: fine-tune and judge."""
+
+
+def run_cycle(settings: Settings, body: CycleBody, symbol: str | None = None) -> RetrainResult:
+    """The frame of every cycle: the ledger row, SIGTERM, promotion, cleanup, the log event; the
+    ``body`` fine-tunes the challenger and judges it. Never raises for an expected failure."""
     from chartrl.daemon.model import model_version, resolve_device
-    from chartrl.market.markets import fill_parameters, market_rules
-    from chartrl.train.checkpoint import load_model, read_meta
+    from chartrl.train.checkpoint import read_meta
 
     t0 = time.monotonic()
     champion = settings.model_dir
     ledger = Ledger.for_data_dir(settings.data_dir)
-    result = RetrainResult("failed")
+    result = RetrainResult("failed", symbol=symbol)
     rid: int | None = None
     challenger = champion.with_name(f".challenger-{os.getpid()}-{int(time.time())}")
-    with _SigtermAborts() as sigterm:
+    with SigtermAborts() as sigterm:
         try:
             meta = read_meta(champion)
             result.champion = model_version(champion, meta)
-            rid = ledger.start_retrain(result.champion)
+            rid = ledger.start_retrain(result.champion, symbol)
             log.info("retrain_started", champion=result.champion, model_dir=str(champion))
-            if fetch:
-                from chartrl.market.fetch import update_series
-
-                try:
-                    update_series(settings, progress=progress)
-                except TemporaryError as exc:
-                    log.warning("retrain_fetch_failed", error=str(exc), using="the stored candles")
-            spec = ChartSpec(**meta["chart_spec"])
-            ex, sym, tf = settings.exchange.id, settings.market.symbol, settings.market.timeframe
-            candles = CandleStore(settings.data_dir).load(ex, sym, tf)
-            train_part, eval_part, eval_start = _split(settings, candles, spec.window)
-            in_sample = _trained_on(meta, eval_start)
-            if in_sample:
-                log.warning(
-                    "retrain_champion_in_sample",
-                    trained_until=in_sample,
-                    eval_from=eval_start.isoformat(),
-                    why="the champion was trained on some of the held-out days: its score there flatters it",
-                )
-            device = resolve_device(settings.model.device)
-            # The fills the daemon's paper account gets (stored market info, as `chartrl backtest`):
-            # the challenger is trained, and both models judged, under them.
-            rules, rules_source = market_rules(settings)
-            fine_tune(
-                champion,
-                challenger,
-                train_part,
-                settings,
-                rules=rules,
-                rules_source=rules_source,
-                epochs=epochs or settings.daemon.retrain_epochs,
-                max_steps=max_steps,
-                device=device,
-                progress=progress,
+            verdict = body(
+                result, champion, challenger, meta, resolve_device(settings.model.device)
             )
-            cash = settings.trading.initial_cash
-            scores: dict[str, Any] = {}
-            returns: dict[str, Any] = {}
-            for name, path in (("champion", champion), ("challenger", challenger)):
-                policy, m = load_model(path, device, expect_spec=spec, expect_series=(ex, sym, tf))
-                if name == "challenger":
-                    result.challenger = model_version(path, m)
-                scores[name], run, _ = walkforward.evaluate_runs(
-                    policy,
-                    eval_part,
-                    spec,
-                    rules,
-                    start=eval_start,
-                    initial_cash=cash,
-                    device=device,
-                )
-                returns[name] = run.equity[1:] / run.equity[:-1] - 1.0
+            result.challenger = verdict.challenger
             result.champion_score, result.challenger_score = (
-                score(scores["champion"]),
-                score(scores["challenger"]),
+                verdict.champion_score,
+                verdict.challenger_score,
             )
-            d = settings.daemon
-            if incomparable(scores["champion"], d.min_eval_trades):
-                returns["champion"] = returns["champion"] * 0.0  # judged against doing nothing
-            se = sharpe_difference_se(
-                returns["champion"],
-                returns["challenger"],
-                periods_per_year(tf),
-                block=max(1, _DAY_MS // timeframe_ms(tf)),
-            )
-            promoted, result.reason = decide(
-                scores["champion"],
-                scores["challenger"],
-                d.promote_margin,
-                d.min_eval_trades,
-                se=se,
-                se_multiple=d.promote_se_multiple,
-                skill_p=d.promote_skill_p,
-            )
-            buyhold = (scores["champion"].get("baselines") or {}).get("buyhold") or {}
-            result.metrics = {
-                "champion_score": result.champion_score,
-                "challenger_score": result.challenger_score,
-                "margin": d.promote_margin,
-                "min_eval_trades": d.min_eval_trades,
-                "sharpe_difference_se": se,
-                "se_multiple": d.promote_se_multiple,
-                "skill_p_threshold": d.promote_skill_p,
-                "eval_returns": int(len(returns["challenger"])),
-                "reason": result.reason,
-                "eval_from": eval_start.isoformat(),
-                "eval_days": d.eval_days,
-                "train_from": train_part["timestamp"].iloc[0].isoformat()
-                if len(train_part)
-                else None,
-                "champion_trained_until": (meta.get("data_range") or {}).get("until"),
-                "champion_in_sample": bool(in_sample),
-                "champion": _brief(scores["champion"]),
-                "challenger": _brief(scores["challenger"]),
-                # Context for both scores: what simply holding the coin did over the same days.
-                "buyhold": {
-                    "sharpe": buyhold.get("sharpe"),
-                    "total_return": buyhold.get("total_return"),
-                },
-                "fills": fill_parameters(rules, rules_source),
-            }
-            log.info(
-                "retrain_compared",
-                promote=promoted,
-                reason=result.reason,
-                sharpe_difference_se=se,
-                challenger_skill_p_value=scores["challenger"].get("skill_p_value"),
-            )
-            if promoted:
+            result.reason, result.metrics = verdict.reason, verdict.metrics
+            if verdict.promoted:
                 sigterm.hold()
                 promote(challenger, champion)
                 result.status = "promoted"
@@ -446,7 +180,7 @@ def _run_retrain(
             shutil.rmtree(challenger, ignore_errors=True)
             result.seconds = round(time.monotonic() - t0, 1)
             if rid is None:
-                rid = ledger.start_retrain(result.champion)
+                rid = ledger.start_retrain(result.champion, symbol)
             ledger.finish_retrain(
                 rid,
                 status=result.status,
@@ -459,6 +193,7 @@ def _run_retrain(
     level = log.error if result.status == "failed" else log.info
     level(
         "retrain_finished",
+        symbol=symbol,
         status=result.status,
         champion=result.champion,
         challenger=result.challenger,
@@ -471,17 +206,33 @@ def _run_retrain(
     return result
 
 
-def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "sharpe",
-        "total_return",
-        "max_drawdown",
-        "trades",
-        "open_position_at_end",
-        "final_equity",
-        "exposure",
-        "trades_per_week",
-        "skill_p_value",
-        "skill_percentile",
-    )
-    return {k: metrics.get(k) for k in keys}
+def _run_retrain(
+    settings: Settings,
+    *,
+    fetch: bool = True,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    progress: bool = False,
+    symbol: str | None = None,
+) -> RetrainResult:
+    """One series' cycle: fine-tune the champion on its recent candles, judge on its held-out days."""
+
+    def body(
+        result: RetrainResult, champion: Any, challenger: Any, meta: Any, device: Any
+    ) -> Verdict:
+        h = held_out(settings, meta, fetch=fetch, progress=progress)
+        fine_tune(
+            champion,
+            challenger,
+            h.train_part,
+            settings,
+            rules=h.rules,
+            rules_source=h.rules_source,
+            epochs=epochs or settings.daemon.retrain_epochs,
+            max_steps=max_steps,
+            device=device,
+            progress=progress,
+        )
+        return judge(h, champion, challenger, meta, device)
+
+    return run_cycle(settings, body, symbol)

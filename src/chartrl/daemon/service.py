@@ -31,6 +31,7 @@ from chartrl.daemon import lock
 from chartrl.daemon.lock import child_env
 from chartrl.daemon.sdnotify import Notifier, heartbeat_interval
 from chartrl.daemon.status import write_daemon_state
+from chartrl.daemon.symbol_tickers import SymbolHealth
 from chartrl.daemon.triggers import retrain_trigger, tick_trigger
 from chartrl.errors import ChartrlError, ConfigError, OperationalError, TemporaryError
 from chartrl.logs import get_logger
@@ -132,27 +133,41 @@ class Daemon:
         self._lock_fd: int | None = None
         self.ticks_done = 0
         self.ticks_missed = 0
+        self.health = SymbolHealth()
 
     # ---------------------------------------------------------------- jobs
+    def _ticker_of(self, symbol: str) -> Any:
+        """The tick object of ``symbol``: from a per-symbol set (SymbolTickers.get, which may
+        raise for a symbol that cannot start), or the one ticker itself."""
+        pick = getattr(self.ticker, "get", None)
+        return pick(symbol) if pick is not None else self.ticker
+
     def _tick_job(self, symbol: str) -> None:
+        # One symbol's failure is caught here, in its own job: the other symbols' jobs run on.
         with self._lock:
             if self._stop.is_set():
                 return  # submitted just before the stop: the next start catches this candle up
             self._tick_started = time.monotonic()
             try:
-                result = self.ticker.tick()
+                result = self._ticker_of(symbol).tick()
                 self.ticks_done += 1
                 self.notifier.status(self.ticker.status_text())
-                del result
+                missed = getattr(result, "status", None) == "missed"
+                self.health.record(
+                    symbol, "missed" if missed else "ok", getattr(result, "reason", None)
+                )
             except TemporaryError as exc:
                 log.warning("tick_failed", symbol=symbol, error=str(exc), kind="TemporaryError")
+                self.health.record(symbol, "failing", str(exc))
                 self._schedule_retry(symbol)
             except ChartrlError as exc:
                 log.error("tick_failed", symbol=symbol, error=str(exc), kind=type(exc).__name__)
+                self.health.record(symbol, "failing", str(exc))
                 if isinstance(exc, OperationalError):
-                    self.notifier.status(f"HALTED: {exc}")
+                    self.notifier.status(f"HALTED {symbol}: {exc}")
             except Exception as exc:  # noqa: BLE001 - a bug in one tick must not kill the service
                 log.exception("tick_crashed", symbol=symbol, error=f"{type(exc).__name__}: {exc}")
+                self.health.record(symbol, "failing", f"{type(exc).__name__}: {exc}")
             finally:
                 self._tick_started = None
                 self._last_progress = time.monotonic()
@@ -227,7 +242,9 @@ class Daemon:
         )
         try:
             if self.ticker is not None:
-                self.ticker.record_missed(sched_ms, reason="scheduler misfire")
+                self._ticker_of(event.job_id[5:]).record_missed(
+                    sched_ms, reason="scheduler misfire"
+                )
         except Exception as exc:  # noqa: BLE001 - recording is best effort; the log line is the record
             log.warning("tick_missed_not_recorded", error=str(exc))
 
@@ -274,7 +291,7 @@ class Daemon:
 
     @property
     def symbols(self) -> list[str]:
-        return [self.settings.market.symbol]
+        return self.settings.market.all_symbols
 
     def next_tick(self) -> datetime | None:
         if self.scheduler is None:
@@ -301,7 +318,11 @@ class Daemon:
             else None,
             ticks_done=self.ticks_done,
             ticks_missed=self.ticks_missed,
+            health=self._symbol_health(),
         )
+
+    def _symbol_health(self) -> dict[str, dict[str, Any]]:
+        return self.health.snapshot(self.symbols, getattr(self.ticker, "start_errors", None))
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -361,7 +382,7 @@ class Daemon:
         log.info(
             "reloaded",
             mode=new.trading.mode,
-            symbol=new.market.symbol,
+            symbols=new.market.all_symbols,
             timeframe=new.market.timeframe,
         )
         self._write_state()
@@ -498,6 +519,7 @@ class Daemon:
             stopped=datetime.now(UTC).isoformat(),
             ticks_done=self.ticks_done,
             ticks_missed=self.ticks_missed,
+            health=self._symbol_health(),
         )
         log.info("daemon_stopped", ticks_done=self.ticks_done, ticks_missed=self.ticks_missed)
         self.notifier.close()

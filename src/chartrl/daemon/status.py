@@ -98,6 +98,10 @@ class Status:
     ticks_done: int | None = None
     ticks_missed: int | None = None
     ledger: str | None = None
+    per_symbol: list[Any] = field(default_factory=list)
+    """Several symbols: a :class:`~chartrl.daemon.status_symbols.SymbolLine` each."""
+    total: Any = None
+    """Several symbols: their equity together in the reporting currency (a ``Total``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,8 +137,18 @@ def _all(conn: sqlite3.Connection, sql: str, *args: Any) -> list[sqlite3.Row]:
         raise
 
 
-def read_status(data_dir: Path, symbol: str | None = None, mode: str | None = None) -> Status:
-    """Everything ``chartrl status`` prints; never writes.
+def read_status(
+    data_dir: Path,
+    symbol: str | None = None,
+    mode: str | None = None,
+    *,
+    reporting: str | None = None,
+    exchange: str = "binance",
+    timeframe: str | None = None,
+) -> Status:
+    """Everything ``chartrl status`` prints; never writes. With several symbols (and no
+    ``symbol`` asked for) also a line per symbol and the total in ``reporting`` (default: the
+    first symbol's quote), converted at prices from the ledger or the candle store on ``exchange``.
 
     Raises DataError (naming the file) when the data dir or its ledger is missing, unreadable or
     corrupt: a status that could not read the halts must never say there are none."""
@@ -169,11 +183,53 @@ def read_status(data_dir: Path, symbol: str | None = None, mode: str | None = No
         conn = open_readonly(path)
         try:
             _fill_from_ledger(conn, st)
+            if symbol is None:
+                _fill_symbols(conn, st, state, data_dir, reporting, exchange, timeframe)
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise DataError(_unreadable(path, exc)) from None
     return st
+
+
+def _fill_symbols(
+    conn: sqlite3.Connection,
+    st: Status,
+    state: dict[str, Any],
+    data_dir: Path,
+    reporting: str | None,
+    exchange: str,
+    timeframe: str | None,
+) -> None:
+    from chartrl.daemon import status_symbols as ss
+
+    symbols = list(state.get("symbols") or [])
+    traded = [
+        r[0]
+        for r in _all(
+            conn,
+            "SELECT symbol FROM decisions"
+            + (" WHERE mode = ?" if st.mode else "")
+            + " GROUP BY symbol ORDER BY min(id)",
+            *((st.mode,) if st.mode else ()),
+        )
+    ]
+    symbols += [x for x in traded if x not in symbols]  # one the daemon no longer trades, too
+    if len(symbols) < 2:
+        return
+    st.halts = _halts(conn, None)  # every symbol's, each naming its symbol
+    st.per_symbol = ss.symbol_lines(
+        conn, _fill_from_ledger, symbols, st.mode, state.get("health") or {}
+    )
+    st.total = ss.total(
+        conn,
+        data_dir,
+        st.per_symbol,
+        reporting or base_quote(symbols[0])[1],
+        mode=st.mode,
+        exchange=exchange,
+        timeframe=timeframe or st.timeframe or "1h",
+    )
 
 
 def _unreadable(path: Path, exc: sqlite3.DatabaseError) -> str:
@@ -272,6 +328,7 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             "challenger": rr["challenger"],
             "metrics": json.loads(rr["metrics"]) if rr["metrics"] else None,
             "error": rr["error"],
+            "symbol": rr["symbol"] if "symbol" in rr.keys() else None,
         }
     st.open_orders = [
         {k: r[k] for k in ("client_order_id", "symbol", "side", "amount", "filled", "state")}
@@ -281,85 +338,23 @@ def _fill_from_ledger(conn: sqlite3.Connection, st: Status) -> None:
             "SELECT * FROM orders WHERE state NOT IN ('filled', 'canceled', 'rejected') ORDER BY created_ms",
         )
     ]
-    st.halts = [
+    st.halts = _halts(conn, st.symbol)
+
+
+def _halts(conn: sqlite3.Connection, symbol: str | None) -> list[dict[str, Any]]:
+    """Active halts; with ``symbol``, those that stop it (its own and the all-symbol ones)."""
+    return [
         {
             "since": _iso(r["created_ms"]),
             "reason": r["reason"],
             "source": r["source"],
             "details": r["details"],
+            "symbol": r["symbol"] if "symbol" in r.keys() else None,
         }
         for r in _all(conn, "SELECT * FROM halts WHERE cleared_ms IS NULL ORDER BY id")
+        if symbol is None or "symbol" not in r.keys() or r["symbol"] in (None, symbol)
     ]
 
 
-def _num(x: Any) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
-
-
-def format_status(st: Status, halt_file: Path | None = None) -> str:
-    """The human-readable block ``chartrl status`` prints."""
-    lines = []
-    state = f"running (pid {st.pid})" if st.running else "not running"
-    lines.append(f"daemon        {state}")
-    lines.append(
-        f"mode          {st.mode or '-'}   {st.symbol or '-'} {st.timeframe or ''}".rstrip()
-    )
-    lines.append(f"model         {st.model_version or '-'}")
-    if st.position is not None:
-        lines.append(
-            f"position      {st.position:.8f}   cash {st.cash:,.2f}"
-            if st.cash is not None
-            else f"position      {st.position:.8f}"
-        )
-    if st.external and any(v > 1e-12 for v in st.external.values()):
-        held = ", ".join(f"{c} {v:.8g}" for c, v in st.external.items() if v > 1e-12)
-        lines.append(f"external      {held}   (not bought by the bot: never traded)")
-    if st.equity is not None:
-        vs = ""
-        if st.initial_equity:
-            vs = f"   vs start {st.initial_equity:,.2f} ({(st.equity / st.initial_equity - 1) * 100:+.2f}%)"
-        lines.append(f"equity        {st.equity:,.2f}{vs}")
-    lines.append(f"last tick     {st.last_tick or '-'}   candle {st.last_candle or '-'}")
-    if st.last_decision:
-        lines.append(f"decision      {st.last_decision}   ({st.last_reason})")
-    lines.append(
-        f"next tick     {st.next_tick or '-'}"
-        + (
-            f"   ticks done {st.ticks_done}, missed {st.ticks_missed}"
-            if st.ticks_done is not None
-            else ""
-        )
-    )
-    if st.next_retrain:
-        lines.append(f"next retrain  {st.next_retrain}")
-    if st.last_retrain:
-        r = st.last_retrain
-        m = r.get("metrics") or {}
-        scores = ""
-        if "champion_score" in m or "challenger_score" in m:
-            scores = f"   Sharpe: champion {_num(m.get('champion_score'))} vs challenger {_num(m.get('challenger_score'))}"
-        if m.get("reason"):
-            scores += f" ({m['reason']})"
-        lines.append(
-            f"last retrain  {r['status']} at {r['finished'] or r['started']}{scores}"
-            + (f"   error: {r['error']}" if r.get("error") else "")
-        )
-    else:
-        lines.append("last retrain  -")
-    lines.append(f"open orders   {len(st.open_orders)}")
-    for o in st.open_orders:
-        lines.append(
-            f"  {o['client_order_id']} {o['side']} {o['amount']} {o['symbol']} {o['state']} since {o['created']}"
-        )
-    halts = list(st.halts)
-    if halts or (halt_file is not None and halt_file.exists()):
-        lines.append(
-            f"halts         {len(halts) + (1 if halt_file is not None and halt_file.exists() else 0)}"
-        )
-        for h in halts:
-            lines.append(f"  {h['reason']} since {h['since']} ({h['source']})")
-        if halt_file is not None and halt_file.exists():
-            lines.append(f"  manual halt file {halt_file} exists (delete it to resume trading)")
-    else:
-        lines.append("halts         none")
-    return "\n".join(lines)
+# The text block lives beside the reader; importers keep using status.format_status.
+from chartrl.daemon.status_format import format_status  # noqa: E402, F401

@@ -509,13 +509,8 @@ class Ticker(TickGuards):
         text = f"{self.mode} {self.symbol} {self.timeframe} | {pos} | {eq} | {last}"
         halt = self.risk.halted()
         if halt == "ledger_halt":
-            halt = ", ".join(sorted({h.reason for h in self.ledger.active_halts()}))
+            halt = ", ".join(sorted({h.reason for h in self.ledger.active_halts(self.symbol)}))
         return text + (f" | HALTED ({halt}): chartrl halt clear resumes" if halt else "")
-
-
-def ticker_factory(live: bool = False) -> Any:
-    """The daemon's ticker factory (system clock, the configured exchange)."""
-    return lambda settings: Ticker(settings, live=live)
 
 
 def _ms(t0: float) -> float:
