@@ -476,3 +476,16 @@ def test_chartrl_run_serves_the_console_when_enabled(book, monkeypatch):
         main(["run"])
     assert exc.value.code == 0
     assert seen["status"]["mode"] == "paper" and seen["metrics"] == 200
+
+
+def test_an_empty_data_dir_is_a_503_in_one_log_line_not_a_traceback(book, tmp_path):
+    from structlog.testing import capture_logs
+
+    empty = book.model_copy(update={"data": book.data.model_copy(update={"dir": tmp_path})})
+    # raise_server_exceptions=True: an error Starlette re-raises (a traceback) fails this test.
+    with capture_logs() as events, TestClient(create_app(empty, TOKEN)) as c:
+        r = c.get("/api/status", headers=AUTH)
+    assert r.status_code == 503 and "no ledger" in r.json()["error"]
+    assert [e["event"] for e in events if e.get("path") == "/api/status"][:1] == [
+        "http_unavailable"
+    ]

@@ -90,7 +90,7 @@ def test_follow_swaps_the_token_moves_the_port_and_keeps_what_it_cannot_change(t
 _RUN = textwrap.dedent(
     """
     import sys
-    import chartrl.daemon.tick as tick
+    import chartrl.daemon.symbol_tickers as symbol_tickers
 
     class Ticker:  # the trading is not under test: the console beside it is
         def __init__(self, settings): self.settings = settings
@@ -99,7 +99,7 @@ _RUN = textwrap.dedent(
         def status_text(self): return "test"
         def close(self): pass
 
-    tick.ticker_factory = lambda live: Ticker
+    symbol_tickers.ticker_factory = lambda live: Ticker  # what `chartrl run` builds its ticks with
     from chartrl.cli import main
     main(sys.argv[1:])
     """

@@ -85,6 +85,9 @@ def _run(args: argparse.Namespace) -> int:
         cli_overrides=series_flags(args),
         on_reload=follow_console,
     )
+    # SIGHUP/SIGTERM handled from here on: a reload asked while the console and the ticker start
+    # waits for the first heartbeat instead of killing the process (SIGHUP's default action).
+    daemon.install_signals()
     if s.console.enabled:  # bound before the first tick: a port in use fails the start, clearly
         from chartrl.console.server import Console
 

@@ -152,12 +152,20 @@ def create_app(settings: Settings, token: str) -> FastAPI:
             {"error": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
+    # A ChartrlError (no ledger yet, a data dir being written) is the operator's 503, answered by
+    # Starlette's exception middleware: one log line, no traceback. Only a true bug reaches the
+    # Exception handler, which Starlette re-raises after answering (a traceback in the journal).
+    @app.exception_handler(ChartrlError)
+    async def _unavailable(request: Request, exc: ChartrlError) -> JSONResponse:
+        text = one_line_error(exc, 300)
+        log.warning("http_unavailable", path=request.url.path, error=text)
+        return masked({"error": text}, status_code=503)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         text = one_line_error(exc, 300)
         log.error("http_error", path=request.url.path, error=text)
-        status = 503 if isinstance(exc, ChartrlError) else 500
-        return masked({"error": text}, status_code=status)
+        return masked({"error": text}, status_code=500)
 
     @app.get("/healthz", summary="200 while the last tick is younger than two timeframes")
     def healthz() -> JSONResponse:

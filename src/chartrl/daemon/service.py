@@ -324,7 +324,7 @@ class Daemon:
     def _symbol_health(self) -> dict[str, dict[str, Any]]:
         return self.health.snapshot(self.symbols, getattr(self.ticker, "start_errors", None))
 
-    def _install_signals(self) -> None:
+    def install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # embedded (tests): the owner calls request_stop()
 
@@ -415,7 +415,7 @@ class Daemon:
         from apscheduler.events import EVENT_JOB_MISSED
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        self._install_signals()
+        self.install_signals()
         # Loads the model, opens the ledger, reconciles live orders: a bad setting fails here, a
         # temporary outage is waited out (within systemd's TimeoutStartSec), a live halt (balance
         # mismatch, unknown order) is recorded and the daemon runs on holding (see tick.py).
