@@ -14,7 +14,7 @@ A run already complete in ``--out`` (its history has the last DQN epoch) is reus
 interrupted measurement continues where it stopped.
 
     .venv/bin/python benchmarks/nstep.py [--csv PATH --symbol S] [--from D --split D --until D]
-        [--strategy cnnrnn] [--seeds 3] [--n 1,3,5] [--imitation-epochs 1] [--epochs 3]
+        [--strategy cnnrnn] [--seeds 3] [--n 1,3,5] [--imitation-epochs 0] [--epochs 2]
         [--jobs 2 --threads 1] [--out DIR]
 """
 
@@ -76,8 +76,8 @@ def main() -> int:
     ap.add_argument("--strategy", default="cnnrnn")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--n", default="1,3,5", help="n-step values; the first is the reference")
-    ap.add_argument("--imitation-epochs", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--imitation-epochs", type=int, default=0, help="0: the DQN stage alone")
+    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-steps-per-epoch", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
@@ -94,7 +94,8 @@ def main() -> int:
 
     ns = [int(x) for x in args.n.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="nstep-data-"))
+    tmp = tempfile.TemporaryDirectory(prefix="nstep-data-")
+    data_dir = Path(tmp.name)
     import_store(args.csv, args.symbol, data_dir)
     fraction = split_fraction(data_dir, args.symbol, args.start, args.split, args.until)
     base = [sys.executable, "-m", "chartrl", "train", "--strategy", args.strategy]
