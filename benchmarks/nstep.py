@@ -15,7 +15,7 @@ interrupted measurement continues where it stopped.
 
     .venv/bin/python benchmarks/nstep.py [--csv PATH --symbol S] [--from D --split D --until D]
         [--strategy cnnrnn] [--seeds 3] [--n 1,3,5] [--imitation-epochs 0] [--epochs 2]
-        [--jobs 2 --threads 1] [--out DIR]
+        [--jobs 3 --threads 1] [--out DIR] [--report-only]
 """
 
 from __future__ import annotations
@@ -70,18 +70,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--csv", type=Path, default=SHARED)
     ap.add_argument("--symbol", default="BTC/USDT")
-    ap.add_argument("--from", dest="start", default="2019-01-01")
+    ap.add_argument("--from", dest="start", default="2019-07-01")
     ap.add_argument("--split", default="2020-07-01")
-    ap.add_argument("--until", default="2020-09-30T23:00")
+    ap.add_argument("--until", default="2020-08-31T23:00")
     ap.add_argument("--strategy", default="cnnrnn")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--n", default="1,3,5", help="n-step values; the first is the reference")
     ap.add_argument("--imitation-epochs", type=int, default=0, help="0: the DQN stage alone")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-steps-per-epoch", type=int, default=None)
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("reports/nstep"))
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: summarise the seeds complete for every n in --out",
+    )
     args = ap.parse_args()
     if not args.csv.is_file():
         print(f"error: {args.csv} not found; give --csv (the shared data is ../shared/data)")
@@ -129,13 +134,21 @@ def main() -> int:
         print(f"n={n} seed={seed}: {took:.0f} s", flush=True)
         return took
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        seconds = list(pool.map(run, jobs))
+    seconds = []
+    if not args.report_only:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            seconds = list(pool.map(run, jobs))
+    # Only seeds complete for every n: the comparison is paired by seed.
+    seeds = [
+        s
+        for s in range(1, args.seeds + 1)
+        if all(complete(args.out / "runs" / f"n{n}-seed{s}", args.epochs) for n in ns)
+    ]
+    if not seeds:
+        print(f"error: no seed complete for every n in {args.out}")
+        return 2
     histories = {
-        f"n={n}": [
-            read_history(args.out / "runs" / f"n{n}-seed{s}") for s in range(1, args.seeds + 1)
-        ]
-        for n in ns
+        f"n={n}": [read_history(args.out / "runs" / f"n{n}-seed{s}") for s in seeds] for n in ns
     }
     summary = compare.summarize(histories)
     paired = compare.paired_differences(histories, reference=f"n={ns[0]}")
@@ -146,7 +159,7 @@ def main() -> int:
         f"data: {args.csv.name} {args.start} .. {args.until}, split {args.split} "
         f"(validation fraction {fraction:.4f}); {args.strategy}, {args.imitation_epochs} imitation "
         f"+ {args.epochs} DQN epochs, {int(first[-1]['updates'])} DQN updates per run; "
-        f"seeds 1..{args.seeds}; {sum(seconds):.0f} s of runs"
+        f"seeds {seeds}; {sum(seconds):.0f} s of runs"
     )
     print(table)
     (args.out / "nstep.json").write_text(
@@ -171,7 +184,7 @@ def main() -> int:
         and (ci[0] > 0 or ci[1] < 0)
     ]
     print(
-        f"RESULT strategy={args.strategy} seeds={args.seeds} "
+        f"RESULT strategy={args.strategy} seeds={len(seeds)} "
         + " ".join(parts)
         + f" sharpe_distinguishable_from_n{ns[0]}={','.join(map(str, distinct)) or 'none'}"
     )
