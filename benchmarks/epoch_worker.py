@@ -7,10 +7,13 @@ codes have: ``train`` and ``TrainConfig`` (chartrl.train.dqn, before issue 10 ch
 ``prepare_data`` and the trainer's own ``_validate``.
 
 Printed, one JSON line per policy: ``step_s`` (one environment step of the lanes in steady state,
-updates included: a run of 2S steps minus a run of S, rendering excluded), ``val_s`` (one greedy
-validation over the whole validation part with its metrics, charts rendered beforehand),
-``render_s`` (rendering every chart of the history once) and ``epoch_s`` = steps per epoch x
-step_s + val_s + render_s, the projected epoch of benchmarks/train.py.
+updates included: a run of 2S steps minus a run of S), ``val_s`` (one greedy validation over the
+whole validation part with its metrics, charts rendered beforehand), ``render_s`` (rendering
+every chart of the history once) and ``epoch_s`` = steps per epoch x step_s + val_s + render_s,
+the projected epoch of benchmarks/train.py. All are CPU seconds of this process
+(``time.process_time``, one torch thread by default): on a machine shared with other work, wall
+time mostly measures the others (the same S steps took 2.6x longer from one repeat to the next
+on the shared 2-core machine), CPU time the work done. ``wall_step_s`` is the wall-clock step.
 
     PYTHONPATH=<src> python benchmarks/epoch_worker.py --csv PATH --policies cnn,cnnrnn [--norm batch]
 """
@@ -64,10 +67,10 @@ def main() -> int:
     data = prepare_data(candles, spec, "1h", validation_fraction=0.15)
     renderer = data.frames.renderer
     renderer.render(data.train[:256])
-    t = time.perf_counter()
+    t = time.process_time()
     block = data.train[5000:7048]
     renderer.render(block)
-    render_s = (len(data.train) + len(data.validation)) * (time.perf_counter() - t) / len(block)
+    render_s = (len(data.train) + len(data.validation)) * (time.process_time() - t) / len(block)
     data.frames.get(data.validation)  # validation timed without its rendering
     fields = {f.name for f in dataclasses.fields(dqn.TrainConfig)}
     extra = {"eval_every": 10**9} if "eval_every" in fields else {}  # the epoch end only
@@ -81,7 +84,7 @@ def main() -> int:
         "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},
     }
     for name in args.policies.split(","):
-        rows, policy = [], None
+        rows, cpu, policy = [], [], None
         for steps in (args.steps, 2 * args.steps):
             cfg = dqn.TrainConfig(
                 stages=("dqn",),
@@ -91,8 +94,12 @@ def main() -> int:
                 validation_fraction=0.15,
                 **extra,
             )
+            # Frames are cached across the two runs; what the longer one renders more is a few
+            # per cent of it (as in an epoch, where every chart is rendered once).
             with tempfile.TemporaryDirectory() as tmp:
+                c0 = time.process_time()
                 res = dqn.train(name, data, cfg, Path(tmp) / "m", meta, progress=False)
+                cpu.append(time.process_time() - c0)
             rows.append(res.history[-1])
             policy = res.policy
         a, b = rows
@@ -100,16 +107,17 @@ def main() -> int:
         def busy(r: dict) -> float:
             return float(r["seconds"]) - float(r["render_seconds"])
 
-        step_s = (busy(b) - busy(a)) / args.steps
-        t = time.perf_counter()
+        step_s = (cpu[1] - cpu[0]) / args.steps
+        t = time.process_time()
         dqn._validate(policy, data, MarketRules(), 10_000.0, torch.device("cpu"))
-        val_s = time.perf_counter() - t
+        val_s = time.process_time() - t
         steps_per_epoch = len(data.train) // LANES - 1
         print(
             json.dumps(
                 {
                     "policy": name,
                     "step_s": step_s,
+                    "wall_step_s": (busy(b) - busy(a)) / args.steps,
                     "val_s": val_s,
                     "render_s": render_s,
                     "epoch_s": steps_per_epoch * step_s + val_s + render_s,

@@ -20,7 +20,8 @@ training still in ``chartrl.backtest``): ``git archive`` of its ``src`` into a t
 then benchmarks/epoch_worker.py as a subprocess with PYTHONPATH at it or at the current ``src``,
 alternately (reference, current, ..., then the reverse order, so a drift of the load falls on
 both), each timing the same steps and one validation and projecting an epoch. Per policy the
-ratio current / reference of each repeat, and their median. Target: <= 1.10 (an epoch may not
+ratio current / reference of each repeat, and their median, in CPU seconds of the worker (wall
+time on the shared machine swung 2.6x between repeats). Target: <= 1.10 (an epoch may not
 regress more than 10 %). ``--reference-norm batch`` adds the current code under ``--norm batch``
 (the reference's BatchNorm) to tell the normalisation's share of a difference.
 
@@ -86,8 +87,9 @@ def reference_ratios(
                     row = json.loads(line)
                     out[v].setdefault(row["policy"], []).append(row["epoch_s"])
                     print(
-                        f"  repeat {r + 1} {v:14s} {row['policy']:7s} epoch {row['epoch_s']:8.1f} s"
-                        f" (step {row['step_s'] * 1000:.1f} ms, validation {row['val_s']:.1f} s,"
+                        f"  repeat {r + 1} {v:14s} {row['policy']:7s} epoch {row['epoch_s']:7.1f}"
+                        f" CPU s (step {row['step_s'] * 1000:.1f} ms, wall"
+                        f" {row['wall_step_s'] * 1000:.1f} ms; validation {row['val_s']:.1f} s,"
                         f" render {row['render_s']:.1f} s)",
                         flush=True,
                     )
