@@ -87,6 +87,13 @@ def main() -> int:
         "chart_spec": spec,
         "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},
     }
+    # A discarded run first: the first train() of a process pays one-time costs (imports, first
+    # allocations) that made the first policy's S-step run cost more CPU than its 2S one.
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = dqn.TrainConfig(
+            stages=("dqn",), epochs=1, learning_starts=0, max_steps_per_epoch=16, **extra
+        )
+        dqn.train(args.policies.split(",")[0], data, warm, Path(tmp) / "m", meta, progress=False)
     for name in args.policies.split(","):
         rows, cpu, policy = [], [], None
         for steps in (args.steps, 2 * args.steps):

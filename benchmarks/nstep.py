@@ -63,7 +63,9 @@ def complete(run_dir: Path, epochs: int) -> bool:
     if not (run_dir / "history.csv").is_file():
         return False
     rows = read_history(run_dir)
-    return any(r["stage"] == "dqn" and r["kind"] == "epoch" and r["epoch"] == epochs for r in rows)
+    return any(
+        r["stage"] == "dqn" and r["kind"] == "epoch" and int(r["epoch"]) == epochs for r in rows
+    )
 
 
 def main() -> int:
