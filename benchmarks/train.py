@@ -13,9 +13,20 @@ Evaluation every N updates (``--eval-every``): a training run that validates eve
 measures, interleaved so both see the same load, one validation (greedy run over the whole
 validation part, its metrics and skill test) and the training time per update (acting included).
 Projected: the validations a default run makes (10 epochs: the 10 epoch ends; the README's
-``--epochs 3``: 12, epoch ends included) against that run's training time. Target: <= 10 %.
+``--epochs 3``: 10, epoch ends included) against that run's training time. Target: <= 10 %.
+
+Against the reference code (``--reference``, default the last commit before issue 10's work:
+training still in ``chartrl.backtest``): ``git archive`` of its ``src`` into a temporary folder,
+then benchmarks/epoch_worker.py as a subprocess with PYTHONPATH at it or at the current ``src``,
+alternately (reference, current, ..., then the reverse order, so a drift of the load falls on
+both), each timing the same steps and one validation and projecting an epoch. Per policy the
+ratio current / reference of each repeat, and their median, in CPU seconds of the worker (wall
+time on the shared machine swung 2.6x between repeats). Target: <= 1.10 (an epoch may not
+regress more than 10 %). ``--reference-norm batch`` adds the current code under ``--norm batch``
+(the reference's BatchNorm) to tell the normalisation's share of a difference.
 
     .venv/bin/python benchmarks/train.py [--steps 40] [--threads 1] [--policies cnn,cnnrnn,gru,resnet]
+        [--reference COMMIT|none] [--reference-repeats 2] [--reference-norm batch]
 """
 
 from __future__ import annotations
@@ -27,12 +38,62 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "Binance_BTCUSDT_1h.csv"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "Binance_BTCUSDT_1h.csv"
 TARGET_SECONDS = 300.0
 EVAL_TARGET = 0.10
+REGRESSION_TARGET = 1.10
+REFERENCE = "cae23bdbafb49910309ce107b121e297eefa4ca0"
+"""The last commit before issue 10's work (its first, 6cf92c2, moved training to train/)."""
 LANES = 8
+
+
+def reference_ratios(
+    commit: str, csv: Path, policies: str, steps: int, threads: int, repeats: int, norm: str | None
+) -> dict[str, dict[str, list[float]]]:
+    """Projected epoch seconds per variant and policy, one value per repeat, the variants run
+    alternately as subprocesses (benchmarks/epoch_worker.py)."""
+    import io
+    import json
+    import subprocess
+    import tarfile
+
+    with tempfile.TemporaryDirectory(prefix="chartrl-ref-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "src"], check=True, capture_output=True
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        variants: dict[str, tuple[Path, str | None]] = {
+            "reference": (Path(tmp) / "src", None),
+            "current": (ROOT / "src", None),
+        }
+        if norm:
+            variants[f"current-{norm}"] = (ROOT / "src", norm)
+        out: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
+        for r in range(repeats):
+            order = list(variants) if r % 2 == 0 else list(variants)[::-1]
+            for v in order:
+                src, v_norm = variants[v]
+                cmd = [sys.executable, str(ROOT / "benchmarks" / "epoch_worker.py")]
+                cmd += ["--csv", str(csv), "--policies", policies, "--steps", str(steps)]
+                cmd += ["--threads", str(threads)] + (["--norm", v_norm] if v_norm else [])
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+                for line in res.stdout.splitlines():
+                    row = json.loads(line)
+                    out[v].setdefault(row["policy"], []).append(row["epoch_s"])
+                    print(
+                        f"  repeat {r + 1} {v:14s} {row['policy']:7s} epoch {row['epoch_s']:7.1f}"
+                        f" CPU s (step {row['step_s'] * 1000:.1f} ms, wall"
+                        f" {row['wall_step_s'] * 1000:.1f} ms; validation {row['val_s']:.1f} s,"
+                        f" render {row['render_s']:.1f} s)",
+                        flush=True,
+                    )
+    return out
 
 
 def eval_cost(name: str, data, meta: dict, blocks: int) -> tuple[float, float]:
@@ -124,8 +185,63 @@ def main() -> None:
         default=3,
         help="validations (each after 4 updates) in the evaluation-cost run per policy",
     )
+    ap.add_argument(
+        "--reference",
+        default=REFERENCE,
+        help="commit to time against (default: the last before issue 10); none: skip",
+    )
+    ap.add_argument("--reference-repeats", type=int, default=2)
+    ap.add_argument("--reference-steps", type=int, default=64, help="S of the workers (x16)")
+    ap.add_argument("--reference-norm", default=None, help="also the current code with this norm")
+    ap.add_argument("--reference-only", action="store_true", help="skip the throughput part")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    parts = [] if args.reference_only else throughput(args)
+    if args.reference != "none":
+        parts += regression(args)
+    print("RESULT " + " ".join(parts))
+
+
+def regression(args: argparse.Namespace) -> list[str]:
+    """The epoch time of the current code against the reference's, measured in this run."""
+    if not args.csv.is_file():
+        print(f"reference: {args.csv} absent, epoch time not compared")
+        return ["regression_target_met=unmeasured"]
+    print(
+        f"reference {args.reference[:12]} against the current code, {args.reference_repeats} repeats:"
+    )
+    times = reference_ratios(
+        args.reference,
+        args.csv,
+        args.policies,
+        args.reference_steps,
+        args.threads,
+        args.reference_repeats,
+        args.reference_norm,
+    )
+    parts, worst = [], 0.0
+    ref = times["reference"]
+    for variant, by_policy in times.items():
+        if variant == "reference":
+            continue
+        for name, secs in by_policy.items():
+            ratios = [a / b for a, b in zip(secs, ref[name], strict=True)]
+            med = float(np.median(ratios))
+            tag = variant.removeprefix("current").lstrip("-")
+            print(
+                f"{name:7s} {variant}: epoch {np.median(secs):.1f} s against {np.median(ref[name]):.1f} s;"
+                f" ratio per repeat {', '.join(f'{x:.3f}' for x in ratios)}, median {med:.3f}"
+            )
+            parts.append(f"{name}{'_' + tag if tag else ''}_epoch_time_ratio={med:.3f}")
+            if variant == "current":
+                worst = max(worst, med)
+    parts.insert(0, f"reference={args.reference[:12]} epoch_time_ratio={worst:.3f}")
+    parts.append(f"regression_target_met={'yes' if worst <= REGRESSION_TARGET else 'no'}")
+    return parts
+
+
+def throughput(args: argparse.Namespace) -> list[str]:
+    """Throughput per policy and the cost of validating; the RESULT fields."""
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
@@ -225,11 +341,8 @@ def main() -> None:
     verdict = ""
     if c:
         verdict = f" cnnrnn_target_met={'yes' if c[1] < TARGET_SECONDS and c[2] < 0.10 else 'no'} cnnrnn_render_share={c[2]:.3f}"
-    print(
-        f"RESULT data={source} candles={n} threads={torch.get_num_threads()} ref_s={ref:.3f} render_fps={render_fps:.0f} "
-        + " ".join(parts)
-        + verdict
-    )
+    head = f"data={source} candles={n} threads={torch.get_num_threads()} ref_s={ref:.3f} render_fps={render_fps:.0f}"
+    return [head, *parts] + ([verdict.strip()] if verdict else [])
 
 
 if __name__ == "__main__":

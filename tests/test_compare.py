@@ -106,6 +106,9 @@ def test_table_shows_exposure_trades_per_week_skill_and_the_paired_block() -> No
     assert "| 2.00 ± 0.00" in cnn_row and "| 30.0 ± 0.0" in cnn_row and "| 0.500 ± 0.000" in cnn_row
     assert "20.00 ± 14.14 [10.00, 30.00]" in cnn_row
     assert "minus `cnn`" in table and "| gru | 0.00 ± 14.14" in table
+    # Another reference (benchmarks/nstep.py pairs against n=1) is named as such.
+    other = markdown_table(summarize(h), None, paired_differences(h), reference_name="n=1")
+    assert "minus `n=1`" in other and "minus `cnn`" not in other
 
 
 def test_learning_curves_are_over_gradient_updates(tmp_path: Path) -> None:

@@ -129,8 +129,10 @@ def markdown_table(
     summary: dict[str, dict[str, Any]],
     reference: dict[str, float] | None,
     paired: dict[str, dict[str, Any]] | None = None,
+    reference_name: str = REFERENCE,
 ) -> str:
-    """The comparison as Markdown: final validation across seeds, buy & hold, paired differences."""
+    """The comparison as Markdown: final validation across seeds, buy & hold, paired differences
+    (against ``reference_name``, the name ``paired_differences`` was given)."""
     fmt = seedstats.fmt
     lines = [
         "| strategy | seeds | val return % | val Sharpe | val max DD % | val round trips "
@@ -158,7 +160,7 @@ def markdown_table(
     if paired:
         lines += [
             "",
-            f"Paired by seed, minus `{REFERENCE}` (mean ± std [95 % interval] of the differences):",
+            f"Paired by seed, minus `{reference_name}` (mean ± std [95 % interval] of the differences):",
             "",
             "| strategy | Δ val return % | Δ val Sharpe | Δ trades / week | Δ exposure % |",
             "|---|---|---|---|---|",

@@ -80,12 +80,12 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     """Cap on environment steps (and imitation updates) per epoch, for smoke runs and benchmarks."""
     eval_every: int | None = None
-    """DQN gradient updates between two greedy validation runs, counted from each epoch's start
-    (each a history.csv row with the update count, TensorBoard points and a chance to become the
-    best checkpoint), besides the one at every epoch end (one due within half of N of the epoch
-    end is left to it). None: enough
-    for at least 10 validation points per run, epoch ends included (train/monitor.py); 0: epoch
-    ends only. The value used is stored with the hyperparameters."""
+    """DQN gradient updates between two greedy validation runs, at the multiples of N over the
+    whole stage (each a history.csv row with the update count, TensorBoard points and a chance to
+    become the best checkpoint), besides the one at every epoch end (one within half of N of an
+    epoch end, before or after, is left to it). None: 10 validation points per run, epoch ends
+    included (train/monitor.py); 0: epoch ends only. The value used is stored with the
+    hyperparameters."""
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Overrides of the policy constructor (e.g. {'hidden_size': 64})."""
     norm: str = "group"

@@ -360,7 +360,9 @@ def train(
                             target.load_state_dict(policy.state_dict())
                         scalars.updated(losses[-1], counters["updates"], eps)
                         left = (steps - 1 - step) // cfg.train_frequency  # updates to come
-                        if due(cfg, counters["updates"] - epoch_updates0, left):
+                        if due(
+                            cfg, counters["updates"], counters["updates"] - epoch_updates0, left
+                        ):
                             since = losses[-cfg.eval_every :]
                             t_eval = time.perf_counter()
                             evaluate(

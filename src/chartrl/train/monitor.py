@@ -27,41 +27,65 @@ def planned_updates(cfg: Any, steps: int, lanes: int) -> int:
     return max(1, cfg.epochs * updates_per_epoch(cfg, steps) - waiting)
 
 
+def _epoch_lengths(cfg: Any, steps: int, lanes: int) -> list[int]:
+    """Planned updates of each DQN epoch: the first ones are shorter, or empty, while the replay
+    waits for learning_starts transitions."""
+    per = updates_per_epoch(cfg, steps)
+    waiting = math.ceil(cfg.learning_starts / lanes / cfg.train_frequency)
+    lengths = []
+    for _ in range(max(1, cfg.epochs)):
+        lengths.append(per - min(waiting, per))
+        waiting -= per - lengths[-1]
+    return lengths
+
+
+def _points(every: int, lengths: list[int]) -> int:
+    """Validation points (``due`` inside the epochs + every epoch end) under ``every``."""
+    rule = type("Schedule", (), {"eval_every": every})
+    inside, done = 0, 0
+    for n in lengths:
+        inside += sum(due(rule, done + u, u, n - u) for u in range(1, n + 1))
+        done += n
+    return inside + len(lengths)
+
+
 def eval_every_for(cfg: Any, steps: int, lanes: int) -> int:
-    """``cfg.eval_every``, or its default: every epoch end is a validation point already, so the
-    default adds just enough points inside the epochs for ``VALIDATION_POINTS`` in all, spread
-    evenly (0: the epoch ends suffice). A validation costs a greedy pass over the whole validation
+    """``cfg.eval_every``, or its default: the largest N that gives ``VALIDATION_POINTS`` points,
+    epoch ends included (0: the epoch ends suffice). The points are the multiples of N over the
+    whole stage, and each epoch end takes the place of the multiple nearest it (``due``), so for
+    U planned updates N just above U / 10.5 puts the 10th multiple within N/2 of the last update:
+    9 multiples, less one per earlier epoch end, plus the epoch ends, make exactly 10. Short runs
+    step N down until they reach 10. A validation costs a greedy pass over the whole validation
     part, so points beyond those asked for are training time lost (benchmarks/train.py)."""
     if cfg.eval_every is not None:
         return int(cfg.eval_every)
-    epochs = max(1, cfg.epochs)
-    inside = math.ceil(max(0, VALIDATION_POINTS - epochs) / epochs)
-    if inside == 0:
+    if max(1, cfg.epochs) >= VALIDATION_POINTS:
         return 0
-    # The first epoch is the shortest: its first updates wait for learning_starts.
-    first = max(
-        1, planned_updates(cfg, steps, lanes) - (epochs - 1) * updates_per_epoch(cfg, steps)
-    )
-    return max(1, first // (inside + 1))
+    lengths = _epoch_lengths(cfg, steps, lanes)
+    every = sum(lengths) * 2 // (2 * VALIDATION_POINTS + 1) + 1
+    while every > 1 and _points(every, lengths) < VALIDATION_POINTS:
+        every -= 1
+    return every
 
 
-def due(cfg: Any, updates_in_epoch: int, updates_left_in_epoch: int) -> bool:
-    """Whether to validate after the epoch's update number ``updates_in_epoch``: every
-    ``cfg.eval_every`` counted from the epoch start (so every epoch gets the same points), except
-    within half of that of the epoch end, which validates anyway."""
+def due(cfg: Any, updates: int, updates_in_epoch: int, updates_left_in_epoch: int) -> bool:
+    """Whether to validate after update number ``updates`` of the stage (the run's counter, so a
+    resumed run continues the same grid), the epoch's ``updates_in_epoch``-th with
+    ``updates_left_in_epoch`` to come: at every multiple of ``cfg.eval_every``, except within
+    half of it of an epoch end, before or after (the end validates anyway; the window
+    (end - N/2, end + N/2] holds exactly one multiple, so an epoch end replaces one point)."""
     every = cfg.eval_every
-    return bool(every) and updates_in_epoch % every == 0 and 2 * updates_left_in_epoch >= every
+    return (
+        bool(every)
+        and updates % every == 0
+        and 2 * updates_left_in_epoch >= every
+        and 2 * updates_in_epoch > every
+    )
 
 
 def validation_points(cfg: Any, steps: int, lanes: int) -> int:
     """Validation points a DQN stage of ``cfg`` makes (``due`` inside epochs + every epoch end)."""
-    every = eval_every_for(cfg, steps, lanes)
-    per = updates_per_epoch(cfg, steps)
-    first = planned_updates(cfg, steps, lanes) - per * (max(1, cfg.epochs) - 1)
-    lengths = [first] + [per] * (max(1, cfg.epochs) - 1)
-    rule = type("Schedule", (), {"eval_every": every})
-    inside = sum(due(rule, u, n - u) for n in lengths for u in range(1, n + 1))
-    return inside + len(lengths)
+    return _points(eval_every_for(cfg, steps, lanes), _epoch_lengths(cfg, steps, lanes))
 
 
 def selection_score(metrics: dict[str, Any]) -> float:

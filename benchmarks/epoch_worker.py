@@ -1,0 +1,142 @@
+"""One measurement of a training epoch's parts under whichever chartrl is first on PYTHONPATH.
+
+benchmarks/train.py runs this file as a subprocess twice per repeat, once with PYTHONPATH at an
+extracted copy of the reference commit's ``src`` and once at the current one, so the two codes are
+timed by the same steps, interleaved under the same load of the moment. It only uses what both
+codes have: ``train`` and ``TrainConfig`` (chartrl.train.dqn, before issue 10 chartrl.backtest.dqn),
+``prepare_data`` and the trainer's own ``_validate``.
+
+Printed, one JSON line per policy: ``step_s`` (one environment step of the lanes in steady state,
+updates included: a run of 2S steps minus a run of S, every chart rendered beforehand), ``val_s`` (one greedy validation over the
+whole validation part with its metrics, charts rendered beforehand), ``render_s`` (rendering
+every chart of the history once) and ``epoch_s`` = steps per epoch x step_s + val_s + render_s,
+the projected epoch of benchmarks/train.py. All are CPU seconds of this process
+(``time.process_time``, one torch thread by default): on a machine shared with other work, wall
+time mostly measures the others (the same S steps took 2.6x longer from one repeat to the next
+on the shared 2-core machine), CPU time the work done. ``wall_step_s`` is the wall-clock step.
+
+    PYTHONPATH=<src> python benchmarks/epoch_worker.py --csv PATH --policies cnn,cnnrnn [--norm batch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+LANES = 8
+
+
+def _modules():
+    try:  # since issue 10's layout
+        from chartrl.train import dqn, env
+    except ImportError:  # the reference: training lived in backtest/
+        from chartrl.backtest import dqn, env
+    return dqn, env.prepare_data
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv", type=Path, required=True)
+    ap.add_argument("--policies", default="cnn,cnnrnn")
+    ap.add_argument("--steps", type=int, default=96, help="S: a multiple of 16")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--norm", default=None, help="TrainConfig.norm, where the code has it")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    from chartrl.account.fills import MarketRules
+    from chartrl.chart.spec import ChartSpec
+    from chartrl.market.importer import import_csv
+    from chartrl.market.store import CandleStore
+
+    dqn, prepare_data = _modules()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = CandleStore(tmp)
+        import_csv(args.csv, store, "binance", "BTC/USDT", "1h")
+        candles = store.load("binance", "BTC/USDT", "1h")
+    spec = ChartSpec()
+    data = prepare_data(candles, spec, "1h", validation_fraction=0.15)
+    renderer = data.frames.renderer
+    renderer.render(data.train[:256])
+    t = time.process_time()
+    block = data.train[5000:7048]
+    renderer.render(block)
+    render_s = (len(data.train) + len(data.validation)) * (time.process_time() - t) / len(block)
+    # Every chart rendered before the timed runs: a step's CPU time is then acting and learning
+    # (replay samples reach across the whole history; rendering is render_s, once per epoch).
+    for i in range(0, len(data.train), 2048):
+        data.frames.get(data.train[i : i + 2048])
+    data.frames.get(data.validation)
+    fields = {f.name for f in dataclasses.fields(dqn.TrainConfig)}
+    extra = {"eval_every": 10**9} if "eval_every" in fields else {}  # the epoch end only
+    if args.norm is not None:
+        if "norm" not in fields:
+            print(f"error: this code has no TrainConfig.norm (--norm {args.norm})", file=sys.stderr)
+            return 2
+        extra["norm"] = args.norm
+    meta = {
+        "chart_spec": spec,
+        "series": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h"},
+    }
+    # A discarded run first: the first train() of a process pays one-time costs (imports, first
+    # allocations) that made the first policy's S-step run cost more CPU than its 2S one.
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = dqn.TrainConfig(
+            stages=("dqn",), epochs=1, learning_starts=0, max_steps_per_epoch=16, **extra
+        )
+        dqn.train(args.policies.split(",")[0], data, warm, Path(tmp) / "m", meta, progress=False)
+    for name in args.policies.split(","):
+        rows, cpu, policy = [], [], None
+        for steps in (args.steps, 2 * args.steps):
+            cfg = dqn.TrainConfig(
+                stages=("dqn",),
+                epochs=1,
+                learning_starts=0,
+                max_steps_per_epoch=steps,
+                validation_fraction=0.15,
+                **extra,
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                c0 = time.process_time()
+                res = dqn.train(name, data, cfg, Path(tmp) / "m", meta, progress=False)
+                cpu.append(time.process_time() - c0)
+            rows.append(res.history[-1])
+            policy = res.policy
+        a, b = rows
+
+        def busy(r: dict) -> float:
+            return float(r["seconds"]) - float(r["render_seconds"])
+
+        step_s = (cpu[1] - cpu[0]) / args.steps
+        t = time.process_time()
+        dqn._validate(policy, data, MarketRules(), 10_000.0, torch.device("cpu"))
+        val_s = time.process_time() - t
+        steps_per_epoch = len(data.train) // LANES - 1
+        print(
+            json.dumps(
+                {
+                    "policy": name,
+                    "step_s": step_s,
+                    "wall_step_s": (busy(b) - busy(a)) / args.steps,
+                    "val_s": val_s,
+                    "render_s": render_s,
+                    "epoch_s": steps_per_epoch * step_s + val_s + render_s,
+                    "updates": int(b["updates"]) - int(a["updates"]),
+                }
+            ),
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
