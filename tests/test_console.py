@@ -458,6 +458,9 @@ def test_chartrl_run_serves_the_console_when_enabled(book, monkeypatch):
         def __init__(self, settings, *args, **kwargs):
             self.settings = settings
 
+        def install_signals(self) -> None:
+            pass
+
         def run(self) -> int:
             url = f"http://127.0.0.1:{port}"
             seen["status"] = httpx.get(url + "/api/status", headers=AUTH, timeout=60).json()
