@@ -4,28 +4,13 @@ CLI spec."""
 from __future__ import annotations
 
 from chartrl.account.fills import MarketRules
-from chartrl.chart.spec import ChartSpec
 from chartrl.experiments.folds import purge_gap, sweep_folds
 from chartrl.experiments.plan import Plan
 from chartrl.testing.synthetic import synthetic_candles
+from test_training import SPEC, TINY  # the tiny chart and budget of the training tests
 
-SPEC = ChartSpec(window=40, height=32, width=48, ma_periods=(5, 10), bollinger_period=10)
-TRAIN = dict(
-    epochs=1,
-    imitation_epochs=1,
-    num_envs=2,
-    learning_starts=16,
-    batch_size=2,
-    seq_len=3,
-    burn_in=2,
-    train_frequency=2,
-    max_steps_per_epoch=12,
-    target_network_frequency=3,
-    buffer_size=400,
-    oracle_window=4,
-    policy_kwargs={"feat_dim": 16},
-)
-"""test_training.tiny_cfg's budget, plus a short oracle window (a shorter purge gap)."""
+TRAIN = {**TINY, "epochs": 1, "oracle_window": 4}
+"""test_training's tiny budget at one DQN epoch, plus a short oracle window (a shorter purge gap)."""
 CHART_TOML = (
     "[chart]\nwindow = 40\nheight = 32\nwidth = 48\nma_periods = [5, 10]\nbollinger_period = 10\n"
 )

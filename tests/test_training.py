@@ -42,23 +42,25 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
+TINY = dict(
+    epochs=2,
+    imitation_epochs=1,
+    num_envs=2,
+    learning_starts=16,
+    batch_size=2,
+    seq_len=3,
+    burn_in=2,
+    train_frequency=2,
+    max_steps_per_epoch=12,
+    target_network_frequency=3,
+    buffer_size=400,
+    policy_kwargs={"feat_dim": 16},
+)
+"""The tiny training budget the smoke tests share (as TrainConfig fields)."""
+
+
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(
-        epochs=2,
-        imitation_epochs=1,
-        num_envs=2,
-        learning_starts=16,
-        batch_size=2,
-        seq_len=3,
-        burn_in=2,
-        train_frequency=2,
-        max_steps_per_epoch=12,
-        target_network_frequency=3,
-        buffer_size=400,
-        policy_kwargs={"feat_dim": 16},
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig(**{**TINY, **kw})
 
 
 @pytest.fixture(scope="module")

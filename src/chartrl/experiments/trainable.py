@@ -25,6 +25,7 @@ from chartrl.backtest.walkforward import Fold
 from chartrl.experiments.params import config_id, params_json, trial_id
 from chartrl.experiments.plan import Plan, load_candles, load_plan
 from chartrl.logs import get_logger, one_line_error
+from chartrl.train.evaluation import VALIDATION_METRICS
 
 log = get_logger(__name__)
 
@@ -32,18 +33,8 @@ RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 ATTEMPTS_FILE = "attempts.json"
 UNIT_FILE = "unit.json"
-SPLIT_METRICS = (
-    "total_return",
-    "sharpe",
-    "max_drawdown",
-    "trades",
-    "trades_per_week",
-    "exposure",
-    "turnover",
-    "fees_paid",
-    "skill_p_value",
-    "skill_percentile",
-)
+SPLIT_METRICS = VALIDATION_METRICS
+"""A split's figures in results.csv: the very ones training validates with (train/evaluation.py)."""
 
 
 @dataclass(frozen=True)

@@ -16,38 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SPLIT_FIELDS = (
-    "from",
-    "until",
-    "candles",
-    "total_return",
-    "sharpe",
-    "max_drawdown",
-    "trades",
-    "trades_per_week",
-    "exposure",
-    "turnover",
-    "fees_paid",
-    "skill_p_value",
-    "skill_percentile",
-    "buy_hold_return",
-    "buy_hold_sharpe",
-)
-COLUMNS = [
-    "trial_id",
-    "strategy",
-    "config_id",
-    "params",
-    "seed",
-    "fold",
-    "status",
-    "error",
-    "attempts",
-    "chosen_epoch",
-    "chosen_updates",
-    "seconds",
-] + [f"{s}_{f}" for s in ("val", "test") for f in SPLIT_FIELDS]
-"""results.csv's columns, in the interface's order."""
+from chartrl.experiments.results import COLUMNS  # the one definition the sweep writes
+
 START = pd.Timestamp("2024-01-01", tz="UTC")
 HOURS_A_YEAR = 8760
 
