@@ -92,6 +92,21 @@ class _TableQ(torch.nn.Module):
         return self.table[t], t[:, -1:].T.unsqueeze(-1).float()
 
 
+def _best(q: torch.Tensor, position: torch.Tensor, masked: bool = True) -> int:
+    """The greedy action of one state's Q-values: hold or buy while flat, hold or sell while long
+    (or, ``masked`` False, the plain argmax over all three)."""
+    if not masked:
+        return int(q.argmax())
+    choices = [0, 2] if float(position[0]) > 0.5 else [0, 1]
+    return max(choices, key=lambda a: (float(q[a]), -a))
+
+
+def _positions(g: torch.Generator, rows: int, steps: int) -> torch.Tensor:
+    """Random position features, flat and long mixed, so the valid actions differ by step."""
+    long = torch.randint(0, 2, (rows, steps), generator=g).float()
+    return torch.stack([long, long * 0.01], dim=-1)
+
+
 def _reference(
     batch: SequenceBatch,
     online: torch.Tensor,
@@ -101,14 +116,17 @@ def _reference(
     *,
     double: bool = True,
     mask: torch.Tensor | None = None,
+    masked: bool = True,
 ) -> torch.Tensor:
-    """The loss written out per step: y = r + gamma * (1 - terminated) * Q_target(s', a')."""
+    """The loss written out per step: y = r + gamma * (1 - terminated) * Q_target(s', a'), a' the
+    online network's best action valid in s' (Double DQN)."""
     mask = batch.terminated if mask is None else mask
     q_sa, y = [], []
     for i in range(batch.idx.shape[0]):
         for k in range(b, batch.action.shape[1]):
             s, s_next = int(batch.idx[i, k]), int(batch.idx[i, k + 1])
-            a_next = int(online[s_next].argmax()) if double else int(target[s_next].argmax())
+            pos = batch.position[i, k + 1]
+            a_next = _best(online[s_next] if double else target[s_next], pos, masked)
             y.append(batch.reward[i, k] + gamma * (1 - mask[i, k]) * target[s_next, a_next])
             q_sa.append(online[s, batch.action[i, k]])
     return F.smooth_l1_loss(torch.stack(q_sa), torch.stack(y))
@@ -125,7 +143,7 @@ def test_td_loss_is_double_dqn_masked_by_termination_only_after_the_burn_in() ->
     terminated[0, -1] = 1.0
     batch = SequenceBatch(
         idx=idx,
-        position=torch.zeros(2, steps + 1, 2),
+        position=_positions(g, 2, steps + 1),
         action=torch.tensor([[0, 1, 2, 1, 0], [2, 2, 1, 0, 1]]),
         reward=torch.randn(2, steps, generator=g),
         terminated=terminated,
@@ -150,6 +168,7 @@ def test_td_loss_is_double_dqn_masked_by_termination_only_after_the_burn_in() ->
             mask=torch.ones(2, steps) * (torch.arange(steps) == steps - 1),
         ),
         "loss on the burn-in steps too": _reference(batch, online, target, 0, gamma),
+        "max over invalid actions too": _reference(batch, online, target, b, gamma, masked=False),
     }
     for why, value in wrong.items():
         assert abs(float(value) - float(expected)) > 1e-3, why
@@ -165,6 +184,7 @@ def _reference_n(
     *,
     stop_at_termination: bool = True,
     discount: float | None = None,
+    masked: bool = True,
 ) -> torch.Tensor:
     """The n-step loss written out per step: sum the rewards one by one, stop at a termination
     (no bootstrap), otherwise bootstrap from the state n steps on with the double-DQN value."""
@@ -179,7 +199,7 @@ def _reference_n(
                     scale = 0.0
                     break
             s_boot = int(batch.idx[i, k + n])
-            a_boot = int(online[s_boot].argmax())
+            a_boot = _best(online[s_boot], batch.position[i, k + n], masked)
             scale = scale if discount is None else discount
             y.append(ret + scale * target[s_boot, a_boot])
             q_sa.append(online[int(batch.idx[i, k]), batch.action[i, k]])
@@ -199,7 +219,7 @@ def test_n_step_td_loss_matches_the_per_step_reference(n: int) -> None:
     terminated[0, -1] = 1.0
     batch = SequenceBatch(
         idx=idx,
-        position=torch.zeros(2, steps + 1, 2),
+        position=_positions(g, 2, steps + 1),
         action=torch.randint(0, 3, (2, steps), generator=g),
         reward=torch.randn(2, steps, generator=g),
         terminated=terminated,
@@ -219,6 +239,9 @@ def test_n_step_td_loss_matches_the_per_step_reference(n: int) -> None:
         ),
         "bootstrap discounted by gamma, not gamma^n": _reference_n(
             batch, online, target, b, gamma, n, discount=gamma
+        ),
+        "max over invalid actions too": _reference_n(
+            batch, online, target, b, gamma, n, masked=False
         ),
     }
     for why, value in wrong.items():

@@ -25,7 +25,7 @@ from chartrl.chart.spec import ChartSpec
 from chartrl.errors import DataError
 from chartrl.logs import get_logger
 from chartrl.market.candles import to_ms
-from chartrl.strategies.base import Action
+from chartrl.strategies.base import Action, greedy
 from chartrl.strategies.rules import BuyHold, RuleStrategy
 
 log = get_logger("chartrl.backtest.runner")
@@ -220,7 +220,7 @@ class _PolicyDecider:
         with torch.inference_mode():
             pos = torch.tensor([position], dtype=self.feats.dtype, device=self.device)
             q, self.hidden = self.policy.head(self.feats[r : r + 1], pos, self.hidden)
-            return int(q.argmax(dim=-1).item())
+            return int(greedy(q, pos).item())
 
 
 def first_chart_index(candles: pd.DataFrame, spec: ChartSpec, renderer: Any = None) -> int:

@@ -233,13 +233,15 @@ class PolicyRunner:
             return Decision(action, None, None, 0.0, _ms(t0))
         import torch
 
+        from chartrl.strategies.base import greedy
+
         frames, _ = self._frames(candles)
         t1 = time.perf_counter()
         with torch.inference_mode():
             feats = self.policy.features(frames.to(self.device))
             pos = torch.tensor([position], dtype=feats.dtype, device=self.device)
             q, hidden = self.policy.head(feats, pos, hidden if self.recurrent else None)
-            action = int(q.argmax(dim=-1).item())  # .item() waits for the GPU: policy_ms is honest
+            action = int(greedy(q, pos).item())  # .item() waits for the GPU: policy_ms is honest
         return Decision(
             action, [float(x) for x in q[0].tolist()], hidden, round((t1 - t0) * 1000, 2), _ms(t1)
         )

@@ -29,7 +29,9 @@ __all__ = [
     "Policy",
     "frames_to_float",
     "frozen_bn_stats",
+    "greedy",
     "norm2d",
+    "valid_actions",
     "stack_frames",
 ]
 
@@ -97,6 +99,23 @@ class Policy(nn.Module):
         else:
             feats = self.features(frames)
         return self.head(feats, position, hidden)
+
+
+def valid_actions(position: torch.Tensor) -> torch.Tensor:
+    """Bool ``(..., 3)`` of the actions that change something from ``position`` ``(..., 2)``:
+    hold always, buy only while flat, sell only while long. A buy while long or a sell while flat
+    is a hold in the fill model, so its Q-value is never acted on, learned or bootstrapped from
+    (invalid-action masking, Huang & Ontanon 2020): a greedy policy cannot look active by
+    answering orders that do nothing, and the max of a DQN target ranges over two real choices."""
+    long = position[..., 0] > 0.5
+    return torch.stack([torch.ones_like(long), ~long, long], dim=-1)
+
+
+def greedy(q: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """int64 ``(...)``: the best valid action of Q-values ``(..., 3)`` from ``position``; a tie
+    holds (hold comes first), so a policy never trades for nothing."""
+    mask = valid_actions(position.to(q.device))
+    return q.masked_fill(~mask, float("-inf")).argmax(-1)
 
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:

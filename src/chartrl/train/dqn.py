@@ -28,7 +28,7 @@ from torch import nn
 from chartrl.account.fills import MarketRules
 from chartrl.errors import UsageError
 from chartrl.logs import get_logger
-from chartrl.strategies.base import stack_frames
+from chartrl.strategies.base import greedy, stack_frames
 from chartrl.train import checkpoint as ckpt
 from chartrl.train.config import TrainConfig, eps_decay_for, epsilon_at, train_config
 from chartrl.train.distributed import DistInfo, barrier, sync_buffers, wrap
@@ -303,14 +303,14 @@ def train(
                             device.type, dtype=torch.float16, enabled=device.type == "cuda"
                         ),
                     ):
-                        q, next_hidden = policy(
-                            data.frames.get(obs_idx).to(device),
-                            torch.from_numpy(obs_pos).to(device),
-                            hidden,
-                        )
-                    actions = q.argmax(-1).cpu().numpy()
+                        pos = torch.from_numpy(obs_pos).to(device)
+                        q, next_hidden = policy(data.frames.get(obs_idx).to(device), pos, hidden)
+                    actions = greedy(q, pos).cpu().numpy()
+                    # Exploring picks among the valid actions: hold, or the order that changes
+                    # the position (buy while flat, sell while long).
                     explore = rng.random(lanes) < eps
-                    actions[explore] = rng.integers(0, 3, int(explore.sum()))
+                    change = np.where(obs_pos[:, 0] > 0.5, 2, 1)
+                    actions[explore] = np.where(rng.random(lanes) < 0.5, 0, change)[explore]
                     scalars.acted(q, actions)
                     tr = env.step(actions)
                     rb.add(

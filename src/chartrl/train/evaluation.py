@@ -16,7 +16,7 @@ import torch
 from chartrl.account.fills import Fill, MarketRules
 from chartrl.backtest.metrics import compute_metrics
 from chartrl.backtest.skill import pooled_skill_test, skill_test, trip_blocks
-from chartrl.strategies.base import Policy
+from chartrl.strategies.base import Policy, greedy
 from chartrl.timeframe import periods_per_year
 from chartrl.train.env import CandleArrays, FrameCache, TrainData, new_account
 from chartrl.train.series import slug
@@ -92,7 +92,7 @@ def greedy_run(
                 device=device,
             )
             q, hidden = policy.head(feats[i : i + 1], pos, hidden)
-            a = int(q.argmax(dim=-1).item())
+            a = int(greedy(q, pos).item())
             if account.execute(a, arrays.candle(int(t) + 1)) is not None:
                 fill_index.append(i + 1)
             actions[i], equity[i + 1], position[i + 1] = a, account.equity(), account.position

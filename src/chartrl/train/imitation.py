@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from chartrl.actions import Action
-from chartrl.strategies.base import N_ACTIONS, frozen_bn_stats
+from chartrl.strategies.base import N_ACTIONS, frozen_bn_stats, greedy
 from chartrl.strategies.oracle import optimal_actions, optimal_values, oracle_labels
 from chartrl.train.env import FrameCache
 
@@ -147,7 +147,7 @@ def follow_policy(
             held[:, k], ent[:, k] = long, entry
             pos = position_features(close, idx[:, k : k + 1], long[:, None], entry[:, None])
             q, hidden = policy(x[:, k : k + 1], pos.to(x.device), hidden)
-            act = q[:, -1].float().argmax(-1).cpu().numpy()
+            act = greedy(q[:, -1].float(), pos[:, -1]).cpu().numpy()
             buy = ~long & (act == int(Action.BUY))
             sell = long & (act == int(Action.SELL))
             entry = np.where(buy, open_[idx[:, k] + 1] * (1 + slip) * (1 + fee), entry)

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import UsageError
-from chartrl.strategies.base import frozen_bn_stats
+from chartrl.strategies.base import frozen_bn_stats, greedy
 from chartrl.strategies.registry import build_policy
 from chartrl.train.config import TrainConfig
 from chartrl.train.env import FrameCache
@@ -70,9 +70,8 @@ def td_loss(
     q, q_target, q_ahead = q.float(), q_target.float(), q_ahead.float()
     online = torch.cat([q[:, 1:].detach(), q_ahead], dim=1)  # states b+1 .. T
     next_online = online[:, n - 1 : n - 1 + t]  # the bootstrap states b+n .. b+n+t-1
-    next_value = (
-        q_target[:, b + n : b + n + t].gather(-1, next_online.argmax(-1, keepdim=True)).squeeze(-1)
-    )
+    best = greedy(next_online, pos[:, b + n : b + n + t])  # over the actions valid there
+    next_value = q_target[:, b + n : b + n + t].gather(-1, best.unsqueeze(-1)).squeeze(-1)
     rewards = batch.reward[:, b:].to(device).unfold(1, n, 1)  # (B, t, n): r_k .. r_(k+n-1)
     alive = (1.0 - batch.terminated[:, b:].to(device)).unfold(1, n, 1).cumprod(-1)
     before = torch.cat([torch.ones_like(alive[..., :1]), alive[..., :-1]], dim=-1)
