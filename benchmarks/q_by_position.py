@@ -2,7 +2,8 @@
 
 For the first ``--charts`` charts from ``--from`` of a stored series, prints the mean and the spread
 over charts of Q(hold, buy, sell) with the position features flat (0, 0) and long with an
-unrealised log return of 0, -1 % and +1 %, and how often each action is the argmax.
+unrealised log return of 0, -1 % and +1 %, and how often each action is the greedy one (the best
+valid action: a buy while long or a sell while flat does nothing, so it is never chosen).
 
     .venv/bin/python benchmarks/q_by_position.py --model DIR --data-dir D --symbol ETC/BTC \
         --from 2020-06-01 [--charts 64]
@@ -28,6 +29,7 @@ def main() -> int:
     torch.set_num_threads(1)
     from chartrl.chart.spec import ChartSpec
     from chartrl.market.store import CandleStore
+    from chartrl.strategies.base import greedy
     from chartrl.train.checkpoint import load_model
     from chartrl.train.env import prepare_data
 
@@ -41,11 +43,12 @@ def main() -> int:
     with torch.no_grad():
         feats = policy.features(data.frames.get(idx))
         for pos in ([0.0, 0.0], [1.0, 0.0], [1.0, -0.01], [1.0, 0.01]):
-            q, _ = policy.head(feats, torch.tensor([pos] * len(idx)))
+            where = torch.tensor([pos] * len(idx))
+            q, _ = policy.head(feats, where)
             print(
                 f"position {pos}: Q hold/buy/sell mean {q.mean(0).numpy().round(3)} "
                 f"std over charts {q.std(0).numpy().round(3)} "
-                f"argmax counts {np.bincount(q.argmax(-1).numpy(), minlength=3)}"
+                f"greedy counts {np.bincount(greedy(q, where).numpy(), minlength=3)}"
             )
     return 0
 
