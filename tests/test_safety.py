@@ -300,7 +300,7 @@ def test_status_on_a_missing_unreadable_or_corrupt_ledger_exits_1_naming_the_fil
 ) -> None:
     import sqlite3
 
-    from chartrl.account.ledger import ledger_path
+    from chartrl.account.ledger_conn import ledger_path
     from chartrl.daemon import status
 
     def one_line_error(*argv: str) -> str:
@@ -840,7 +840,7 @@ def test_one_scheduler_misfire_gives_one_tick_missed_event(tmp_path: Path) -> No
 def test_halt_show_on_a_newer_ledger_says_upgrade_not_migrate(tmp_path: Path, capsys) -> None:
     import sqlite3
 
-    from chartrl.account.ledger import ledger_path
+    from chartrl.account.ledger_conn import ledger_path
 
     Ledger.for_data_dir(tmp_path).close()
     conn = sqlite3.connect(ledger_path(tmp_path))
