@@ -22,14 +22,10 @@ import pytest
 
 from chartrl.config.settings import Settings
 from chartrl.daemon.sdnotify import Notifier
-from chartrl.daemon.service import (
-    Daemon,
-    retrain_command,
-    retrain_trigger,
-    start_with_retry,
-    tick_trigger,
-)
+from chartrl.daemon.service import Daemon, start_with_retry
+from chartrl.daemon.service_retrain import retrain_command
 from chartrl.daemon.status import read_daemon_state
+from chartrl.daemon.triggers import retrain_trigger, tick_trigger
 from chartrl.errors import OperationalError, TemporaryError
 
 UTC = UTC

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from chartrl.account.ledger import Ledger, ledger_path
+from chartrl.account.ledger import Ledger
+from chartrl.account.ledger_conn import ledger_path
 from chartrl.account.migrations import MIGRATIONS, backup_path
 from chartrl.errors import ChartrlError
 

@@ -247,7 +247,7 @@ def test_a_reload_that_fails_for_any_reason_keeps_the_old_configuration(
 
     from structlog.testing import capture_logs
 
-    from chartrl.daemon import service
+    from chartrl.daemon import service, service_jobs
     from chartrl.daemon.sdnotify import Notifier
 
     base = {"data": {"dir": str(tmp_path)}, "daemon": {"heartbeat_seconds": 0.05}}
@@ -261,14 +261,14 @@ def test_a_reload_that_fails_for_any_reason_keeps_the_old_configuration(
     def reload() -> Settings:
         return Settings.model_validate(base | next(edits))
 
-    real = service.tick_trigger
+    real = service_jobs.tick_trigger
 
     def flaky(tf: str, delay: float):
         if tf == "4h" and threading.current_thread().name != "MainThread":
             raise RuntimeError("scheduler exploded")
         return real(tf, delay)
 
-    monkeypatch.setattr(service, "tick_trigger", flaky)
+    monkeypatch.setattr(service_jobs, "tick_trigger", flaky)
     daemon = service.Daemon(
         Settings.model_validate(base), _Ticker, reload_settings=reload, notifier=Notifier({})
     )
@@ -300,7 +300,7 @@ def test_status_on_a_missing_unreadable_or_corrupt_ledger_exits_1_naming_the_fil
 ) -> None:
     import sqlite3
 
-    from chartrl.account.ledger import ledger_path
+    from chartrl.account.ledger_conn import ledger_path
     from chartrl.daemon import status
 
     def one_line_error(*argv: str) -> str:
@@ -471,7 +471,7 @@ def test_the_watchdog_stops_pinging_when_the_scheduler_stops_firing(tmp_path: Pa
 def test_a_hung_retrain_child_is_stopped_and_runs_with_limits(tmp_path: Path, monkeypatch) -> None:
     from structlog.testing import capture_logs
 
-    from chartrl.daemon import service
+    from chartrl.daemon import service, service_retrain
     from chartrl.daemon.sdnotify import Notifier
 
     out = tmp_path / "limits"
@@ -481,7 +481,9 @@ def test_a_hung_retrain_child_is_stopped_and_runs_with_limits(tmp_path: Path, mo
         "open('/proc/self/oom_score_adj').read().strip()+' '"
         "+str(resource.getrlimit(resource.RLIMIT_AS)[0]));time.sleep(90)"
     )
-    monkeypatch.setattr(service, "retrain_command", lambda *_a: [sys.executable, "-c", probe])
+    monkeypatch.setattr(
+        service_retrain, "retrain_command", lambda *_a: [sys.executable, "-c", probe]
+    )
     settings = Settings.model_validate(
         {
             "data": {"dir": str(tmp_path)},
@@ -840,7 +842,7 @@ def test_one_scheduler_misfire_gives_one_tick_missed_event(tmp_path: Path) -> No
 def test_halt_show_on_a_newer_ledger_says_upgrade_not_migrate(tmp_path: Path, capsys) -> None:
     import sqlite3
 
-    from chartrl.account.ledger import ledger_path
+    from chartrl.account.ledger_conn import ledger_path
 
     Ledger.for_data_dir(tmp_path).close()
     conn = sqlite3.connect(ledger_path(tmp_path))

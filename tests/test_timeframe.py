@@ -129,7 +129,7 @@ def test_monthly_fetch_continues_after_february_and_never_stores_the_open_month(
 @pytest.mark.parametrize("timeframe", ["1w", "1M"])
 def test_tick_trigger_and_tick_target_agree(timeframe: str) -> None:
     """The daemon fires just after a weekly/monthly close; the candle it decides on is the one that closed."""
-    from chartrl.daemon.service import tick_trigger
+    from chartrl.daemon.triggers import tick_trigger
 
     fire = tick_trigger(timeframe, 10).get_next_fire_time(
         None, pd.Timestamp("2024-03-13 12:00", tz="UTC").to_pydatetime()

@@ -29,7 +29,8 @@ from typing import Any
 from chartrl.account import ccxt_errors
 from chartrl.account.base import Account, Candle
 from chartrl.account.fills import Fill
-from chartrl.account.ledger import Ledger, OrderRow
+from chartrl.account.ledger import Ledger
+from chartrl.account.ledger_orders import OrderRow
 from chartrl.account.live_books import (
     BalanceCheck,
     compare_balances,

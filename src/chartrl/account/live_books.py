@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from chartrl.account.ledger import FillRow
+from chartrl.account.ledger_orders import FillRow
 
 _DUST = 1e-8  # exchanges print amounts with 8 decimals
 

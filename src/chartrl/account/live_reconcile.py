@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from chartrl.account import ccxt_errors
-from chartrl.account.ledger import OrderRow, now_ms
+from chartrl.account.ledger_conn import now_ms
+from chartrl.account.ledger_orders import OrderRow
 
 MODE = "live"
 CLIENT_ID_PREFIX = "crl-"

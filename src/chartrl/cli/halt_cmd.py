@@ -149,7 +149,7 @@ def _clear(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from chartrl.account.ledger import ledger_path
+    from chartrl.account.ledger_conn import ledger_path
 
     s = settings(args)
     halted = False

@@ -25,7 +25,7 @@ def recv_window_seconds(exchange_id: str, configured_ms: int | None = None) -> f
 
 def daemon_problems(settings: Settings) -> list[str]:
     """One line per setting the daemon would refuse (empty: it runs)."""
-    from chartrl.daemon.service import retrain_trigger, tick_trigger
+    from chartrl.daemon.triggers import retrain_trigger, tick_trigger
 
     problems = []
     try:

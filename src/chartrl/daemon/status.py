@@ -58,7 +58,7 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def find_ledger(data_dir: Path) -> Path | None:
-    from chartrl.account.ledger import ledger_path
+    from chartrl.account.ledger_conn import ledger_path
 
     path = ledger_path(Path(data_dir).expanduser())
     return path if path.is_file() else None
@@ -170,7 +170,7 @@ def read_status(
         ticks_done=state.get("ticks_done"),
         ticks_missed=state.get("ticks_missed"),
     )
-    from chartrl.account.ledger import ledger_path
+    from chartrl.account.ledger_conn import ledger_path
 
     path = ledger_path(data_dir)
     if not path.is_file():
