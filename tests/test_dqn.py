@@ -476,3 +476,52 @@ def test_a_frame_stacked_n_step_cnn_trains_and_loads(tmp_path) -> None:
     policy, saved = load_model(tmp_path / "m")
     assert policy.frame_stack == 2 and policy.encoder.conv[0].in_channels == 6
     assert saved["hyperparameters"]["frame_stack"] == 2 and saved["counters"]["updates"] > 0
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.02])
+def test_dqn_learns_the_net_return_less_the_trade_penalty_of_each_entry(
+    penalty: float, monkeypatch, tmp_path
+) -> None:
+    """The reward a transition is stored with: the account's net log return, less ``trade_penalty``
+    on a filled buy (one per round trip, as the dp oracle charges), times reward_scale."""
+    from chartrl.train import dqn
+
+    seen: list[tuple[np.ndarray, ...]] = []
+    last: dict[str, dict] = {}
+    step = dqn.ReplayEnv.step
+
+    def recording_step(self, actions):
+        last["tr"] = step(self, actions)
+        return last["tr"]
+
+    class Recording(dqn.SequenceReplay):
+        def add(self, idx, pos, action, reward, *args, **kwargs):
+            tr = last["tr"]
+            seen.append((np.array(action), tr["reward"] * 1.0, np.array(reward), tr["fills"]))
+            super().add(idx, pos, action, reward, *args, **kwargs)
+
+    monkeypatch.setattr(dqn.ReplayEnv, "step", recording_step)
+    monkeypatch.setattr(dqn, "SequenceReplay", Recording)
+    data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.2)
+    cfg = TrainConfig(
+        stages=("dqn",),
+        epochs=1,
+        num_envs=2,
+        learning_starts=8,
+        batch_size=2,
+        train_frequency=2,
+        max_steps_per_epoch=60,
+        buffer_size=200,
+        trade_penalty=penalty,
+        policy_kwargs={"feat_dim": 8, "widths": (4, 8)},
+    )
+    meta = {
+        "chart_spec": SPEC,
+        "series": {"exchange": "x", "symbol": "BTC/USDT", "timeframe": "1h"},
+    }
+    dqn.train("cnn", data, cfg, tmp_path / "m", meta, progress=False)
+    action, raw, stored, fills = (np.concatenate(x) for x in zip(*seen, strict=True))
+    entries = (action == 1) & (fills > 0)
+    assert entries.sum() >= 3  # exploration buys, so the check below has cases
+    expected = (raw - penalty * entries) * cfg.reward_scale
+    np.testing.assert_allclose(stored, expected, rtol=1e-6, atol=1e-6)

@@ -30,6 +30,11 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {
         lambda v: 0 <= v < 1,
         "in [0, 1) (log-return units per round trip)",
     ),
+    "trade_penalty": (
+        "--trade-penalty",
+        lambda v: 0 <= v < 1,
+        "in [0, 1) (log-return units per round trip)",
+    ),
     "imitation_target": (
         "--imitation-target",
         lambda v: v in ("labels", "values"),
@@ -94,6 +99,13 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="P",
         help="dp oracle's penalty per round trip, log-return units (default 0.02: ~4 a week on BTC)",
+    )
+    g.add_argument(
+        "--trade-penalty",
+        type=float,
+        metavar="P",
+        help="taken from the DQN reward of each entry, log-return units (default 0.02, "
+        "as the dp oracle; 0 = the raw net return)",
     )
     g.add_argument(
         "--imitation-target",

@@ -59,6 +59,13 @@ class TrainConfig:
     stored with the hyperparameters, so --resume continues the same schedule."""
     max_grad_norm: float = 10.0
     """Gradient norm clip."""
+    trade_penalty: float = DEFAULT_TRADE_PENALTY
+    """Penalty per round trip, log-return units, taken from the DQN reward of each filled buy: the
+    objective the dp oracle optimises (``oracle_trade_penalty``), so an entry must promise more
+    than its fees and this margin. An hourly return's noise dwarfs the fees, and a Q estimate
+    fitted to it errs by more than a fee from chart to chart; without a margin the greedy policy
+    trades on that error. Validation, backtests and the daemon judge the unshaped net return.
+    0: the raw net log return."""
     reward_scale: float = 100.0
     """Rewards (hourly log returns, ~1e-3) are multiplied by this so Q-values are O(1) for the Huber loss."""
     oracle_window: int = 24
@@ -100,7 +107,7 @@ class TrainConfig:
 
 
 # What a model.json written before a field existed was trained with (train_config fills these in).
-_BEFORE = {"norm": "batch", "dueling": False, "n_step": 1, "frame_stack": 1}
+_BEFORE = {"norm": "batch", "dueling": False, "n_step": 1, "frame_stack": 1, "trade_penalty": 0.0}
 
 
 def eps_decay_for(cfg: TrainConfig, planned_transitions: int) -> float:

@@ -313,11 +313,12 @@ def train(
                     actions[explore] = np.where(rng.random(lanes) < 0.5, 0, change)[explore]
                     scalars.acted(q, actions)
                     tr = env.step(actions)
+                    entries = (tr["fills"] > 0) & (actions == 1)  # filled buys: a round trip each
                     rb.add(
                         obs_idx,
                         obs_pos,
                         actions,
-                        tr["reward"] * cfg.reward_scale,
+                        (tr["reward"] - cfg.trade_penalty * entries) * cfg.reward_scale,
                         tr["terminated"],
                         tr["next_idx"],
                         tr["next_pos"],
