@@ -1,5 +1,6 @@
 """Resuming a sweep: SIGKILL of the driver half-way, then --resume, gives each unit once and
-reruns no finished trial; an interrupted trial continues from its last finished epoch."""
+reruns no finished trial (grid, and Optuna, whose resumed study proposes what the killed one had
+proposed); an interrupted trial continues from its last finished epoch."""
 
 from __future__ import annotations
 
@@ -132,6 +133,13 @@ def test_sigkill_then_resume_of_an_optuna_search_continues_the_same_study(tmp_pa
         assert sorted(r["seed"] for r in rows if r["config_id"] == c) == ["1", "2"]
     assert set(finished) <= {r["trial_id"] for r in rows}
     assert "6 of 6 trials done, 0 failed" in stdout
+    from chartrl.experiments.search import proposals_path, read_proposals
+
+    written = read_proposals(proposals_path(tmp_path / "sweep", "cnn"))
+    rates = {json.loads(r["params"])["learning_rate"] for r in rows}
+    assert [p["params/learning_rate"] for p in written] and rates == {
+        p["params/learning_rate"] for p in written
+    }
 
 
 def _history(path: Path) -> list[dict[str, str]]:
@@ -196,3 +204,21 @@ def test_a_resumed_optuna_study_proposes_first_what_the_killed_one_had_proposed(
     assert resumed[:14] == first
     written = [p["params/learning_rate"] for p in read_proposals(path)]
     assert written == resumed and len(set(written)) == 16
+
+
+def test_a_study_whose_proposals_are_all_finished_is_not_run_again(tmp_path) -> None:
+    from chartrl.experiments.search import proposals_path, study_done
+
+    plan, _ = tiny_plan(folds=1, strategies=["cnn"], search="optuna", trials=2)
+    rates = [2e-4, 5e-4]
+    path = proposals_path(tmp_path, "cnn")
+    path.write_text(json.dumps({"proposals": [{"params/learning_rate": rates[0]}]}))
+    units = [Unit("cnn", {"learning_rate": lr}, seed, 0) for lr in rates for seed in (1, 2)]
+    for u in units:
+        trial_dir(tmp_path, u).mkdir(parents=True)
+        (trial_dir(tmp_path, u) / RESULT_FILE).write_text(json.dumps({"status": "done"}))
+    assert not study_done(plan, tmp_path, "cnn")  # 1 of --trials 2 proposed so far
+    path.write_text(json.dumps({"proposals": [{"params/learning_rate": lr} for lr in rates]}))
+    assert study_done(plan, tmp_path, "cnn")
+    (trial_dir(tmp_path, units[3]) / RESULT_FILE).write_text(json.dumps({"status": "failed"}))
+    assert not study_done(plan, tmp_path, "cnn")  # a failed unit gets another round
