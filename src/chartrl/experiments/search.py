@@ -1,9 +1,9 @@
 """``--search optuna``: Optuna behind Tune's OptunaSearch, its proposals written down in DIR so a
 resumed sweep continues the very same study.
 
-Why not Tune's own restore alone: Tune saves the searcher with its experiment state at most every
-10 s or so, so after a SIGKILL of the driver the state it restores can predate configurations
-the killed driver had already proposed and started. Once Optuna's TPE is past its random
+Why not Tune's own restore alone: Tune saves the searcher with its experiment state no more
+often than every 10 s, so after a SIGKILL of the driver the state it restores can predate
+configurations the killed driver had already proposed and started. Once Optuna's TPE is past its random
 start-up, what it proposes next depends on which results had come in at that moment, a timing a
 resumed sweep does not repeat. It would then train other configurations, and the started units
 of the lost ones would linger in ``DIR/trials`` outside the study: extra rows in results.csv,
