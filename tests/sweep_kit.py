@@ -3,6 +3,8 @@ CLI spec."""
 
 from __future__ import annotations
 
+import json
+
 from chartrl.account.fills import MarketRules
 from chartrl.experiments.folds import purge_gap, sweep_folds
 from chartrl.experiments.plan import Plan
@@ -14,26 +16,25 @@ TRAIN = {**TINY, "epochs": 1, "oracle_window": 4}
 CHART_TOML = (
     "[chart]\nwindow = 40\nheight = 32\nwidth = 48\nma_periods = [5, 10]\nbollinger_period = 10\n"
 )
-SPEC_TOML = """strategies = ["cnn", "gru"]
-seeds = 2
-folds = 2
-[series]
-synthetic = 1200
-[train]
-epochs = 1
-imitation_epochs = 1
-num_envs = 2
-learning_starts = 16
-batch_size = 2
-seq_len = 3
-burn_in = 2
-train_frequency = 2
-max_steps_per_epoch = 12
-target_network_frequency = 3
-buffer_size = 400
-oracle_window = 4
-policy_kwargs = {feat_dim = 16}
-"""
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+TRAIN_TOML = "[train]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in TRAIN.items())
+"""TRAIN (test_training's TINY at one epoch) as a spec's [train] table."""
+SPEC_TOML = (
+    'strategies = ["cnn", "gru"]\nseeds = 2\nfolds = 2\n[series]\nsynthetic = 1200\n' + TRAIN_TOML
+)
+"""2 strategies x 2 seeds x 2 folds on 1200 synthetic candles: 8 units."""
+OPTUNA_SPEC_TOML = (
+    'strategies = ["cnn"]\nseeds = 2\nfolds = 1\nsearch = "optuna"\ntrials = 3\n'
+    'params = ["learning_rate=1e-4:1e-3:log"]\n[series]\nsynthetic = 900\n' + TRAIN_TOML
+)
+"""Optuna: 3 configurations of the cnn x 2 seeds x 1 fold on 900 synthetic candles: 6 units."""
 
 
 def tiny_plan(n: int = 1200, folds: int = 2, **kw) -> tuple[Plan, object]:

@@ -78,6 +78,9 @@ def test_sweep_of_2_strategies_2_seeds_2_folds_writes_8_rows_and_the_trial_files
         "## Probability of backtest overfitting",
     ):
         assert section in text  # the real report (experiments/report.py), not a stand-in
+    # the fold layout of the stored plan, drawn
+    assert "![walk-forward folds](folds.png)" in text
+    assert (out / "folds.png").stat().st_size > 10_000
 
 
 def test_a_crashing_trial_is_retried_recorded_and_the_sweep_goes_on(tmp_path) -> None:

@@ -29,6 +29,7 @@ def make_sweep(
 
 SECTIONS = (
     "# Sweep report",
+    "## Walk-forward folds",
     "## Trials",
     "## Test metrics per strategy",
     "## Paired differences against `cnn`",
@@ -63,6 +64,40 @@ def test_write_report_has_every_section_the_pngs_and_the_failed_trial(tmp_path: 
     assert "1 finished run(s) never traded" in text and "| (2, 0) |" in text
     assert "7 tests were run" in text
     assert "PBO " in text and " combinations (12 blocks, 2 configurations)" in text
+
+
+def _pixels(img, rgb: tuple[int, int, int]) -> int:
+    import numpy as np
+
+    return int(np.sum(np.all(np.abs(img[..., :3] - np.array(rgb) / 255) < 0.02, axis=-1)))
+
+
+def test_the_report_draws_the_fold_layout_of_the_stored_plan(tmp_path: Path) -> None:
+    """sweep.json's folds as a table of dated ranges and folds.png: the training, validation and
+    test colours and the purge gaps' hatching each fill part of the picture."""
+    from matplotlib.image import imread
+
+    from chartrl.experiments.plan import save_plan
+    from sweep_kit import tiny_plan
+
+    make_sweep(tmp_path)
+    plan, candles = tiny_plan()  # 2 folds over 1,200 synthetic hourly candles
+    save_plan(plan, candles, tmp_path)
+    text = write_report(tmp_path).read_text()
+    assert "![walk-forward folds](folds.png)" in text
+    ts, f = candles["timestamp"], plan.folds[1]
+
+    def span(a: int, b: int) -> str:
+        return f"{ts[a]:%Y-%m-%d %H:%M} .. {ts[b]:%Y-%m-%d %H:%M} ({b - a + 1:,})"
+
+    assert f"| 1 | {span(*f.train)} | {span(*f.val)} | {span(*f.test)} |" in text
+    png = tmp_path / "folds.png"
+    assert png.stat().st_size > 10_000
+    img = imread(png)
+    assert img.shape[0] > 200 and img.shape[1] > 800
+    # training (C0), validation (C2), test (C3), the gaps' face (0.92 grey)
+    for rgb in ((31, 119, 180), (44, 160, 44), (214, 39, 40), (235, 235, 235)):
+        assert _pixels(img, rgb) > 2_000, rgb
 
 
 def test_stats_count_failures_and_never_traded_runs(tmp_path: Path) -> None:

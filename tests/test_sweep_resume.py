@@ -1,5 +1,6 @@
 """Resuming a sweep: SIGKILL of the driver half-way, then --resume, gives each unit once and
-reruns no finished trial; an interrupted trial continues from its last finished epoch."""
+reruns no finished trial (grid, and Optuna, whose resumed study proposes what the killed one had
+proposed); an interrupted trial continues from its last finished epoch."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from chartrl.experiments.trainable import RESULT_FILE, Unit, attempts, run_unit, trial_dir
-from sweep_kit import CHART_TOML, SPEC_TOML, tiny_plan
+from sweep_kit import CHART_TOML, OPTUNA_SPEC_TOML, SPEC_TOML, tiny_plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,12 +59,12 @@ def _done(out: Path) -> dict[str, str]:
     return found
 
 
-@pytest.mark.slow
-def test_sigkill_of_the_driver_then_resume_gives_8_rows_and_reruns_no_finished_trial(
-    tmp_path,
-) -> None:
+def _kill_then_resume(tmp_path: Path, spec: str, kill_after: int, units: int):
+    """Start `chartrl sweep --spec` in a driver process, SIGKILL it once ``kill_after`` units
+    are done, then `--resume` it to the end: (the results.csv rows, the finished units' result
+    files before the kill, the resumed driver's stdout)."""
     (tmp_path / "c.toml").write_text(CHART_TOML)
-    (tmp_path / "spec.toml").write_text(SPEC_TOML)
+    (tmp_path / "spec.toml").write_text(spec)
     out = tmp_path / "sweep"
     # A Ray temp dir of this test's own (short: Ray's socket paths have a length limit), so its
     # processes can be told from any other session's.
@@ -78,12 +79,16 @@ def test_sigkill_of_the_driver_then_resume_gives_8_rows_and_reruns_no_finished_t
                 [*cmd, "--spec", str(tmp_path / "spec.toml")], env=env, stdout=log, stderr=log
             )
             deadline = time.monotonic() + 300
-            while len(_done(out)) < 2 and first.poll() is None and time.monotonic() < deadline:
+            while (
+                len(_done(out)) < kill_after
+                and first.poll() is None
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.5)
             first.send_signal(signal.SIGKILL)
             first.wait()
         finished = _done(out)
-        assert 2 <= len(finished) < 8, (tmp_path / "first.log").read_text()[-2000:]
+        assert kill_after <= len(finished) < units, (tmp_path / "first.log").read_text()[-2000:]
         # SIGKILL leaves the embedded Ray's node agents behind: end them (by pid, ours only).
         time.sleep(1)
         _end(_pids_using(ray_tmp))
@@ -93,17 +98,48 @@ def test_sigkill_of_the_driver_then_resume_gives_8_rows_and_reruns_no_finished_t
         assert second.returncode == 0, second.stderr[-2000:]
         with (out / "results.csv").open(newline="") as fh:
             rows = list(csv.DictReader(fh))
-        assert len(rows) == 8 and len({r["trial_id"] for r in rows}) == 8
-        assert all(r["status"] == "done" for r in rows)
         for tid, body in finished.items():  # not run again: same result, one attempt
             assert (out / "trials" / tid / RESULT_FILE).read_text() == body
             assert attempts(out / "trials" / tid) == 1
-        assert "8 of 8 trials done, 0 failed" in second.stdout
         time.sleep(1)
         assert _pids_using(ray_tmp) == []  # the resumed driver shut its Ray down
+        return rows, finished, second.stdout
     finally:
         _end(_pids_using(ray_tmp))
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_resume_gives_8_rows_and_reruns_no_finished_trial(
+    tmp_path,
+) -> None:
+    rows, _, stdout = _kill_then_resume(tmp_path, SPEC_TOML, kill_after=2, units=8)
+    assert len(rows) == 8 and len({r["trial_id"] for r in rows}) == 8
+    assert all(r["status"] == "done" for r in rows)
+    assert "8 of 8 trials done, 0 failed" in stdout
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_of_an_optuna_search_continues_the_same_study(tmp_path) -> None:
+    """3 configurations x 2 seeds, killed after the first configuration's pair and one unit of
+    the next: the resumed study proposes the configurations the killed one had started (their
+    finished units are kept, not retrained) and no more, 6 rows in all."""
+    rows, finished, stdout = _kill_then_resume(tmp_path, OPTUNA_SPEC_TOML, kill_after=3, units=6)
+    assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6, [r["trial_id"] for r in rows]
+    assert all(r["status"] == "done" for r in rows)
+    configs = {r["config_id"] for r in rows}
+    assert len(configs) == 3
+    for c in configs:
+        assert sorted(r["seed"] for r in rows if r["config_id"] == c) == ["1", "2"]
+    assert set(finished) <= {r["trial_id"] for r in rows}
+    assert "6 of 6 trials done, 0 failed" in stdout
+    from chartrl.experiments.search import proposals_path, read_proposals
+
+    written = read_proposals(proposals_path(tmp_path / "sweep", "cnn"))
+    rates = {json.loads(r["params"])["learning_rate"] for r in rows}
+    assert [p["params/learning_rate"] for p in written] and rates == {
+        p["params/learning_rate"] for p in written
+    }
 
 
 def _history(path: Path) -> list[dict[str, str]]:
@@ -130,3 +166,59 @@ def test_an_interrupted_trial_continues_from_its_last_epoch(tmp_path) -> None:
     assert row["status"] == "done" and row["attempts"] == 2
     assert run_unit(unit, plan, candles, tmp_path) == row  # done: returned, not run again
     assert attempts(path) == 2
+
+
+def _propose(alg, n: int, lag: int) -> list[float]:
+    """``n`` proposals of ``alg`` over a learning-rate range, each result told ``lag`` proposals
+    after it was made (how many were still training when the next one was asked for)."""
+    import math
+
+    from ray import tune
+
+    alg.set_search_properties(
+        None, None, {"strategy": "cnn", "params": {"learning_rate": tune.loguniform(1e-4, 1e-3)}}
+    )
+    rates: list[float] = []
+    for i in range(n):
+        rates.append(alg.suggest(f"t{i}")["params"]["learning_rate"])
+        if i >= lag:
+            score = -abs(math.log(rates[i - lag] / 3e-4))
+            alg.on_trial_complete(f"t{i - lag}", {"score": score})
+    return rates
+
+
+def test_a_resumed_optuna_study_proposes_first_what_the_killed_one_had_proposed(tmp_path) -> None:
+    """Past Optuna's 10 random start-up proposals, what TPE proposes depends on the results in
+    by then: a resumed driver, whose trials finish at other moments, would propose other
+    configurations than the killed one had started. The written proposals come first instead."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from chartrl.experiments.search import RecordedOptuna, proposals_path, read_proposals
+
+    path = proposals_path(tmp_path, "cnn")
+    first = _propose(RecordedOptuna(path, metric="score", mode="max", seed=1), 14, lag=0)
+    # the control: the same seed with results in later proposes otherwise (the test has teeth)
+    plain = _propose(OptunaSearch(metric="score", mode="max", seed=1), 14, lag=3)
+    assert plain[:10] == first[:10] and plain[10:] != first[10:]
+    resumed = _propose(RecordedOptuna(path, metric="score", mode="max", seed=1), 16, lag=3)
+    assert resumed[:14] == first
+    written = [p["params/learning_rate"] for p in read_proposals(path)]
+    assert written == resumed and len(set(written)) == 16
+
+
+def test_a_study_whose_proposals_are_all_finished_is_not_run_again(tmp_path) -> None:
+    from chartrl.experiments.search import proposals_path, study_done
+
+    plan, _ = tiny_plan(folds=1, strategies=["cnn"], search="optuna", trials=2)
+    rates = [2e-4, 5e-4]
+    path = proposals_path(tmp_path, "cnn")
+    path.write_text(json.dumps({"proposals": [{"params/learning_rate": rates[0]}]}))
+    units = [Unit("cnn", {"learning_rate": lr}, seed, 0) for lr in rates for seed in (1, 2)]
+    for u in units:
+        trial_dir(tmp_path, u).mkdir(parents=True)
+        (trial_dir(tmp_path, u) / RESULT_FILE).write_text(json.dumps({"status": "done"}))
+    assert not study_done(plan, tmp_path, "cnn")  # 1 of --trials 2 proposed so far
+    path.write_text(json.dumps({"proposals": [{"params/learning_rate": lr} for lr in rates]}))
+    assert study_done(plan, tmp_path, "cnn")
+    (trial_dir(tmp_path, units[3]) / RESULT_FILE).write_text(json.dumps({"status": "failed"}))
+    assert not study_done(plan, tmp_path, "cnn")  # a failed unit gets another round

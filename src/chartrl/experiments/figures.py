@@ -1,16 +1,20 @@
-"""The sweep report's pictures: means with 95 % intervals per strategy, the paired differences
-against the reference, and the CSCV logits with the IS-vs-OOS degradation (matplotlib, Agg)."""
+"""The sweep report's pictures: the walk-forward fold layout, means with 95 % intervals per
+strategy, the paired differences against the reference, and the CSCV logits with the IS-vs-OOS
+degradation (matplotlib, Agg)."""
 
 from __future__ import annotations
 
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from chartrl.experiments.pbo import PBOResult, logit_bounds
+
+if TYPE_CHECKING:
+    from chartrl.backtest.walkforward import Fold
 
 PANELS = (
     ("total_return", "test return %", 100.0),
@@ -51,6 +55,74 @@ def _forest(ax, names: list[str], stats: list[dict[str, Any]], scale: float) -> 
     ax.set_ylim(-0.6, len(names) - 0.4)
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
+
+
+RANGES = (("train", "training", "C0"), ("val", "validation", "C2"), ("test", "test", "C3"))
+"""A fold's ranges in the layout figure: Fold attribute, label, colour."""
+
+
+def _date_ticks(ax, n: int, timestamps: Any) -> None:
+    """Candle indices on the x axis, each with its date below when the candles are known."""
+    ticks = np.linspace(0, n - 1, 7).round().astype(int)
+    labels = [f"{t:,}" for t in ticks]
+    if timestamps is not None:
+        labels = [f"{t:,}\n{timestamps.iloc[t]:%Y-%m-%d}" for t in ticks]
+    ax.set_xticks(ticks, labels, fontsize=8)
+
+
+def plot_folds(folds: list[Fold], n: int, path: Path, timestamps: Any = None) -> None:
+    """One row per fold over the ``n`` candles: its training, validation and test ranges (with
+    their candle counts) and the purge gaps between them, hatched; after a fold's test range,
+    the candles it never reads are left blank. ``timestamps`` (a Series) dates the axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 1.6 + 0.6 * len(folds)))
+    gaps = set()
+    for y, f in enumerate(folds):
+        ax.plot([0, n - 1], [y, y], color="0.8", lw=0.8, zorder=0)
+        for attr, label, colour in RANGES:
+            a, b = getattr(f, attr)
+            ax.broken_barh([(a, b - a + 1)], (y - 0.32, 0.64), color=colour, label=label)
+            ax.text(
+                (a + b) / 2,
+                y,
+                f"{b - a + 1:,}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white",
+            )
+        for a, b in ((f.train[1] + 1, f.val[0] - 1), (f.val[1] + 1, f.test[0] - 1)):
+            if b >= a:
+                gaps.add(b - a + 1)
+                ax.broken_barh(
+                    [(a, b - a + 1)],
+                    (y - 0.32, 0.64),
+                    facecolor="0.92",
+                    edgecolor="0.35",
+                    hatch="////",
+                    lw=0.0,
+                    label="purge gap",
+                )
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))  # one entry per kind, not per fold
+    ax.legend(
+        unique.values(),
+        unique.keys(),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+    )
+    ax.set_yticks(range(len(folds)), [f"fold {f.index}" for f in folds])
+    ax.set_ylim(len(folds) - 0.5, -0.5)
+    ax.set_xlim(-0.01 * n, 1.01 * n)
+    _date_ticks(ax, n, timestamps)
+    gap = f"purge gap {', '.join(map(str, sorted(gaps)))} candles" if gaps else "no purge gap"
+    fig.suptitle(f"walk-forward folds: {len(folds)} over {n:,} candles, {gap}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
 
 
 def plot_metrics(summary: dict[str, dict[str, Any]], path: Path) -> None:

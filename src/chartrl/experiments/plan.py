@@ -89,14 +89,25 @@ def load_plan(out: Path) -> Plan:
     body = json.loads(path.read_text())
     body["spec"] = ChartSpec(**body["spec"])
     body["rules"] = MarketRules(**body["rules"])
-    body["folds"] = [
-        Fold(f["index"], tuple(f["train"]), tuple(f["val"]), tuple(f["test"]))
-        for f in body["folds"]
-    ]
+    body["folds"] = [_fold(f) for f in body["folds"]]
     if "stages" in body["train"]:
         body["train"]["stages"] = tuple(body["train"]["stages"])
     return Plan(**body)
 
 
-def load_candles(out: Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(out) / CANDLES_FILE)
+def load_candles(out: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    return pd.read_parquet(Path(out) / CANDLES_FILE, columns=columns)
+
+
+def _fold(f: dict[str, Any]) -> Fold:
+    return Fold(f["index"], tuple(f["train"]), tuple(f["val"]), tuple(f["test"]))
+
+
+def read_folds(out: Path) -> list[Fold] | None:
+    """The folds stored in ``out`` (None when it holds no sweep.json), without the rest of the
+    plan: what the report draws."""
+    try:
+        body = json.loads((Path(out) / PLAN_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    return [_fold(f) for f in body["folds"]]

@@ -40,6 +40,43 @@ def _histories(out_dir: Path, df) -> dict[str, list[list[dict[str, Any]]]]:
     return out
 
 
+def _folds_section(out_dir: Path) -> list[str]:
+    """The fold layout of DIR/sweep.json: a table of its ranges and ``folds.png``."""
+    from chartrl.experiments.plan import CANDLES_FILE, load_candles, read_folds
+
+    lines = ["## Walk-forward folds", ""]
+    folds = read_folds(out_dir)
+    if not folds:
+        return lines + ["DIR holds no sweep.json: the fold layout is not drawn."]
+    ts = None
+    if (out_dir / CANDLES_FILE).is_file():
+        ts = load_candles(out_dir, ["timestamp"])["timestamp"]
+    n = len(ts) if ts is not None else folds[-1].test[1] + 1
+
+    def span(r: tuple[int, int]) -> str:
+        where = (
+            f"{ts.iloc[r[0]]:%Y-%m-%d %H:%M} .. {ts.iloc[r[1]]:%Y-%m-%d %H:%M}"
+            if ts is not None
+            else f"{r[0]}..{r[1]}"
+        )
+        return f"{where} ({r[1] - r[0] + 1:,})"
+
+    figures.plot_folds(folds, n, out_dir / "folds.png", ts)
+    lines += [
+        "Each fold trains from the first candle, lets its validation range choose the checkpoint "
+        "and is judged once on its test range; the hatched purge gaps (one chart window plus "
+        "the oracle window) keep every range's charts and labels off the next "
+        "(docs/experiments.md). Ranges with their candle counts:",
+        "",
+        "| fold | training | validation | test |",
+        "|---|---|---|---|",
+        *(f"| {f.index} | {span(f.train)} | {span(f.val)} | {span(f.test)} |" for f in folds),
+        "",
+        "![walk-forward folds](folds.png)",
+    ]
+    return lines
+
+
 def _trials(c: dict[str, Any], equity_missing: list[str]) -> list[str]:
     lines = [
         "## Trials",
@@ -277,6 +314,7 @@ def write_report(out_dir: Path, *, reference: str = "cnn") -> Path:
         "![test metrics](metrics.png)" if has_metrics else "No finished run: nothing to plot.",
         "",
     ]
+    body = [*_folds_section(out_dir), "", *body]
     if len(s["configs"]) > len(s["strategies"]):
         body += ["### Per configuration", "", *_metric_table(s["configs"], "configuration"), ""]
     paired = {k: v for k, v in s["paired"].items() if v["total_return"]["pairs"]}

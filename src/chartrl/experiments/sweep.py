@@ -1,11 +1,12 @@
 """The sweep driver: Ray (embedded, or a cluster's), one Tune experiment per search, resume, and
 the outputs (results.csv, the report) once the trials are through.
 
-Grid search is one experiment over (strategy, grid configuration) x seed x fold, each a trial. ``--search optuna`` is one experiment per strategy: Optuna proposes a configuration, Tune's
-Repeater runs it once per seed and fold, and Optuna learns the mean validation score over them
-(never a test figure). The experiments live in ``DIR/tune`` (Tune's own state, for
+Grid search is one experiment over (strategy, grid configuration) x seed x fold, each a trial.
+``--search optuna`` is one experiment per strategy (search.py): Optuna proposes a configuration,
+Tune's Repeater runs it once per seed and fold, and Optuna learns the mean validation score over
+them (never a test figure). The experiments live in ``DIR/tune`` (Tune's own state, for
 ``Tuner.restore``) beside ``DIR/trials`` (ours: what a trial wrote, the ground truth of what is
-finished).
+finished) and, for Optuna, ``DIR/optuna-<strategy>.json`` (its proposals, in order).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def total_trials(plan: Plan) -> int:
     return len(plan.cells()) * per_config
 
 
-def _experiments(plan: Plan) -> list[tuple[str, dict[str, Any], Any, int]]:
-    """(name, param space, search algorithm, samples) of each Tune experiment."""
+def _experiments(plan: Plan, out: Path) -> list[tuple[str, dict[str, Any], Any, int]]:
+    """(name, param space, search algorithm, samples) of each Tune experiment still to run."""
     from ray import tune
 
     folds = list(range(len(plan.folds)))
@@ -70,16 +71,19 @@ def _experiments(plan: Plan) -> list[tuple[str, dict[str, Any], Any, int]]:
             "fold": tune.grid_search(folds),
         }
         return [(TUNE_DIR, space, None, 1)]
-    from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
+    from chartrl.experiments.search import searcher, study_done
 
     repeat = len(plan.seeds) * len(folds)
-    out = []
-    for s in plan.strategies:
-        space = {"strategy": s, "params": {p.name: p.tune_domain() for p in plan.params}}
-        alg = Repeater(OptunaSearch(metric="score", mode="max", seed=1), repeat=repeat)
-        out.append((f"{TUNE_DIR}-{s}", space, alg, plan.trials * repeat))
-    return out
+    return [
+        (
+            f"{TUNE_DIR}-{s}",
+            {"strategy": s, "params": {p.name: p.tune_domain() for p in plan.params}},
+            searcher(plan, out, s),
+            plan.trials * repeat,
+        )
+        for s in plan.strategies
+        if not study_done(plan, out, s)
+    ]
 
 
 def _tuner(
@@ -92,9 +96,11 @@ def _tuner(
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial},
     )
     path = out / name
-    if resume and tune.Tuner.can_restore(str(path)):
-        # Unfinished trials continue (from the trainer's last epoch, see trainable.py); errored
-        # ones get another go; finished ones are not run again.
+    # Grid: unfinished trials continue (from the trainer's last epoch, see trainable.py), errored
+    # ones get another go, finished ones are not run again. Optuna: a fresh experiment whose
+    # study replays the proposals written in DIR (search.py says why), each unit continuing or
+    # returning its result the same way.
+    if resume and alg is None and tune.Tuner.can_restore(str(path)):
         return tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
         trainable,
@@ -149,7 +155,7 @@ def run_trials(
     log.info("sweep_start", out=str(out), trials=total, resume=resume)
     try:
         with ProgressTable(total, show=progress) as cb:
-            for name, space, alg, samples in _experiments(plan):
+            for name, space, alg, samples in _experiments(plan, out):
                 _tuner(plan, out, name, space, alg, samples, cb, resume).fit()
     finally:
         if started:
