@@ -450,29 +450,28 @@ def test_cli_options_reach_the_policy_and_model_json(tmp_path, capsys) -> None:
     assert code == 2 and "--n-step 5 but the run was trained with n_step = 3" in err, err
 
 
+SMALL_META = {
+    "chart_spec": SPEC,
+    "series": {"exchange": "x", "symbol": "BTC/USDT", "timeframe": "1h"},
+}
+
+
+def _small_dqn(**kw) -> tuple:
+    """300 synthetic candles and a DQN-only config small enough for a few seconds' run."""
+    data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.2)
+    base = dict(stages=("dqn",), epochs=1, num_envs=2, learning_starts=8, batch_size=2)
+    base |= dict(
+        train_frequency=2, buffer_size=200, policy_kwargs={"feat_dim": 8, "widths": (4, 8)}
+    )
+    return data, TrainConfig(**(base | kw))
+
+
 def test_a_frame_stacked_n_step_cnn_trains_and_loads(tmp_path) -> None:
     from chartrl.train.checkpoint import load_model
     from chartrl.train.dqn import train
 
-    data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.2)
-    cfg = TrainConfig(
-        stages=("dqn",),
-        epochs=1,
-        num_envs=2,
-        learning_starts=8,
-        batch_size=2,
-        train_frequency=2,
-        max_steps_per_epoch=12,
-        buffer_size=200,
-        n_step=2,
-        frame_stack=2,
-        policy_kwargs={"feat_dim": 8, "widths": (4, 8)},
-    )
-    meta = {
-        "chart_spec": SPEC,
-        "series": {"exchange": "x", "symbol": "BTC/USDT", "timeframe": "1h"},
-    }
-    train("cnn", data, cfg, tmp_path / "m", meta, progress=False)
+    data, cfg = _small_dqn(max_steps_per_epoch=12, n_step=2, frame_stack=2)
+    train("cnn", data, cfg, tmp_path / "m", SMALL_META, progress=False)
     policy, saved = load_model(tmp_path / "m")
     assert policy.frame_stack == 2 and policy.encoder.conv[0].in_channels == 6
     assert saved["hyperparameters"]["frame_stack"] == 2 and saved["counters"]["updates"] > 0
@@ -502,24 +501,8 @@ def test_dqn_learns_the_net_return_less_the_trade_penalty_of_each_entry(
 
     monkeypatch.setattr(dqn.ReplayEnv, "step", recording_step)
     monkeypatch.setattr(dqn, "SequenceReplay", Recording)
-    data = prepare_data(synthetic_candles(300, seed=5), SPEC, "1h", validation_fraction=0.2)
-    cfg = TrainConfig(
-        stages=("dqn",),
-        epochs=1,
-        num_envs=2,
-        learning_starts=8,
-        batch_size=2,
-        train_frequency=2,
-        max_steps_per_epoch=60,
-        buffer_size=200,
-        trade_penalty=penalty,
-        policy_kwargs={"feat_dim": 8, "widths": (4, 8)},
-    )
-    meta = {
-        "chart_spec": SPEC,
-        "series": {"exchange": "x", "symbol": "BTC/USDT", "timeframe": "1h"},
-    }
-    dqn.train("cnn", data, cfg, tmp_path / "m", meta, progress=False)
+    data, cfg = _small_dqn(max_steps_per_epoch=60, trade_penalty=penalty)
+    dqn.train("cnn", data, cfg, tmp_path / "m", SMALL_META, progress=False)
     action, raw, stored, fills = (np.concatenate(x) for x in zip(*seen, strict=True))
     entries = (action == 1) & (fills > 0)
     assert entries.sum() >= 3  # exploration buys, so the check below has cases
