@@ -11,3 +11,7 @@ class Action(IntEnum):
     HOLD = 0
     BUY = 1
     SELL = 2
+
+
+ACTIONS = {int(a): a.name.lower() for a in Action}
+"""Action number -> its name in ledgers, logs, the status and the console: 0 hold, 1 buy, 2 sell."""

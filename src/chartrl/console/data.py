@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from chartrl.actions import ACTIONS
 from chartrl.backtest.metrics import drawdown_series
 from chartrl.config.settings import Settings
 from chartrl.console.downsample import envelope_indices
-from chartrl.daemon.status import ACTIONS, find_ledger, open_readonly, read_status
+from chartrl.daemon.status import find_ledger, open_readonly, read_status
 from chartrl.errors import DataError
 from chartrl.timeframe import candle_close_ms, timeframe_ms
 

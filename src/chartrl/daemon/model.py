@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chartrl.chart.spec import ChartSpec
 from chartrl.config.settings import Settings
+from chartrl.daemon.tick_result import ms_since
 from chartrl.errors import CheckpointError, DataError
 from chartrl.logs import get_logger
 
@@ -230,7 +231,7 @@ class PolicyRunner:
         t0 = time.perf_counter()
         if self.rule is not None:
             action = self._rule_decide(candles, position)
-            return Decision(action, None, None, 0.0, _ms(t0))
+            return Decision(action, None, None, 0.0, ms_since(t0))
         import torch
 
         from chartrl.strategies.base import greedy
@@ -243,7 +244,11 @@ class PolicyRunner:
             q, hidden = self.policy.head(feats, pos, hidden if self.recurrent else None)
             action = int(greedy(q, pos).item())  # .item() waits for the GPU: policy_ms is honest
         return Decision(
-            action, [float(x) for x in q[0].tolist()], hidden, round((t1 - t0) * 1000, 2), _ms(t1)
+            action,
+            [float(x) for x in q[0].tolist()],
+            hidden,
+            round((t1 - t0) * 1000, 2),
+            ms_since(t1),
         )
 
     def _rule_decide(self, candles: pd.DataFrame, position: tuple[float, float]) -> int:
@@ -280,7 +285,3 @@ class PolicyRunner:
             pos = torch.tensor([[position] * len(idx)], dtype=feats.dtype, device=self.device)
             _, h = self.policy.head(feats.unsqueeze(0), pos, h)
         return h
-
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000.0, 2)

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chartrl.actions import ACTIONS
 from chartrl.errors import DataError
 from chartrl.symbols import base_quote
 
 STATE_FILE = "daemon.json"
-ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
 
 
 def write_daemon_state(data_dir: Path, **state: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-ACTIONS = {0: "hold", 1: "buy", 2: "sell"}
+from chartrl.actions import ACTIONS
 
 
 @dataclass
