@@ -31,8 +31,8 @@ __all__ = [
     "frozen_bn_stats",
     "greedy",
     "norm2d",
-    "valid_actions",
     "stack_frames",
+    "valid_actions",
 ]
 
 N_POSITION_FEATURES = 2  # (is_long in {0, 1}, unrealised log return of the open position or 0)
