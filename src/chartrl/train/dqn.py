@@ -28,7 +28,7 @@ from torch import nn
 from chartrl.account.fills import MarketRules
 from chartrl.errors import UsageError
 from chartrl.logs import get_logger
-from chartrl.strategies.base import greedy, stack_frames
+from chartrl.strategies.base import Action, greedy, stack_frames, valid_actions
 from chartrl.train import checkpoint as ckpt
 from chartrl.train.config import TrainConfig, eps_decay_for, epsilon_at, train_config
 from chartrl.train.distributed import DistInfo, barrier, sync_buffers, wrap
@@ -309,11 +309,14 @@ def train(
                     # Exploring picks among the valid actions: hold, or the order that changes
                     # the position (buy while flat, sell while long).
                     explore = rng.random(lanes) < eps
-                    change = np.where(obs_pos[:, 0] > 0.5, 2, 1)
+                    change = np.where(
+                        valid_actions(pos)[:, Action.SELL].cpu().numpy(), Action.SELL, Action.BUY
+                    )
                     actions[explore] = np.where(rng.random(lanes) < 0.5, 0, change)[explore]
                     scalars.acted(q, actions)
                     tr = env.step(actions)
-                    entries = (tr["fills"] > 0) & (actions == 1)  # filled buys: a round trip each
+                    # filled buys: a round trip each
+                    entries = (tr["fills"] > 0) & (actions == Action.BUY)
                     rb.add(
                         obs_idx,
                         obs_pos,
