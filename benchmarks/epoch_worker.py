@@ -4,7 +4,8 @@ benchmarks/train.py runs this file as a subprocess twice per repeat, once with P
 extracted copy of the reference commit's ``src`` and once at the current one, so the two codes are
 timed by the same steps, interleaved under the same load of the moment. It only uses what both
 codes have: ``train`` and ``TrainConfig`` (chartrl.train.dqn, before issue 10 chartrl.backtest.dqn),
-``prepare_data`` and the trainer's own ``_validate``.
+``prepare_data`` and the validation (``chartrl.train.evaluation.validate``, the reference's
+``dqn._validate``).
 
 Printed, one JSON line per policy: ``step_s`` (one environment step of the lanes in steady state,
 updates included: a run of 2S steps minus a run of S, every chart rendered beforehand), ``val_s`` (one greedy validation over the
@@ -13,7 +14,9 @@ every chart of the history once) and ``epoch_s`` = steps per epoch x step_s + va
 the projected epoch of benchmarks/train.py. All are CPU seconds of this process
 (``time.process_time``, one torch thread by default): on a machine shared with other work, wall
 time mostly measures the others (the same S steps took 2.6x longer from one repeat to the next
-on the shared 2-core machine), CPU time the work done. ``wall_step_s`` is the wall-clock step.
+on the shared 2-core machine), CPU time the work done. ``wall_step_s`` and ``wall_epoch_s`` are
+the same by the wall clock (``--clock wall`` of benchmarks/train.py, for a quiet machine: CPU
+differences of a few updates turned out noisier still).
 
     PYTHONPATH=<src> python benchmarks/epoch_worker.py --csv PATH --policies cnn,cnnrnn [--norm batch]
 """
@@ -36,9 +39,12 @@ LANES = 8
 def _modules():
     try:  # since issue 10's layout
         from chartrl.train import dqn, env
+        from chartrl.train.evaluation import validate
     except ImportError:  # the reference: training lived in backtest/
         from chartrl.backtest import dqn, env
-    return dqn, env.prepare_data
+
+        validate = dqn._validate
+    return dqn, env.prepare_data, validate
 
 
 def main() -> int:
@@ -58,7 +64,7 @@ def main() -> int:
     from chartrl.market.importer import import_csv
     from chartrl.market.store import CandleStore
 
-    dqn, prepare_data = _modules()
+    dqn, prepare_data, validate = _modules()
     with tempfile.TemporaryDirectory() as tmp:
         store = CandleStore(tmp)
         import_csv(args.csv, store, "binance", "BTC/USDT", "1h")
@@ -67,10 +73,12 @@ def main() -> int:
     data = prepare_data(candles, spec, "1h", validation_fraction=0.15)
     renderer = data.frames.renderer
     renderer.render(data.train[:256])
-    t = time.process_time()
+    t, w = time.process_time(), time.perf_counter()
     block = data.train[5000:7048]
     renderer.render(block)
-    render_s = (len(data.train) + len(data.validation)) * (time.process_time() - t) / len(block)
+    share = (len(data.train) + len(data.validation)) / len(block)
+    render_s = share * (time.process_time() - t)
+    wall_render_s = share * (time.perf_counter() - w)
     # Every chart rendered before the timed runs: a step's CPU time is then acting and learning
     # (replay samples reach across the whole history; rendering is render_s, once per epoch).
     for i in range(0, len(data.train), 2048):
@@ -95,7 +103,7 @@ def main() -> int:
         )
         dqn.train(args.policies.split(",")[0], data, warm, Path(tmp) / "m", meta, progress=False)
     for name in args.policies.split(","):
-        rows, cpu, policy = [], [], None
+        rows, cpu, wall, policy = [], [], [], None
         for steps in (args.steps, 2 * args.steps):
             cfg = dqn.TrainConfig(
                 stages=("dqn",),
@@ -106,30 +114,29 @@ def main() -> int:
                 **extra,
             )
             with tempfile.TemporaryDirectory() as tmp:
-                c0 = time.process_time()
+                c0, w0 = time.process_time(), time.perf_counter()
                 res = dqn.train(name, data, cfg, Path(tmp) / "m", meta, progress=False)
                 cpu.append(time.process_time() - c0)
+                wall.append(time.perf_counter() - w0)
             rows.append(res.history[-1])
             policy = res.policy
         a, b = rows
-
-        def busy(r: dict) -> float:
-            return float(r["seconds"]) - float(r["render_seconds"])
-
         step_s = (cpu[1] - cpu[0]) / args.steps
-        t = time.process_time()
-        dqn._validate(policy, data, MarketRules(), 10_000.0, torch.device("cpu"))
-        val_s = time.process_time() - t
+        wall_step_s = (wall[1] - wall[0]) / args.steps
+        t, w = time.process_time(), time.perf_counter()
+        validate(policy, data, MarketRules(), 10_000.0, torch.device("cpu"))
+        val_s, wall_val_s = time.process_time() - t, time.perf_counter() - w
         steps_per_epoch = len(data.train) // LANES - 1
         print(
             json.dumps(
                 {
                     "policy": name,
                     "step_s": step_s,
-                    "wall_step_s": (busy(b) - busy(a)) / args.steps,
+                    "wall_step_s": wall_step_s,
                     "val_s": val_s,
                     "render_s": render_s,
                     "epoch_s": steps_per_epoch * step_s + val_s + render_s,
+                    "wall_epoch_s": steps_per_epoch * wall_step_s + wall_val_s + wall_render_s,
                     "updates": int(b["updates"]) - int(a["updates"]),
                 }
             ),

@@ -20,8 +20,9 @@ training still in ``chartrl.backtest``): ``git archive`` of its ``src`` into a t
 then benchmarks/epoch_worker.py as a subprocess with PYTHONPATH at it or at the current ``src``,
 alternately (reference, current, ..., then the reverse order, so a drift of the load falls on
 both), each timing the same steps and one validation and projecting an epoch. Per policy the
-ratio current / reference of each repeat, and their median, in CPU seconds of the worker (wall
-time on the shared machine swung 2.6x between repeats). Target: <= 1.10 (an epoch may not
+ratio current / reference of each repeat, and their median, by the wall clock
+(``--reference-clock wall``, the default: run it on a quiet machine) or in CPU seconds of the
+worker (``cpu``: differences of a few updates proved noisier still). Target: <= 1.10 (an epoch may not
 regress more than 10 %). ``--reference-norm batch`` adds the current code under ``--norm batch``
 (the reference's BatchNorm) to tell the normalisation's share of a difference.
 
@@ -52,7 +53,14 @@ LANES = 8
 
 
 def reference_ratios(
-    commit: str, csv: Path, policies: str, steps: int, threads: int, repeats: int, norm: str | None
+    commit: str,
+    csv: Path,
+    policies: str,
+    steps: int,
+    threads: int,
+    repeats: int,
+    norm: str | None,
+    clock: str,
 ) -> dict[str, dict[str, list[float]]]:
     """Projected epoch seconds per variant and policy, one value per repeat, the variants run
     alternately as subprocesses (benchmarks/epoch_worker.py)."""
@@ -82,13 +90,17 @@ def reference_ratios(
                 cmd += ["--csv", str(csv), "--policies", policies, "--steps", str(steps)]
                 cmd += ["--threads", str(threads)] + (["--norm", v_norm] if v_norm else [])
                 env = {**os.environ, "PYTHONPATH": str(src)}
-                res = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+                res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if res.returncode != 0:
+                    tail = res.stderr.strip().splitlines()[-1:] or ["no output"]
+                    raise SystemExit(f"error: epoch_worker.py ({v}) failed: {tail[0]}")
                 for line in res.stdout.splitlines():
                     row = json.loads(line)
-                    out[v].setdefault(row["policy"], []).append(row["epoch_s"])
+                    epoch = row["wall_epoch_s" if clock == "wall" else "epoch_s"]
+                    out[v].setdefault(row["policy"], []).append(epoch)
                     print(
                         f"  repeat {r + 1} {v:14s} {row['policy']:7s} epoch {row['epoch_s']:7.1f}"
-                        f" CPU s (step {row['step_s'] * 1000:.1f} ms, wall"
+                        f" CPU s, {row['wall_epoch_s']:7.1f} wall s (step {row['step_s'] * 1000:.1f} ms, wall"
                         f" {row['wall_step_s'] * 1000:.1f} ms; validation {row['val_s']:.1f} s,"
                         f" render {row['render_s']:.1f} s)",
                         flush=True,
@@ -194,6 +206,12 @@ def main() -> None:
     ap.add_argument("--reference-steps", type=int, default=64, help="S of the workers (x16)")
     ap.add_argument("--reference-norm", default=None, help="also the current code with this norm")
     ap.add_argument("--reference-only", action="store_true", help="skip the throughput part")
+    ap.add_argument(
+        "--reference-clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="which projected epoch the ratios compare (wall: on a quiet machine)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     parts = [] if args.reference_only else throughput(args)
@@ -208,7 +226,8 @@ def regression(args: argparse.Namespace) -> list[str]:
         print(f"reference: {args.csv} absent, epoch time not compared")
         return ["regression_target_met=unmeasured"]
     print(
-        f"reference {args.reference[:12]} against the current code, {args.reference_repeats} repeats:"
+        f"reference {args.reference[:12]} against the current code, {args.reference_repeats}"
+        f" repeats, {args.reference_clock} clock:"
     )
     times = reference_ratios(
         args.reference,
@@ -218,6 +237,7 @@ def regression(args: argparse.Namespace) -> list[str]:
         args.threads,
         args.reference_repeats,
         args.reference_norm,
+        args.reference_clock,
     )
     parts, worst = [], 0.0
     ref = times["reference"]
