@@ -74,7 +74,7 @@ def main() -> int:
     renderer = data.frames.renderer
     renderer.render(data.train[:256])
     t, w = time.process_time(), time.perf_counter()
-    block = data.train[5000:7048]
+    block = data.train[-2048:]
     renderer.render(block)
     share = (len(data.train) + len(data.validation)) / len(block)
     render_s = share * (time.process_time() - t)
