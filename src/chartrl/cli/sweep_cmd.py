@@ -8,7 +8,7 @@ one line and exit code 2, with nothing started.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +85,15 @@ def _positive(args: argparse.Namespace, name: str, value: Any, low: float, stric
         )
 
 
-def _plan(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Check every option, load the candles and fit the folds: the Plan and its candles."""
+def _plan(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    """Check every option, load the candles and fit the folds: the Plan, the judged series'
+    candles and the further training series' (``--series A,B,..``: B onwards; else none)."""
     from chartrl.backtest.runner import first_chart_index
     from chartrl.experiments.folds import check_folds, purge_gap, sweep_folds
     from chartrl.experiments.params import applicable, grid, parse_params
     from chartrl.experiments.plan import Plan
     from chartrl.experiments.spec import apply_spec
+    from chartrl.experiments.trainable import check_companions
     from chartrl.strategies.registry import NEURAL_NAMES
     from chartrl.train.dqn import TrainConfig
 
@@ -148,11 +150,9 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.device == "cuda" and gpus == 0:
         raise UsageError("--device cuda needs --gpus-per-trial > 0 (a trial holds its GPU share)")
     s, candles, meta = load_series(args)
-    if isinstance(candles, list):  # --series or the config's model.train_series
-        raise UsageError(
-            "sweep over several series (--series / model.train_series) is not supported yet: "
-            "sweep one series (--exchange/--symbol/--timeframe)"
-        )
+    companions: list[Any] = []
+    if isinstance(candles, list):  # --series or model.train_series: the first one is judged
+        (_, candles, _), companions = candles[0], candles[1:]
     rules = fill_rules(s, meta)
     windows = [
         p.high if p.is_range else max(p.choices) for p in params if p.name == "oracle_window"
@@ -161,13 +161,18 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any]:
     fold_list = sweep_folds(len(candles), folds, gap)
     lanes = max([TrainConfig(**train).num_envs, *(c.get("num_envs", 0) for c in configs)])
     check_folds(fold_list, first_chart_index(candles, s.chart), lanes)
+    check_companions(candles, fold_list, companions, s.chart)
     plan = Plan(
         strategies=strategies,
         seeds=list(range(1, seeds + 1)),
         folds=fold_list,
         spec=s.chart,
         timeframe=s.market.timeframe,
-        meta={"series": meta["series"], "data_range": meta["data_range"], "fills": meta["fills"]},
+        meta={
+            k: meta[k]
+            for k in ("series", "data_range", "fills", "training_series")
+            if k in meta and (k != "training_series" or companions)
+        },
         rules=rules,
         train=train,
         param_texts=list(args.param or []),
@@ -180,8 +185,9 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any]:
         gpus_per_trial=gpus,
         max_failures=1 if args.max_failures is None else args.max_failures,
         reference=getattr(args, "reference", None) or "cnn",
+        companions=[{"name": n, "rules": asdict(r)} for n, _, r in companions],
     )
-    return plan, candles
+    return plan, candles, [c for _, c, _ in companions]
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -198,15 +204,21 @@ def _sweep(args: argparse.Namespace) -> int:
                 f"--resume continues the sweep stored in {out}; drop --{given[0].replace('_', '-')}"
             )
         settings(args)  # logging as configured
-        plan, candles = load_plan(out), None
+        plan, candles, companions = load_plan(out), None, []
     else:
         if (out / PLAN_FILE).exists():
             raise UsageError(
                 f"{out} already holds a sweep; add --resume to continue it or choose another --out"
             )
-        plan, candles = _plan(args)
+        plan, candles, companions = _plan(args)
     report = run_sweep(
-        plan, candles, out, address=args.address, resume=args.resume, progress=not args.no_progress
+        plan,
+        candles,
+        out,
+        address=args.address,
+        resume=args.resume,
+        progress=not args.no_progress,
+        companions=companions,
     )
     rows = trial_rows(out)
     done = sum(r["status"] == "done" for r in rows)

@@ -1,4 +1,5 @@
-"""The resolved sweep, stored in its output directory: ``sweep.json`` and ``candles.parquet``.
+"""The resolved sweep, stored in its output directory: ``sweep.json`` and ``candles.parquet`` (the
+judged series), plus ``series/<slug>.parquet`` for each further training series (``--series``).
 
 The driver writes it once, before Ray starts; every trial (on this machine or another one that
 sees the same directory) and every ``--resume`` reads it back, so a resumed sweep trains on the
@@ -8,6 +9,7 @@ very candles, folds, budget and fills it started with, whatever the store holds 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,11 @@ from chartrl.backtest.walkforward import Fold
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import UsageError
 from chartrl.experiments.params import Param, applicable, grid, parse_params
+from chartrl.symbols import series_slug
 
 PLAN_FILE = "sweep.json"
 CANDLES_FILE = "candles.parquet"
+SERIES_DIR = "series"
 
 
 @dataclass
@@ -50,6 +54,10 @@ class Plan:
     gpus_per_trial: float = 0.0
     max_failures: int = 1
     reference: str = "cnn"
+    companions: list[dict[str, Any]] = field(default_factory=list)
+    """``--series A,B,..``: every series after the first, which only adds training candles (cut at
+    each fold's training end): ``{"name": ..., "rules": MarketRules fields}``. ``meta`` then has
+    ``training_series`` (all of them, the judged one first, with weights and fills)."""
 
     @property
     def params(self) -> list[Param]:
@@ -73,10 +81,32 @@ class Plan:
         (out / PLAN_FILE).write_text(json.dumps(body, indent=2, default=str) + "\n")
 
 
-def save_plan(plan: Plan, candles: pd.DataFrame, out: Path) -> None:
-    """Write the plan and the candles it trains on into ``out``."""
+def save_plan(
+    plan: Plan, candles: pd.DataFrame, out: Path, companions: Sequence[pd.DataFrame] = ()
+) -> None:
+    """Write the plan and the candles it trains on into ``out``: the judged series' and, in the
+    order of ``plan.companions``, the further training series'."""
+    if len(companions) != len(plan.companions):
+        raise ValueError(
+            f"{len(plan.companions)} companion series planned, {len(companions)} given"
+        )
     plan.save(out)
     candles.reset_index(drop=True).to_parquet(out / CANDLES_FILE, index=False)
+    for c, frame in zip(plan.companions, companions, strict=True):
+        (out / SERIES_DIR).mkdir(exist_ok=True)
+        frame.reset_index(drop=True).to_parquet(_series_file(out, c["name"]), index=False)
+
+
+def _series_file(out: Path, name: str) -> Path:
+    return Path(out) / SERIES_DIR / f"{series_slug(name)}.parquet"
+
+
+def load_companions(out: Path, plan: Plan) -> list[tuple[str, pd.DataFrame, MarketRules]]:
+    """The further training series of a ``--series`` sweep: (name, candles, fill model) each."""
+    return [
+        (c["name"], pd.read_parquet(_series_file(out, c["name"])), MarketRules(**c["rules"]))
+        for c in plan.companions
+    ]
 
 
 def load_plan(out: Path) -> Plan:
@@ -111,3 +141,13 @@ def read_folds(out: Path) -> list[Fold] | None:
     except FileNotFoundError:
         return None
     return [_fold(f) for f in body["folds"]]
+
+
+def read_training_series(out: Path) -> list[str]:
+    """The names of every series a ``--series`` sweep in ``out`` trains on, the judged one first
+    ([] for a one-series sweep, or without sweep.json): what the report names."""
+    try:
+        body = json.loads((Path(out) / PLAN_FILE).read_text())
+    except FileNotFoundError:
+        return []
+    return [t["name"] for t in body["meta"].get("training_series") or []]

@@ -13,6 +13,7 @@ from typing import Any
 
 from chartrl.atomic import atomic_write
 from chartrl.experiments import figures, pbo, stats
+from chartrl.experiments.plan import read_training_series
 from chartrl.logs import get_logger
 from chartrl.train import seedstats
 from chartrl.train.curves import plot_curves
@@ -300,6 +301,14 @@ def write_report(out_dir: Path, *, reference: str = "cnn") -> Path:
         "training nor the checkpoint choice saw (the checkpoint is the best on validation).",
         "",
     ]
+    named = read_training_series(out_dir)
+    if named:
+        head += [
+            f"Trained on {len(named)} series (`--series`). Judged: `{named[0]}`, whose folds, "
+            "validation and test ranges these are. Further training candles only, from each "
+            "fold's training range by date: " + ", ".join(f"`{n}`" for n in named[1:]) + ".",
+            "",
+        ]
     has_metrics = any(v["done"] for v in s["strategies"].values())
     body = _trials(c, s["equity_missing"]) + [
         "",

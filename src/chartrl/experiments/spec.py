@@ -12,8 +12,8 @@ max_failures = 1
 address = "auto"           # leave out for an embedded Ray on this machine
 
 [series]                   # which candles, as --exchange/--symbol/--timeframe/--from/--until
-symbol = "BTC/USDT"
-until = "2021-06-10"
+symbol = "BTC/USDT"        # or series = ["binance:BTC/USDT:1h", "binance:ETC/BTC:1h"]: the
+until = "2021-06-10"       # first is judged, the rest add training candles (as --series)
 
 [train]                    # TrainConfig fields given to every trial (as the training options)
 epochs = 3
@@ -53,6 +53,8 @@ SERIES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "from": (str, "date_from"),
     "until": (str, "date_until"),
     "synthetic": (int, "synthetic"),
+    "series": ((str, list), "series"),
+    "series_weights": ((str, list), "series_weights"),
 }
 
 
@@ -121,7 +123,8 @@ def apply_spec(args: Any, path: Path) -> dict[str, Any]:
             )
         kind, attr = SERIES[key]
         if getattr(args, attr, None) is None:
-            setattr(
-                args, attr, Path(value) if attr == "data_dir" else _typed(path, key, value, kind)
-            )
+            value = _typed(path, key, value, kind)
+            if isinstance(value, list):  # series = ["binance:BTC/USDT:1h", ...], weights = [2, 1]
+                value = ",".join(f"{v:g}" if isinstance(v, int | float) else str(v) for v in value)
+            setattr(args, attr, Path(value) if attr == "data_dir" else value)
     return train_fields(path, spec.get("train") or {})

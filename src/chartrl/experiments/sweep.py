@@ -12,6 +12,7 @@ finished) and, for Optuna, ``DIR/optuna-<strategy>.json`` (its proposals, in ord
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,17 +140,18 @@ def run_trials(
     resume: bool = False,
     progress: bool = True,
     num_cpus: int | None = None,
+    companions: Sequence[pd.DataFrame] = (),
 ) -> Path:
     """Run (or, with ``resume``, continue) the sweep's trials into ``out``, then write
-    results.csv (its path). ``candles`` are stored with the plan on a new sweep (a resumed one
-    reads its own back)."""
+    results.csv (its path). ``candles`` (and the ``companions``' candles, ``--series``) are
+    stored with the plan on a new sweep (a resumed one reads its own back)."""
     import ray
 
     from chartrl.experiments.progress import ProgressTable
 
     out = Path(out).resolve()
     if not resume:
-        save_plan(plan, candles, out)
+        save_plan(plan, candles, out, companions)
     started = init_ray(address, num_cpus)
     total = total_trials(plan)
     log.info("sweep_start", out=str(out), trials=total, resume=resume)

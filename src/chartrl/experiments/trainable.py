@@ -14,6 +14,7 @@ import csv
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ import pandas as pd
 
 from chartrl.atomic import atomic_write
 from chartrl.backtest.walkforward import Fold
+from chartrl.errors import UsageError
+from chartrl.experiments.folds import MIN_TRAIN
 from chartrl.experiments.params import config_id, params_json, trial_id
-from chartrl.experiments.plan import Plan, load_candles, load_plan
+from chartrl.experiments.plan import Plan, load_candles, load_companions, load_plan
 from chartrl.logs import get_logger, one_line_error
 from chartrl.train.evaluation import VALIDATION_METRICS
 
@@ -101,30 +104,96 @@ def attempts(path: Path) -> int:
         return 0
 
 
-def fold_data(candles: pd.DataFrame, plan: Plan, fold: Fold) -> Any:
+def fold_data(
+    candles: pd.DataFrame,
+    plan: Plan,
+    fold: Fold,
+    companions: Sequence[tuple[str, pd.DataFrame, Any]] = (),
+) -> Any:
     """The trainer's TrainData for one fold: candles up to the validation end only (the test
     range is not even loaded), training decisions inside the training range, validation ones
-    inside the validation range, the oracle cut at the end of training."""
+    inside the validation range, the oracle cut at the end of training.
+
+    ``companions`` (``--series``: (name, candles, rules) of the further training series) add
+    training candles only: each series' candles from the fold's first training candle to its
+    last, by time, all of them training (no validation, no test: the judged series alone
+    chooses and is judged). Nothing of a companion lies after the judged series' training
+    range, so no training chart holds a later candle of a correlated market."""
     import numpy as np
 
     from chartrl.chart.tensor_render import TensorRenderer
     from chartrl.train.env import CandleArrays, FrameCache, TrainData
+    from chartrl.train.series import prepare_series
 
     visible = candles.iloc[: fold.val[1] + 1].reset_index(drop=True)
-    renderer = TensorRenderer(visible, plan.spec, "cpu")
-    valid = np.asarray(renderer.valid_indices)
-    train = valid[(valid >= fold.train[0]) & (valid < fold.train[1])]
-    validation = valid[(valid >= fold.val[0]) & (valid < fold.val[1])]
-    return TrainData(
-        visible,
+
+    def judged(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        train = valid[(valid >= fold.train[0]) & (valid < fold.train[1])]
+        return train, valid[(valid >= fold.val[0]) & (valid < fold.val[1])]
+
+    if not companions:
+        renderer = TensorRenderer(visible, plan.spec, "cpu")
+        train, validation = judged(np.asarray(renderer.valid_indices))
+        return TrainData(
+            visible,
+            plan.spec,
+            plan.timeframe,
+            CandleArrays(visible),
+            FrameCache(renderer),
+            train,
+            validation,
+            fold.train[1] + 1,
+        )
+    ts = candles["timestamp"]
+    first, last = ts.iloc[fold.train[0]], ts.iloc[fold.train[1]]
+    cut = [c[(c["timestamp"] >= first) & (c["timestamp"] <= last)] for _, c, _ in companions]
+
+    def split(k: int, name: str, valid: np.ndarray, start: int, n: int) -> tuple:
+        if k == 0:
+            train, validation = judged(valid)
+            return train + start, validation + start, fold.train[1] + 1 + start
+        train = valid[valid < n - 1]
+        _enough(name, fold, first, last, len(train))
+        return train + start, valid[:0], n + start
+
+    weights = [t.get("weight") for t in plan.meta.get("training_series") or []]
+    return prepare_series(
+        [(plan.meta["training_series"][0]["name"], visible)]
+        + [
+            (name, c.reset_index(drop=True))
+            for (name, _, _), c in zip(companions, cut, strict=True)
+        ],
         plan.spec,
         plan.timeframe,
-        CandleArrays(visible),
-        FrameCache(renderer),
-        train,
-        validation,
-        fold.train[1] + 1,
+        rules=[plan.rules, *(r for _, _, r in companions)],
+        weights=None if None in weights else weights,
+        split=split,
     )
+
+
+def _enough(name: str, fold: Fold, first: Any, last: Any, charts: int) -> None:
+    if charts < MIN_TRAIN:
+        raise UsageError(
+            f"--series {name}: only {max(charts, 0)} training charts in fold {fold.index}'s "
+            f"training range ({first:%Y-%m-%d} .. {last:%Y-%m-%d}), fewer than {MIN_TRAIN}; "
+            "drop that series, or use fewer --folds or a later --from"
+        )
+
+
+def check_companions(
+    candles: pd.DataFrame, folds: Sequence[Fold], companions: Sequence[tuple[str, Any, Any]], spec
+) -> None:
+    """Refuse, before any trial starts, a further training series that gives a fold's training
+    range too few charts (it starts later than the judged series, say): ``fold_data``'s cut."""
+    from chartrl.backtest.runner import first_chart_index
+
+    ts = candles["timestamp"]
+    for name, c, _ in companions:
+        warm = first_chart_index(c, spec)
+        for f in folds:
+            first, last = ts.iloc[f.train[0]], ts.iloc[f.train[1]]
+            n = int(((c["timestamp"] >= first) & (c["timestamp"] <= last)).sum())
+            _enough(name, f, first, last, n - warm - 1)
 
 
 def judge(
@@ -189,8 +258,15 @@ def base_row(unit: Unit, status: str, error: str, tries: int) -> dict[str, Any]:
     }
 
 
-def run_unit(unit: Unit, plan: Plan, candles: pd.DataFrame, out: Path) -> dict[str, Any]:
-    """Train, choose, judge and record one unit; its result row (also ``result.json``)."""
+def run_unit(
+    unit: Unit,
+    plan: Plan,
+    candles: pd.DataFrame,
+    out: Path,
+    companions: Sequence[tuple[str, pd.DataFrame, Any]] = (),
+) -> dict[str, Any]:
+    """Train, choose, judge and record one unit; its result row (also ``result.json``).
+    ``companions``: the further training series of a ``--series`` sweep (``fold_data``)."""
     import torch
 
     from chartrl.train import checkpoint as ckpt
@@ -213,7 +289,7 @@ def run_unit(unit: Unit, plan: Plan, candles: pd.DataFrame, out: Path) -> dict[s
             shutil.rmtree(p, ignore_errors=True)
     fold = plan.folds[unit.fold]
     cfg = replace(TrainConfig(**plan.train), **unit.params, seed=unit.seed, validation_fraction=0.0)
-    data = fold_data(candles, plan, fold)
+    data = fold_data(candles, plan, fold, companions)
     ts = candles["timestamp"]
     meta = {
         **plan.meta,
@@ -226,6 +302,10 @@ def run_unit(unit: Unit, plan: Plan, candles: pd.DataFrame, out: Path) -> dict[s
             "source": f"{plan.meta['data_range'].get('source')} sweep fold {fold.index}",
         },
     }
+    if companions:  # model.json: every series with the range this fold trained on
+        meta["training_series"] = [
+            {**t, **p.info} for t, p in zip(plan.meta["training_series"], data.series, strict=True)
+        ]
     device = pick_device(plan.device) if plan.gpus_per_trial > 0 else torch.device("cpu")
     log.info("trial_start", trial=unit.trial_id, attempt=tries, resume=resume)
     train(
@@ -264,7 +344,7 @@ def run_unit(unit: Unit, plan: Plan, candles: pd.DataFrame, out: Path) -> dict[s
     return row
 
 
-_CACHE: dict[str, tuple[Plan, pd.DataFrame]] = {}
+_CACHE: dict[str, tuple[Plan, pd.DataFrame, list]] = {}
 
 
 def tune_trainable(config: dict[str, Any], out_dir: str) -> None:
@@ -275,11 +355,12 @@ def tune_trainable(config: dict[str, Any], out_dir: str) -> None:
     from chartrl.train.monitor import selection_score
 
     if out_dir not in _CACHE:  # one read per worker process, not per trial
-        _CACHE[out_dir] = (load_plan(Path(out_dir)), load_candles(Path(out_dir)))
-    plan, candles = _CACHE[out_dir]
+        plan = load_plan(Path(out_dir))
+        _CACHE[out_dir] = (plan, load_candles(Path(out_dir)), load_companions(Path(out_dir), plan))
+    plan, candles, companions = _CACHE[out_dir]
     unit = unit_of(config, plan)
     try:
-        row = run_unit(unit, plan, candles, Path(out_dir))
+        row = run_unit(unit, plan, candles, Path(out_dir), companions)
     except Exception as exc:
         path = trial_dir(Path(out_dir), unit)
         path.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ inside one series) and of the imitation sequences in proportion to its training 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,9 +186,13 @@ def prepare_series(
     cache_mb: int = 3072,
     rules: Sequence[MarketRules | None] | None = None,
     weights: Sequence[float] | None = None,
+    split: Callable[[int, str, np.ndarray, int, int], tuple[np.ndarray, np.ndarray, int]]
+    | None = None,
 ) -> Any:
     """A :class:`~chartrl.train.env.TrainData` over several ``(name, candles)`` series of one
-    ``timeframe`` (see the module docstring); ``rules`` and ``weights`` per series, optional."""
+    ``timeframe`` (see the module docstring); ``rules`` and ``weights`` per series, optional.
+    ``split(k, name, valid, start, n)`` replaces ``split_part``'s date split by
+    ``validation_fraction`` (a sweep's folds: experiments/trainable.py)."""
     from chartrl.chart.tensor_render import TensorRenderer
     from chartrl.train.env import CandleArrays, FrameCache, TrainData
 
@@ -200,8 +204,10 @@ def prepare_series(
     for k, (name, candles) in enumerate(series):
         r = TensorRenderer(candles, spec, "cpu")
         n = len(candles)
-        train, validation, val_start = split_part(
-            name, r.valid_indices, offset, n, spec.window, validation_fraction
+        train, validation, val_start = (
+            split(k, name, np.asarray(r.valid_indices), offset, n)
+            if split is not None
+            else split_part(name, r.valid_indices, offset, n, spec.window, validation_fraction)
         )
         ts = candles["timestamp"]
         info = {
