@@ -4,10 +4,12 @@ For each of ``--seeds`` seeds: train ``--strategy`` with the README's defaults (
 given) on ``--symbol`` up to ``--until``, then backtest its ``model.pt`` (the last network) on the
 next ``--months`` months; the dp oracle (default penalty) and buy-and-hold on the same candles.
 Prints a table (round trips, trades a week, exposure, return, skill p-value, non-hold greedy
-actions) and
+actions; from each run's history.csv its validation points, seconds and the share of them spent
+validating) and
 
     RESULT strategy=cnn symbol=ETC/BTC seeds=3 round_trips=a,b,c oracle_round_trips=34
-    worst_ratio=<max model/oracle> target_ratio=2 met=<yes|no>
+    worst_ratio=<max model/oracle> target_ratio=2 met=<yes|no> eval_share_max=<x>
+    eval_target=0.10 eval_met=<yes|no>
 
 Everything runs through the CLI, ``--jobs`` trainings at a time (one torch thread each). Models
 and backtests already in ``--out`` are reused, so an interrupted run continues.
@@ -48,6 +50,21 @@ def backtest(series: list[str], out: Path, test: list[str], *what: str) -> dict:
     return metrics
 
 
+def eval_share(history: Path) -> dict:
+    """From a run's history.csv: its validation points, the seconds the run took and the share
+    validating took of them. An epoch row's ``seconds`` include the validations made inside the
+    epoch (``eval_seconds``) but not the one at its end (that row's ``val_seconds``)."""
+    h = pd.read_csv(history)
+    epochs = h[h["kind"] == "epoch"]
+    points = h[h["val_total_return"].notna()]
+    total = float(epochs["seconds"].sum() + epochs["val_seconds"].sum())
+    return {
+        "val_points": len(points),
+        "train_s": round(total),
+        "eval_share": float(points["val_seconds"].sum()) / total,
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True)
@@ -81,7 +98,7 @@ def main() -> int:
         m = backtest(
             series, args.out / f"bt-{args.strategy}-seed{seed}", test, "--model", str(model)
         )
-        return {"run": f"{args.strategy} seed {seed}", **m}
+        return {"run": f"{args.strategy} seed {seed}", **m, **eval_share(model / "history.csv")}
 
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run, range(1, args.seeds + 1)))
@@ -98,17 +115,22 @@ def main() -> int:
         "total_return",
         "skill_p_value",
         "non_hold",
+        "val_points",
+        "train_s",
+        "eval_share",
     ]
     print(f"\n{args.symbol} {test[1]} .. {test[3]}, {int(oracle['candles'])} decisions")
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for _, r in table[cols].iterrows():
         print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r) + " |")
+    share = max(r["eval_share"] for r in rows)
     trips = [int(r["trades"]) for r in rows]
     ratio = max(trips) / max(int(oracle["trades"]), 1)
     print(
         f"RESULT strategy={args.strategy} symbol={args.symbol} seeds={args.seeds} "
         f"round_trips={','.join(map(str, trips))} oracle_round_trips={int(oracle['trades'])} "
-        f"worst_ratio={ratio:.3g} target_ratio=2 met={'yes' if ratio <= 2 else 'no'}"
+        f"worst_ratio={ratio:.3g} target_ratio=2 met={'yes' if ratio <= 2 else 'no'} "
+        f"eval_share_max={share:.3f} eval_target=0.10 eval_met={'yes' if share <= 0.10 else 'no'}"
     )
     return 0
 
