@@ -121,47 +121,27 @@ def fold_data(
     range, so no training chart holds a later candle of a correlated market."""
     import numpy as np
 
-    from chartrl.chart.tensor_render import TensorRenderer
-    from chartrl.train.env import CandleArrays, FrameCache, TrainData
     from chartrl.train.series import prepare_series
 
-    visible = candles.iloc[: fold.val[1] + 1].reset_index(drop=True)
-
-    def judged(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        train = valid[(valid >= fold.train[0]) & (valid < fold.train[1])]
-        return train, valid[(valid >= fold.val[0]) & (valid < fold.val[1])]
-
-    if not companions:
-        renderer = TensorRenderer(visible, plan.spec, "cpu")
-        train, validation = judged(np.asarray(renderer.valid_indices))
-        return TrainData(
-            visible,
-            plan.spec,
-            plan.timeframe,
-            CandleArrays(visible),
-            FrameCache(renderer),
-            train,
-            validation,
-            fold.train[1] + 1,
-        )
     ts = candles["timestamp"]
     first, last = ts.iloc[fold.train[0]], ts.iloc[fold.train[1]]
-    cut = [c[(c["timestamp"] >= first) & (c["timestamp"] <= last)] for _, c, _ in companions]
 
     def split(k: int, name: str, valid: np.ndarray, start: int, n: int) -> tuple:
-        if k == 0:
-            train, validation = judged(valid)
-            return train + start, validation + start, fold.train[1] + 1 + start
+        if k == 0:  # the judged series, first: global indices are its own
+            train = valid[(valid >= fold.train[0]) & (valid < fold.train[1])]
+            validation = valid[(valid >= fold.val[0]) & (valid < fold.val[1])]
+            return train, validation, fold.train[1] + 1
         train = valid[valid < n - 1]
         _enough(name, fold, first, last, len(train))
         return train + start, valid[:0], n + start
 
-    weights = [t.get("weight") for t in plan.meta.get("training_series") or []]
+    named = plan.meta.get("training_series") or [{"name": "", "weight": None}]
+    weights = [t.get("weight") for t in named]
     return prepare_series(
-        [(plan.meta["training_series"][0]["name"], visible)]
+        [(named[0]["name"], candles.iloc[: fold.val[1] + 1].reset_index(drop=True))]
         + [
-            (name, c.reset_index(drop=True))
-            for (name, _, _), c in zip(companions, cut, strict=True)
+            (name, c[(c["timestamp"] >= first) & (c["timestamp"] <= last)].reset_index(drop=True))
+            for name, c, _ in companions
         ],
         plan.spec,
         plan.timeframe,
