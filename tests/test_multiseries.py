@@ -199,6 +199,11 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return data
 
 
+TINY_DQN = ("--stages", "dqn", "--epochs", "1", "--num-envs", "2", "--learning-starts", "4")
+TINY_DQN += ("--max-steps-per-epoch", "6")
+"""A DQN stage of a few steps on the store's two series (CLI options)."""
+
+
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
         main(["--log-level", "warning", *argv])
@@ -229,16 +234,7 @@ def test_cli_trains_on_two_series(store: Path, tmp_path: Path, capsys, source) -
         *given,
         "--strategy",
         "cnn",
-        "--stages",
-        "dqn",
-        "--epochs",
-        "1",
-        "--num-envs",
-        "2",
-        "--learning-starts",
-        "4",
-        "--max-steps-per-epoch",
-        "6",
+        *TINY_DQN,
         "--no-progress",
         "--out",
         str(out),

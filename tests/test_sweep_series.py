@@ -14,7 +14,11 @@ from chartrl.account.fills import MarketRules
 from chartrl.experiments.trainable import fold_data
 from chartrl.testing.synthetic import synthetic_candles
 from sweep_kit import tiny_plan
-from test_multiseries import store  # noqa: F401  (the fixture: BTC/USDT and ETC/BTC stored)
+from test_multiseries import (
+    TINY_DQN,
+    _run,
+    store,  # noqa: F401  (the fixture: BTC/USDT and ETC/BTC stored)
+)
 
 JUDGED, OTHER = "binance:BTC/USDT:1h", "binance:ETC/BTC:1h"
 
@@ -61,37 +65,11 @@ def test_a_further_series_too_short_for_a_fold_is_refused_naming_it() -> None:
         check_companions(candles, plan.folds, [(OTHER, late, None)], plan.spec)
 
 
-def _sweep_cli(capsys, monkeypatch, tmp_path: Path, *argv: str) -> tuple[int, str]:
-    from chartrl.cli import main
-
-    argv = (
-        "--log-level",
-        "warning",
-        "sweep",
-        "--no-progress",
-        "--strategies",
-        "cnn",
-        "--seeds",
-        "1",
-        "--folds",
-        "2",
-        "--stages",
-        "dqn",
-        "--epochs",
-        "1",
-        "--num-envs",
-        "2",
-        "--learning-starts",
-        "4",
-        "--max-steps-per-epoch",
-        "6",
-        "--oracle-window",
-        "4",
-        *argv,
-    )
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    return int(exc.value.code or 0), capsys.readouterr().err
+def _sweep_cli(capsys, *argv: str) -> tuple[int, str]:
+    """One cnn seed over two folds, the tiny DQN budget of test_multiseries."""
+    sweep = ("sweep", "--no-progress", "--strategies", "cnn", "--seeds", "1", "--folds", "2")
+    code, _, err = _run(capsys, *sweep, *TINY_DQN, "--oracle-window", "4", *argv)
+    return code, err
 
 
 def test_a_late_series_is_refused_before_ray_starts(
@@ -109,9 +87,7 @@ def test_a_late_series_is_refused_before_ray_starts(
     late = synthetic_candles(300, seed=8, start="2021-01-10", price0=0.0005)
     CandleStore(store).ingest("binance", "LTC/BTC", "1h", late, "test")
     out = tmp_path / "sweep"
-    code, err = _sweep_cli(
-        capsys, monkeypatch, tmp_path, "--series", f"{JUDGED},binance:LTC/BTC:1h", "--out", str(out)
-    )
+    code, err = _sweep_cli(capsys, "--series", f"{JUDGED},binance:LTC/BTC:1h", "--out", str(out))
     assert code == 2 and "--series binance:LTC/BTC:1h: only 0 training charts in fold 0" in err
     assert len(err.strip().splitlines()) == 1 and calls == [] and not out.exists()
 
@@ -121,13 +97,10 @@ def test_a_sweep_over_two_series_judges_the_first_and_trains_on_both(
     store: Path,  # noqa: F811
     tmp_path: Path,
     capsys,
-    monkeypatch,
 ) -> None:
     out = tmp_path / "sweep"
     code, err = _sweep_cli(
         capsys,
-        monkeypatch,
-        tmp_path,
         "--series",
         f"{JUDGED},{OTHER}",
         "--folds",
