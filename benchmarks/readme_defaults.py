@@ -4,8 +4,8 @@ For each of ``--seeds`` seeds: train ``--strategy`` with the README's defaults (
 given) on ``--symbol`` up to ``--until``, then backtest its ``model.pt`` (the last network) on the
 next ``--months`` months; the dp oracle (default penalty) and buy-and-hold on the same candles.
 Prints a table (round trips, trades a week, exposure, return, skill p-value, non-hold greedy
-actions; from each run's history.csv its validation points, seconds and the share of them spent
-validating) and
+actions; from each run's history.csv the validation round trips after each imitation epoch, the
+DQN validation points that traded, the run's seconds and the share of them spent validating) and
 
     RESULT strategy=cnn symbol=ETC/BTC seeds=3 round_trips=a,b,c oracle_round_trips=34
     worst_ratio=<max model/oracle> target_ratio=2 met=<yes|no> eval_share_max=<x>
@@ -50,16 +50,21 @@ def backtest(series: list[str], out: Path, test: list[str], *what: str) -> dict:
     return metrics
 
 
-def eval_share(history: Path) -> dict:
-    """From a run's history.csv: its validation points, the seconds the run took and the share
-    validating took of them. An epoch row's ``seconds`` include the validations made inside the
-    epoch (``eval_seconds``) but not the one at its end (that row's ``val_seconds``)."""
+def run_figures(history: Path) -> dict:
+    """From a run's history.csv: the validation round trips after each imitation epoch (what
+    imitation alone taught), how many DQN validation points traded at all, the run's seconds and
+    the share validating took of them. An epoch row's ``seconds`` include the validations made
+    inside the epoch (``eval_seconds``) but not the one at its end (that row's
+    ``val_seconds``)."""
     h = pd.read_csv(history)
     epochs = h[h["kind"] == "epoch"]
     points = h[h["val_total_return"].notna()]
+    dqn = points[points["stage"] == "dqn"]
     total = float(epochs["seconds"].sum() + epochs["val_seconds"].sum())
+    imitation = epochs[epochs["stage"] == "imitation"]["val_trades"]
     return {
-        "val_points": len(points),
+        "imitation_val_trades": "/".join(str(int(x)) for x in imitation) or "-",
+        "dqn_points_traded": f"{int((dqn['val_trades'] > 0).sum())} of {len(dqn)}",
         "train_s": round(total),
         "eval_share": float(points["val_seconds"].sum()) / total,
     }
@@ -98,7 +103,7 @@ def main() -> int:
         m = backtest(
             series, args.out / f"bt-{args.strategy}-seed{seed}", test, "--model", str(model)
         )
-        return {"run": f"{args.strategy} seed {seed}", **m, **eval_share(model / "history.csv")}
+        return {"run": f"{args.strategy} seed {seed}", **m, **run_figures(model / "history.csv")}
 
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(run, range(1, args.seeds + 1)))
@@ -115,7 +120,8 @@ def main() -> int:
         "total_return",
         "skill_p_value",
         "non_hold",
-        "val_points",
+        "imitation_val_trades",
+        "dqn_points_traded",
         "train_s",
         "eval_share",
     ]
