@@ -15,7 +15,7 @@ the projected epoch of benchmarks/train.py. All are CPU seconds of this process
 (``time.process_time``, one torch thread by default): on a machine shared with other work, wall
 time mostly measures the others (the same S steps took 2.6x longer from one repeat to the next
 on the shared 2-core machine), CPU time the work done. ``wall_step_s`` and ``wall_epoch_s`` are
-the same by the wall clock (``--clock wall`` of benchmarks/train.py, for a quiet machine: CPU
+the same by the wall clock (``--reference-clock wall`` of benchmarks/train.py, for a quiet machine: CPU
 differences of a few updates turned out noisier still).
 
     PYTHONPATH=<src> python benchmarks/epoch_worker.py --csv PATH --policies cnn,cnnrnn [--norm batch]

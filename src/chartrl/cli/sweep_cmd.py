@@ -162,17 +162,16 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     lanes = max([TrainConfig(**train).num_envs, *(c.get("num_envs", 0) for c in configs)])
     check_folds(fold_list, first_chart_index(candles, s.chart), lanes)
     check_companions(candles, fold_list, companions, s.chart)
+    plan_meta = {k: meta[k] for k in ("series", "data_range", "fills")}
+    if companions:  # every series, the judged one first, with its weight and fills
+        plan_meta["training_series"] = meta["training_series"]
     plan = Plan(
         strategies=strategies,
         seeds=list(range(1, seeds + 1)),
         folds=fold_list,
         spec=s.chart,
         timeframe=s.market.timeframe,
-        meta={
-            k: meta[k]
-            for k in ("series", "data_range", "fills", "training_series")
-            if k in meta and (k != "training_series" or companions)
-        },
+        meta=plan_meta,
         rules=rules,
         train=train,
         param_texts=list(args.param or []),

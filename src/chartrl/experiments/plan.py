@@ -92,8 +92,9 @@ def save_plan(
         )
     plan.save(out)
     candles.reset_index(drop=True).to_parquet(out / CANDLES_FILE, index=False)
-    for c, frame in zip(plan.companions, companions, strict=True):
+    if companions:
         (out / SERIES_DIR).mkdir(exist_ok=True)
+    for c, frame in zip(plan.companions, companions, strict=True):
         frame.reset_index(drop=True).to_parquet(_series_file(out, c["name"]), index=False)
 
 

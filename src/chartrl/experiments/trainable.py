@@ -123,26 +123,20 @@ def fold_data(
 
     from chartrl.train.series import prepare_series
 
-    ts = candles["timestamp"]
-    first, last = ts.iloc[fold.train[0]], ts.iloc[fold.train[1]]
+    span = _train_span(candles, fold)
 
     def split(k: int, name: str, valid: np.ndarray, start: int, n: int) -> tuple:
         if k == 0:  # the judged series, first: global indices are its own
             train = valid[(valid >= fold.train[0]) & (valid < fold.train[1])]
             validation = valid[(valid >= fold.val[0]) & (valid < fold.val[1])]
             return train, validation, fold.train[1] + 1
-        train = valid[valid < n - 1]
-        _enough(name, fold, first, last, len(train))
-        return train + start, valid[:0], n + start
+        return _companion_train(name, fold, span, valid, n) + start, valid[:0], n + start
 
     named = plan.meta.get("training_series") or [{"name": "", "weight": None}]
     weights = [t.get("weight") for t in named]
     return prepare_series(
         [(named[0]["name"], candles.iloc[: fold.val[1] + 1].reset_index(drop=True))]
-        + [
-            (name, c[(c["timestamp"] >= first) & (c["timestamp"] <= last)].reset_index(drop=True))
-            for name, c, _ in companions
-        ],
+        + [(name, _cut(c, span)) for name, c, _ in companions],
         plan.spec,
         plan.timeframe,
         rules=[plan.rules, *(r for _, _, r in companions)],
@@ -151,29 +145,48 @@ def fold_data(
     )
 
 
-def _enough(name: str, fold: Fold, first: Any, last: Any, charts: int) -> None:
-    if charts < MIN_TRAIN:
+def _train_span(candles: pd.DataFrame, fold: Fold) -> tuple[Any, Any]:
+    """The first and last timestamps of the judged series' training range in ``fold``."""
+    ts = candles["timestamp"]
+    return ts.iloc[fold.train[0]], ts.iloc[fold.train[1]]
+
+
+def _cut(candles: pd.DataFrame, span: tuple[Any, Any]) -> pd.DataFrame:
+    """A further series' candles inside ``span`` (by date): all a fold shows of it."""
+    ts = candles["timestamp"]
+    return candles[(ts >= span[0]) & (ts <= span[1])].reset_index(drop=True)
+
+
+def _companion_train(name: str, fold: Fold, span: tuple[Any, Any], valid: Any, n: int) -> Any:
+    """A further series' training decisions in its cut of ``n`` candles whose charts exist at
+    ``valid``: every chart but the last candle's (it would fill after the cut). UsageError when
+    fewer than MIN_TRAIN."""
+    train = valid[valid < n - 1]
+    if len(train) < MIN_TRAIN:
         raise UsageError(
-            f"--series {name}: only {max(charts, 0)} training charts in fold {fold.index}'s "
-            f"training range ({first:%Y-%m-%d} .. {last:%Y-%m-%d}), fewer than {MIN_TRAIN}; "
+            f"--series {name}: only {len(train)} training charts in fold {fold.index}'s "
+            f"training range ({span[0]:%Y-%m-%d} .. {span[1]:%Y-%m-%d}), fewer than {MIN_TRAIN}; "
             "drop that series, or use fewer --folds or a later --from"
         )
+    return train
 
 
 def check_companions(
     candles: pd.DataFrame, folds: Sequence[Fold], companions: Sequence[tuple[str, Any, Any]], spec
 ) -> None:
     """Refuse, before any trial starts, a further training series that gives a fold's training
-    range too few charts (it starts later than the judged series, say): ``fold_data``'s cut."""
-    from chartrl.backtest.runner import first_chart_index
+    range too few charts (it starts later than the judged series, say), by ``fold_data``'s own
+    cut and rule."""
+    import numpy as np
 
-    ts = candles["timestamp"]
+    from chartrl.chart.tensor_render import TensorRenderer
+
     for name, c, _ in companions:
-        warm = first_chart_index(c, spec)
         for f in folds:
-            first, last = ts.iloc[f.train[0]], ts.iloc[f.train[1]]
-            n = int(((c["timestamp"] >= first) & (c["timestamp"] <= last)).sum())
-            _enough(name, f, first, last, n - warm - 1)
+            span = _train_span(candles, f)
+            cut = _cut(c, span)
+            valid = np.asarray(TensorRenderer(cut, spec, "cpu").valid_indices)
+            _companion_train(name, f, span, valid, len(cut))
 
 
 def judge(
