@@ -16,9 +16,14 @@ the projected epoch of benchmarks/train.py. All are CPU seconds of this process
 time mostly measures the others (the same S steps took 2.6x longer from one repeat to the next
 on the shared 2-core machine), CPU time the work done. ``wall_step_s`` and ``wall_epoch_s`` are
 the same by the wall clock (``--reference-clock wall`` of benchmarks/train.py, for a quiet machine: CPU
-differences of a few updates turned out noisier still).
+differences of a few updates turned out noisier still). Also, for the whole worker so far:
+``cpu_total_s`` and ``wall_total_s`` (all its work: loading, rendering, every run, validations),
+``sys_s`` (the kernel's share of those CPU seconds: page faults mostly), ``maxrss_mb`` (peak resident memory) and
+``malloc`` (whether chartrl.allocator tuned malloc, as the CLI does; the reference code has none).
 
     PYTHONPATH=<src> python benchmarks/epoch_worker.py --csv PATH --policies cnn,cnnrnn [--norm batch]
+
+``run_epoch_worker`` runs it so from another benchmark (train.py, allocator.py) and returns the rows.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +42,35 @@ from pathlib import Path
 import torch
 
 LANES = 8
+
+
+def run_epoch_worker(
+    src: Path,
+    csv: Path,
+    policies: str,
+    steps: int,
+    threads: int,
+    norm: str | None = None,
+    env: dict[str, str] | None = None,
+) -> list[dict]:
+    """This file as a subprocess with PYTHONPATH at ``src`` (and ``env`` added): its JSON rows,
+    one per policy; SystemExit with the worker's last stderr line when it fails."""
+    cmd = [sys.executable, __file__, "--csv", str(csv), "--policies", policies]
+    cmd += ["--steps", str(steps), "--threads", str(threads)] + (["--norm", norm] if norm else [])
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": str(src)}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=full_env)
+    if res.returncode != 0:
+        tail = res.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise SystemExit(f"error: epoch_worker.py ({src}) failed: {tail[0]}")
+    return [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+
+
+def _tune_malloc() -> bool:
+    try:  # as the CLI does (chartrl.allocator); the reference code has no such module
+        from chartrl import allocator
+    except ImportError:
+        return False
+    return allocator.tune()
 
 
 def _modules():
@@ -55,6 +92,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--norm", default=None, help="TrainConfig.norm, where the code has it")
     args = ap.parse_args()
+    wall_start = time.perf_counter()
+    malloc = _tune_malloc()
     torch.set_num_threads(args.threads)
     import structlog
 
@@ -127,6 +166,7 @@ def main() -> int:
         validate(policy, data, MarketRules(), 10_000.0, torch.device("cpu"))
         val_s, wall_val_s = time.process_time() - t, time.perf_counter() - w
         steps_per_epoch = len(data.train) // LANES - 1
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         print(
             json.dumps(
                 {
@@ -138,6 +178,11 @@ def main() -> int:
                     "epoch_s": steps_per_epoch * step_s + val_s + render_s,
                     "wall_epoch_s": steps_per_epoch * wall_step_s + wall_val_s + wall_render_s,
                     "updates": int(b["updates"]) - int(a["updates"]),
+                    "cpu_total_s": usage.ru_utime + usage.ru_stime,
+                    "wall_total_s": time.perf_counter() - wall_start,
+                    "sys_s": usage.ru_stime,
+                    "maxrss_mb": usage.ru_maxrss / 1024,
+                    "malloc": malloc,
                 }
             ),
             flush=True,

@@ -65,9 +65,10 @@ def reference_ratios(
     """Projected epoch seconds per variant and policy, one value per repeat, the variants run
     alternately as subprocesses (benchmarks/epoch_worker.py)."""
     import io
-    import json
     import subprocess
     import tarfile
+
+    from epoch_worker import run_epoch_worker
 
     with tempfile.TemporaryDirectory(prefix="chartrl-ref-") as tmp:
         archive = subprocess.run(
@@ -86,16 +87,7 @@ def reference_ratios(
             order = list(variants) if r % 2 == 0 else list(variants)[::-1]
             for v in order:
                 src, v_norm = variants[v]
-                cmd = [sys.executable, str(ROOT / "benchmarks" / "epoch_worker.py")]
-                cmd += ["--csv", str(csv), "--policies", policies, "--steps", str(steps)]
-                cmd += ["--threads", str(threads)] + (["--norm", v_norm] if v_norm else [])
-                env = {**os.environ, "PYTHONPATH": str(src)}
-                res = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if res.returncode != 0:
-                    tail = res.stderr.strip().splitlines()[-1:] or ["no output"]
-                    raise SystemExit(f"error: epoch_worker.py ({v}) failed: {tail[0]}")
-                for line in res.stdout.splitlines():
-                    row = json.loads(line)
+                for row in run_epoch_worker(src, csv, policies, steps, threads, v_norm):
                     epoch = row["wall_epoch_s" if clock == "wall" else "epoch_s"]
                     out[v].setdefault(row["policy"], []).append(epoch)
                     print(

@@ -15,7 +15,10 @@ import ../shared/data/Binance_BTCUSDT_1h.csv --symbol BTC/USDT`` and the ETC/BTC
 from ``--chart`` (a TOML [chart] body; a small one by default so a run fits a shared CPU).
 
     nice -n 10 .venv/bin/python benchmarks/transfer.py --data-dir /tmp/data --out /tmp/transfer \
-        [--seeds 3] [--imitation-epochs 1] [--epochs 1] [--max-steps 150] [--num-envs 4]
+        [--seeds 3] [--imitation-epochs 1] [--epochs 1] [--max-steps 150] [--num-envs 4] [--jobs 2]
+
+(``--jobs``: trainings at a time, one thread each; a model already trained is kept, so a rerun
+after an interruption continues.)
 
 (validation only at epoch ends: ``--eval-every`` is set past the run's updates.)
 """
@@ -28,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -72,6 +76,7 @@ def main() -> int:
     p.add_argument("--test-from", default="2020-01-01")
     p.add_argument("--test-until", default="2020-12-29")
     p.add_argument("--chart", default=TINY_CHART, help="TOML body of the [chart] section")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at a time (one thread each)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     config = args.out / "chartrl.toml"
@@ -83,27 +88,36 @@ def main() -> int:
         "--learning-starts", str(args.learning_starts), "--eval-every", "1000000",
         "--threads", "1", "--no-progress",
     ]  # fmt: skip
+    seeds = range(1, args.seeds + 1)
+
+    def model_dir(name: str, seed: int) -> Path:
+        return args.out / "models" / f"{name}-seed{seed}"
+
+    def fit(name: str, series: list[str], seed: int) -> None:
+        model = model_dir(name, seed)
+        if not (model / "model.json").exists():
+            chartrl(
+                config, "train", "--strategy", args.strategy, "--series", ",".join(series),
+                "--until", args.train_until, "--seed", str(seed), "--out", str(model), *budget,
+            )  # fmt: skip
+
+    runs = [(name, series, seed) for name, series in SETS.items() for seed in seeds]
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for done in [pool.submit(fit, *run) for run in runs]:
+            done.result()
     rows = []
-    for name, series in SETS.items():
-        for seed in range(1, args.seeds + 1):
-            model = args.out / "models" / f"{name}-seed{seed}"
-            if not (model / "model.json").exists():
-                chartrl(
-                    config, "train", "--strategy", args.strategy, "--series", ",".join(series),
-                    "--until", args.train_until, "--seed", str(seed), "--out", str(model), *budget,
-                )  # fmt: skip
-            matrix = args.out / "matrix" / f"{name}-seed{seed}"
-            if not (matrix / "matrix.csv").exists():
-                chartrl(
-                    config, "backtest", "--model", str(model), "--series", f"{BTC},{ETC}",
-                    "--from", args.test_from, "--until", args.test_until, "--device", "cpu",
-                    "--threads", "1", "--no-progress", "--trials", str(len(SETS) * args.seeds),
-                    "--out", str(matrix),
-                )  # fmt: skip
-            m = pd.read_csv(matrix / "matrix.csv")
-            m.insert(0, "seed", seed)
-            m.insert(0, "trained_on", name)
-            rows.append(m)
+    for name, _, seed in runs:
+        matrix = args.out / "matrix" / f"{name}-seed{seed}"
+        if not (matrix / "matrix.csv").exists():
+            chartrl(
+                config, "backtest", "--model", str(model_dir(name, seed)), "--series", f"{BTC},{ETC}",
+                "--from", args.test_from, "--until", args.test_until, "--device", "cpu",
+                "--threads", "1", "--no-progress", "--trials", str(len(runs)), "--out", str(matrix),
+            )  # fmt: skip
+        m = pd.read_csv(matrix / "matrix.csv")
+        m.insert(0, "seed", seed)
+        m.insert(0, "trained_on", name)
+        rows.append(m)
     table = pd.concat(rows, ignore_index=True)
     table.to_csv(args.out / "all.csv", index=False)
     lines = [

@@ -27,3 +27,6 @@ def test_epoch_worker_times_the_current_code(tmp_path: Path) -> None:
     row = json.loads(res.stdout.splitlines()[-1])
     assert row["policy"] == "cnn" and row["updates"] == 1
     assert row["epoch_s"] > row["val_s"] > 0 and row["wall_epoch_s"] > 0
+    # the whole worker's figures benchmarks/allocator.py compares, malloc set as the CLI sets it
+    assert row["cpu_total_s"] > row["sys_s"] > 0 and row["wall_total_s"] > 0
+    assert row["maxrss_mb"] > 0 and isinstance(row["malloc"], bool)

@@ -6,6 +6,7 @@ import logging
 import sys
 import traceback
 
+from chartrl import allocator
 from chartrl.cli import (
     backtest_cmd,
     chart_cmd,
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     from chartrl.cli.app import build_parser
 
     args = build_parser().parse_args(argv)
+    allocator.tune()
     try:
         code = args.func(args)
     except ChartrlError as exc:

@@ -345,8 +345,10 @@ def tune_trainable(config: dict[str, Any], out_dir: str) -> None:
     objective: never a test figure) and the row."""
     from ray import tune
 
+    from chartrl import allocator
     from chartrl.train.monitor import selection_score
 
+    allocator.tune()  # a Ray worker never ran the CLI's main
     if out_dir not in _CACHE:  # one read per worker process, not per trial
         plan = load_plan(Path(out_dir))
         _CACHE[out_dir] = (plan, load_candles(Path(out_dir)), load_companions(Path(out_dir), plan))
