@@ -3,12 +3,13 @@
 A training step allocates and frees batches of chart tensors of several MB each. glibc serves
 any block above its mmap threshold (128 KiB at first, rising with use) with a fresh ``mmap``
 and returns it with ``munmap`` when freed, and it trims the heap's free top back to the system
-beyond 128 KiB: so each batch is new zeroed pages, one page fault per 4 KiB, and the kernel's
-share of a training run was 15-23 % of its time on the 2-core machine (benchmarks/allocator.py
-measures it). ``tune()`` keeps such blocks in the heap instead: an mmap threshold of 32 MiB (the
-most ``mallopt`` accepts on 64-bit Linux), and up to ``TRIM_THRESHOLD`` of freed memory kept
-for the next batch. The price is memory: a process holds on to its peak heap less what it
-trims, which the benchmark reports as a peak RSS ratio.
+beyond 128 KiB: so each batch is new zeroed pages, one page fault per 4 KiB, and the kernel took
+15-40 % of a training process's CPU time on the 2-core machine. ``tune()`` keeps such memory
+in the heap instead: an mmap threshold of 32 MiB (the most ``mallopt`` accepts on 64-bit Linux),
+up to ``TRIM_THRESHOLD`` of freed memory kept for the next batch, and the heap grown
+``TOP_PAD`` at a time, so a block above the threshold is also cut from the heap's top. The same
+work then ran 1.6x faster (benchmarks/allocator.py, docs/training.md "The memory allocator").
+The price is memory a process keeps instead of returning, up to ``TRIM_THRESHOLD``.
 
 It changes nothing when the C library is not glibc, when ``CHARTRL_MALLOC=system``, or when the
 user set glibc's own knobs (``MALLOC_*_`` variables or a ``glibc.malloc`` tunable): theirs win.
