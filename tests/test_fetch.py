@@ -46,7 +46,9 @@ def _settings(sim: ExchangeSim, tmp_path: Path, **exchange):
         overrides={
             "exchange": {
                 "api_url": sim.url,
-                "timeout_ms": 400,
+                # Long enough for an answer on a loaded machine (at 400 ms one page was asked
+                # twice when CI ran beside a training), short against the injected 3 s stall.
+                "timeout_ms": 1500,
                 "retry_base_delay": 0.01,
                 **exchange,
             },
@@ -150,7 +152,7 @@ def test_retries_transient_faults(history, tmp_path, kind):
     with ExchangeSim(history, clock=clock) as sim:
         s = _settings(sim, tmp_path)
         sim.faults.add(
-            "/api/v3/klines", kind, count=2, ms=2000 if kind == "timeout" else None, retry_after=0
+            "/api/v3/klines", kind, count=2, ms=3000 if kind == "timeout" else None, retry_after=0
         )
         summary = update_series(s, progress=False)
         assert summary.count == 300
