@@ -18,7 +18,6 @@ user set glibc's own knobs (``MALLOC_*_`` variables or a ``glibc.malloc`` tunabl
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 ENV = "CHARTRL_MALLOC"
@@ -44,11 +43,10 @@ def user_choice(environ: dict[str, str] | os._Environ = os.environ) -> str | Non
 
 
 def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
+    """The C library this process runs on (its own symbols: no ``find_library`` subprocess at
+    every command's start), when it is glibc."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl has mallopt as a no-op)
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         return libc
