@@ -166,3 +166,66 @@ def test_weights_of_another_shape_refused_clearly(tmp_path: Path) -> None:
     assert (
         "do not fit the 'cnnrnn' policy" in msg and "size mismatch" not in msg and "\n" not in msg
     )
+
+
+class Killed(BaseException):
+    """The process dies here (BaseException: no ``except Exception`` of ours catches it)."""
+
+
+def _kill_at(monkeypatch, n: int) -> None:
+    """Die at the ``n``-th rename or fsync from now: every step of a write at which a kill
+    leaves a different state on disk."""
+    import os
+
+    calls = {"n": 0}
+    real = {"replace": os.replace, "fsync": os.fsync}
+
+    def step(name):
+        def do(*args):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise Killed
+            return real[name](*args)
+
+        return do
+
+    for name in real:
+        monkeypatch.setattr(os, name, step(name))
+
+
+def test_a_rewrite_killed_at_any_step_settles_to_one_whole_checkpoint(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A run's checkpoint rewrite (weights, training state, model.json) killed at each of its
+    steps in turn: after ``settle`` the directory loads, and its weights, training state and
+    model.json are all the old set or all the new one, never a mix (a new model.pt beside an old
+    model.json and training state is what a resumed run could not load)."""
+    from chartrl.train.checkpoint import PENDING_DIR, settle
+
+    def write(d: Path, name: str, seed: int) -> None:
+        torch.manual_seed(seed)
+        meta = {"chart_spec": SPEC, "series": SERIES, "metrics": {"set": name}}
+        save_model(d, build_policy("cnn", SPEC), meta, {"train_state.pt": name.encode() * 5000})
+
+    seen, step = set(), 1
+    while True:
+        d = tmp_path / f"m{step}"
+        write(d, "old", 1)
+        _kill_at(monkeypatch, step)
+        try:
+            write(d, "new", 2)
+            killed = False
+        except Killed:
+            killed = True
+        monkeypatch.undo()
+        settle(d)
+        _, meta = load_model(d)  # weights and model.json agree (load checks the hash)
+        which = meta["metrics"]["set"]
+        assert (d / "train_state.pt").read_bytes() == which.encode() * 5000, (step, which)
+        assert sorted(p.name for p in d.iterdir()) == [META_FILE, MODEL_FILE, "train_state.pt"]
+        assert not (d / PENDING_DIR).exists()
+        seen.add(which)
+        if not killed:
+            break
+        step += 1
+    assert seen == {"old", "new"} and step > 6, (seen, step)  # both outcomes, every step tried

@@ -18,6 +18,7 @@ from chartrl.chart.spec import ChartSpec
 from chartrl.testing.synthetic import synthetic_candles
 from chartrl.train.checkpoint import read_meta
 from chartrl.train.dqn import TrainConfig, train
+from chartrl.train.history import read_history
 from chartrl.train.env import prepare_data
 from chartrl.train.replay import SequenceReplay
 from test_training import tiny_cfg
@@ -143,3 +144,30 @@ def test_nightly_fine_tune_waits_for_its_own_replay(data, tmp_path: Path, sample
     )
     assert meta["counters"]["dqn_epochs"] == before["dqn_epochs"] + 1  # it continued the champion
     _assert_refilled_first(sampled, meta["counters"]["updates"] - before["updates"])
+
+
+def test_a_run_killed_inside_its_checkpoint_write_resumes(data, tmp_path: Path, monkeypatch):
+    """Killed after the epoch's new model.pt is in place but before its model.json (SIGKILL of a
+    sweep driver's workers, a power cut): --resume completes the write and carries on from that
+    epoch, instead of refusing a model.pt whose hash model.json does not know."""
+    import os
+
+    m = tmp_path / "m"
+    train("cnn", data, _cfg(), m, META, progress=False)
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == m / "model.json":
+            assert read_meta(m)["counters"]["dqn_epochs"] == 1  # model.json: still epoch 1
+            raise KeyboardInterrupt  # dies here
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        train("cnn", data, _cfg(epochs=2), m, META, progress=False, resume=True)
+    monkeypatch.setattr(os, "replace", real)
+    train("cnn", data, _cfg(epochs=3), m, META, progress=False, resume=True)
+    meta = read_meta(m)
+    assert meta["counters"]["dqn_epochs"] == 3
+    rows = [r for r in read_history(m) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]

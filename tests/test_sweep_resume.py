@@ -59,6 +59,10 @@ def _done(out: Path) -> dict[str, str]:
     return found
 
 
+def _statuses(rows: list[dict[str, str]]) -> list[tuple[str, str, str]]:
+    return [(r["trial_id"], r["status"], r.get("error", "")) for r in rows]
+
+
 def _kill_then_resume(tmp_path: Path, spec: str, kill_after: int, units: int):
     """Start `chartrl sweep --spec` in a driver process, SIGKILL it once ``kill_after`` units
     are done, then `--resume` it to the end: (the results.csv rows, the finished units' result
@@ -115,7 +119,7 @@ def test_sigkill_of_the_driver_then_resume_gives_8_rows_and_reruns_no_finished_t
 ) -> None:
     rows, _, stdout = _kill_then_resume(tmp_path, SPEC_TOML, kill_after=2, units=8)
     assert len(rows) == 8 and len({r["trial_id"] for r in rows}) == 8
-    assert all(r["status"] == "done" for r in rows)
+    assert all(r["status"] == "done" for r in rows), _statuses(rows)
     assert "8 of 8 trials done, 0 failed" in stdout
 
 
@@ -126,7 +130,7 @@ def test_sigkill_then_resume_of_an_optuna_search_continues_the_same_study(tmp_pa
     finished units are kept, not retrained) and no more, 6 rows in all."""
     rows, finished, stdout = _kill_then_resume(tmp_path, OPTUNA_SPEC_TOML, kill_after=3, units=6)
     assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6, [r["trial_id"] for r in rows]
-    assert all(r["status"] == "done" for r in rows)
+    assert all(r["status"] == "done" for r in rows), _statuses(rows)
     configs = {r["config_id"] for r in rows}
     assert len(configs) == 3
     for c in configs:

@@ -5,10 +5,15 @@ set, exchange/symbol/timeframe, the data range, the hyperparameters, the final m
 version and the SHA-256 of ``model.pt``. Loading refuses a model whose spec or series differs from
 what the caller expects (invariant 3) and a ``model.pt`` that does not match its ``model.json``.
 
-Writes are atomic: a new directory is built under a temporary name and renamed into place; an
-existing directory gets its files replaced one by one through temp files, weights first and the
-JSON (with the weights' hash) last, so a reader sees either the old pair, or a new model.pt whose
-hash mismatch it reports as a checkpoint being replaced.
+Writes are atomic: a new directory is built under a temporary name and renamed into place. An
+existing directory (a run's checkpoint, rewritten every epoch) gets the new set of files staged in
+``DIR/.next`` first, ``model.json`` last (its presence there marks the set complete), then moved
+into place one by one, ``model.json`` last: a reader sees the old set, or a new model.pt whose
+hash mismatch it reports as a checkpoint being replaced. A writer killed on the way (SIGKILL, a
+power cut) leaves either an incomplete stage, which ``settle`` drops (the old set is intact), or
+a complete one, which ``settle`` finishes moving; the trainer settles before it resumes, so a run
+killed at any moment continues from one consistent epoch, never a new model.pt beside an old
+model.json and training state.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ MODEL_FILE = "model.pt"
 META_FILE = "model.json"
 TRAIN_STATE_FILE = "train_state.pt"
 BEST_DIR = "best"
+PENDING_DIR = ".next"
 """Beside the last network (``DIR/model.pt``, what --resume continues), the best one on validation
 (``DIR/best/``, a model dir of its own: ``chartrl backtest --model DIR/best``)."""
 
@@ -122,10 +128,43 @@ def save_model(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     else:
-        for name, data in files.items():
-            _atomic_bytes(dir / name, data)
-        _atomic_bytes(dir / META_FILE, text)
+        pending = dir / PENDING_DIR
+        shutil.rmtree(pending, ignore_errors=True)  # a killed writer's stage: this one replaces it
+        pending.mkdir()
+        for name, data in {**files, META_FILE: text}.items():  # model.json last: the set is whole
+            _atomic_bytes(pending / name, data)
+        _move_staged(dir)
     return dir
+
+
+def _move_staged(dir: Path) -> None:
+    """Move a complete stage's files into ``dir``, model.json last, then drop the stage."""
+    pending = dir / PENDING_DIR
+    names = sorted(p.name for p in pending.iterdir() if p.is_file() and not p.name.startswith("."))
+    for name in sorted(names, key=lambda n: n == META_FILE):
+        os.replace(pending / name, dir / name)
+    dir_fd = os.open(dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the renames reach the disk before the stage is gone
+    finally:
+        os.close(dir_fd)
+    shutil.rmtree(pending)
+
+
+def settle(dir: Path | str) -> None:
+    """Finish, or undo, a checkpoint write into ``dir`` that a kill interrupted: afterwards its
+    files are one consistent set. For the directory's writer, before it resumes (a reader must
+    not: it could undo a write still in progress)."""
+    dir = Path(dir)
+    pending = dir / PENDING_DIR
+    if not pending.is_dir():
+        return
+    if (pending / META_FILE).is_file():
+        _move_staged(dir)
+        log.warning("checkpoint_write_completed", model_dir=str(dir))
+    else:
+        shutil.rmtree(pending)
+        log.warning("checkpoint_write_undone", model_dir=str(dir))
 
 
 def best_record(best: dict[str, Any]) -> dict[str, Any] | None:

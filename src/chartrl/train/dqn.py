@@ -106,6 +106,9 @@ def train(
             f"lanes per process; use --num-envs {most} or less, or load more candles"
         )
     if resume:  # the saved network, whatever policy_kwargs built it; refused if spec/series differ
+        for d in (out_dir, out_dir / ckpt.BEST_DIR) if main else ():
+            ckpt.settle(d)  # a checkpoint write a kill interrupted: finished or undone
+        barrier(dist)
         policy = ckpt.load_model(out_dir, "cpu", expect_spec=data.spec, expect_series=series)[0]
     else:
         policy = new_policy(strategy, data.spec, cfg)
