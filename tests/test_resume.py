@@ -18,8 +18,8 @@ from chartrl.chart.spec import ChartSpec
 from chartrl.testing.synthetic import synthetic_candles
 from chartrl.train.checkpoint import read_meta
 from chartrl.train.dqn import TrainConfig, train
-from chartrl.train.history import read_history
 from chartrl.train.env import prepare_data
+from chartrl.train.history import read_history
 from chartrl.train.replay import SequenceReplay
 from test_training import tiny_cfg
 
