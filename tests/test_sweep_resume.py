@@ -210,6 +210,23 @@ def test_a_resumed_optuna_study_proposes_first_what_the_killed_one_had_proposed(
     assert written == resumed and len(set(written)) == 16
 
 
+def test_a_resumed_study_proposes_no_configuration_twice(tmp_path) -> None:
+    """Killed after 2 of its start-up (random) proposals: the resumed study, whose sampler
+    starts its random draws afresh, goes on with the 3rd and 4th draws an uninterrupted study
+    makes, not with the 1st and 2nd again (the same units under the same trial ids: a sweep of
+    fewer configurations than --trials)."""
+    from chartrl.experiments.search import RecordedOptuna, proposals_path
+
+    def study(path: Path, n: int) -> list[float]:
+        return _propose(RecordedOptuna(path, metric="score", mode="max", seed=1), n, lag=0)
+
+    killed = study(proposals_path(tmp_path / "a", "cnn"), 2)
+    whole = study(proposals_path(tmp_path / "b", "cnn"), 4)
+    resumed = study(proposals_path(tmp_path / "a", "cnn"), 4)
+    assert whole[:2] == killed and len(set(whole)) == 4
+    assert resumed == whole
+
+
 def test_a_study_whose_proposals_are_all_finished_is_not_run_again(tmp_path) -> None:
     from chartrl.experiments.search import proposals_path, study_done
 

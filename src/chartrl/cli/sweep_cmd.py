@@ -90,7 +90,7 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     candles and the further training series' (``--series A,B,..``: B onwards; else none)."""
     from chartrl.backtest.runner import first_chart_index
     from chartrl.experiments.folds import check_folds, purge_gap, sweep_folds
-    from chartrl.experiments.params import applicable, grid, parse_params
+    from chartrl.experiments.params import applicable, distinct_configurations, grid, parse_params
     from chartrl.experiments.plan import Plan
     from chartrl.experiments.spec import apply_spec
     from chartrl.experiments.trainable import check_companions
@@ -126,6 +126,11 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     params = parse_params(list(args.param or []))
     if search == "optuna" and not params:
         raise UsageError("--search optuna needs at least one --param to search")
+    if search == "optuna" and trials > (most := distinct_configurations(params)):
+        raise UsageError(
+            f"--trials {trials}: the --param space holds only {int(most)} different "
+            f"configurations; use --trials {int(most)} or less, or --search grid"
+        )
     train = {**spec_train, **given_options(args)}
     configs = (
         grid(params) if search == "grid" else [{p.name: (p.choices or (p.low,))[0] for p in params}]

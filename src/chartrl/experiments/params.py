@@ -232,6 +232,20 @@ def grid(params: list[Param]) -> list[dict[str, Any]]:
     ]
 
 
+def distinct_configurations(params: list[Param]) -> float:
+    """How many different configurations the params can give an Optuna search (inf with a
+    float range)."""
+    n = 1.0
+    for p in params:
+        if not p.is_range:
+            n *= len(p.choices)
+        elif p.kind is int:
+            n *= int(p.high) - int(p.low) + 1  # type: ignore[arg-type]
+        else:
+            return math.inf
+    return n
+
+
 def applicable(strategy: str, config: dict[str, Any]) -> bool:
     """Whether ``strategy`` trains under ``config`` (TrainConfig fields): stacking frames is the
     cnn's alone (the recurrent policies have a memory of their own), so a grid over frame_stack

@@ -22,14 +22,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from chartrl.atomic import atomic_write
+from chartrl.errors import UsageError
+from chartrl.experiments.params import config_id
 from chartrl.experiments.plan import Plan
 from chartrl.experiments.trainable import Unit, read_result, trial_dir
 
 PROPOSALS_FILE = "optuna-{}.json"
 _PREFIX = "params/"  # OptunaSearch flattens the param space {"strategy": s, "params": {...}}
+MAX_ASKS = 1000
 
 
 def proposals_path(out: Path, strategy: str) -> Path:
@@ -54,18 +58,41 @@ class RecordedOptuna(OptunaSearch):
         self._asked = 0
 
     def suggest(self, trial_id: str) -> dict | None:
-        new = trial_id not in self._ot_trials
-        if new and self._asked < len(self._written):
+        if trial_id in self._ot_trials:
+            return super().suggest(trial_id)
+        if self._asked < len(self._written):
             # The next ask returns these values (Optuna samples nothing for them).
             self._ot_study.enqueue_trial(self._written[self._asked])
-        config = super().suggest(trial_id)
-        if new:
-            if self._asked >= len(self._written):
-                self._written.append(dict(self._ot_trials[trial_id].params))
-                body = json.dumps({"proposals": self._written}, indent=1) + "\n"
-                atomic_write(Path(self._path), lambda fh: fh.write(body.encode()))
-            self._asked += 1
+            config = super().suggest(trial_id)
+        else:
+            config = self._new_configuration(trial_id)
+            self._written.append(dict(self._ot_trials[trial_id].params))
+            body = json.dumps({"proposals": self._written}, indent=1) + "\n"
+            atomic_write(Path(self._path), lambda fh: fh.write(body.encode()))
+        self._asked += 1
         return config
+
+    def _new_configuration(self, trial_id: str) -> dict | None:
+        """Optuna's next proposal that the study does not hold yet. A repeat would train the same
+        units again under the same trial ids (fewer configurations than --trials), and a resumed
+        study's sampler does repeat: the enqueued proposals consumed none of its random draws, so
+        its first draws are the killed study's first proposals. Each repeat is told to Optuna as
+        failed (what TPE leaves out of its model and its start-up count), and the next draw is what the killed study would have proposed next."""
+        held = {_key(p) for p in self._written}
+        for _ in range(MAX_ASKS):
+            config = super().suggest(trial_id)
+            if _key(self._ot_trials[trial_id].params) not in held:
+                return config
+            self._ot_study.tell(self._ot_trials.pop(trial_id), state=TrialState.FAIL)
+        raise UsageError(
+            f"Optuna proposed only configurations already tried in {MAX_ASKS} asks: the --param "
+            "space is (nearly) exhausted; use a smaller --trials or --search grid"
+        )
+
+
+def _key(flat: dict[str, Any]) -> str:
+    """A proposal as its trial ids see it (config_id's rounding): equal keys, the same units."""
+    return config_id("", {k.removeprefix(_PREFIX): v for k, v in flat.items()})
 
 
 def searcher(plan: Plan, out: Path, strategy: str) -> Any:
