@@ -16,6 +16,10 @@ of a pure-Python loop in ``cores`` processes over the same loops one after anoth
 its time on (on virtual cores that share a physical one, or its memory bandwidth, the second can
 stay far below the first: the ceiling any parallel sweep of chart policies can reach there).
 
+Also printed: how long each sweep took to start its first trial (Tune's actor start and the
+worker's imports of torch and the trainer, about 7 s here, paid once a sweep however long it
+runs, in both arms), and the speedup of the walls after that start: what longer sweeps tend to.
+
 On a loaded machine the two measurements see different loads; ``--repeat N`` alternates them N
 times (parallel, serial, parallel, ...) and keeps the fastest of each.
 
@@ -73,9 +77,10 @@ def plan_for(n: int, steps: int, cpus: float) -> tuple[Plan, object]:
     return plan, candles
 
 
-def timed(plan: Plan, candles: object, out: Path) -> tuple[float, float]:
-    """(wall seconds, sum of the trials' own seconds) of one sweep."""
-    t0 = time.perf_counter()
+def timed(plan: Plan, candles: object, out: Path) -> tuple[float, float, float]:
+    """(wall seconds, sum of the trials' own seconds, seconds until the first trial started:
+    Tune's actor start and the worker's imports, paid once a sweep) of one sweep."""
+    t0, wall0 = time.perf_counter(), time.time()
     results = run_trials(plan, candles, out, progress=False)
     wall = time.perf_counter() - t0
     with results.open(newline="") as fh:
@@ -83,7 +88,8 @@ def timed(plan: Plan, candles: object, out: Path) -> tuple[float, float]:
     bad = [r["trial_id"] for r in rows if r["status"] != "done"]
     if len(rows) != TRIALS or bad:
         sys.exit(f"benchmark sweep incomplete: {len(rows)} rows, failed {bad}")
-    return wall, sum(float(r["seconds"]) for r in rows)
+    first = min((out / "trials" / r["trial_id"] / "unit.json").stat().st_mtime for r in rows)
+    return wall, sum(float(r["seconds"]) for r in rows), first - wall0
 
 
 def _spin(_: int) -> float:
@@ -147,8 +153,8 @@ def main() -> None:
         for i in range(args.repeat):
             par.append(timed(plan, candles, Path(tmp) / f"parallel{i}"))
             ser.append(timed(serial, candles, Path(tmp) / f"serial{i}"))
-    (par_wall, par_own), (ser_wall, ser_own) = min(par), min(ser)
-    walls = ", ".join(f"{w:.1f}" for w, _ in par), ", ".join(f"{w:.1f}" for w, _ in ser)
+    (par_wall, par_own, par_start), (ser_wall, ser_own, ser_start) = min(par), min(ser)
+    walls = ", ".join(f"{w[0]:.1f}" for w in par), ", ".join(f"{w[0]:.1f}" for w in ser)
     print(f"walls: parallel {walls[0]} s; serial {walls[1]} s")
     speedup = ser_wall / par_wall
     overhead = (ser_wall - ser_own) / TRIALS
@@ -160,6 +166,10 @@ def main() -> None:
     )
     print(
         f"serial:   {ser_wall:.1f} s wall for {TRIALS} trials ({ser_own:.1f} s inside the trials)"
+    )
+    print(
+        f"first trial started after {par_start:.1f} s (parallel), {ser_start:.1f} s (serial): "
+        f"speedup of the walls after it {(ser_wall - ser_start) / (par_wall - par_start):.2f}"
     )
     target = 0.8 * cores
     print(
