@@ -77,7 +77,8 @@ class RecordedOptuna(OptunaSearch):
         units again under the same trial ids (fewer configurations than --trials), and a resumed
         study's sampler does repeat: the enqueued proposals consumed none of its random draws, so
         its first draws are the killed study's first proposals. Each repeat is told to Optuna as
-        failed (what TPE leaves out of its model and its start-up count), and the next draw is what the killed study would have proposed next."""
+        failed (TPE leaves those out of its model and its start-up count) and it asks again: the
+        next draw is the one the killed study would have made."""
         held = {_key(p) for p in self._written}
         for _ in range(MAX_ASKS):
             config = super().suggest(trial_id)

@@ -43,9 +43,10 @@ MODEL_FILE = "model.pt"
 META_FILE = "model.json"
 TRAIN_STATE_FILE = "train_state.pt"
 BEST_DIR = "best"
-PENDING_DIR = ".next"
 """Beside the last network (``DIR/model.pt``, what --resume continues), the best one on validation
 (``DIR/best/``, a model dir of its own: ``chartrl backtest --model DIR/best``)."""
+PENDING_DIR = ".next"
+"""Where a rewrite of an existing model directory stages its files (see the module docstring)."""
 
 
 def spec_indicators(spec: ChartSpec) -> list[str]:
@@ -140,8 +141,8 @@ def save_model(
 def _move_staged(dir: Path) -> None:
     """Move a complete stage's files into ``dir``, model.json last, then drop the stage."""
     pending = dir / PENDING_DIR
-    names = sorted(p.name for p in pending.iterdir() if p.is_file() and not p.name.startswith("."))
-    for name in sorted(names, key=lambda n: n == META_FILE):
+    names = [p.name for p in pending.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for name in sorted(names, key=lambda n: (n == META_FILE, n)):
         os.replace(pending / name, dir / name)
     dir_fd = os.open(dir, os.O_RDONLY)
     try:
