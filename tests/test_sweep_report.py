@@ -39,7 +39,7 @@ SECTIONS = (
     "## Probability of backtest overfitting (CSCV)",
     "## Learning curves",
 )
-PNGS = ("metrics.png", "paired.png", "pbo.png", "curves.png")
+PNGS = ("metrics.png", "paired.png", "pbo.png", "curves.png", "imitation.png")
 
 
 def test_write_report_has_every_section_the_pngs_and_the_failed_trial(tmp_path: Path) -> None:
@@ -64,6 +64,13 @@ def test_write_report_has_every_section_the_pngs_and_the_failed_trial(tmp_path: 
     assert "1 finished run(s) never traded" in text and "| (2, 0) |" in text
     assert "7 tests were run" in text
     assert "PBO " in text and " combinations (12 blocks, 2 configurations)" in text
+    # The imitation stage per strategy from the finished runs' history.csv, by hand: cnn's 3
+    # drifting runs end at 0.4 and its flat one at 0.5 (mean 0.425, std 0.05), rising once (the
+    # flat run's 0.6 -> 0.65); gru's 3 finished runs all end at 0.5 after one rise each.
+    assert "| cnn | 4 | 0.4250 ± 0.0500 [0.4000, 0.4750] | -0.1750 ± 0.0500" in text
+    assert "| 1 of 8 |" in text
+    assert "| gru | 3 | 0.5000 ± 0.0000 [0.5000, 0.5000] | -0.1000 ± 0.0000" in text
+    assert "| 3 of 6 |" in text
 
 
 def _pixels(img, rgb: tuple[int, int, int]) -> int:

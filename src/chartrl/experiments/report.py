@@ -16,7 +16,7 @@ from chartrl.experiments import figures, pbo, stats
 from chartrl.experiments.plan import read_training_series
 from chartrl.logs import get_logger
 from chartrl.train import seedstats
-from chartrl.train.curves import plot_curves
+from chartrl.train.curves import imitation_losses, plot_curves, plot_imitation
 
 log = get_logger(__name__)
 
@@ -27,9 +27,9 @@ def fmt(d: dict[str, Any], scale: float = 1.0, digits: int = 2) -> str:
     return text + (f" ({d['missing']} missing)" if d.get("missing") else "")
 
 
-def _histories(out_dir: Path, df) -> dict[str, list[list[dict[str, Any]]]]:
-    """Per strategy, the history.csv rows of its finished trials (failed ones are counted in
-    the Trials section, not drawn)."""
+def _histories(out_dir: Path, df, by: str) -> dict[str, list[list[dict[str, Any]]]]:
+    """Per ``by`` value (strategy or config_id), the history.csv rows of its finished trials
+    (failed ones are counted in the Trials section, not drawn)."""
     out: dict[str, list[list[dict[str, Any]]]] = {}
     for r in df[df["status"] == "done"].itertuples():
         path = out_dir / "trials" / str(r.trial_id) / "history.csv"
@@ -37,8 +37,45 @@ def _histories(out_dir: Path, df) -> dict[str, list[list[dict[str, Any]]]]:
             with open(path, newline="") as fh:
                 rows = list(csv.DictReader(fh))
             if rows:
-                out.setdefault(str(r.strategy), []).append(rows)
+                out.setdefault(str(getattr(r, by)), []).append(rows)
     return out
+
+
+def _imitation(histories: dict[str, list[list[dict[str, Any]]]], out_dir: Path) -> list[str]:
+    """The imitation stage per group: the three-label supervised learning the article's CNN
+    did, whose loss it found to jump around; its last epoch's loss and how often a loss rose."""
+    rows = []
+    for name, runs in histories.items():
+        losses = [[v for _, v in sorted(imitation_losses(h).items())] for h in runs]
+        losses = [x for x in losses if x]
+        if not losses:
+            continue
+        rises = sum(b > a for x in losses for a, b in zip(x, x[1:], strict=False))
+        steps = sum(len(x) - 1 for x in losses)
+        rows.append(
+            f"| {name.replace('|', '/')} | {len(losses)} | {seedstats.fmt(seedstats.describe([x[-1] for x in losses]), 1, 4)} "
+            f"| {seedstats.fmt(seedstats.describe([x[-1] - x[0] for x in losses]), 1, 4)} "
+            f"| {rises} of {steps} |"
+        )
+    if not rows:
+        return []
+    plot_imitation(histories, out_dir / "imitation.png", over="seeds and folds")
+    return [
+        "### The imitation stage",
+        "",
+        "Training loss (weighted cross-entropy against the oracle's hold/buy/sell labels) of the "
+        "finished runs: the last imitation epoch's, its change from the first epoch (mean ± std "
+        "[bootstrap 95 % interval] over seeds and folds), and how many epoch-to-epoch steps "
+        "raised it. A training loss: it says how each network fits the labels, not how it "
+        "trades.",
+        "",
+        "| | runs | last epoch's loss | last - first | epochs where it rose |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "![imitation](imitation.png)",
+        "",
+    ]
 
 
 def _folds_section(out_dir: Path) -> list[str]:
@@ -332,7 +369,8 @@ def write_report(out_dir: Path, *, reference: str = "cnn") -> Path:
     body += _dsr(s["dsr"], s["dsr_every_run"], c) + [""]
     pbo_lines, shown = _pbo_section(s["pbo_returns"], s["pbo_folds"])
     body += pbo_lines + ["", "## Learning curves", ""]
-    histories = _histories(out_dir, df)
+    by = "config_id" if len(s["configs"]) > len(s["strategies"]) else "strategy"
+    histories = _histories(out_dir, df, by)
     if histories:
         plot_curves(histories, out_dir / "curves.png", over="seeds and folds", interpolate=True)
         body.append(
@@ -342,6 +380,7 @@ def write_report(out_dir: Path, *, reference: str = "cnn") -> Path:
             "is interpolated linearly between its own validations, over the updates every run "
             "reached.\n\n![learning curves](curves.png)"
         )
+        body += ["", *_imitation(histories, out_dir)]
     else:
         body.append("No history.csv of a finished run: no learning curves.")
     if has_metrics:

@@ -23,10 +23,16 @@ HOURS_A_YEAR = 8760
 
 
 def history(edge: float) -> list[dict]:
-    """A trainer history.csv: imitation end, then DQN validations at 10 and 20 updates."""
+    """A trainer history.csv: 3 imitation epochs (loss 0.6, 0.5, 0.4 with an edge; else 0.6,
+    0.65, 0.5: one rise), then DQN validations at 10 and 20 updates."""
     base = {"kind": "eval", "loss": 0.5, "val_turnover": 100.0, "val_trades": 2}
+    losses = (0.6, 0.5, 0.4) if edge > 0 else (0.6, 0.65, 0.5)
     return [
-        {**base, "stage": "imitation", "epoch": 1, "updates": 0, "val_total_return": 0.0},
+        *(
+            {**base, "stage": "imitation", "epoch": i, "updates": 0, "val_total_return": 0.0}
+            | {"kind": "epoch", "loss": loss}
+            for i, loss in enumerate(losses, 1)
+        ),
         {**base, "stage": "dqn", "epoch": 1, "updates": 10, "val_total_return": edge / 2},
         {**base, "stage": "dqn", "epoch": 1, "updates": 20, "val_total_return": edge},
     ]

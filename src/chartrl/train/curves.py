@@ -113,3 +113,44 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def imitation_losses(run: list[dict[str, Any]]) -> dict[int, float]:
+    """One run's imitation training loss (the weighted cross-entropy against the oracle's labels)
+    by imitation epoch."""
+    return {
+        int(to_float(r.get("epoch"))): to_float(r.get("loss"))
+        for r in run
+        if r.get("stage") == "imitation" and math.isfinite(to_float(r.get("loss")))
+    }
+
+
+def plot_imitation(
+    histories: dict[str, list[list[dict[str, Any]]]], path: Path, *, over: str = "seeds"
+) -> None:
+    """The imitation loss by epoch: mean over the runs, band = their min..max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, runs in histories.items():
+        xs, y = aligned([imitation_losses(h) for h in runs])
+        if not xs:
+            continue
+        (line,) = ax.plot(xs, y.mean(axis=0), marker="o", label=f"{name} (mean)")
+        if len(y) > 1:
+            ax.fill_between(xs, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("imitation epoch")
+    ax.set_ylabel("training loss (weighted cross-entropy)")
+    ax.set_title(f"imitation of the oracle: line = mean over {over}, band = min..max")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
