@@ -227,6 +227,26 @@ def test_a_resumed_study_proposes_no_configuration_twice(tmp_path) -> None:
     assert resumed == whole
 
 
+def test_a_search_as_large_as_its_finite_space_proposes_each_configuration_once(
+    tmp_path,
+) -> None:
+    """20 configurations (2 norms x frame stacks 1..10), --trials 20: past its random start-up
+    TPE keeps proposing the ones it likes; the search still ends with all 20, each once."""
+    from ray import tune
+
+    from chartrl.experiments.search import RecordedOptuna, proposals_path
+
+    alg = RecordedOptuna(proposals_path(tmp_path, "cnn"), metric="score", mode="max", seed=1)
+    space = {"norm": tune.choice(["group", "layer"]), "frame_stack": tune.randint(1, 11)}
+    alg.set_search_properties(None, None, {"strategy": "cnn", "params": space})
+    got = []
+    for i in range(20):
+        config = alg.suggest(f"t{i}")["params"]
+        got.append((config["norm"], config["frame_stack"]))
+        alg.on_trial_complete(f"t{i}", {"score": float(config["frame_stack"])})
+    assert sorted(got) == [(n, k) for n in ("group", "layer") for k in range(1, 11)]
+
+
 def test_a_study_whose_proposals_are_all_finished_is_not_run_again(tmp_path) -> None:
     from chartrl.experiments.search import proposals_path, study_done
 

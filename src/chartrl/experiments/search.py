@@ -18,7 +18,9 @@ goes on from there until it holds ``--trials`` configurations.
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from chartrl.experiments.trainable import Unit, read_result, trial_dir
 
 PROPOSALS_FILE = "optuna-{}.json"
 _PREFIX = "params/"  # OptunaSearch flattens the param space {"strategy": s, "params": {...}}
-MAX_ASKS = 1000
+MAX_ASKS = 200
 
 
 def proposals_path(out: Path, strategy: str) -> Path:
@@ -78,17 +80,39 @@ class RecordedOptuna(OptunaSearch):
         study's sampler does repeat: the enqueued proposals consumed none of its random draws, so
         its first draws are the killed study's first proposals. Each repeat is told to Optuna as
         failed (TPE leaves those out of its model and its start-up count) and it asks again: the
-        next draw is the one the killed study would have made."""
+        next draw is the one the killed study would have made. Over a finite space (choices and
+        integer ranges) TPE can keep proposing the few it likes; after MAX_ASKS repeats one of the
+        configurations not yet held is drawn at random (seeded) and handed to Optuna instead."""
         held = {_key(p) for p in self._written}
         for _ in range(MAX_ASKS):
             config = super().suggest(trial_id)
             if _key(self._ot_trials[trial_id].params) not in held:
                 return config
             self._ot_study.tell(self._ot_trials.pop(trial_id), state=TrialState.FAIL)
-        raise UsageError(
-            f"Optuna proposed only configurations already tried in {MAX_ASKS} asks: the --param "
-            "space is (nearly) exhausted; use a smaller --trials or --search grid"
-        )
+        rest = [p for p in _every_configuration(self._space) if _key(p) not in held]
+        if not rest:
+            raise UsageError(
+                f"Optuna proposed only configurations already tried in {MAX_ASKS} asks: the "
+                "--param space is exhausted; use a smaller --trials or --search grid"
+            )
+        self._ot_study.enqueue_trial(random.Random(len(held)).choice(rest))
+        return super().suggest(trial_id)
+
+
+def _every_configuration(space: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every point of a finite Optuna space (categorical and integer distributions), in Optuna's
+    flat names; [] when a distribution is continuous."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    axes = []
+    for d in space.values():
+        if isinstance(d, CategoricalDistribution):
+            axes.append(list(d.choices))
+        elif isinstance(d, IntDistribution):
+            axes.append(list(range(d.low, d.high + 1, d.step)))
+        else:
+            return []
+    return [dict(zip(space, combo, strict=True)) for combo in itertools.product(*axes)]
 
 
 def _key(flat: dict[str, Any]) -> str:
