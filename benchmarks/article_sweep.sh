@@ -37,11 +37,12 @@ run)
     ;;
 save)
     # Kept trials are only valid for the plan they ran under: the first save keeps the plan, and
-    # a sweep of another plan (folds, budget, chart, strategies) is refused.
+    # a sweep of another plan (folds, budget, chart, strategies) is refused (the report's
+    # reference is not the trials' business).
     mkdir -p "$kept"
     .venv/bin/python -c "import json, sys
 new, kept = (json.load(open(p)) for p in sys.argv[1:])
-same = lambda d: {k: v for k, v in d.items() if k != 'meta'}
+same = lambda d: {k: v for k, v in d.items() if k not in ('meta', 'reference')}
 sys.exit(None if same(new) == same(kept) else f'{sys.argv[1]} is another plan than {sys.argv[2]}: not saved')
 " "$out/sweep.json" "$(if [ -f "$kept/../sweep.json" ]; then echo "$kept/../sweep.json"; else echo "$out/sweep.json"; fi)"
     cp "$out/sweep.json" "$kept/../sweep.json"
@@ -59,10 +60,13 @@ sys.exit(None if same(new) == same(kept) else f'{sys.argv[1]} is another plan th
     echo "$n finished trials kept in $kept"
     ;;
 report)
-    .venv/bin/python -c "import sys; from pathlib import Path
+    # The spec's reference (the plain CNN), whatever the plan of an older run of it said.
+    .venv/bin/python -c "import sys, tomllib; from pathlib import Path
 from chartrl.experiments.results import write_results
 from chartrl.experiments.report import write_report
-out = Path(sys.argv[1]); write_results(out); print(write_report(out))" "$out"
+out, spec = Path(sys.argv[1]), tomllib.loads(Path(sys.argv[2]).read_text())
+write_results(out); print(write_report(out, reference=spec.get('reference', 'cnn')))
+" "$out" config/sweep-article.toml
     ;;
 *)
     echo "$usage" >&2

@@ -214,3 +214,25 @@ def test_the_shipped_article_spec_reads() -> None:
     assert apply_spec(args, path) == {}
     assert args.strategies == "cnn,cnnrnn,gru" and args.param == ["frame_stack=1,4"]
     assert args.symbol == "BTC/USDT" and args.folds == 3
+    assert args.reference == "cnn|frame_stack=1"  # the plain CNN: the article's baseline
+
+
+@pytest.mark.parametrize(
+    "reference,refused",
+    [("cnn|frame_stack=1", False), ("gru", False), ("cnn|frame_stack=2", True), ("sma", True)],
+)
+def test_a_reference_is_a_strategy_or_a_grid_configuration(
+    tmp_path, capsys, monkeypatch, reference: str, refused: bool
+) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        f'strategies = ["cnn", "gru"]\nparams = ["frame_stack=1,4"]\nreference = "{reference}"\n'
+        "folds = 40\n[series]\nsynthetic = 1500\n"
+    )
+    code, err, calls = _main(
+        tmp_path, capsys, monkeypatch, "--spec", str(spec), "--out", str(tmp_path / "o")
+    )
+    # accepted ones go on to the next check (too few candles for 40 folds), before Ray either way
+    assert code == 2 and calls == [] and len(err.strip().splitlines()) == 1, err
+    assert (f"reference {reference!r}: use one of the strategies" in err) == refused, err
+    assert ("too few for 40 folds" in err) == (not refused), err

@@ -140,6 +140,24 @@ def test_paired_differences_pair_on_seed_and_fold(tmp_path: Path) -> None:
     assert stats.paired_differences(df, "resnet") == {}
 
 
+def test_a_configuration_as_the_reference_pairs_each_configuration_with_it(
+    tmp_path: Path,
+) -> None:
+    """The article sweep's baseline is the plain CNN (cnn|frame_stack=1), not the cnn's
+    configurations averaged: each other configuration, the cnn's own included, minus it."""
+    make_dir = make_sweep_dir(tmp_path, configs=2)
+    df = stats.load_results(make_dir)
+    paired = stats.paired_differences(df, "cnn|lr=0.001")
+    assert sorted(paired) == ["cnn|lr=0.002", "gru|lr=0.001", "gru|lr=0.002"]
+    ret = {(r.config_id, r.seed, r.fold): r.test_total_return for r in df.itertuples()}
+    cells = [(s, f) for s in (1, 2) for f in (0, 1)]
+    want = [ret[("cnn|lr=0.002", *c)] - ret[("cnn|lr=0.001", *c)] for c in cells]
+    assert paired["cnn|lr=0.002"]["total_return"]["values"] == pytest.approx(want)
+    text = write_report(make_dir, reference="cnn|lr=0.001").read_text()
+    assert "## Paired differences against `cnn|lr=0.001`" in text
+    assert "| gru/lr=0.002 | 4 |" in text  # a table cell: no bare '|' in the name
+
+
 def test_buy_and_hold_and_skill_summaries(tmp_path: Path) -> None:
     make_sweep(tmp_path, flat=("cnn", 2, 0))
     df = stats.load_results(tmp_path)

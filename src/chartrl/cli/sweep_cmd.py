@@ -90,7 +90,13 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     candles and the further training series' (``--series A,B,..``: B onwards; else none)."""
     from chartrl.backtest.runner import first_chart_index
     from chartrl.experiments.folds import check_folds, purge_gap, sweep_folds
-    from chartrl.experiments.params import applicable, distinct_configurations, grid, parse_params
+    from chartrl.experiments.params import (
+        applicable,
+        config_id,
+        distinct_configurations,
+        grid,
+        parse_params,
+    )
     from chartrl.experiments.plan import Plan
     from chartrl.experiments.spec import apply_spec
     from chartrl.experiments.trainable import check_companions
@@ -151,6 +157,13 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
         raise UsageError(
             "--search optuna over frame_stack: only the cnn stacks frames; sweep --strategies cnn"
         )
+    reference = getattr(args, "reference", None)  # a spec's; the paired differences' baseline
+    cells = [config_id(s, c) for s in strategies for c in configs if applicable(s, {**train, **c})]
+    if reference and reference not in {*strategies, *(cells if search == "grid" else [])}:
+        raise UsageError(
+            f"reference {reference!r}: use one of the strategies ({', '.join(strategies)}) or, "
+            f"in a grid, one of its configurations ({', '.join(cells)})"
+        )
     gpus = args.gpus_per_trial or 0.0
     if args.device == "cuda" and gpus == 0:
         raise UsageError("--device cuda needs --gpus-per-trial > 0 (a trial holds its GPU share)")
@@ -188,7 +201,7 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
         cpus_per_trial=args.cpus_per_trial or 1.0,
         gpus_per_trial=gpus,
         max_failures=1 if args.max_failures is None else args.max_failures,
-        reference=getattr(args, "reference", None) or "cnn",
+        reference=reference or "cnn",
         companions=[{"name": n, "rules": asdict(r)} for n, _, r in companions],
     )
     return plan, candles, [c for _, c, _ in companions]

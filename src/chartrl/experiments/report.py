@@ -188,7 +188,8 @@ def _paired(paired: dict[str, dict[str, Any]], reference: str) -> list[str]:
     ]
     for name, d in paired.items():
         lines.append(
-            f"| {name} | {d['total_return']['pairs']} | {fmt(d['total_return'], 100)} "
+            f"| {name.replace('|', '/')} | {d['total_return']['pairs']} "
+            f"| {fmt(d['total_return'], 100)} "
             f"| {fmt(d['sharpe'])} | {fmt(d['trades_per_week'])} | {fmt(d['exposure'], 100, 1)} |"
         )
     lines.append("")

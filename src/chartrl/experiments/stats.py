@@ -153,25 +153,28 @@ def summarize(df: pd.DataFrame, by: str = "strategy") -> dict[str, dict[str, Any
     return out
 
 
-def _by_seed_fold(df: pd.DataFrame, strategy: str, metric: str) -> pd.Series:
-    """The strategy's finished runs' test ``metric`` at each (seed, fold), averaged over its
-    configurations (a searched strategy has several)."""
-    d = df[(df["strategy"] == strategy) & (df["status"] == "done")]
+def _by_seed_fold(df: pd.DataFrame, by: str, key: str, metric: str) -> pd.Series:
+    """The finished runs' test ``metric`` at each (seed, fold) of the ``by`` (strategy or
+    config_id) value ``key``, averaged over its configurations (a searched strategy has
+    several)."""
+    d = df[(df[by] == key) & (df["status"] == "done")]
     return d.groupby(["seed", "fold"])[f"test_{metric}"].mean().dropna()
 
 
 def paired_differences(df: pd.DataFrame, reference: str = "cnn") -> dict[str, dict[str, Any]]:
     """Per strategy other than ``reference``: differences minus the reference at the same
-    (seed, fold), same data and budget, over the pairs where both finished."""
-    if reference not in set(df["strategy"]):
+    (seed, fold), same data and budget, over the pairs where both finished. A configuration as
+    the reference (``cnn|frame_stack=1``) pairs every other configuration with it instead."""
+    by = "config_id" if reference in set(df["config_id"]) else "strategy"
+    if reference not in set(df[by]):
         return {}
     out: dict[str, dict[str, Any]] = {}
-    for name in df["strategy"].unique():
+    for name in df[by].unique():
         if name == reference:
             continue
         row: dict[str, Any] = {}
         for m in PAIRED:
-            a, b = _by_seed_fold(df, name, m), _by_seed_fold(df, reference, m)
+            a, b = _by_seed_fold(df, by, name, m), _by_seed_fold(df, by, reference, m)
             common = a.index.intersection(b.index)
             row[m] = {
                 **seedstats.paired(a[common].tolist(), b[common].tolist()),
