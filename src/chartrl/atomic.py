@@ -43,11 +43,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.unlink(tmp)
         raise
     # The rename itself must reach the disk, or a power cut could resurrect the old file.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (renames into it, files created or removed) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def _remove_stale_temps(path: Path) -> None:

@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from chartrl.atomic import fsync_dir
+
 
 class RetrainAborted(BaseException):
     """SIGTERM during a cycle. A BaseException (like KeyboardInterrupt) so no ``except Exception`` on
@@ -66,14 +68,6 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def promote(challenger: Path, champion: Path) -> Path:
     """Make ``challenger`` the champion; the old one becomes ``<champion>.prev``. Returns that path."""
     prev = champion.with_name(champion.name + ".prev")
@@ -87,5 +81,5 @@ def promote(challenger: Path, champion: Path) -> Path:
         if champion.exists():
             os.replace(champion, prev)
         os.replace(challenger, champion)
-    _fsync_dir(champion.parent)
+    fsync_dir(champion.parent)
     return prev

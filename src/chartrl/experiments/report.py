@@ -52,10 +52,10 @@ def _imitation(histories: dict[str, list[list[dict[str, Any]]]], out_dir: Path) 
             continue
         rises = sum(b > a for x in losses for a, b in zip(x, x[1:], strict=False))
         steps = sum(len(x) - 1 for x in losses)
+        last = seedstats.fmt(seedstats.describe([x[-1] for x in losses]), 1, 4)
+        change = seedstats.fmt(seedstats.describe([x[-1] - x[0] for x in losses]), 1, 4)
         rows.append(
-            f"| {name.replace('|', '/')} | {len(losses)} | {seedstats.fmt(seedstats.describe([x[-1] for x in losses]), 1, 4)} "
-            f"| {seedstats.fmt(seedstats.describe([x[-1] - x[0] for x in losses]), 1, 4)} "
-            f"| {rises} of {steps} |"
+            f"| {name.replace('|', '/')} | {len(losses)} | {last} | {change} | {rises} of {steps} |"
         )
     if not rows:
         return []

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from chartrl.atomic import atomic_write
+from chartrl.atomic import atomic_write, fsync_dir
 from chartrl.chart.spec import ChartSpec
 from chartrl.errors import CheckpointError
 from chartrl.logs import get_logger
@@ -144,11 +144,7 @@ def _move_staged(dir: Path) -> None:
     names = [p.name for p in pending.iterdir() if p.is_file() and not p.name.startswith(".")]
     for name in sorted(names, key=lambda n: (n == META_FILE, n)):
         os.replace(pending / name, dir / name)
-    dir_fd = os.open(dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the renames reach the disk before the stage is gone
-    finally:
-        os.close(dir_fd)
+    fsync_dir(dir)  # the renames reach the disk before the stage is gone
     shutil.rmtree(pending)
 
 

@@ -79,6 +79,15 @@ def aligned(
     return xs, np.array(ys).reshape(len(curves), -1)
 
 
+def _mean_and_band(ax: Any, name: str, xs: list[int], y: np.ndarray, **style: Any) -> None:
+    """One group's runs on ``ax``: their mean as a line, their min..max as a band."""
+    if not xs:
+        return
+    (line,) = ax.plot(xs, y.mean(axis=0), marker="o", label=f"{name} (mean)", **style)
+    if len(y) > 1:
+        ax.fill_between(xs, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2)
+
+
 def plot_curves(
     histories: dict[str, list[list[dict[str, Any]]]],
     path: Path,
@@ -98,11 +107,7 @@ def plot_curves(
     for ax, (key, title, zero) in zip(axes.flat, CURVES, strict=True):
         for name, runs in histories.items():
             xs, y = aligned([curve(h, key, zero) for h in runs if h], interpolate)
-            if not xs:
-                continue
-            (line,) = ax.plot(xs, y.mean(axis=0), marker="o", ms=2, label=f"{name} (mean)")
-            if len(y) > 1:
-                ax.fill_between(xs, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2)
+            _mean_and_band(ax, name, xs, y, ms=2)
         ax.set_title(title)
         ax.set_xlabel("DQN gradient updates (0 = after imitation)")
         ax.grid(alpha=0.3)
@@ -133,17 +138,11 @@ def plot_imitation(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, runs in histories.items():
-        xs, y = aligned([imitation_losses(h) for h in runs])
-        if not xs:
-            continue
-        (line,) = ax.plot(xs, y.mean(axis=0), marker="o", label=f"{name} (mean)")
-        if len(y) > 1:
-            ax.fill_between(xs, y.min(axis=0), y.max(axis=0), color=line.get_color(), alpha=0.2)
-    from matplotlib.ticker import MaxNLocator
-
+        _mean_and_band(ax, name, *aligned([imitation_losses(h) for h in runs]))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("imitation epoch")
     ax.set_ylabel("training loss (weighted cross-entropy)")
