@@ -90,7 +90,9 @@ def validation_points(cfg: Any, steps: int, lanes: int) -> int:
 
 def selection_score(metrics: dict[str, Any]) -> float:
     """What "best on validation" means: the validation Sharpe; a run that never traded (no
-    Sharpe) scores 0, what doing nothing earns, so any losing policy ranks below it."""
+    Sharpe) scores 0, what doing nothing earns, so a policy whose candle returns average below
+    zero ranks below it. A Sharpe of simple returns can be above 0 while the compound return is
+    below (volatility drag): such a policy outranks doing nothing (docs/experiments.md)."""
     sharpe = metrics.get("sharpe")
     return 0.0 if sharpe is None else float(sharpe)
 
