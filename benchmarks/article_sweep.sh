@@ -2,10 +2,11 @@
 # The article sweep (config/sweep-article.toml: cnn with and without a frame stack, cnnrnn, gru;
 # 3 seeds x 3 folds at the default budget, 36 trials; issue 11's Measure) run across sessions.
 #
-# It takes longer than a session on 2 cores (10-80 min a trial, two at a time), and a session's
-# machine need not keep files outside the repository (/tmp survived one session and not another). So each session's finished trials are kept in
-# benchmarks/results/article-sweep/trials/ (their result.json, history.csv, test_equity.csv:
-# what results.csv and the report read; no weights). `run` seeds a fresh sweep directory with
+# It takes longer than a session on 2 cores (6-79 min a trial, two at a time), and a session's
+# machine need not keep files outside the repository (/tmp survived one session and not
+# another). So each session's finished trials are kept in benchmarks/results/article-sweep/trials/
+# (their result.json, history.csv, test_equity.csv: what results.csv and the report read; no
+# weights). `run` seeds a fresh sweep directory with
 # them (a unit whose trial directory holds a finished result.json is not trained again) and runs
 # the rest; `save` copies the finished trials back; `report` writes results.csv and report.md
 # over what is finished so far (a partial report says so: it counts the trials run) and copies
@@ -68,7 +69,7 @@ from chartrl.experiments.report import write_report
 out, spec = Path(sys.argv[1]), tomllib.loads(Path(sys.argv[2]).read_text())
 write_results(out); print(write_report(out, reference=spec.get('reference', 'cnn')))
 " "$out" config/sweep-article.toml
-    cp "$out/report.md" "$out/results.csv" "$out"/*.png "$kept/.."
+    cp "$out/report.md" "$out/results.csv" "$out"/*.png "$(dirname "$kept")"
     echo "report, results.csv and figures copied to $(dirname "$kept")"
     ;;
 *)
